@@ -1,0 +1,45 @@
+"""SoftRas lighting: ambient plus one directional light, applied to colours in world space before projection."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+def face_normals(vertices: Tensor, faces: Tensor) -> Tensor:
+    """Unit face normals ``normalize((v2 − v1) × (v0 − v1))`` (SoftRas's surface lighting), eps 1e-6.
+
+    Args: vertices (B, V, 3); faces (B, F, 3) int64. Returns (B, F, 3); outward for CCW-outward faces.
+    """
+    fv = gather_face_vertices(vertices, faces)
+    cross = torch.linalg.cross(fv[:, :, 2] - fv[:, :, 1], fv[:, :, 0] - fv[:, :, 1], dim=-1)
+    return F.normalize(cross, dim=-1, eps=1e-6)
+
+
+def vertex_normals(vertices: Tensor, faces: Tensor) -> Tensor:
+    """Area-weighted unit vertex normals: the sum of the adjacent faces' unnormalised normals. (B, V, 3)."""
+    fv = gather_face_vertices(vertices, faces)
+    cross = torch.linalg.cross(fv[:, :, 2] - fv[:, :, 1], fv[:, :, 0] - fv[:, :, 1], dim=-1)
+    normals = torch.zeros_like(vertices)
+    for k in range(3):
+        normals = normals.scatter_add(1, faces[:, :, k : k + 1].expand(-1, -1, 3), cross)
+    return F.normalize(normals, dim=-1, eps=1e-6)
+
+
+def directional_light(
+    normals: Tensor,
+    ambient: float = 0.5,
+    directional: float = 0.5,
+    direction: tuple[float, float, float] = (0.0, 1.0, 0.0),
+) -> Tensor:
+    """Light intensity ``I_a + I_d·relu(n·l)`` per normal: (…, 3) normals → (…, 1), white light (SoftRas defaults)."""
+    light = normals.new_tensor(direction)
+    return ambient + directional * torch.relu((normals * light).sum(-1, keepdim=True))
+
+
+def gather_face_vertices(vertices: Tensor, faces: Tensor) -> Tensor:
+    """(B, V, C) per-vertex values and (B, F, 3) faces → (B, F, 3, C) per-face-corner values."""
+    b, f = faces.shape[:2]
+    index = faces.reshape(b, f * 3, 1).expand(-1, -1, vertices.shape[-1])
+    return vertices.gather(1, index).reshape(b, f, 3, vertices.shape[-1])
