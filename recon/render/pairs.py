@@ -19,28 +19,30 @@ from torch import Tensor
 # window of these sizes that holds it. Fine steps keep the wasted window area small for the common tiny faces.
 _WINDOW_SIZES = (1, 2, 3, 4, 5, 6, 8, 10, 12, 16, 20, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024)
 
-# Cells evaluated at once: bounds the transient memory of culling (about 20 float tensors of this size).
-_MAX_CELLS = 1 << 21
+# Cells evaluated at once: bounds the transient memory of culling (a few float tensors of 3× this size).
+_MAX_CELLS = 1 << 19
 
 # SoftRas clamps |det| of the barycentric system at 1e-10 (sign kept) so degenerate faces stay finite.
 _MIN_DET = 1e-10
 
 
 class PixelFacePairs(NamedTuple):
-    """The (pixel, face) pairs that survive culling; P pairs.
+    """The (pixel, face) pairs that survive culling; P pairs, as flat (P,) tensors.
 
-    face: (P,) int64 index into the flattened (B·F) faces. pixel: (P,) int64 index into the flattened (B·H·W)
-    pixels. inside: (P,) bool, strictly inside the triangle (all barycentrics in (0, 1)). edge: (P,) int64,
-    the edge k = (k, k+1 mod 3) nearest to the pixel. t: (P,) foot-point parameter in [0, 1] on that edge,
-    ``q = (1 − t)·p_k + t·p_{k+1}``. pixel_xy: (P, 2) the pixel centre in NDC.
+    face: int64 index into the flattened (B·F) faces. pixel: int64 index into the flattened (B·H·W) pixels.
+    inside: bool, strictly inside the triangle. corner_a, corner_b: int64 indices into the flattened (B·F·3)
+    face corners of the edge nearest to the pixel (corners k and k+1 mod 3 of the face). t: foot-point parameter
+    in [0, 1] on that edge, ``q = (1 − t)·p_a + t·p_b``. x, y: the pixel centre in NDC.
     """
 
     face: Tensor
     pixel: Tensor
     inside: Tensor
-    edge: Tensor
+    corner_a: Tensor
+    corner_b: Tensor
     t: Tensor
-    pixel_xy: Tensor
+    x: Tensor
+    y: Tensor
 
 
 def culling_threshold(sigma: float, dist_eps: float) -> float:
@@ -81,8 +83,8 @@ def find_pairs(xy: Tensor, faces_per_image: int, image_size: int, threshold: flo
         faces_per_image: F. image_size: S (square images). threshold: T from :func:`culling_threshold`.
 
     Returns:
-        :class:`PixelFacePairs` in a deterministic order. Computed without gradients: the differentiable distances are
-        re-evaluated on these pairs by :func:`recon.render.rasterize.signed_squared_distance`.
+        :class:`PixelFacePairs` in a deterministic order. Computed without gradients: the differentiable
+        distances are re-evaluated on these pairs by :func:`recon.render.rasterize.signed_squared_distance`.
     """
     with torch.no_grad():
         xy = xy.detach()
@@ -102,68 +104,79 @@ def find_pairs(xy: Tensor, faces_per_image: int, image_size: int, threshold: flo
         width, height = c_hi - c_lo + 1, r_hi - r_lo + 1
 
         sizes = torch.tensor(_WINDOW_SIZES, device=xy.device)
-        bucket_w = torch.bucketize(width, sizes)
-        bucket_h = torch.bucketize(height, sizes)
         visible = (width > 0) & (height > 0)
-        key = (bucket_h * len(_WINDOW_SIZES) + bucket_w).masked_fill(~visible, -1)
+        key = torch.bucketize(height, sizes) * len(_WINDOW_SIZES) + torch.bucketize(width, sizes)
+        key = key.masked_fill(~visible, -1)
+        key, order = torch.sort(key, stable=True)
+        keys, counts = torch.unique_consecutive(key, return_counts=True)
 
-        edges = xy.roll(-1, dims=1) - xy  # edge k runs from corner k to corner k+1
-        len2 = (edges * edges).sum(-1)
-        inv_len2 = torch.where(len2 > 0, 1 / len2.clamp(min=1e-30), torch.zeros_like(len2))
-        lines = _edge_frames(xy, edges, len2)
-
+        frames = _edge_frames(xy)  # (22, N): one row per per-face constant
         found: list[tuple[Tensor, ...]] = []
-        for k in key.unique().tolist():
+        start = 0
+        for k, count in zip(keys.tolist(), counts.tolist(), strict=True):
+            members, start = order[start : start + count], start + count
             if k < 0:
                 continue
-            members = (key == k).nonzero().squeeze(1)
             kh, kw = _WINDOW_SIZES[k // len(_WINDOW_SIZES)], _WINDOW_SIZES[k % len(_WINDOW_SIZES)]
-            step = max(1, _MAX_CELLS // (kh * kw))
-            for chunk in members.split(step):
-                found.append(
-                    _window_pairs(chunk, kh, kw, lines, c_lo, r_lo, width, height, s, threshold)
-                )
+            for chunk in members.split(max(1, _MAX_CELLS // (kh * kw))):
+                found.append(_window_pairs(chunk, kh, kw, frames, c_lo, r_lo, width, height, s, threshold))
         if not found:
             empty = xy.new_zeros(0, dtype=torch.long)
-            return PixelFacePairs(empty, empty, empty.bool(), empty, xy.new_zeros(0), xy.new_zeros(0, 2))
-        face, row, col, inside, edge = (torch.cat(parts) for parts in zip(*found, strict=True))
+            nothing = xy.new_zeros(0)
+            return PixelFacePairs(empty, empty, empty.bool(), empty, empty, nothing, nothing, nothing)
+        face, row, col, inside, edge, foot = (torch.cat(parts) for parts in zip(*found, strict=True))
 
-        pixel_xy = torch.stack(((2 * col + 1 - s).to(xy.dtype) / s, (s - 1 - 2 * row).to(xy.dtype) / s), -1)
-        corner = face * 3 + edge
-        a = xy.reshape(-1, 2).index_select(0, corner)
-        e = edges.reshape(-1, 2).index_select(0, corner)
-        t = (((pixel_xy - a) * e).sum(-1) * inv_len2.reshape(-1).index_select(0, corner)).clamp(0, 1)
+        corner_a = face * 3 + edge
+        corner_b = corner_a + torch.where(edge == 2, -2, 1)
+        t = foot * frames[_INV_LENGTH : _INV_LENGTH + 3].t().reshape(-1).index_select(0, corner_a)
+        x = (2 * col + 1 - s).to(xy.dtype) / s
+        y = (s - 1 - 2 * row).to(xy.dtype) / s
         pixel = (face // faces_per_image) * (s * s) + row * s + col
-        return PixelFacePairs(face, pixel, inside, edge, t, pixel_xy)
+        return PixelFacePairs(face, pixel, inside, corner_a, corner_b, t.clamp(0, 1), x, y)
 
 
-def _edge_frames(xy: Tensor, edges: Tensor, len2: Tensor) -> tuple[Tensor, ...]:
+# Rows of the per-face table built by _edge_frames; each block holds the 3 edges.
+_NORMAL_X, _NORMAL_Y, _NORMAL_C, _ALONG_X, _ALONG_Y, _ALONG_C, _LENGTH, _INV_LENGTH = range(0, 24, 3)
+_INTERIOR = 24
+
+
+def _edge_frames(xy: Tensor) -> Tensor:
     """Per face and edge, the affine maps pixel → (signed distance to the edge line, position along the edge).
 
-    Returns (normal, along, length, interior_threshold): normal and along (N, 3, 3) hold (a, b, c) with
-    value = a·x + b·y + c; the normal points into the triangle, so a point is strictly inside when all three
-    normal distances are > 0. A zero-length edge gets an arbitrary unit direction, which still measures the
-    distance to its single point exactly. interior_threshold (N,) is 0, or +inf for a zero-area face, which
-    has no inside (SoftRas's barycentrics never lie in (0, 1) there).
+    Returns a (25, N) table, faces last so window arithmetic runs along contiguous memory: for each quantity a
+    block of 3 rows (edges k = corner k → corner k+1): the inward unit normal (x, y, offset) and the unit
+    direction (x, y, offset), so that ``value = a·x + b·y + c``; the edge length and its inverse (0 for a
+    zero-length edge). A zero-length edge gets an arbitrary unit direction, which still measures the distance to
+    its single point exactly. The last row is 0, or +inf for a zero-area face, which has no inside (SoftRas's
+    barycentrics never lie in (0, 1) there): a pixel is inside when all normal distances exceed it.
     """
-    length = len2.sqrt()
-    unit_x = torch.where(length > 0, edges[..., 0] / length.clamp(min=1e-30), torch.ones_like(length))
-    unit_y = torch.where(length > 0, edges[..., 1] / length.clamp(min=1e-30), torch.zeros_like(length))
-    det = (edges[:, 0, 0] * -edges[:, 2, 1]) - (edges[:, 0, 1] * -edges[:, 2, 0])  # (p1 − p0) × (p2 − p0)
+    edges = xy.roll(-1, dims=1) - xy  # (N, 3, 2)
+    length = edges.norm(dim=-1)  # (N, 3)
+    safe = length.clamp(min=1e-30)
+    unit_x = torch.where(length > 0, edges[..., 0] / safe, torch.ones_like(length))
+    unit_y = torch.where(length > 0, edges[..., 1] / safe, torch.zeros_like(length))
+    det = edges[:, 0, 1] * edges[:, 2, 0] - edges[:, 0, 0] * edges[:, 2, 1]  # (p1 − p0) × (p2 − p0)
     orient = torch.where(det < 0, -1.0, 1.0).to(xy.dtype)[:, None]
     normal_x, normal_y = -unit_y * orient, unit_x * orient
     px, py = xy[..., 0], xy[..., 1]
-    normal = torch.stack((normal_x, normal_y, -(normal_x * px + normal_y * py)), -1)
-    along = torch.stack((unit_x, unit_y, -(unit_x * px + unit_y * py)), -1)
-    interior_threshold = torch.where(det == 0, float("inf"), 0.0).to(xy.dtype)
-    return normal, along, length, interior_threshold
+    inv_length = torch.where(length > 0, 1 / safe, torch.zeros_like(length))
+    interior = torch.where(det == 0, float("inf"), 0.0).to(xy.dtype)[:, None]
+    table = torch.cat(
+        (
+            normal_x, normal_y, -(normal_x * px + normal_y * py),
+            unit_x, unit_y, -(unit_x * px + unit_y * py),
+            length, inv_length, interior,
+        ),
+        dim=1,
+    )  # (N, 25)
+    return table.t().contiguous()
 
 
 def _window_pairs(
     members: Tensor,
     kh: int,
     kw: int,
-    lines: tuple[Tensor, ...],
+    frames: Tensor,
     c_lo: Tensor,
     r_lo: Tensor,
     width: Tensor,
@@ -176,32 +189,41 @@ def _window_pairs(
     The distance to each edge segment is ``h² + excess²``: h the signed distance to the edge line and excess how
     far the foot point lies beyond the segment's ends. Both are affine in the pixel position, so each is one
     broadcast sum of a per-column and a per-row term; the minimum over the three edges is the distance to the
-    closed triangle, and for an interior pixel it is the distance to the nearest edge line, as SoftRas computes.
+    closed triangle, and for an interior pixel the distance to the nearest edge line, as SoftRas computes.
+    Tensors are laid out (edge, row, col, face) with faces innermost, so every elementwise pass is long and
+    contiguous however small the window is.
     """
-    normal, along, length, interior_threshold = (x[members] for x in lines)
-    dtype = normal.dtype
-    ar_w = torch.arange(kw, device=members.device)
-    ar_h = torch.arange(kh, device=members.device)
-    cols = c_lo[members, None] + ar_w  # (n, kw)
-    rows = r_lo[members, None] + ar_h  # (n, kh)
-    px = ((2 * cols + 1 - s).to(dtype) / s)[:, None, None, :]  # (n, 1, 1, kw)
-    py = ((s - 1 - 2 * rows).to(dtype) / s)[:, None, :, None]  # (n, 1, kh, 1)
-    valid = (ar_w < width[members, None])[:, None, :] & (ar_h < height[members, None])[:, :, None]
+    f = frames.index_select(1, members)  # (25, n)
+    dtype = f.dtype
+    c0, r0 = c_lo.index_select(0, members), r_lo.index_select(0, members)
+    ar_w = torch.arange(kw, device=members.device)[:, None]
+    ar_h = torch.arange(kh, device=members.device)[:, None]
+    px = ((2 * (c0 + ar_w) + 1 - s).to(dtype) / s)[None, None]  # (1, 1, kw, n)
+    py = ((s - 1 - 2 * (r0 + ar_h)).to(dtype) / s)[None, :, None]  # (1, kh, 1, n)
+    valid = (ar_w < width.index_select(0, members))[None] & (ar_h < height.index_select(0, members))[:, None]
 
-    # (n, 3, kh, kw): all three edges at once.
-    h = (normal[..., 0, None, None] * px + normal[..., 2, None, None]) + normal[..., 1, None, None] * py
-    u = (along[..., 0, None, None] * px + along[..., 2, None, None]) + along[..., 1, None, None] * py
-    excess = u - torch.minimum(u.clamp(min=0), length[..., None, None])
+    def block(row: int) -> Tensor:
+        return f[row : row + 3, None, None, :]  # (3, 1, 1, n)
+
+    h = (block(_NORMAL_X) * px + block(_NORMAL_C)) + block(_NORMAL_Y) * py  # (3, kh, kw, n)
+    u = (block(_ALONG_X) * px + block(_ALONG_C)) + block(_ALONG_Y) * py
+    foot = torch.minimum(u.clamp(min=0), block(_LENGTH))
+    excess = u - foot
     d2 = torch.addcmul(h * h, excess, excess)
-    best, edge = d2.min(dim=1)
-    inside = h.amin(dim=1) > interior_threshold[:, None, None]
+    best, edge = d2.min(dim=0)  # (kh, kw, n)
+    inside = h.amin(dim=0) > f[_INTERIOR]
     keep = valid & (inside | (best < threshold))
-    idx_n, idx_h, idx_w = keep.nonzero(as_tuple=True)
-    # Boolean masking is one pass; indexing with three index tensors would be several times slower.
+    idx_h, idx_w, idx_n = keep.nonzero(as_tuple=True)
+    n = members.numel()
+    # One nonzero, then flat index_select: boolean masking would search the mask again for every output.
+    flat = (idx_h * kw + idx_w) * n + idx_n
+    edge = edge.view(-1).index_select(0, flat)
+    foot = foot.view(3, -1)[:, flat].gather(0, edge[None]).squeeze(0)
     return (
         members.index_select(0, idx_n),
-        r_lo.index_select(0, members).index_select(0, idx_n) + idx_h,
-        c_lo.index_select(0, members).index_select(0, idx_n) + idx_w,
-        inside[keep],
-        edge[keep],
+        r0.index_select(0, idx_n) + idx_h,
+        c0.index_select(0, idx_n) + idx_w,
+        inside.view(-1).index_select(0, flat),
+        edge,
+        foot,
     )

@@ -29,28 +29,38 @@ class _SignedSquaredDistance(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, xy: Tensor, face: Tensor, edge: Tensor, t: Tensor, pixel_xy: Tensor, sign: Tensor) -> Tensor:
-        a = xy[face, edge]
-        b = xy[face, (edge + 1) % 3]
-        diff = torch.lerp(a, b, t[:, None]) - pixel_xy
-        ctx.save_for_backward(face, edge, t, diff, sign)
-        ctx.num_faces = xy.shape[0]
-        return sign * (diff * diff).sum(-1)
+    def forward(ctx, x: Tensor, y: Tensor, corner_a: Tensor, corner_b: Tensor, t: Tensor, px: Tensor,
+                py: Tensor, sign: Tensor) -> Tensor:
+        # x, y: (N·3,) corner coordinates; the rest (P,) per pair.
+        dx = torch.lerp(x.index_select(0, corner_a), x.index_select(0, corner_b), t) - px
+        dy = torch.lerp(y.index_select(0, corner_a), y.index_select(0, corner_b), t) - py
+        ctx.save_for_backward(corner_a, corner_b, t, dx, dy, sign)
+        ctx.num_corners = x.shape[0]
+        return sign * torch.addcmul(dx * dx, dy, dy)
 
     @staticmethod
     def backward(ctx, grad: Tensor) -> tuple[Tensor | None, ...]:
-        face, edge, t, diff, sign = ctx.saved_tensors
-        g = (2 * grad * sign)[:, None] * diff
-        out = diff.new_zeros(ctx.num_faces * 3, 2)
-        out.index_add_(0, face * 3 + edge, g * (1 - t)[:, None])
-        out.index_add_(0, face * 3 + (edge + 1) % 3, g * t[:, None])
-        return out.view(ctx.num_faces, 3, 2), None, None, None, None, None
+        corner_a, corner_b, t, dx, dy, sign = ctx.saved_tensors
+        g = 2 * grad * sign
+        g_b = g * t
+        g_a = g - g_b
+        grads = []
+        for d in (dx, dy):
+            out = d.new_zeros(ctx.num_corners)
+            out.index_add_(0, corner_a, g_a * d)
+            out.index_add_(0, corner_b, g_b * d)
+            grads.append(out)
+        return grads[0], grads[1], None, None, None, None, None, None
 
 
 def signed_squared_distance(xy: Tensor, pairs: PixelFacePairs) -> Tensor:
     """(P,) ``sign·d²`` in NDC² for the pairs, differentiable w.r.t. the (N, 3, 2) face corners xy."""
     sign = torch.where(pairs.inside, 1.0, -1.0).to(xy.dtype)
-    return _SignedSquaredDistance.apply(xy, pairs.face, pairs.edge, pairs.t.to(xy.dtype), pairs.pixel_xy, sign)
+    flat = xy.reshape(-1, 2)
+    return _SignedSquaredDistance.apply(
+        flat[:, 0].contiguous(), flat[:, 1].contiguous(), pairs.corner_a, pairs.corner_b,
+        pairs.t.to(xy.dtype), pairs.x, pairs.y, sign,
+    )
 
 
 def soft_rasterize(
@@ -132,7 +142,7 @@ def _aggregate_rgb(
     with torch.no_grad():
         # Clipped, renormalised barycentrics; constant in the backward, as in SoftRas's kernel.
         inv = barycentric_inverse(xy.detach())[pairs.face]
-        w = (inv[:, :, :2] * pairs.pixel_xy[:, None, :]).sum(-1) + inv[:, :, 2]
+        w = inv[:, :, 0] * pairs.x[:, None] + inv[:, :, 1] * pairs.y[:, None] + inv[:, :, 2]
         w_bar = w.clamp(0, 1)
         w_bar = w_bar / w_bar.sum(-1, keepdim=True).clamp(min=1e-5)
     corner_z = face_vertices[..., 2].reshape(n, 3)[pairs.face]

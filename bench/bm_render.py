@@ -1,0 +1,80 @@
+"""Soft rasterizer throughput and peak memory: recon's culled SoftRenderer against the dense reference.
+
+Setting of SoftRas's reconstruction training: 64² images, a 642-vertex / 1280-face sphere deformed like a
+decoder output, σ = 1e-4, dist_eps = 1e-10, silhouettes ('prod' alpha). Each configuration runs in a fresh
+subprocess so its peak RSS is its own.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+_CHILD = r"""
+import json, resource, sys, time, torch
+from recon.mesh import template_sphere
+from recon.render import SoftRenderer, eye_from_angles
+from recon.render.reference import dense_soft_rasterize
+cfg = json.loads(sys.argv[1])
+dev = torch.device(cfg["device"])
+vertices, faces = template_sphere()
+g = torch.Generator().manual_seed(0)
+b = cfg["batch"]
+# A decoder-like deformation: smooth random scaling per axis and per vertex, radius about 0.25-0.45.
+scale = 0.35 * (1 + 0.25 * torch.rand(b, 1, 3, generator=g)) * (1 + 0.05 * torch.randn(b, vertices.shape[0], 1, generator=g))
+verts = (vertices[None] * scale).to(dev)
+faces = faces.to(dev)
+eyes = eye_from_angles(2.732, 30.0, -15.0 * (torch.arange(b) % 24)).to(dev)
+renderer = SoftRenderer(image_size=64, sigma=1e-4, dist_eps=1e-10)
+
+def step():
+    v = verts.clone().requires_grad_(cfg["backward"])
+    if cfg["impl"] == "recon":
+        alpha = renderer.silhouette(v, faces, eyes)
+    else:
+        fv = renderer._face_vertices(v, faces.expand(b, -1, -1), eyes)
+        alpha = dense_soft_rasterize(fv, None, image_size=64, sigma=1e-4, dist_eps=1e-10)
+    if cfg["backward"]:
+        alpha.sum().backward()
+    if dev.type == "cuda":
+        torch.cuda.synchronize()
+
+step()
+times = []
+for _ in range(cfg["repeats"]):
+    t = time.perf_counter(); step(); times.append(time.perf_counter() - t)
+best = min(times)
+peak = torch.cuda.max_memory_allocated() / 2**20 if dev.type == "cuda" else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+print(json.dumps({"images_per_s": b / best, "ms_per_batch": 1000 * best, "peak_mb": peak}))
+"""
+
+
+def _measure(impl: str, batch: int, backward: bool, device: str, repeats: int) -> dict:
+    cfg = {"impl": impl, "batch": batch, "backward": backward, "device": device, "repeats": repeats}
+    out = subprocess.run([sys.executable, "-c", _CHILD, json.dumps(cfg)], capture_output=True, text=True)
+    if out.returncode != 0:
+        return {"error": out.stderr.strip().splitlines()[-1][:120]}
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def run(quick: bool = False) -> list[dict]:
+    import torch
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    batches = (8,) if quick else (8, 64, 256)
+    rows = []
+    dense_rate = {}
+    for backward in (False, True):
+        pass_name = "forward+backward" if backward else "forward"
+        # The dense reference holds B·4096·1280 floats per tensor: measure it at a small batch only.
+        dense = _measure("dense", 2 if quick else 4, backward, device, 1 if quick else 2)
+        dense_rate[backward] = dense.get("images_per_s")
+        rows.append({"bench": "render", "impl": "dense reference", "pass": pass_name, "batch": 2 if quick else 4,
+                     **dense})
+        for batch in batches:
+            res = _measure("recon", batch, backward, device, 2 if quick else 5)
+            speedup = res.get("images_per_s", 0) / dense_rate[backward] if dense_rate[backward] else float("nan")
+            rows.append({"bench": "render", "impl": "recon SoftRenderer", "pass": pass_name, "batch": batch, **res,
+                         "x_dense": speedup})
+    return rows
