@@ -87,15 +87,16 @@ def find_pairs(xy: Tensor, faces_per_image: int, image_size: int, threshold: flo
         distances are re-evaluated on these pairs by :func:`recon.render.rasterize.signed_squared_distance`.
     """
     with torch.no_grad():
-        xy = xy.detach()
+        # Corners as (3, N) rows: every per-face computation below runs along long contiguous rows.
+        cx = xy[..., 0].detach().t().contiguous()
+        cy = xy[..., 1].detach().t().contiguous()
         s = image_size
         radius = math.sqrt(threshold)
-        lo, hi = xy.amin(dim=1), xy.amax(dim=1)  # (N, 2)
         # Pixel centre c has x = (2c + 1 − S)/S; row r has y = (S − 1 − 2r)/S (row 0 at the top).
-        c_lo = ((lo[:, 0] - radius) * s + s - 1) / 2
-        c_hi = ((hi[:, 0] + radius) * s + s - 1) / 2
-        r_lo = (s - 1 - (hi[:, 1] + radius) * s) / 2
-        r_hi = (s - 1 - (lo[:, 1] - radius) * s) / 2
+        c_lo = ((cx.amin(0) - radius) * s + s - 1) / 2
+        c_hi = ((cx.amax(0) + radius) * s + s - 1) / 2
+        r_lo = (s - 1 - (cy.amax(0) + radius) * s) / 2
+        r_hi = (s - 1 - (cy.amin(0) - radius) * s) / 2
         # Clamp in floating point before converting: huge coordinates (faces at the eye) must not overflow.
         c_lo = c_lo.nan_to_num(s).clamp(0, s).ceil().long()
         c_hi = c_hi.nan_to_num(-1).clamp(-1, s - 1).floor().long()
@@ -104,13 +105,16 @@ def find_pairs(xy: Tensor, faces_per_image: int, image_size: int, threshold: flo
         width, height = c_hi - c_lo + 1, r_hi - r_lo + 1
 
         sizes = torch.tensor(_WINDOW_SIZES, device=xy.device)
-        visible = (width > 0) & (height > 0)
         key = torch.bucketize(height, sizes) * len(_WINDOW_SIZES) + torch.bucketize(width, sizes)
-        key = key.masked_fill(~visible, -1)
+        key = key.masked_fill((width <= 0) | (height <= 0), -1)
         key, order = torch.sort(key, stable=True)
         keys, counts = torch.unique_consecutive(key, return_counts=True)
 
-        frames = _edge_frames(xy)  # (22, N): one row per per-face constant
+        frames = _edge_frames(cx, cy)
+        # The first pixel of each face's window, as a flat (B·S·S) index.
+        origin = torch.div(torch.arange(cx.shape[1], device=xy.device), faces_per_image, rounding_mode="floor")
+        origin = origin * (s * s) + r_lo * s + c_lo
+        window = _Window(frames, origin, c_lo, r_lo, width, height, s, threshold)
         found: list[tuple[Tensor, ...]] = []
         start = 0
         for k, count in zip(keys.tolist(), counts.tolist(), strict=True):
@@ -119,20 +123,12 @@ def find_pairs(xy: Tensor, faces_per_image: int, image_size: int, threshold: flo
                 continue
             kh, kw = _WINDOW_SIZES[k // len(_WINDOW_SIZES)], _WINDOW_SIZES[k % len(_WINDOW_SIZES)]
             for chunk in members.split(max(1, _MAX_CELLS // (kh * kw))):
-                found.append(_window_pairs(chunk, kh, kw, frames, c_lo, r_lo, width, height, s, threshold))
+                found.append(window.pairs(chunk, kh, kw))
         if not found:
             empty = xy.new_zeros(0, dtype=torch.long)
             nothing = xy.new_zeros(0)
             return PixelFacePairs(empty, empty, empty.bool(), empty, empty, nothing, nothing, nothing)
-        face, row, col, inside, edge, foot = (torch.cat(parts) for parts in zip(*found, strict=True))
-
-        corner_a = face * 3 + edge
-        corner_b = corner_a + torch.where(edge == 2, -2, 1)
-        t = foot * frames[_INV_LENGTH : _INV_LENGTH + 3].t().reshape(-1).index_select(0, corner_a)
-        x = (2 * col + 1 - s).to(xy.dtype) / s
-        y = (s - 1 - 2 * row).to(xy.dtype) / s
-        pixel = (face // faces_per_image) * (s * s) + row * s + col
-        return PixelFacePairs(face, pixel, inside, corner_a, corner_b, t.clamp(0, 1), x, y)
+        return PixelFacePairs(*(torch.cat(parts) for parts in zip(*found, strict=True)))
 
 
 # Rows of the per-face table built by _edge_frames; each block holds the 3 edges.
@@ -140,8 +136,10 @@ _NORMAL_X, _NORMAL_Y, _NORMAL_C, _ALONG_X, _ALONG_Y, _ALONG_C, _LENGTH, _INV_LEN
 _INTERIOR = 24
 
 
-def _edge_frames(xy: Tensor) -> Tensor:
+def _edge_frames(cx: Tensor, cy: Tensor) -> Tensor:
     """Per face and edge, the affine maps pixel → (signed distance to the edge line, position along the edge).
+
+    Args: cx, cy: (3, N) corner coordinates.
 
     Returns a (25, N) table, faces last so window arithmetic runs along contiguous memory: for each quantity a
     block of 3 rows (edges k = corner k → corner k+1): the inward unit normal (x, y, offset) and the unit
@@ -150,80 +148,86 @@ def _edge_frames(xy: Tensor) -> Tensor:
     its single point exactly. The last row is 0, or +inf for a zero-area face, which has no inside (SoftRas's
     barycentrics never lie in (0, 1) there): a pixel is inside when all normal distances exceed it.
     """
-    edges = xy.roll(-1, dims=1) - xy  # (N, 3, 2)
-    length = edges.norm(dim=-1)  # (N, 3)
+    ex, ey = cx.roll(-1, dims=0) - cx, cy.roll(-1, dims=0) - cy  # (3, N)
+    length = torch.hypot(ex, ey)
     safe = length.clamp(min=1e-30)
-    unit_x = torch.where(length > 0, edges[..., 0] / safe, torch.ones_like(length))
-    unit_y = torch.where(length > 0, edges[..., 1] / safe, torch.zeros_like(length))
-    det = edges[:, 0, 1] * edges[:, 2, 0] - edges[:, 0, 0] * edges[:, 2, 1]  # (p1 − p0) × (p2 − p0)
-    orient = torch.where(det < 0, -1.0, 1.0).to(xy.dtype)[:, None]
+    unit_x = torch.where(length > 0, ex / safe, torch.ones_like(length))
+    unit_y = torch.where(length > 0, ey / safe, torch.zeros_like(length))
+    det = ex[0] * -ey[2] - ey[0] * -ex[2]  # (p1 − p0) × (p2 − p0)
+    orient = torch.where(det < 0, -1.0, 1.0).to(cx.dtype)
     normal_x, normal_y = -unit_y * orient, unit_x * orient
-    px, py = xy[..., 0], xy[..., 1]
     inv_length = torch.where(length > 0, 1 / safe, torch.zeros_like(length))
-    interior = torch.where(det == 0, float("inf"), 0.0).to(xy.dtype)[:, None]
-    table = torch.cat(
+    interior = torch.where(det == 0, float("inf"), 0.0).to(cx.dtype)[None]
+    return torch.cat(
         (
-            normal_x, normal_y, -(normal_x * px + normal_y * py),
-            unit_x, unit_y, -(unit_x * px + unit_y * py),
+            normal_x, normal_y, -(normal_x * cx + normal_y * cy),
+            unit_x, unit_y, -(unit_x * cx + unit_y * cy),
             length, inv_length, interior,
-        ),
-        dim=1,
-    )  # (N, 25)
-    return table.t().contiguous()
-
-
-def _window_pairs(
-    members: Tensor,
-    kh: int,
-    kw: int,
-    frames: Tensor,
-    c_lo: Tensor,
-    r_lo: Tensor,
-    width: Tensor,
-    height: Tensor,
-    s: int,
-    threshold: float,
-) -> tuple[Tensor, ...]:
-    """Evaluate one bucket of faces over their (kh, kw) pixel windows; return the surviving pairs.
-
-    The distance to each edge segment is ``h² + excess²``: h the signed distance to the edge line and excess how
-    far the foot point lies beyond the segment's ends. Both are affine in the pixel position, so each is one
-    broadcast sum of a per-column and a per-row term; the minimum over the three edges is the distance to the
-    closed triangle, and for an interior pixel the distance to the nearest edge line, as SoftRas computes.
-    Tensors are laid out (edge, row, col, face) with faces innermost, so every elementwise pass is long and
-    contiguous however small the window is.
-    """
-    f = frames.index_select(1, members)  # (25, n)
-    dtype = f.dtype
-    c0, r0 = c_lo.index_select(0, members), r_lo.index_select(0, members)
-    ar_w = torch.arange(kw, device=members.device)[:, None]
-    ar_h = torch.arange(kh, device=members.device)[:, None]
-    px = ((2 * (c0 + ar_w) + 1 - s).to(dtype) / s)[None, None]  # (1, 1, kw, n)
-    py = ((s - 1 - 2 * (r0 + ar_h)).to(dtype) / s)[None, :, None]  # (1, kh, 1, n)
-    valid = (ar_w < width.index_select(0, members))[None] & (ar_h < height.index_select(0, members))[:, None]
-
-    def block(row: int) -> Tensor:
-        return f[row : row + 3, None, None, :]  # (3, 1, 1, n)
-
-    h = (block(_NORMAL_X) * px + block(_NORMAL_C)) + block(_NORMAL_Y) * py  # (3, kh, kw, n)
-    u = (block(_ALONG_X) * px + block(_ALONG_C)) + block(_ALONG_Y) * py
-    foot = torch.minimum(u.clamp(min=0), block(_LENGTH))
-    excess = u - foot
-    d2 = torch.addcmul(h * h, excess, excess)
-    best, edge = d2.min(dim=0)  # (kh, kw, n)
-    inside = h.amin(dim=0) > f[_INTERIOR]
-    keep = valid & (inside | (best < threshold))
-    idx_h, idx_w, idx_n = keep.nonzero(as_tuple=True)
-    n = members.numel()
-    # One nonzero, then flat index_select: boolean masking would search the mask again for every output.
-    flat = (idx_h * kw + idx_w) * n + idx_n
-    edge = edge.view(-1).index_select(0, flat)
-    foot = foot.view(3, -1)[:, flat].gather(0, edge[None]).squeeze(0)
-    return (
-        members.index_select(0, idx_n),
-        r0.index_select(0, idx_n) + idx_h,
-        c0.index_select(0, idx_n) + idx_w,
-        inside.view(-1).index_select(0, flat),
-        edge,
-        foot,
+        )
     )
+
+
+class _Window(NamedTuple):
+    """Per-face state shared by the buckets of one :func:`find_pairs` call."""
+
+    frames: Tensor  # (25, N), see _edge_frames
+    origin: Tensor  # (N,) flat pixel index of the window's top-left pixel
+    c_lo: Tensor  # (N,) first column
+    r_lo: Tensor  # (N,) first row
+    width: Tensor  # (N,) columns the face may touch
+    height: Tensor  # (N,) rows the face may touch
+    s: int
+    threshold: float
+
+    def pairs(self, members: Tensor, kh: int, kw: int) -> tuple[Tensor, ...]:
+        """Evaluate one bucket of faces over their (kh, kw) pixel windows; return the surviving pairs.
+
+        The distance to each edge segment is ``h² + excess²``: h the signed distance to the edge line and
+        excess how far the foot point lies beyond the segment's ends. Both are affine in the pixel position,
+        so each is one broadcast sum of a per-column and a per-row term; the minimum over the three edges is
+        the distance to the closed triangle, and for an interior pixel the distance to the nearest edge line,
+        as SoftRas computes. Tensors are laid out (edge, row, col, face) with faces innermost, so every
+        elementwise pass is long and contiguous however small the window is.
+        """
+        s = self.s
+        f = self.frames.index_select(1, members)  # (25, n)
+        n = members.numel()
+        ar_w = torch.arange(kw, device=members.device)[:, None]
+        ar_h = torch.arange(kh, device=members.device)[:, None]
+        px = (2 * (self.c_lo.index_select(0, members) + ar_w) + 1 - s).to(f.dtype) / s  # (kw, n)
+        py = (s - 1 - 2 * (self.r_lo.index_select(0, members) + ar_h)).to(f.dtype) / s  # (kh, n)
+        valid = (ar_w < self.width.index_select(0, members))[None] & (ar_h < self.height.index_select(0, members))[
+            :, None
+        ]
+
+        def block(row: int) -> Tensor:
+            return f[row : row + 3, None, None, :]  # (3, 1, 1, n)
+
+        h = (block(_NORMAL_X) * px[None, None] + block(_NORMAL_C)) + block(_NORMAL_Y) * py[None, :, None]
+        u = (block(_ALONG_X) * px[None, None] + block(_ALONG_C)) + block(_ALONG_Y) * py[None, :, None]
+        foot = torch.minimum(u.clamp(min=0), block(_LENGTH))  # (3, kh, kw, n)
+        excess = u - foot
+        d2 = torch.addcmul(h * h, excess, excess)
+        best, edge = d2.min(dim=0)  # (kh, kw, n)
+        inside = h.amin(dim=0) > f[_INTERIOR]
+        keep = valid & (inside | (best < self.threshold))
+
+        idx_h, idx_w, idx_n = keep.nonzero(as_tuple=True)
+        # One nonzero, then flat index_select: boolean masking would search the mask again for every output.
+        flat = (idx_h * kw + idx_w) * n + idx_n
+        edge = edge.view(-1).index_select(0, flat)
+        on_edge = edge * n + idx_n
+        t = foot.view(3, -1)[:, flat].gather(0, edge[None]).squeeze(0)
+        t = (t * f[_INV_LENGTH : _INV_LENGTH + 3].reshape(-1).index_select(0, on_edge)).clamp_(0, 1)
+        face = members.index_select(0, idx_n)
+        corner_a = face * 3 + edge
+        return (
+            face,
+            self.origin.index_select(0, face) + idx_h * s + idx_w,
+            inside.view(-1).index_select(0, flat),
+            corner_a,
+            corner_a + torch.where(edge == 2, -2, 1),
+            t,
+            px.view(-1).index_select(0, idx_w * n + idx_n),
+            py.view(-1).index_select(0, idx_h * n + idx_n),
+        )
