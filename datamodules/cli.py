@@ -1,0 +1,125 @@
+"""``recon-data``: create and inspect recon-views HDF5 files.
+
+    recon-data synth OUT.h5 [--train N] [--val N] [--test N] [--seed S] [--categories NAME ...]
+    recon-data convert-nmr SRC_DIR OUT.h5 [--categories SYNSET ...] [--splits train val test]
+    recon-data info FILE
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+
+from recon.datamodules.h5 import SPLITS, ViewsFileInfo, open_views, read_info
+from recon.datamodules.synthetic import DEFAULT_COUNTS
+
+
+def _progress(console: Console) -> Progress:
+    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("objects"),
+                    TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), console=console)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="recon-data", description="Create and inspect recon-views HDF5 datasets.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    synth = commands.add_parser("synth", help="generate a synthetic ShapeNet-like dataset (13 categories)")
+    synth.add_argument("out", type=Path, help="output .h5 file")
+    for split in SPLITS:
+        synth.add_argument(f"--{split}", type=int, default=DEFAULT_COUNTS[split], metavar="N",
+                           help=f"{split} objects per category (default {DEFAULT_COUNTS[split]})")
+    synth.add_argument("--seed", type=int, default=0, help="random seed (default 0); same seed, same bytes")
+    synth.add_argument("--categories", nargs="+", metavar="NAME", help="category names or synsets (default: all 13)")
+    synth.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
+
+    convert = commands.add_parser("convert-nmr", help="convert the NMR/SoftRas {synset}_{split}_*.npz files")
+    convert.add_argument("src_dir", type=Path, help="folder with {synset}_{split}_images.npz / _voxels.npz")
+    convert.add_argument("out", type=Path, help="output .h5 file")
+    convert.add_argument("--categories", nargs="+", metavar="SYNSET",
+                         help="synsets or names (default: every category found in SRC_DIR)")
+    convert.add_argument("--splits", nargs="+", choices=SPLITS, default=list(SPLITS), help="splits to convert")
+    convert.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
+
+    info = commands.add_parser("info", help="show the splits × categories object counts and the file's attributes")
+    info.add_argument("file", type=Path)
+    return parser
+
+
+def print_info(info: ViewsFileInfo, console: Console) -> None:
+    """A table of object counts per category and split, then the file attributes."""
+    counts: dict[str, np.ndarray] = {}
+    with open_views(info.path) as file:
+        for split in info.split_sizes:
+            counts[split] = np.bincount(file[split]["category"][()], minlength=len(info.categories))
+    table = Table(title=f"{info.path}  ({info.path.stat().st_size / 2**20:.1f} MiB)")
+    table.add_column("category")
+    table.add_column("synset")
+    for split in counts:
+        table.add_column(split, justify="right")
+    table.add_column("total", justify="right")
+    for index, category in enumerate(info.categories):
+        row = [int(counts[s][index]) for s in counts]
+        table.add_row(category.name, category.synset, *map(str, row), str(sum(row)))
+    totals = [info.split_sizes[s] for s in counts]
+    table.add_row("[bold]all", "", *(f"[bold]{n}" for n in totals), f"[bold]{sum(totals)}", end_section=True)
+    console.print(table)
+    attributes = Table(title="attributes", show_header=False)
+    for key, value in info.attributes.items():
+        attributes.add_row(key, str(value))
+    console.print(attributes)
+
+
+def _refuse_existing(out: Path, overwrite: bool) -> None:
+    if out.exists() and not overwrite:
+        raise FileExistsError(f"{out}: already exists; pass --overwrite to replace it")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``recon-data`` console script; returns the exit status."""
+    args = _parser().parse_args(argv)
+    console = Console()
+    errors = Console(stderr=True)
+    try:
+        if args.command == "synth":
+            from recon.datamodules.synthetic import generate_synthetic
+
+            _refuse_existing(args.out, args.overwrite)
+            with _progress(console) as progress:
+                info = generate_synthetic(args.out, {s: getattr(args, s) for s in SPLITS}, seed=args.seed,
+                                          categories=args.categories, progress=progress)
+            print_info(info, console)
+        elif args.command == "convert-nmr":
+            from recon.datamodules.nmr import convert_nmr
+
+            _refuse_existing(args.out, args.overwrite)
+            with _progress(console) as progress:
+                info = convert_nmr(args.src_dir, args.out, args.categories, args.splits, progress=progress)
+            print_info(info, console)
+        else:
+            print_info(read_info(args.file), console)
+    except (FileNotFoundError, FileExistsError, ValueError) as error:
+        errors.print(f"[red]recon-data {args.command}: error:[/red] {escape(str(error))}", highlight=False)
+        return 1
+    except KeyboardInterrupt:
+        errors.print(f"[red]recon-data {args.command}: interrupted[/red]; no output file was written")
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
