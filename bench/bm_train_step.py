@@ -1,0 +1,82 @@
+"""One ReconModule training step (forward, backward, Adam) per encoder: steps/s and objects/s.
+
+A step at batch B encodes 2B images, renders 4B soft silhouettes at 64² and back-propagates through all of
+it (softras.md §3.3); SoftRas's recipe uses B = 64. Inputs are random images with the masks of a rendered
+sphere (the untrained decoder's output is a sphere too, so culling sees realistic silhouette sizes); no data
+file is needed. Runs on CUDA when available, else CPU with torch's default threads.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+
+import torch
+
+from recon.mesh import template_sphere
+from recon.models import AttentionEncoder, BaselineEncoder, Encoder, ResNetEncoder
+from recon.module import ReconModule
+from recon.render import eye_from_angles
+
+ENCODERS: dict[str, type[Encoder]] = {
+    "baseline": BaselineEncoder,
+    "resnet": ResNetEncoder,
+    "attention": AttentionEncoder,
+}
+
+
+def _batch(module: ReconModule, size: int, device: torch.device) -> dict[str, torch.Tensor]:
+    generator = torch.Generator().manual_seed(0)
+    views = torch.randint(0, 24, (2, size), generator=generator)
+    eyes = eye_from_angles(2.732, 30.0, -15.0 * views.float().flatten()).float().view(2, size, 3)
+    vertices = 0.3 * template_sphere()[0][None]  # a sphere of radius 0.3 as every object's mask
+    with torch.no_grad():
+        masks = module.renderer.silhouette(vertices.expand(2 * size, -1, -1), module.faces, eyes.view(-1, 3))
+    images = torch.rand(2, size, 4, 64, 64, generator=generator)
+    images[:, :, 3] = masks.view(2, size, 64, 64)
+    batch = {"images_a": images[0], "images_b": images[1], "eyes_a": eyes[0], "eyes_b": eyes[1]}
+    return {key: value.to(device) for key, value in batch.items()}
+
+
+def _time_steps(encoder: str, batch_size: int, repeats: int, device: torch.device) -> list[float]:
+    torch.manual_seed(0)
+    module = ReconModule(encoder=ENCODERS[encoder]()).to(device).train()
+    optimizer = module.configure_optimizers()["optimizer"]
+    batch = _batch(module, batch_size, device)
+    times = []
+    for _ in range(repeats + 1):  # the first step warms up the allocator and Adam's state
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        loss = module._common_step(batch, "train")["loss"]
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+    return times[1:]
+
+
+def run(quick: bool = False) -> list[dict]:
+    """Rows per encoder: batch size, median seconds per step, steps/s, objects/s, renders/s."""
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    batch_size, repeats = (8, 2) if quick else (64, 3)
+    rows = []
+    for encoder in ENCODERS:
+        seconds = statistics.median(_time_steps(encoder, batch_size, repeats, device))
+        rows.append(
+            {
+                "bench": "train_step",
+                "encoder": encoder,
+                "device": device.type,
+                "threads": torch.get_num_threads(),
+                "batch": batch_size,
+                "repeats": repeats,
+                "seconds_per_step": round(seconds, 4),
+                "steps_per_s": round(1.0 / seconds, 4),
+                "objects_per_s": round(batch_size / seconds, 2),
+                "renders_per_s": round(4 * batch_size / seconds, 1),
+            }
+        )
+    return rows

@@ -1,0 +1,98 @@
+"""Writing predicted meshes: OBJ + GLB per input image and a PNG preview (the input beside shaded renders)."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import Tensor
+
+from recon.mesh import save_mesh
+from recon.render import SoftRenderer, eye_from_angles
+
+# the dataset's camera (softras.md §2.1): the preview shows the mesh as the model was trained to see it
+PREVIEW_DISTANCE = 2.732
+PREVIEW_ELEVATION = 30.0
+PREVIEW_AZIMUTHS = (0.0, -90.0, -180.0, -270.0)  # views 0, 6, 12, 18: front, side, back, other side
+PREVIEW_COLOR = (0.62, 0.72, 0.90)  # a light blue: white on the white background would hide the lit top faces
+
+
+def preview_renderer(image_size: int = 128) -> SoftRenderer:
+    """A renderer for previews: white background, depth-softmax colour, σ sharp enough for crisp edges at
+    ``image_size`` (σ scales with the squared pixel size: 1e-4 at 64² → 2.5e-5 at 128²)."""
+    sigma = 1e-4 * (64 / image_size) ** 2
+    return SoftRenderer(image_size=image_size, sigma=sigma, background=(1.0, 1.0, 1.0), aggr_rgb="softmax")
+
+
+def render_preview(vertices: Tensor, faces: Tensor, image: Tensor | None, renderer: SoftRenderer) -> Image.Image:
+    """One row of panels: the input view (if given) then the mesh lit from ``PREVIEW_AZIMUTHS``.
+
+    ``vertices (V, 3)``, ``faces (F, 3)``, ``image (4, S, S)`` in the dataset's convention (inverted RGB,
+    alpha mask), shown composited on white. Returns an RGB PIL image of height ``renderer.image_size``.
+    """
+    size = renderer.image_size
+    views = len(PREVIEW_AZIMUTHS)
+    eyes = eye_from_angles(PREVIEW_DISTANCE, PREVIEW_ELEVATION, torch.tensor(PREVIEW_AZIMUTHS))
+    batch = vertices.detach().float()[None].expand(views, -1, -1)
+    colors = batch.new_tensor(PREVIEW_COLOR).expand(views, faces.shape[0], 3)
+    with torch.no_grad():
+        rgba = renderer(batch, faces, eyes.to(batch), colors=colors)  # (views, 4, size, size)
+    panels = list(rgba[:, :3].clamp(0, 1).cpu())
+    if image is not None:
+        shown = 1.0 - image[:3].detach().float().cpu()  # undo NMR's inversion: the input composited on white
+        panels.insert(0, F.interpolate(shown[None], size=(size, size), mode="nearest")[0])
+    row = torch.cat(panels, dim=2)  # (3, size, panels·size)
+    pixels = (row.permute(1, 2, 0).numpy() * 255.0 + 0.5).astype(np.uint8)
+    return Image.fromarray(pixels, mode="RGB")
+
+
+def save_image(path: str | os.PathLike[str], image: Image.Image) -> None:
+    """Save a PIL image (format from the suffix) atomically: a temporary file beside ``path``, then renamed."""
+    path = Path(path)
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent)
+    os.close(handle)
+    try:
+        image.save(temporary)
+        os.chmod(temporary, 0o666 & ~_umask())  # mkstemp creates 0600; give the file the usual permissions
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def write_prediction(
+    directory: str | os.PathLike[str],
+    name: str,
+    vertices: Tensor,
+    faces: Tensor,
+    image: Tensor | None = None,
+    renderer: SoftRenderer | None = None,
+) -> list[Path]:
+    """Write ``<name>.obj``, ``<name>.glb`` and (with a ``renderer``) ``<name>.png`` into ``directory``.
+
+    ``vertices (V, 3)``, ``faces (F, 3)``; ``image (4, S, S)`` is the input shown first in the preview.
+    Returns the paths written. Every file is written atomically; the preview is rendered on the CPU.
+    """
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    vertices, faces = vertices.detach().float().cpu(), faces.detach().long().cpu()
+    paths = [directory / f"{name}.obj", directory / f"{name}.glb"]
+    for path in paths:
+        save_mesh(path, vertices, faces)
+    if renderer is not None:
+        png = directory / f"{name}.png"
+        save_image(png, render_preview(vertices, faces, image, renderer))
+        paths.append(png)
+    return paths
+
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

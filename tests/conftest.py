@@ -1,0 +1,69 @@
+"""Shared fixtures: one tiny synthetic recon-views file per session, and CLI flags that shrink any config."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import pytest
+
+# W&B must never reach for the network from a test (stack-notes: online init hangs here)
+os.environ.setdefault("WANDB_MODE", "offline")
+
+TINY_CATEGORIES = ("airplane", "chair")
+TINY_COUNTS = {"train": 2, "val": 1, "test": 1}
+
+
+class _DropTips(logging.Filter):
+    """Lightning logs two "💡 Tip" lines per Trainer; they bury what a failing test printed."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Tip:" not in record.getMessage()
+
+
+for _name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
+    logging.getLogger(_name).addFilter(_DropTips())
+
+
+@pytest.fixture(scope="session")
+def tiny_h5(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A recon-views file: 2 categories × (2 train, 1 val, 1 test) objects × 24 views, made once (~seconds)."""
+    from recon.datamodules.synthetic import generate_synthetic
+
+    path = tmp_path_factory.mktemp("data") / "tiny.h5"
+    # supersample=1: hard-edged masks, ~10x faster to make; fine for tests
+    generate_synthetic(path, counts=TINY_COUNTS, categories=list(TINY_CATEGORIES), seed=0, supersample=1)
+    return path
+
+
+@pytest.fixture
+def shrink_flags(tiny_h5: Path, tmp_path: Path):
+    """``shrink_flags(overrides=None) -> list[str]``: flags that turn any recon config into a seconds-long run.
+
+    Tiny file, batch 2, no workers, no synthesis, 2 training steps, at most 2 eval batches of 2 views per
+    object, the run folder in ``tmp_path/run``. ``overrides`` (``{"trainer.max_steps": 4}``) replace or add
+    flags; a value of None drops one.
+    """
+
+    def flags(overrides: dict[str, object] | None = None) -> list[str]:
+        values: dict[str, object] = {
+            "data.path": str(tiny_h5),
+            "data.synthesize": "false",
+            "data.batch_size": 2,
+            "data.eval_batch_size": 2,
+            "data.num_workers": 0,
+            "data.val_views_per_object": 2,
+            "trainer.default_root_dir": str(tmp_path / "run"),
+            "trainer.max_steps": 2,
+            "trainer.val_check_interval": 2,
+            "trainer.limit_val_batches": 2,
+            "trainer.limit_test_batches": 2,
+            "trainer.num_sanity_val_steps": 0,
+            "trainer.log_every_n_steps": 1,
+            "trainer.enable_progress_bar": "false",
+        }
+        values.update(overrides or {})
+        return [f"--{key}={value}" for key, value in values.items() if value is not None]
+
+    return flags

@@ -1,0 +1,192 @@
+"""The ``recon`` command end to end (fit → test → predict, resume, config composition) and its PNG inputs."""
+
+from __future__ import annotations
+
+import csv
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import torch
+import yaml
+from PIL import Image
+from recon.datamodules.images import ImageFolderDataset, find_images, view_from_image
+
+from recon.cli import main
+
+# Lightning 2.6 itself calls jsonargparse's deprecated add_instantiator: not ours to fix
+pytestmark = pytest.mark.filterwarnings("ignore::jsonargparse._deprecated.JsonargparseDeprecationWarning")
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+DEFAULT = str(CONFIGS / "default.yaml")
+
+
+@pytest.fixture(autouse=True)
+def _bare_argv(monkeypatch):
+    """LightningCLI warns when given args while sys.argv holds pytest's own flags."""
+    monkeypatch.setattr(sys, "argv", ["recon"])
+
+
+def _rows(run: Path, version: int = 0) -> list[dict[str, str]]:
+    with open(run / "logs" / f"version_{version}" / "metrics.csv") as handle:
+        return list(csv.DictReader(handle))
+
+
+def _write_pngs(h5_path: Path, folder: Path) -> list[str]:
+    """Two dataset views as a user would have them: RGBA PNG (normal colours) and a non-square RGB PNG."""
+    folder.mkdir()
+    with h5py.File(h5_path, "r") as file:
+        image = file["test/images"][0, 3]  # (4, 64, 64) uint8, NMR convention
+    rgb = 255 - image[:3]  # NMR stores 1 − (colour over white)
+    rgba = np.concatenate([rgb, image[3:]]).transpose(1, 2, 0)
+    Image.fromarray(rgba, "RGBA").resize((96, 96)).save(folder / "plane.png")
+    Image.fromarray(rgb.transpose(1, 2, 0), "RGB").resize((80, 60)).save(folder / "plane photo.png")
+    return ["plane", "plane photo"]
+
+
+@pytest.mark.slow
+def test_fit_then_test_then_predict(shrink_flags, tiny_h5, tmp_path):
+    run = tmp_path / "run"
+    main(["fit", "-c", DEFAULT, *shrink_flags()])
+    checkpoints = run / "checkpoints"
+    assert (checkpoints / "last.ckpt").is_file() and (checkpoints / "best.ckpt").is_file()
+    assert (run / "logs" / "version_0" / "config.yaml").is_file()
+    validation = [row for row in _rows(run) if row.get("val/miou")]
+    assert validation and 0 <= float(validation[-1]["val/miou"]) <= 1
+    # plain hyperparameters: the checkpoint opens without unpickling code
+    checkpoint = torch.load(checkpoints / "best.ckpt", weights_only=True)
+    assert checkpoint["hyper_parameters"]["encoder"]["class_path"] == "recon.models.BaselineEncoder"
+
+    export = tmp_path / "export"
+    cli = main(["test", "-c", DEFAULT, *shrink_flags(), f"--ckpt_path={checkpoints / 'best.ckpt'}",
+                f"--model.export_meshes={export}"])  # fmt: skip
+    results = cli.model.test_results
+    assert set(results["iou"]) == {"airplane"}  # 2 batches × 2 items: the first object's first 4 views
+    assert math.isfinite(results["miou"]) and 0 <= results["miou"] <= 1
+    assert math.isfinite(results["loss"]) and results["loss"] > 0
+    assert math.isfinite(float(cli.trainer.callback_metrics["test/iou_airplane"]))
+    exported = sorted(p.name for p in (export / "test" / "airplane").glob("*.obj"))
+    assert exported == [f"00000_v{view:02d}.obj" for view in range(4)]  # one mesh per (object, view)
+
+    names = _write_pngs(tiny_h5, tmp_path / "images")
+    out = tmp_path / "predicted"
+    main(["predict", "-c", DEFAULT, *shrink_flags(), f"--ckpt_path={checkpoints / 'last.ckpt'}",
+          f"--data.predict_images={tmp_path / 'images' / '*.png'}", f"--model.export_meshes={out}"])  # fmt: skip
+    for name in names:
+        for suffix in (".obj", ".glb", ".png"):
+            assert (out / f"{name}{suffix}").stat().st_size > 0
+    with Image.open(out / "plane.png") as preview:
+        assert preview.size == (5 * 128, 128)  # the input, then four views of the mesh
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore:Checkpoint directory .* exists and is not empty")
+def test_resume_from_last_continues_at_the_saved_step_with_its_schedule(shrink_flags, tmp_path):
+    run = tmp_path / "run"
+    flags = {"model.schedule_step": 3, "model.sigma": 1e-4, "model.lr": 1e-4}
+    main(["fit", "-c", DEFAULT, *shrink_flags(flags)])
+    assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 2
+    cli = main(["fit", "-c", DEFAULT, *shrink_flags({**flags, "trainer.max_steps": 4}), "--ckpt_path=last"])
+    assert cli.trainer.global_step == 4
+    steps = {int(row["step"]): row for row in _rows(run, version=1) if row.get("train/loss")}
+    assert sorted(steps) == [2, 3]  # two more steps, numbered from the saved step: not a fresh run
+    assert float(steps[2]["train/sigma"]) == pytest.approx(1e-4)
+    assert float(steps[3]["train/sigma"]) == pytest.approx(3e-5)  # σ follows global_step after the resume
+    rates = {int(row["step"]): float(row["lr-Adam"]) for row in _rows(run, version=1) if row.get("lr-Adam")}
+    assert rates[3] == pytest.approx(3e-5)  # and the restored LambdaLR drops the lr at the same step
+
+
+def _printed_config(*args: str, capsys) -> dict:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", *args, "--print_config"])
+    assert exit_info.value.code in (0, None)
+    return yaml.safe_load(capsys.readouterr().out)
+
+
+@pytest.mark.parametrize(
+    ("encoder", "class_path"),
+    [("baseline", "BaselineEncoder"), ("resnet", "ResNetEncoder"), ("attention", "AttentionEncoder")],
+)
+def test_encoder_configs_compose_over_the_default(encoder, class_path, capsys):
+    config = _printed_config("-c", DEFAULT, "-c", str(CONFIGS / "encoder" / f"{encoder}.yaml"), capsys=capsys)
+    assert config["model"]["encoder"]["class_path"] == f"recon.models.{class_path}"
+    assert config["data"]["path"] == "data/synthetic.h5"  # the rest of the default is kept
+
+
+def test_paper_recipe_and_trainer_presets_validate(capsys):
+    recipe = _printed_config("-c", DEFAULT, "-c", str(CONFIGS / "experiment" / "softras.yaml"), capsys=capsys)
+    assert recipe["data"]["batch_size"] == 64 and recipe["trainer"]["max_steps"] == 250_000
+    assert recipe["model"]["schedule_step"] == 150_000 and recipe["model"]["schedule_gamma"] == 0.3
+    for preset, accelerator in (("cpu", "cpu"), ("gpu", "gpu"), ("ddp", "gpu")):
+        files = ["-c", DEFAULT, "-c", str(CONFIGS / "trainer" / f"{preset}.yaml")]
+        assert _printed_config(*files, capsys=capsys)["trainer"]["accelerator"] == accelerator
+    data = _printed_config("-c", DEFAULT, "-c", str(CONFIGS / "data" / "shapenet.yaml"), capsys=capsys)
+    assert data["data"]["path"] == "data/shapenet.h5" and data["data"]["synthesize"] is False
+
+
+@pytest.mark.slow
+def test_console_entry_point_runs():
+    result = subprocess.run([sys.executable, "-m", "recon", "--help"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and "fit" in result.stdout and "predict" in result.stdout
+
+
+# ------------------------------------------------------------------------------ predict inputs (PNG)
+
+
+def test_rgba_png_becomes_an_inverted_premultiplied_view_with_its_alpha_as_mask():
+    rgba = np.zeros((64, 64, 4), dtype=np.uint8)
+    rgba[..., :3] = (255, 0, 0)  # pure red where the object is
+    rgba[16:48, 16:48, 3] = 255
+    rgba[:8, :8, :3] = 0  # black but transparent: background, must vanish
+    view = view_from_image(Image.fromarray(rgba, "RGBA"))
+    assert view.shape == (4, 64, 64) and view.dtype == torch.float32
+    inside, outside = view[:, 32, 32], view[:, 2, 2]
+    torch.testing.assert_close(inside, torch.tensor([0.0, 1.0, 1.0, 1.0]))  # 1 − red = (0, 1, 1); mask 1
+    torch.testing.assert_close(outside, torch.zeros(4))  # NMR background: all zeros
+
+
+def test_rgb_png_gets_a_mask_from_non_white_pixels_and_any_size_is_resized():
+    rgb = np.full((60, 120, 3), 255, dtype=np.uint8)  # wide, white background
+    rgb[20:40, 40:80] = (0, 0, 255)
+    view = view_from_image(Image.fromarray(rgb, "RGB"))
+    assert view.shape == (4, 64, 64)
+    mask = view[3]
+    # padded to a 120x120 square and halved: the 40x20 block becomes ~20x10 pixels in the middle
+    assert mask[32, 32] == 1 and mask[5, 32] == 0 and mask[32, 5] == 0
+    assert 150 < float(mask.sum()) < 250
+    torch.testing.assert_close(view[:3, 32, 32], torch.tensor([1.0, 1.0, 0.0]))  # 1 − blue
+
+
+def test_folder_or_glob_lists_pngs_and_missing_ones_are_a_clear_error(tmp_path):
+    (tmp_path / "b").mkdir()
+    for name in ("one.png", "two.png", "b/one.png"):
+        Image.new("RGB", (10, 10), "black").save(tmp_path / name)
+    (tmp_path / "notes.txt").write_text("not an image")
+    assert [p.name for p in find_images(tmp_path)] == ["one.png", "two.png"]
+    dataset = ImageFolderDataset(str(tmp_path / "**" / "*.png"))
+    assert len(dataset) == 3 and sorted(dataset.names) == ["one", "one-1", "two"]
+    item = dataset[0]
+    assert item["images"].shape == (4, 64, 64) and isinstance(item["name"], str)
+    with pytest.raises(FileNotFoundError, match="no PNG images match"):
+        find_images(tmp_path / "missing" / "*.png")
+
+
+@pytest.mark.slow
+def test_ddp_test_metrics_equal_the_single_process_ones(shrink_flags, tmp_path):
+    """Two CPU processes (gloo) each see half of the test pairs, without repeats: the IoU is the same."""
+    run = tmp_path / "run"
+    main(["fit", "-c", DEFAULT, *shrink_flags({"trainer.max_steps": 1, "trainer.val_check_interval": 1})])
+    every_item = {"data.eval_batch_size": 8, "trainer.limit_test_batches": None}  # 2 objects × 24 views
+    test = ["test", "-c", DEFAULT, *shrink_flags(every_item), f"--ckpt_path={run / 'checkpoints' / 'last.ckpt'}"]
+    single = main(test).trainer.callback_metrics
+    ddp = ["--trainer.accelerator=cpu", "--trainer.devices=2", "--trainer.strategy=ddp"]
+    result = subprocess.run([sys.executable, "-m", "recon", *test, *ddp], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    logged = [row for row in _rows(run, version=2) if row.get("test/miou")]  # versions: 0 fit, 1 test, 2 ddp
+    assert len(logged) == 1
+    for key in ("test/miou", "test/iou_airplane", "test/iou_chair", "test/loss"):
+        assert float(logged[0][key]) == pytest.approx(float(single[key]), abs=1e-5), key
