@@ -8,10 +8,16 @@ TORCH_VERSION ?= 2.13.0
 TORCH_INDEX ?=
 STAMP := $(VENV)/.recon-installed
 PYTEST_ARGS ?=
+PROFILE ?= quick
+DATA ?=
+ARGS ?=
+RUN ?= runs/default
+TABLE_OUT ?= results
+TABLE_RUNS ?= runs/table
 export WANDB_MODE ?= offline
 
 .DEFAULT_GOAL := help
-.PHONY: help setup test test-fast lint bench clean
+.PHONY: help setup data train reproduce-table test test-fast lint bench clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}'
@@ -23,7 +29,17 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $(STAMP)
 
-setup: $(STAMP) ## create .venv: torch $(TORCH_VERSION) (CPU wheel) first, then recon with its dev extra
+setup: $(STAMP) ## create .venv: the CPU torch wheel first, then recon with its dev extra
+
+data: $(STAMP) ## generate the synthetic dataset data/synthetic.h5 if it is missing
+	test -f data/synthetic.h5 || $(VENV)/bin/recon-data synth data/synthetic.h5
+
+train: $(STAMP) ## the main job: synthetic data if missing, train the baseline on CPU (~15 min), test, print the IoU table
+	$(VENV)/bin/recon fit -c configs/default.yaml --trainer.default_root_dir $(RUN) $(ARGS)
+	$(VENV)/bin/recon test -c configs/default.yaml --trainer.default_root_dir $(RUN) --ckpt_path $(RUN)/checkpoints/best.ckpt $(ARGS)
+
+reproduce-table: $(STAMP) ## train+test the 3 encoders: PROFILE=quick|paper|smoke [DATA=file.h5] [REDO=1] → results/table.md
+	$(PY) -m recon.reproduce --profile $(PROFILE) --out $(TABLE_OUT) --runs $(TABLE_RUNS) $(if $(DATA),--data $(DATA)) $(if $(REDO),--redo) $(if $(ARGS),-- $(ARGS))
 
 test: $(STAMP) ## run the whole test suite (slow end-to-end tests included)
 	$(PY) -m pytest $(PYTEST_ARGS)

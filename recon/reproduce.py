@@ -1,0 +1,238 @@
+"""``make reproduce-table``: the encoder comparison in one command.
+
+Trains and tests every encoder of a profile with the same data, seeds, budget and recipe, then writes
+``results/table.md`` and ``results/table.csv`` and prints the table, with published figures below it.
+
+    python -m recon.reproduce --profile quick [--data data/shapenet.h5] [--redo] [-- extra recon flags]
+
+A profile is a YAML file under ``configs/table/`` naming the LightningCLI configs to compose, the encoders
+(each one more config), the seeds and any extra flags. Each (encoder, seed) run lives in
+``runs/table/<profile>/<encoder>-seed<seed>/``; a run whose results exist is skipped unless ``--redo``, and an
+interrupted run resumes from its ``last.ckpt``. All runs of one table share the W&B group
+``table-<profile>`` so the dashboard compares them side by side.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+from rich.console import Console
+from rich.table import Table
+
+from recon.published import CATEGORIES, ORIGINAL_PROJECT, PUBLISHED
+
+ENTRY = "table-entry.json"
+
+
+@dataclass(frozen=True)
+class TableProfile:
+    """One way to build the table: configs composed for every run, encoders, seeds, extra flags."""
+
+    name: str
+    configs: list[str]
+    encoders: dict[str, str]
+    seeds: list[int]
+    args: list[str]
+    description: str = ""
+
+
+def load_profile(name_or_path: str, config_dir: Path = Path("configs/table")) -> TableProfile:
+    """Read ``configs/table/<name>.yaml`` (or a path); refuse a malformed one with a message naming it."""
+    path = Path(name_or_path)
+    if path.suffix not in (".yaml", ".yml"):
+        path = config_dir / f"{name_or_path}.yaml"
+    if not path.is_file():
+        known = sorted(p.stem for p in config_dir.glob("*.yaml"))
+        raise FileNotFoundError(f"{path}: no such table profile; known profiles: {', '.join(known) or 'none'}")
+    raw = yaml.safe_load(path.read_text()) or {}
+    missing = [key for key in ("configs", "encoders", "seeds") if key not in raw]
+    if missing:
+        raise ValueError(f"{path}: table profile lacks {', '.join(missing)} (expected configs, encoders, seeds)")
+    for config in [*raw["configs"], *raw["encoders"].values()]:
+        if not Path(config).is_file():
+            raise FileNotFoundError(f"{path}: names config {config}, which does not exist")
+    return TableProfile(
+        name=path.stem,
+        configs=list(raw["configs"]),
+        encoders=dict(raw["encoders"]),
+        seeds=[int(s) for s in raw["seeds"]],
+        args=[str(a) for a in raw.get("args", [])],
+        description=str(raw.get("description", "")),
+    )
+
+
+def run_encoder(
+    profile: TableProfile, encoder: str, seed: int, root: Path, data: str | None, redo: bool, extra: Sequence[str]
+) -> dict:
+    """Fit then test one (encoder, seed) in its own run folder; return its results with the training time."""
+    run_dir = root / f"{encoder}-seed{seed}"
+    entry = run_dir / ENTRY
+    if entry.is_file() and not redo:
+        return json.loads(entry.read_text())
+    configs = [arg for config in [*profile.configs, profile.encoders[encoder]] for arg in ("-c", config)]
+    common = [*configs, "--seed_everything", str(seed), "--trainer.default_root_dir", str(run_dir)]
+    common += [*profile.args, *(["--data.path", data] if data else []), *extra]
+    env = {
+        **os.environ,
+        "WANDB_MODE": os.environ.get("WANDB_MODE", "offline"),
+        "WANDB_RUN_GROUP": f"table-{profile.name}",
+        "WANDB_TAGS": f"table,{profile.name},{encoder}",
+    }
+    last = run_dir / "checkpoints" / "last.ckpt"
+    fit_done = run_dir / "fit.done"
+    if redo:
+        fit_done.unlink(missing_ok=True)
+    if not fit_done.is_file():
+        resume = ["--ckpt_path", "last"] if last.is_file() and not redo else []
+        started = time.perf_counter()
+        _run([sys.executable, "-m", "recon", "fit", *common, *resume], env)
+        fit_done.write_text(json.dumps({"train_seconds": time.perf_counter() - started, "resumed": bool(resume)}))
+    before = time.time()
+    _run([sys.executable, "-m", "recon", "test", *common, "--ckpt_path", str(last)], env)
+    # The run folder's own copy (W&B keeps another among its run files).
+    found = [p for p in run_dir.rglob("results.json") if "wandb" not in p.parts and p.stat().st_mtime >= before - 1]
+    if not found:
+        raise RuntimeError(f"{run_dir}: `recon test` wrote no results.json (is VoxelIoULogger in the config?)")
+    results = json.loads(max(found, key=lambda p: p.stat().st_mtime).read_text())
+    results.update(json.loads(fit_done.read_text()), encoder_name=encoder, seed=seed, profile=profile.name)
+    _write_atomic(entry, json.dumps(results, indent=2) + "\n")
+    return results
+
+
+def _run(command: list[str], env: dict[str, str]) -> None:
+    Console(stderr=True).print(f"[dim]$ {' '.join(command[2:])}[/dim]")
+    done = subprocess.run(command, env=env)
+    if done.returncode != 0:
+        raise SystemExit(f"command failed with exit status {done.returncode}: {' '.join(command)}")
+
+
+def summarize(runs: list[dict]) -> list[dict]:
+    """One row per encoder: mean and half-range over seeds of mean loss, mean IoU and each category's IoU."""
+    rows = []
+    for encoder in dict.fromkeys(run["encoder_name"] for run in runs):
+        mine = [run for run in runs if run["encoder_name"] == encoder]
+        row = {"encoder": encoder, "seeds": [run["seed"] for run in mine]}
+        row["loss"] = _spread([run["loss"] for run in mine])
+        row["miou"] = _spread([run["miou"] for run in mine])
+        row["iou"] = {c: _spread([run["iou"].get(c) for run in mine]) for c in CATEGORIES}
+        row["train_minutes"] = statistics.fmean(run["train_seconds"] for run in mine) / 60
+        rows.append(row)
+    return rows
+
+
+def _spread(values: list[float | None]) -> tuple[float, float] | None:
+    """(mean, half the range): the ± a reader needs to tell a ranking from seed noise."""
+    present = [v for v in values if v is not None]
+    if not present:
+        return None
+    return statistics.fmean(present), (max(present) - min(present)) / 2
+
+
+def _cell(value: tuple[float, float] | None, seeds: int) -> str:
+    if value is None:
+        return "–"
+    return f"{value[0]:.4f}" if seeds < 2 else f"{value[0]:.4f} ± {value[1]:.4f}"
+
+
+def render_markdown(profile: TableProfile, rows: list[dict]) -> str:
+    header = ["encoder", "mean loss", "mean IoU", *CATEGORIES, "train min"]
+    lines = [f"# Encoder comparison — profile `{profile.name}`", "", profile.description, ""]
+    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in rows:
+        n = len(row["seeds"])
+        cells = [row["encoder"], _cell(row["loss"], n), _cell(row["miou"], n)]
+        cells += [_cell(row["iou"][c], n) for c in CATEGORIES] + [f"{row['train_minutes']:.1f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    seeds = sorted({s for row in rows for s in row["seeds"]})
+    lines += ["", f"Mean ± half-range over seeds {seeds}. Voxel IoU at 32³, mean over categories.", ""]
+    lines += ["## Published figures (not our runs)", "", "| source | mean IoU | " + " | ".join(CATEGORIES) + " |",
+              "|" + "---|" * (len(CATEGORIES) + 2)]
+    for source, values in PUBLISHED.items():
+        lines.append(f"| {source} | {values['mean']:.4f} | " + " | ".join(f"{values[c]:.4f}" for c in CATEGORIES) + " |")
+    lines += ["", "| original project (ShapeNet, 13 categories) | mean loss | mean IoU |", "|---|---|---|"]
+    lines += [f"| {name} | {loss:.4f} | {iou:.4f} |" for name, (loss, iou) in ORIGINAL_PROJECT.items()]
+    return "\n".join(lines) + "\n"
+
+
+def render_csv(rows: list[dict]) -> str:
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(["encoder", "seeds", "mean_loss", "mean_loss_halfrange", "mean_iou", "mean_iou_halfrange",
+                     *CATEGORIES, "train_minutes"])
+    for row in rows:
+        writer.writerow([row["encoder"], " ".join(map(str, row["seeds"])), *row["loss"], *row["miou"],
+                         *(f"{row['iou'][c][0]:.6f}" if row["iou"][c] else "" for c in CATEGORIES),
+                         f"{row['train_minutes']:.2f}"])
+    return out.getvalue()
+
+
+def rich_table(profile: TableProfile, rows: list[dict]) -> Table:
+    table = Table(title=f"encoder comparison ({profile.name})", title_justify="left")
+    for column in ["encoder", "mean loss", "mean IoU", *CATEGORIES, "train min"]:
+        table.add_column(column, justify="left" if column == "encoder" else "right")
+    for row in rows:
+        n = len(row["seeds"])
+        table.add_row(row["encoder"], _cell(row["loss"], n), _cell(row["miou"], n),
+                      *(f"{row['iou'][c][0]:.3f}" if row["iou"][c] else "–" for c in CATEGORIES),
+                      f"{row['train_minutes']:.1f}")
+    table.add_section()
+    for source, values in PUBLISHED.items():
+        table.add_row(f"[dim]{source} (published)", "", f"[dim]{values['mean']:.4f}",
+                      *(f"[dim]{values[c]:.3f}" for c in CATEGORIES), "")
+    for name, (loss, iou) in ORIGINAL_PROJECT.items():
+        table.add_row(f"[dim]{name} (original project)", f"[dim]{loss:.4f}", f"[dim]{iou:.4f}",
+                      *([""] * len(CATEGORIES)), "")
+    return table
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_text(text)
+    os.replace(temporary, path)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m recon.reproduce", description=__doc__.splitlines()[0])
+    parser.add_argument("--profile", default="quick", help="configs/table/<profile>.yaml (quick, paper, smoke)")
+    parser.add_argument("--data", help="dataset .h5 (e.g. the converted ShapeNet set); default: the profile's")
+    parser.add_argument("--redo", action="store_true", help="retrain encoders whose results already exist")
+    parser.add_argument("--runs", type=Path, default=Path("runs/table"), help="parent of the run folders")
+    parser.add_argument("--out", type=Path, default=Path("results"), help="folder for table.md and table.csv")
+    parser.add_argument("--encoders", nargs="+", help="a subset of the profile's encoders")
+    parser.add_argument("extra", nargs="*", help="extra flags for every recon run (after --)")
+    args = parser.parse_args(argv)
+
+    profile = load_profile(args.profile)
+    encoders = args.encoders or list(profile.encoders)
+    unknown = [e for e in encoders if e not in profile.encoders]
+    if unknown:
+        parser.error(f"unknown encoders {unknown}; profile {profile.name} has {list(profile.encoders)}")
+    runs = [
+        run_encoder(profile, encoder, seed, args.runs / profile.name, args.data, args.redo, args.extra)
+        for encoder in encoders
+        for seed in profile.seeds
+    ]
+    rows = summarize(runs)
+    _write_atomic(args.out / "table.md", render_markdown(profile, rows))
+    _write_atomic(args.out / "table.csv", render_csv(rows))
+    console = Console()
+    console.print(rich_table(profile, rows))
+    console.print(f"wrote {args.out / 'table.md'} and {args.out / 'table.csv'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
