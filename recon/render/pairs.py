@@ -19,8 +19,10 @@ from torch import Tensor
 # window of these sizes that holds it. Fine steps keep the wasted window area small for the common tiny faces.
 _WINDOW_SIZES = (1, 2, 3, 4, 5, 6, 8, 10, 12, 16, 20, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024)
 
-# Cells evaluated at once: bounds the transient memory of culling (a few float tensors of 3× this size).
-_MAX_CELLS = 1 << 19
+# Cells evaluated at once. Small enough that the (3, cells) temporaries stay in cache and are recycled by the
+# allocator instead of being mapped fresh (page faults): on a 2-core machine each pass then costs ~1 ns per cell
+# instead of ~8.
+_MAX_CELLS = 1 << 16
 
 # SoftRas clamps |det| of the barycentric system at 1e-10 (sign kept) so degenerate faces stay finite.
 _MIN_DET = 1e-10
@@ -208,16 +210,22 @@ class _Window(NamedTuple):
         foot = torch.minimum(u.clamp(min=0), block(_LENGTH))  # (3, kh, kw, n)
         excess = u - foot
         d2 = torch.addcmul(h * h, excess, excess)
-        best, edge = d2.min(dim=0)  # (kh, kw, n)
-        inside = h.amin(dim=0) > f[_INTERIOR]
+        # The nearest edge, lowest index on ties; explicit selects are ~15× cheaper than min(dim=0) with indices.
+        closer = d2[1] < d2[0]
+        best = torch.where(closer, d2[1], d2[0])  # (kh, kw, n)
+        edge = closer.to(torch.uint8)
+        closer = d2[2] < best
+        best = torch.where(closer, d2[2], best)
+        edge.masked_fill_(closer, 2)
+        inside = torch.minimum(torch.minimum(h[0], h[1]), h[2]) > f[_INTERIOR]
         keep = valid & (inside | (best < self.threshold))
 
         idx_h, idx_w, idx_n = keep.nonzero(as_tuple=True)
         # One nonzero, then flat index_select: boolean masking would search the mask again for every output.
         flat = (idx_h * kw + idx_w) * n + idx_n
-        edge = edge.view(-1).index_select(0, flat)
+        edge = edge.view(-1).index_select(0, flat).long()
         on_edge = edge * n + idx_n
-        t = foot.view(3, -1)[:, flat].gather(0, edge[None]).squeeze(0)
+        t = foot.view(-1).index_select(0, edge * keep.numel() + flat)
         t = (t * f[_INV_LENGTH : _INV_LENGTH + 3].reshape(-1).index_select(0, on_edge)).clamp_(0, 1)
         face = members.index_select(0, idx_n)
         corner_a = face * 3 + edge
