@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results.json")
     args = parser.parse_args(argv)
 
-    console = Console()
+    console = Console(width=max(Console().width, 150))
     info = machine()
     console.print(f"[bold]recon benchmarks[/] on {info['cpu']} ({info['cores']} cores, torch {info['torch']}, "
                   f"{info['cuda'] or 'no CUDA'}, {info['allocator']})")
