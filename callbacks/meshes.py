@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 from lightning.pytorch import LightningModule, Trainer
-from recon.callbacks.run_folder import run_folder, wandb_loggers
-from recon.callbacks.samples import ValidationSamplesCallback, sample_names, stamp
-from recon.callbacks.voxels import voxel_centers, voxel_surface
 from torch import Tensor
 from typing_extensions import override
 
+from recon.callbacks.run_folder import run_folder, wandb_loggers
+from recon.callbacks.samples import ValidationSamplesCallback, sample_names, stamp
+from recon.callbacks.voxels import voxel_centers, voxel_surface
 from recon.mesh import save_mesh
 
 MESH_COLOR = (0.62, 0.72, 0.90)  # light blue, as recon's prediction previews

@@ -12,8 +12,9 @@ from typing import Any
 
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
-from recon.callbacks.run_folder import run_folder, wandb_loggers
 from typing_extensions import override
+
+from recon.callbacks.run_folder import run_folder, wandb_loggers
 
 
 class VoxelIoULogger(Callback):

@@ -7,11 +7,11 @@ from collections.abc import Sequence
 import numpy as np
 from lightning.pytorch import LightningModule, Trainer
 from PIL import Image
-from recon.callbacks.run_folder import run_folder, wandb_loggers
-from recon.callbacks.samples import ValidationSamplesCallback, sample_names, stamp
 from torch import Tensor
 from typing_extensions import override
 
+from recon.callbacks.run_folder import run_folder, wandb_loggers
+from recon.callbacks.samples import ValidationSamplesCallback, sample_names, stamp
 from recon.losses import silhouette_iou
 from recon.prediction import save_image
 

@@ -14,6 +14,8 @@ import torch
 import trimesh
 from lightning.pytorch.loggers import CSVLogger, WandbLogger
 from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+
 from recon.callbacks import (
     MeshLogger,
     SilhouetteLogger,
@@ -24,8 +26,6 @@ from recon.callbacks import (
     voxel_centers,
     voxel_surface,
 )
-from torch.utils.data import DataLoader, Dataset
-
 from recon.mesh import icosphere, voxelize
 from recon.module import ReconModule
 from recon.render import SoftRenderer, eye_from_angles
