@@ -8,6 +8,7 @@ later config files and flags win. Every configurable class lives in ``recon.*`` 
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -112,5 +113,13 @@ def _as_list(value: Any) -> list[Any]:
 
 
 def main(args: ArgsType = None) -> ReconCLI:
-    """Entry point of the ``recon`` console script (``args``: a list of strings, for calling from Python)."""
-    return ReconCLI(args=args)
+    """Entry point of the ``recon`` console script (``args``: a list of strings, for calling from Python).
+
+    The W&B run a subcommand opened is finished when it returns, so a second ``main(...)`` in the same
+    process (``fit`` then ``test`` from Python or a test) starts its own run instead of logging into the first.
+    """
+    cli = ReconCLI(args=args)
+    wandb = sys.modules.get("wandb")
+    if wandb is not None and getattr(wandb, "run", None) is not None:
+        wandb.finish()
+    return cli
