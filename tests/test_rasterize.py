@@ -61,6 +61,58 @@ def test_gradients_match_dense_reference():
         assert torch.allclose(fast, slow, atol=1e-7, rtol=1e-5)
 
 
+@pytest.mark.parametrize("aggr_alpha", ["prod", "sum"])
+@pytest.mark.parametrize("sigma", [1e-4, 3e-4])
+def test_silhouette_gradients_match_dense_reference(aggr_alpha, sigma):
+    # The silhouette path (no colours) has its own backward: recomputed windows, gradients reduced per face.
+    fv = _random_face_vertices(f=16, scale=0.4, seed=13, dtype=torch.float64).requires_grad_()
+    target = torch.rand(2, 1, 24, 24, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    kwargs = dict(image_size=24, sigma=sigma, aggr_alpha=aggr_alpha)
+    grads = []
+    for raster in (soft_rasterize, dense_soft_rasterize):
+        out = raster(fv, None, **kwargs)
+        grads.append(torch.autograd.grad(((out - target) ** 2).sum(), fv)[0])
+    fast, slow = grads
+    assert fast[..., :2].abs().max() > 1e-3
+    assert torch.allclose(fast, slow, atol=1e-8, rtol=1e-6)
+
+
+def test_silhouette_path_equals_the_pair_path():
+    # Alpha without colours (window kernel) and the alpha channel of an RGBA render (pair lists) agree, values
+    # and gradients, on a decoder-like mesh in the training setting.
+    from recon.mesh import template_sphere
+
+    vertices, faces = template_sphere()
+    g = torch.Generator().manual_seed(2)
+    v = (vertices * 0.35 * (1 + 0.1 * torch.randn(3, vertices.shape[0], 1, generator=g))).requires_grad_()
+    eyes = eye_from_angles(2.732, 30.0, torch.tensor([0.0, -45.0, -150.0]))
+    renderer = SoftRenderer(image_size=64)
+    weight = torch.rand(3, 64, 64, generator=g)
+    alpha = renderer.silhouette(v, faces, eyes)
+    (grad_window,) = torch.autograd.grad((alpha * weight).sum(), v)
+    rgba = renderer(v, faces, eyes)
+    (grad_pairs,) = torch.autograd.grad((rgba[:, 3] * weight).sum(), v)
+    assert alpha.shape == (3, 64, 64)
+    assert 0.1 < alpha.mean() < 0.9
+    assert torch.allclose(alpha, rgba[:, 3], atol=1e-6)
+    assert torch.allclose(grad_window, grad_pairs, rtol=1e-4, atol=1e-4 * grad_pairs.abs().max())
+
+
+def test_silhouette_of_faces_larger_than_the_image():
+    # Windows wider than the image (S = 50 is not a window size) must not wrap onto the next row.
+    fv = torch.tensor(
+        [[[[-3.0, -3.0, 2.0], [4.0, -2.5, 2.0], [0.5, 3.0, 2.0]], [[0.2, 0.2, 3.0], [0.9, 0.3, 3.0], [0.4, 0.8, 3.0]]]],
+        dtype=torch.float64,
+    ).requires_grad_()
+    for size in (50, 17):
+        fast = soft_rasterize(fv, None, image_size=size, sigma=1e-3)
+        slow = dense_soft_rasterize(fv, None, image_size=size, sigma=1e-3)
+        assert torch.allclose(fast, slow, atol=1e-10)
+        (g_fast,) = torch.autograd.grad(fast.sum(), fv)
+        (g_slow,) = torch.autograd.grad(slow.sum(), fv)
+        assert torch.allclose(g_fast, g_slow, atol=1e-9)
+
+
 def test_gradcheck_alpha_wrt_vertices_and_rgb_wrt_colours_float64():
     fv = _random_face_vertices(b=1, f=3, scale=0.9, seed=7, dtype=torch.float64).requires_grad_()
     colors = _colors(fv).requires_grad_()
@@ -102,6 +154,8 @@ def test_degenerate_faces_near_plane_and_eye_are_finite():
     assert torch.isfinite(out).all()
     out.sum().backward()
     assert torch.isfinite(v.grad).all()
+    (grad,) = torch.autograd.grad(renderer.silhouette(v, faces, eye).sum(), v)  # the window kernel's backward
+    assert torch.isfinite(grad).all()
 
 
 def test_sigma_can_change_between_calls():

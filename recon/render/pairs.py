@@ -77,16 +77,12 @@ def barycentric_inverse(xy: Tensor) -> Tensor:
     return adj / det[:, None, None]
 
 
-def find_pairs(xy: Tensor, faces_per_image: int, image_size: int, threshold: float) -> PixelFacePairs:
-    """All (pixel, face) pairs SoftRas's Euclidean kernel does not cull.
+def plan_windows(xy: Tensor, faces_per_image: int, image_size: int, threshold: float) -> WindowPlan:
+    """Group the faces into buckets of equal window size; see :class:`WindowPlan`.
 
     Args:
         xy: (N, 3, 2) NDC corners of the N = B·F faces (image b owns faces b·F … b·F + F − 1).
         faces_per_image: F. image_size: S (square images). threshold: T from :func:`culling_threshold`.
-
-    Returns:
-        :class:`PixelFacePairs` in a deterministic order. Computed without gradients: the differentiable
-        distances are re-evaluated on these pairs by :func:`recon.render.rasterize.signed_squared_distance`.
     """
     with torch.no_grad():
         # Corners as (3, N) rows: every per-face computation below runs along long contiguous rows.
@@ -106,26 +102,83 @@ def find_pairs(xy: Tensor, faces_per_image: int, image_size: int, threshold: flo
         r_hi = r_hi.nan_to_num(-1).clamp(-1, s - 1).floor().long()
         width, height = c_hi - c_lo + 1, r_hi - r_lo + 1
 
-        sizes = torch.tensor(_WINDOW_SIZES, device=xy.device)
-        key = torch.bucketize(height, sizes) * len(_WINDOW_SIZES) + torch.bucketize(width, sizes)
+        # Sort the faces by window size once, so that every chunk below is a contiguous slice of the per-face
+        # tables (no gathers per chunk).
+        # Window size index of every box side, by table lookup: bucketize costs ~25 ns a face on CPU.
+        fits = torch.bucketize(torch.arange(s + 1, device=xy.device), torch.tensor(_WINDOW_SIZES, device=xy.device))
+        key = fits[height.clamp(0, s)] * len(_WINDOW_SIZES) + fits[width.clamp(0, s)]
         key = key.masked_fill((width <= 0) | (height <= 0), -1)
         key, order = torch.sort(key, stable=True)
         keys, counts = torch.unique_consecutive(key, return_counts=True)
-
-        frames = _edge_frames(cx, cy)
-        # The first pixel of each face's window, as a flat (B·S·S) index.
-        origin = torch.div(torch.arange(cx.shape[1], device=xy.device), faces_per_image, rounding_mode="floor")
-        origin = origin * (s * s) + r_lo * s + c_lo
-        window = _Window(frames, origin, c_lo, r_lo, width, height, s, threshold)
-        found: list[tuple[Tensor, ...]] = []
-        start = 0
+        image = torch.div(order, faces_per_image, rounding_mode="floor")
+        c_lo, r_lo = c_lo.index_select(0, order), r_lo.index_select(0, order)
+        cx, cy = cx.index_select(1, order), cy.index_select(1, order)
+        # Window cells beyond a face's box get a pixel centre this far out: farther than √T from the face and
+        # outside it, so they are culled by the same test as every other cell (and never index a wrong pixel).
+        x_far = cx.amax(0).nan_to_num(0, 0, 0).abs() * 2 + 2 * radius + 2
+        y_far = -cy.amin(0).nan_to_num(0, 0, 0).abs() * 2 - 2 * radius - 2
+        window = _Window(
+            frames=_edge_frames(cx, cy),
+            origin=image * (s * s) + r_lo * s + c_lo,  # the first pixel of each window, flat in (B·S·S)
+            c_lo=c_lo,
+            r_lo=r_lo,
+            width=width.index_select(0, order),
+            height=height.index_select(0, order),
+            x_far=x_far,
+            y_far=y_far,
+            s=s,
+            threshold=threshold,
+        )
+        chunks: list[Chunk] = []
+        end = 0
         for k, count in zip(keys.tolist(), counts.tolist(), strict=True):
-            members, start = order[start : start + count], start + count
+            start, end = end, end + count
             if k < 0:
                 continue
             kh, kw = _WINDOW_SIZES[k // len(_WINDOW_SIZES)], _WINDOW_SIZES[k % len(_WINDOW_SIZES)]
-            for chunk in members.split(max(1, _MAX_CELLS // (kh * kw))):
-                found.append(window.pairs(chunk, kh, kw))
+            step = max(1, _MAX_CELLS // (kh * kw))
+            for lo in range(start, end, step):
+                hi = min(lo + step, end)
+                chunks.append(Chunk(order[lo:hi], lo, hi, kh, kw))
+        return WindowPlan(window, order, chunks)
+
+
+class Chunk(NamedTuple):
+    """Faces evaluated together: positions lo … hi − 1 of the sorted per-face tables, all in (kh, kw) windows."""
+
+    faces: Tensor  # (hi − lo,) their indices into the N = B·F faces
+    lo: int
+    hi: int
+    kh: int
+    kw: int
+
+
+class WindowPlan(NamedTuple):
+    """Culling's work list: the faces sorted by window size and cut into chunks.
+
+    Every face with a non-empty box is in exactly one chunk; a chunk holds at most ``_MAX_CELLS`` cells
+    (window pixels × faces), so the per-cell temporaries of one chunk stay in cache.
+    """
+
+    window: _Window  # per-face tables in sorted order
+    order: Tensor  # (N,) face index at each sorted position
+    chunks: list[Chunk]
+
+
+def find_pairs(xy: Tensor, faces_per_image: int, image_size: int, threshold: float) -> PixelFacePairs:
+    """All (pixel, face) pairs SoftRas's Euclidean kernel does not cull.
+
+    Args:
+        xy: (N, 3, 2) NDC corners of the N = B·F faces (image b owns faces b·F … b·F + F − 1).
+        faces_per_image: F. image_size: S (square images). threshold: T from :func:`culling_threshold`.
+
+    Returns:
+        :class:`PixelFacePairs` in a deterministic order. Computed without gradients: the differentiable
+        distances are re-evaluated on these pairs by :func:`recon.render.rasterize.signed_squared_distance`.
+    """
+    with torch.no_grad():
+        plan = plan_windows(xy, faces_per_image, image_size, threshold)
+        found = [plan.window.pairs(chunk) for chunk in plan.chunks]
         if not found:
             empty = xy.new_zeros(0, dtype=torch.long)
             nothing = xy.new_zeros(0)
@@ -170,7 +223,7 @@ def _edge_frames(cx: Tensor, cy: Tensor) -> Tensor:
 
 
 class _Window(NamedTuple):
-    """Per-face state shared by the buckets of one :func:`find_pairs` call."""
+    """Per-face tables of one :func:`plan_windows` call, in its sorted order (see :class:`WindowPlan`)."""
 
     frames: Tensor  # (25, N), see _edge_frames
     origin: Tensor  # (N,) flat pixel index of the window's top-left pixel
@@ -178,11 +231,13 @@ class _Window(NamedTuple):
     r_lo: Tensor  # (N,) first row
     width: Tensor  # (N,) columns the face may touch
     height: Tensor  # (N,) rows the face may touch
+    x_far: Tensor  # (N,) x of window columns beyond the box: farther than √T right of the face
+    y_far: Tensor  # (N,) y of window rows beyond the box: farther than √T below the face
     s: int
     threshold: float
 
-    def pairs(self, members: Tensor, kh: int, kw: int) -> tuple[Tensor, ...]:
-        """Evaluate one bucket of faces over their (kh, kw) pixel windows; return the surviving pairs.
+    def distances(self, chunk: Chunk) -> EdgeDistances:
+        """Evaluate one chunk of faces over their (kh, kw) pixel windows: the distances to every edge.
 
         The distance to each edge segment is ``h² + excess²``: h the signed distance to the edge line and
         excess how far the foot point lies beyond the segment's ends. Both are affine in the pixel position,
@@ -191,25 +246,30 @@ class _Window(NamedTuple):
         as SoftRas computes. Tensors are laid out (edge, row, col, face) with faces innermost, so every
         elementwise pass is long and contiguous however small the window is.
         """
-        s = self.s
-        f = self.frames.index_select(1, members)  # (25, n)
-        n = members.numel()
-        ar_w = torch.arange(kw, device=members.device)[:, None]
-        ar_h = torch.arange(kh, device=members.device)[:, None]
-        px = (2 * (self.c_lo.index_select(0, members) + ar_w) + 1 - s).to(f.dtype) / s  # (kw, n)
-        py = (s - 1 - 2 * (self.r_lo.index_select(0, members) + ar_h)).to(f.dtype) / s  # (kh, n)
-        valid = (ar_w < self.width.index_select(0, members))[None] & (ar_h < self.height.index_select(0, members))[
-            :, None
-        ]
+        s, lo, hi = self.s, chunk.lo, chunk.hi
+        f = self.frames[:, lo:hi]  # (25, n)
+        ar_w = torch.arange(chunk.kw, device=f.device)[:, None]
+        ar_h = torch.arange(chunk.kh, device=f.device)[:, None]
+        px = (2 * (self.c_lo[lo:hi] + ar_w) + 1 - s).to(f.dtype) / s  # (kw, n)
+        py = (s - 1 - 2 * (self.r_lo[lo:hi] + ar_h)).to(f.dtype) / s  # (kh, n)
+        px = torch.where(ar_w < self.width[lo:hi], px, self.x_far[lo:hi])
+        py = torch.where(ar_h < self.height[lo:hi], py, self.y_far[lo:hi])
 
         def block(row: int) -> Tensor:
             return f[row : row + 3, None, None, :]  # (3, 1, 1, n)
 
         h = (block(_NORMAL_X) * px[None, None] + block(_NORMAL_C)) + block(_NORMAL_Y) * py[None, :, None]
         u = (block(_ALONG_X) * px[None, None] + block(_ALONG_C)) + block(_ALONG_Y) * py[None, :, None]
-        foot = torch.minimum(u.clamp(min=0), block(_LENGTH))  # (3, kh, kw, n)
-        excess = u - foot
+        foot = torch.minimum(u.relu(), block(_LENGTH))  # (3, kh, kw, n)
+        excess = u.sub_(foot)
         d2 = torch.addcmul(h * h, excess, excess)
+        return EdgeDistances(f, px, py, h, foot, excess, d2)
+
+    def cells(self, chunk: Chunk) -> Cells:
+        """:meth:`distances` plus the nearest edge, inside and the culling decision for every window cell."""
+        e = self.distances(chunk)
+        h, d2 = e.h, e.d2
+        inside = h.amin(0) > e.frames[_INTERIOR]
         # The nearest edge, lowest index on ties; explicit selects are ~15× cheaper than min(dim=0) with indices.
         closer = d2[1] < d2[0]
         best = torch.where(closer, d2[1], d2[0])  # (kh, kw, n)
@@ -217,25 +277,64 @@ class _Window(NamedTuple):
         closer = d2[2] < best
         best = torch.where(closer, d2[2], best)
         edge.masked_fill_(closer, 2)
-        inside = torch.minimum(torch.minimum(h[0], h[1]), h[2]) > f[_INTERIOR]
-        keep = valid & (inside | (best < self.threshold))
+        keep = inside | (best < self.threshold)
+        return Cells(e.frames, e.px, e.py, h, e.foot, e.excess, best, edge, inside, keep)
 
-        idx_h, idx_w, idx_n = keep.nonzero(as_tuple=True)
+    def pixels(self, chunk: Chunk) -> Tensor:
+        """(kh, kw, n) flat pixel index of every window cell; cells beyond the face's box may point anywhere
+        inside ``[0, B·S² + pad)`` with ``pad = kh·S + kw`` (give them zero weight)."""
+        ar_h = torch.arange(chunk.kh, device=self.origin.device)
+        offsets = ar_h[:, None] * self.s + torch.arange(chunk.kw, device=self.origin.device)
+        return self.origin[chunk.lo : chunk.hi] + offsets[:, :, None]
+
+    def pairs(self, chunk: Chunk) -> tuple[Tensor, ...]:
+        """The surviving (pixel, face) pairs of one chunk, as the fields of :class:`PixelFacePairs`."""
+        s, kw = self.s, chunk.kw
+        c = self.cells(chunk)
+        n = chunk.hi - chunk.lo
+        idx_h, idx_w, idx_n = c.keep.nonzero(as_tuple=True)
         # One nonzero, then flat index_select: boolean masking would search the mask again for every output.
         flat = (idx_h * kw + idx_w) * n + idx_n
-        edge = edge.view(-1).index_select(0, flat).long()
+        edge = c.edge.view(-1).index_select(0, flat).long()
         on_edge = edge * n + idx_n
-        t = foot.view(-1).index_select(0, edge * keep.numel() + flat)
-        t = (t * f[_INV_LENGTH : _INV_LENGTH + 3].reshape(-1).index_select(0, on_edge)).clamp_(0, 1)
-        face = members.index_select(0, idx_n)
+        t = c.foot.view(-1).index_select(0, edge * c.keep.numel() + flat)
+        t = (t * c.frames[_INV_LENGTH : _INV_LENGTH + 3].reshape(-1).index_select(0, on_edge)).clamp_(0, 1)
+        face = chunk.faces.index_select(0, idx_n)
         corner_a = face * 3 + edge
         return (
             face,
-            self.origin.index_select(0, face) + idx_h * s + idx_w,
-            inside.view(-1).index_select(0, flat),
+            self.origin[chunk.lo : chunk.hi].index_select(0, idx_n) + idx_h * s + idx_w,
+            c.inside.view(-1).index_select(0, flat),
             corner_a,
             corner_a + torch.where(edge == 2, -2, 1),
             t,
-            px.view(-1).index_select(0, idx_w * n + idx_n),
-            py.view(-1).index_select(0, idx_h * n + idx_n),
+            c.px.view(-1).index_select(0, idx_w * n + idx_n),
+            c.py.view(-1).index_select(0, idx_h * n + idx_n),
         )
+
+
+class EdgeDistances(NamedTuple):
+    """One chunk's windows against the three edges, (edge, row, col, face) with faces innermost."""
+
+    frames: Tensor  # (25, n) the chunk's rows of _edge_frames
+    px: Tensor  # (kw, n) pixel-centre x of each column (x_far beyond the face's box)
+    py: Tensor  # (kh, n) pixel-centre y of each row (y_far beyond the face's box)
+    h: Tensor  # (3, kh, kw, n) signed distance to each edge line, positive inwards
+    foot: Tensor  # (3, kh, kw, n) foot point's position along each edge, in [0, length]
+    excess: Tensor  # (3, kh, kw, n) how far the pixel lies beyond the edge's ends, along it
+    d2: Tensor  # (3, kh, kw, n) squared distance to each edge segment
+
+
+class Cells(NamedTuple):
+    """Every cell of one chunk's windows, (edge, row, col, face) or (row, col, face) with faces innermost."""
+
+    frames: Tensor  # (25, n)
+    px: Tensor  # (kw, n)
+    py: Tensor  # (kh, n)
+    h: Tensor  # (3, kh, kw, n)
+    foot: Tensor  # (3, kh, kw, n)
+    excess: Tensor  # (3, kh, kw, n)
+    best: Tensor  # (kh, kw, n) squared distance to the closed triangle
+    edge: Tensor  # (kh, kw, n) uint8 index of the nearest edge
+    inside: Tensor  # (kh, kw, n) strictly inside the triangle
+    keep: Tensor  # (kh, kw, n) a pair SoftRas's kernel does not cull

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from recon.render.pairs import PixelFacePairs, barycentric_inverse, culling_threshold, find_pairs
+from recon.render.silhouette import SILHOUETTE_MODES, soft_silhouette
 
 AlphaAggregation = Literal["prod", "sum", "hard"]
 RGBAggregation = Literal["softmax", "hard"]
@@ -94,6 +95,8 @@ def soft_rasterize(
     """
     b, f = face_vertices.shape[:2]
     s = image_size
+    if face_colors is None and aggr_alpha in SILHOUETTE_MODES:
+        return soft_silhouette(face_vertices, s, sigma, dist_eps, aggr_alpha)
     xy = face_vertices[..., :2].reshape(b * f, 3, 2)
     pairs = find_pairs(xy, f, s, culling_threshold(sigma, dist_eps))
     logits = signed_squared_distance(xy, pairs) / sigma
