@@ -117,17 +117,19 @@ def plan_windows(xy: Tensor, faces_per_image: int, image_size: int, threshold: f
         # outside it, so they are culled by the same test as every other cell (and never index a wrong pixel).
         x_far = cx.amax(0).nan_to_num(0, 0, 0).abs() * 2 + 2 * radius + 2
         y_far = -cy.amin(0).nan_to_num(0, 0, 0).abs() * 2 - 2 * radius - 2
+        dtype = cx.dtype
         window = _Window(
             frames=_edge_frames(cx, cy),
             origin=image * (s * s) + r_lo * s + c_lo,  # the first pixel of each window, flat in (B·S·S)
-            c_lo=c_lo,
-            r_lo=r_lo,
-            width=width.index_select(0, order),
-            height=height.index_select(0, order),
+            x0=(2 * c_lo + 1 - s).to(dtype) / s,
+            y0=(s - 1 - 2 * r_lo).to(dtype) / s,
+            width=width.index_select(0, order).to(dtype),
+            height=height.index_select(0, order).to(dtype),
             x_far=x_far,
             y_far=y_far,
             s=s,
             threshold=threshold,
+            ramps={},
         )
         chunks: list[Chunk] = []
         end = 0
@@ -187,7 +189,9 @@ def find_pairs(xy: Tensor, faces_per_image: int, image_size: int, threshold: flo
 
 
 # Rows of the per-face table built by _edge_frames; each block holds the 3 edges.
-_NORMAL_X, _NORMAL_Y, _NORMAL_C, _ALONG_X, _ALONG_Y, _ALONG_C, _LENGTH, _INV_LENGTH = range(0, 24, 3)
+# The x, y and constant coefficients each hold the normal's 3 rows then the direction's 3 rows, so that one
+# broadcast evaluates both maps for all three edges.
+_NORMAL_X, _ALONG_X, _NORMAL_Y, _ALONG_Y, _NORMAL_C, _ALONG_C, _LENGTH, _INV_LENGTH = range(0, 24, 3)
 _INTERIOR = 24
 
 
@@ -215,8 +219,7 @@ def _edge_frames(cx: Tensor, cy: Tensor) -> Tensor:
     interior = torch.where(det == 0, float("inf"), 0.0).to(cx.dtype)[None]
     return torch.cat(
         (
-            normal_x, normal_y, -(normal_x * cx + normal_y * cy),
-            unit_x, unit_y, -(unit_x * cx + unit_y * cy),
+            normal_x, unit_x, normal_y, unit_y, -(normal_x * cx + normal_y * cy), -(unit_x * cx + unit_y * cy),
             length, inv_length, interior,
         )
     )
@@ -227,14 +230,20 @@ class _Window(NamedTuple):
 
     frames: Tensor  # (25, N), see _edge_frames
     origin: Tensor  # (N,) flat pixel index of the window's top-left pixel
-    c_lo: Tensor  # (N,) first column
-    r_lo: Tensor  # (N,) first row
-    width: Tensor  # (N,) columns the face may touch
-    height: Tensor  # (N,) rows the face may touch
+    x0: Tensor  # (N,) x of the window's first column (pixel centres, NDC)
+    y0: Tensor  # (N,) y of the window's first row
+    width: Tensor  # (N,) columns the face may touch, as a float
+    height: Tensor  # (N,) rows the face may touch, as a float
     x_far: Tensor  # (N,) x of window columns beyond the box: farther than √T right of the face
     y_far: Tensor  # (N,) y of window rows beyond the box: farther than √T below the face
     s: int
     threshold: float
+    ramps: dict[int, Tensor]  # k → (k, 1) float 0 … k − 1, shared by the chunks
+
+    def ramp(self, k: int) -> Tensor:
+        if k not in self.ramps:
+            self.ramps[k] = torch.arange(k, device=self.x0.device, dtype=self.x0.dtype)[:, None]
+        return self.ramps[k]
 
     def distances(self, chunk: Chunk) -> EdgeDistances:
         """Evaluate one chunk of faces over their (kh, kw) pixel windows: the distances to every edge.
@@ -246,24 +255,20 @@ class _Window(NamedTuple):
         as SoftRas computes. Tensors are laid out (edge, row, col, face) with faces innermost, so every
         elementwise pass is long and contiguous however small the window is.
         """
-        s, lo, hi = self.s, chunk.lo, chunk.hi
+        lo, hi, n = chunk.lo, chunk.hi, chunk.hi - chunk.lo
         f = self.frames[:, lo:hi]  # (25, n)
-        ar_w = torch.arange(chunk.kw, device=f.device)[:, None]
-        ar_h = torch.arange(chunk.kh, device=f.device)[:, None]
-        px = (2 * (self.c_lo[lo:hi] + ar_w) + 1 - s).to(f.dtype) / s  # (kw, n)
-        py = (s - 1 - 2 * (self.r_lo[lo:hi] + ar_h)).to(f.dtype) / s  # (kh, n)
-        px = torch.where(ar_w < self.width[lo:hi], px, self.x_far[lo:hi])
-        py = torch.where(ar_h < self.height[lo:hi], py, self.y_far[lo:hi])
+        cols, rows = self.ramp(chunk.kw), self.ramp(chunk.kh)
+        px = torch.where(cols < self.width[lo:hi], cols * (2 / self.s) + self.x0[lo:hi], self.x_far[lo:hi])  # (kw, n)
+        py = torch.where(rows < self.height[lo:hi], rows * (-2 / self.s) + self.y0[lo:hi], self.y_far[lo:hi])
 
-        def block(row: int) -> Tensor:
-            return f[row : row + 3, None, None, :]  # (3, 1, 1, n)
-
-        h = (block(_NORMAL_X) * px[None, None] + block(_NORMAL_C)) + block(_NORMAL_Y) * py[None, :, None]
-        u = (block(_ALONG_X) * px[None, None] + block(_ALONG_C)) + block(_ALONG_Y) * py[None, :, None]
-        foot = torch.minimum(u.relu(), block(_LENGTH))  # (3, kh, kw, n)
+        # h and u of the three edges at once: (2, 3, kh, kw, n), the normal's map first.
+        coef = f[:18].view(3, 2, 3, 1, 1, n)
+        hu = (coef[0] * px + coef[2]) + coef[1] * py[:, None]
+        h, u = hu[0], hu[1]
+        foot = torch.minimum(u.relu(), f[_LENGTH : _LENGTH + 3, None, None])  # (3, kh, kw, n)
         excess = u.sub_(foot)
         d2 = torch.addcmul(h * h, excess, excess)
-        return EdgeDistances(f, px, py, h, foot, excess, d2)
+        return EdgeDistances(f, px, py, h, foot, excess, d2, hu)
 
     def cells(self, chunk: Chunk) -> Cells:
         """:meth:`distances` plus the nearest edge, inside and the culling decision for every window cell."""
@@ -283,9 +288,11 @@ class _Window(NamedTuple):
     def pixels(self, chunk: Chunk) -> Tensor:
         """(kh, kw, n) flat pixel index of every window cell; cells beyond the face's box may point anywhere
         inside ``[0, B·S² + pad)`` with ``pad = kh·S + kw`` (give them zero weight)."""
-        ar_h = torch.arange(chunk.kh, device=self.origin.device)
-        offsets = ar_h[:, None] * self.s + torch.arange(chunk.kw, device=self.origin.device)
-        return self.origin[chunk.lo : chunk.hi] + offsets[:, :, None]
+        key = -(chunk.kh * 4096 + chunk.kw)  # negative keys: pixel offsets, beside the ramps
+        if key not in self.ramps:
+            ar_h = torch.arange(chunk.kh, device=self.origin.device)
+            self.ramps[key] = (ar_h[:, None] * self.s + torch.arange(chunk.kw, device=self.origin.device))[..., None]
+        return self.origin[chunk.lo : chunk.hi] + self.ramps[key]
 
     def pairs(self, chunk: Chunk) -> tuple[Tensor, ...]:
         """The surviving (pixel, face) pairs of one chunk, as the fields of :class:`PixelFacePairs`."""
@@ -323,6 +330,7 @@ class EdgeDistances(NamedTuple):
     foot: Tensor  # (3, kh, kw, n) foot point's position along each edge, in [0, length]
     excess: Tensor  # (3, kh, kw, n) how far the pixel lies beyond the edge's ends, along it
     d2: Tensor  # (3, kh, kw, n) squared distance to each edge segment
+    h_excess: Tensor  # (2, 3, kh, kw, n): h and excess stacked (they are its two halves)
 
 
 class Cells(NamedTuple):

@@ -20,12 +20,8 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from recon.render.pairs import (
-    _ALONG_X,
-    _ALONG_Y,
     _INTERIOR,
     _INV_LENGTH,
-    _NORMAL_X,
-    _NORMAL_Y,
     Chunk,
     EdgeDistances,
     WindowPlan,
@@ -109,7 +105,7 @@ class _SoftSilhouette(torch.autograd.Function):
         per_pixel = grad_alpha * torch.exp(acc) if mode == "prod" else grad_alpha / f
         plan = plan_windows(xy, f, s, threshold)
         per_pixel = torch.cat((per_pixel, per_pixel.new_zeros(_padded_pixels(plan, b, s) - b * s * s)))
-        grad_sorted = xy.new_zeros(3, 2, xy.shape[0])  # per corner, axis and sorted face position
+        grad_sorted = xy.new_zeros(2, 3, xy.shape[0])  # per axis, corner and sorted face position
         for chunk in plan.chunks:
             c = _soft_cells(plan, chunk, sigma)
             e = c.edges
@@ -127,16 +123,13 @@ class _SoftSilhouette(torch.autograd.Function):
             rest -= weight[1]
             weight[2] *= rest
             weight *= coef
-            weight_foot = weight * e.foot
-            sums = [(w * d).sum((1, 2)) for w in (weight, weight_foot) for d in (e.excess, e.h)]  # (3, n) each
-            inv_length = e.frames[_INV_LENGTH : _INV_LENGTH + 3]
-            b_excess, b_h = sums[2] * inv_length, sums[3] * inv_length  # weight t
-            a_excess, a_h = sums[0] - b_excess, sums[1] - b_h  # weight 1 − t
-            for axis, (along, normal) in enumerate(((_ALONG_X, _NORMAL_X), (_ALONG_Y, _NORMAL_Y))):
-                u_hat, n_hat = e.frames[along : along + 3], e.frames[normal : normal + 3]
-                to_a = a_excess * u_hat + a_h * n_hat
-                to_b = b_excess * u_hat + b_h * n_hat
-                # Edge k runs from corner k to corner k + 1 (mod 3).
-                grad_sorted[:, axis, chunk.lo : chunk.hi] = -(to_a + to_b.roll(1, dims=0))
-        grad_xy = torch.zeros_like(xy).index_copy_(0, plan.order, grad_sorted.permute(2, 0, 1))
+            # Σ over each face's window of weight·(h, excess) and weight·foot·(h, excess): (2, 2, 3, n).
+            sums = torch.stack([(w * e.h_excess).sum((2, 3)) for w in (weight, weight * e.foot)])
+            t_sums = sums[1] * e.frames[_INV_LENGTH : _INV_LENGTH + 3]  # weight t
+            # q − p = −(h·n̂ + excess·û): per axis, the normal's and the direction's components.
+            directions = e.frames[:12].view(2, 2, 3, -1)  # (axis, normal/along, edge, n)
+            to_a = ((sums[0] - t_sums) * directions).sum(1)  # weight 1 − t, onto corner k of edge k
+            to_b = (t_sums * directions).sum(1)  # weight t, onto corner k + 1
+            grad_sorted[:, :, chunk.lo : chunk.hi] = -(to_a + to_b.roll(1, dims=1))
+        grad_xy = torch.zeros_like(xy).index_copy_(0, plan.order, grad_sorted.permute(2, 1, 0))
         return grad_xy, None, None, None, None, None, None
