@@ -17,6 +17,8 @@ from recon.mesh import template_sphere
 from recon.render import SoftRenderer, eye_from_angles
 from recon.render.reference import dense_soft_rasterize
 cfg = json.loads(sys.argv[1])
+if cfg.get("threads"):
+    torch.set_num_threads(cfg["threads"])
 dev = torch.device(cfg["device"])
 vertices, faces = template_sphere()
 g = torch.Generator().manual_seed(0)
@@ -50,8 +52,9 @@ print(json.dumps({"images_per_s": b / best, "ms_per_batch": 1000 * best, "peak_m
 """
 
 
-def _measure(impl: str, batch: int, backward: bool, device: str, repeats: int) -> dict:
-    cfg = {"impl": impl, "batch": batch, "backward": backward, "device": device, "repeats": repeats}
+def _measure(impl: str, batch: int, backward: bool, device: str, repeats: int, threads: int | None = None) -> dict:
+    cfg = {"impl": impl, "batch": batch, "backward": backward, "device": device, "repeats": repeats,
+           "threads": threads}
     out = subprocess.run([sys.executable, "-c", _CHILD, json.dumps(cfg)], capture_output=True, text=True)
     if out.returncode != 0:
         return {"error": out.stderr.strip().splitlines()[-1][:120]}
@@ -63,6 +66,9 @@ def run(quick: bool = False) -> list[dict]:
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     batches = (8,) if quick else (8, 64, 256)
+    # On CPU, one thread and all of them: the pair tells the code's speed apart from the machine's load (with
+    # more runnable threads than free cores, every parallel region waits on a descheduled thread).
+    threads = [torch.get_num_threads()] if device == "cuda" else sorted({1, torch.get_num_threads()})
     rows = []
     dense_rate = {}
     for backward in (False, True):
@@ -71,10 +77,12 @@ def run(quick: bool = False) -> list[dict]:
         dense = _measure("dense", 2 if quick else 4, backward, device, 1 if quick else 2)
         dense_rate[backward] = dense.get("images_per_s")
         rows.append({"bench": "render", "impl": "dense reference", "pass": pass_name, "batch": 2 if quick else 4,
-                     **dense})
-        for batch in batches:
-            res = _measure("recon", batch, backward, device, 2 if quick else 5)
-            speedup = res.get("images_per_s", 0) / dense_rate[backward] if dense_rate[backward] else float("nan")
-            rows.append({"bench": "render", "impl": "recon SoftRenderer", "pass": pass_name, "batch": batch, **res,
-                         "x_dense": speedup})
+                     "threads": threads[-1], **dense})
+        for n_threads in threads:
+            for batch in batches:
+                res = _measure("recon", batch, backward, device, 2 if quick else 5, n_threads)
+                rate = res.get("images_per_s", 0)
+                speedup = rate / dense_rate[backward] if dense_rate[backward] else float("nan")
+                rows.append({"bench": "render", "impl": "recon SoftRenderer", "pass": pass_name, "batch": batch,
+                             "threads": n_threads, **res, "x_dense": speedup})
     return rows
