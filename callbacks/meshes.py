@@ -27,12 +27,12 @@ class MeshLogger(ValidationSamplesCallback):
     one pair per object named ``<row>_<category>_<object>_v<view>``:
 
     - ``.obj``: the predicted mesh alone (642 vertices, 1280 faces), for any mesh tool;
-    - ``.glb``: the predicted mesh (light blue) in place and the ground-truth voxels as gray cubes shifted
-      ``offset`` along +x: a side-by-side scene.
+    - ``.glb``: the predicted mesh (light blue; in its predicted colours for a model with colours) in place
+      and the ground-truth voxels as gray cubes shifted ``offset`` along +x: a side-by-side scene.
 
     To every ``WandbLogger``: ``key`` — the ``.glb`` scenes as ``wandb.Object3D``; ``points_key`` — point sets
     (N, 6) with the mesh's vertices (blue) and the centres of the ground truth's surface voxels (orange)
-    overlaid in the same frame, to judge alignment. Voxels map to mesh coordinates as
+    overlaid in the same frame, to judge alignment (a colour model's vertices in their own colours). Voxels map to mesh coordinates as
     :mod:`recon.callbacks.voxels` documents. Rank 0 only, once per logged validation.
 
     Args:
@@ -58,22 +58,30 @@ class MeshLogger(ValidationSamplesCallback):
 
     @override
     def log_samples(self, trainer: Trainer, pl_module: LightningModule, samples: dict[str, Tensor]) -> None:
-        vertices = pl_module(samples["images_a"]).float().cpu().numpy()
         faces = pl_module.faces.cpu().numpy()
+        colored = getattr(pl_module, "has_colors", False)
+        if colored:
+            predicted, predicted_colors = pl_module.predict_mesh(samples["images_a"])
+            vertices = predicted.float().cpu().numpy()
+            mesh_colors = [vertex_colors(faces, c.float().cpu().numpy(), len(vertices[0])) for c in predicted_colors]
+        else:
+            vertices = pl_module(samples["images_a"]).float().cpu().numpy()
+            mesh_colors = [np.tile(MESH_COLOR, (vertices.shape[1], 1))] * len(vertices)
         voxels = samples.get("voxels")
         folder = run_folder(trainer) / "media" / "meshes" / stamp(trainer)
         folder.mkdir(parents=True, exist_ok=True)
         names = sample_names(samples, pl_module.category_names)
         scenes, clouds = [], []
         for index, (name, mesh) in enumerate(zip(names, vertices, strict=True)):
-            save_mesh(folder / f"{name}.obj", mesh, faces)
-            scene_vertices, scene_faces, colors = mesh, faces, np.tile(MESH_COLOR, (len(mesh), 1))
+            save_mesh(folder / f"{name}.obj", mesh, faces, vertex_colors=mesh_colors[index] if colored else None)
+            scene_vertices, scene_faces, colors = mesh, faces, mesh_colors[index]
             if voxels is not None:
                 cubes, cube_faces = voxel_surface(voxels[index])
                 scene_vertices = np.concatenate([mesh, cubes + np.float32([self.offset, 0.0, 0.0])])
                 scene_faces = np.concatenate([faces, cube_faces + len(mesh)])
                 colors = np.concatenate([colors, np.tile(VOXEL_COLOR, (len(cubes), 1))])
-                clouds.append(point_set(mesh, voxel_centers(voxels[index], surface_only=True)))
+                clouds.append(point_set(mesh, voxel_centers(voxels[index], surface_only=True),
+                                        mesh_colors[index] if colored else None))
             scenes.append(save_mesh(folder / f"{name}.glb", scene_vertices, scene_faces, vertex_colors=colors))
 
         loggers = wandb_loggers(trainer)
@@ -90,8 +98,24 @@ class MeshLogger(ValidationSamplesCallback):
             logger.log_metrics(media, step=trainer.global_step)
 
 
-def point_set(mesh_vertices: np.ndarray, voxel_points: np.ndarray) -> np.ndarray:
-    """``(V, 3)`` mesh vertices and ``(N, 3)`` voxel centres → ``(V + N, 6)`` float: x, y, z, r, g, b (0..255)."""
-    mesh = np.concatenate([mesh_vertices, np.tile(POINT_MESH_RGB, (len(mesh_vertices), 1))], axis=1)
+def point_set(mesh_vertices: np.ndarray, voxel_points: np.ndarray, mesh_colors: np.ndarray | None = None) -> np.ndarray:
+    """``(V, 3)`` mesh vertices and ``(N, 3)`` voxel centres → ``(V + N, 6)`` float: x, y, z, r, g, b (0..255).
+
+    ``mesh_colors``: ``(V, 3)`` in [0, 1] for the vertices; default ``POINT_MESH_RGB`` (blue)."""
+    rgb = np.tile(POINT_MESH_RGB, (len(mesh_vertices), 1)) if mesh_colors is None else np.clip(mesh_colors, 0, 1) * 255
+    mesh = np.concatenate([mesh_vertices, rgb], axis=1)
     voxels = np.concatenate([voxel_points, np.tile(POINT_VOXEL_RGB, (len(voxel_points), 1))], axis=1)
     return np.concatenate([mesh, voxels]).astype(np.float64)
+
+
+def vertex_colors(faces: np.ndarray, colors: np.ndarray, num_vertices: int) -> np.ndarray:
+    """A colour model's ``colors`` → ``(V, 3)`` per-vertex colours: as they are when per vertex; per face
+    ``(F, 3)``, each vertex gets the mean of its faces' colours (the scene shares vertices with the voxels)."""
+    if len(colors) == num_vertices:
+        return colors
+    total = np.zeros((num_vertices, 3))
+    count = np.zeros((num_vertices, 1))
+    for corner in range(3):
+        np.add.at(total, faces[:, corner], colors)
+        np.add.at(count, faces[:, corner], 1.0)
+    return total / np.maximum(count, 1.0)

@@ -1,4 +1,4 @@
-"""``VoxelIoULogger``: the test results as ``results.json`` + ``results.md`` and a W&B table and summary."""
+"""``VoxelIoULogger``: the test results (voxel IoU, PSNR) as ``results.json`` + ``results.md``, a W&B table and summary."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from recon.callbacks.run_folder import run_folder, wandb_loggers
 
 
 class VoxelIoULogger(Callback):
-    """At the end of ``test``: per-category voxel IoU, mean IoU and losses, written and logged once.
+    """At the end of ``test``: per-category voxel IoU and PSNR, their means and the losses, written and logged once.
 
     Reads ``pl_module.test_results`` (set by :class:`~recon.module.ReconModule` in ``on_test_epoch_end``,
     which Lightning calls after the callbacks' own, so this reads it in ``on_test_end``) and counts the test
@@ -26,15 +26,16 @@ class VoxelIoULogger(Callback):
     each atomically (temporary file, then ``os.replace``):
 
     - ``<folder>/results.json``: ``iou`` {category: IoU}, ``items`` {category: count}, ``num_items``,
-      ``miou``, ``loss``, ``loss_sil``, ``encoder`` (class name), ``encoder_class`` (import path),
+      ``miou``, ``loss``, ``loss_sil``, ``psnr`` {category: dB}, ``mpsnr``, ``mssim``, ``psnr_colors``
+      (``"predicted"``, or ``"gray"`` for a model without colours, rendered flat mid-grey), ``encoder`` (class name), ``encoder_class`` (import path),
       ``checkpoint`` (the ``ckpt_path`` tested, or null), ``global_step``, ``epoch``, ``data`` (the
       DataModule's ``path`` if it has one), ``wandb_run`` (id, if any), ``started`` / ``finished`` (UTC ISO 8601);
     - ``<folder>/results.md``: the same as a markdown table;
 
     where ``<folder>`` is ``dirpath`` or else the run folder (:func:`~recon.callbacks.run_folder.run_folder`).
-    To every ``WandbLogger``: a ``wandb.Table`` (category, iou, items; last row ``mean``) under ``key``, the
-    summary keys ``test/miou``, ``test/loss``, ``test/loss_sil``, ``test/num_items``, ``test/encoder`` and
-    ``test/iou_<category>``, and both files as run files (uploaded by ``wandb sync``).
+    To every ``WandbLogger``: a ``wandb.Table`` (category, iou, psnr, items; last row ``mean``) under ``key``, the
+    summary keys ``test/miou``, ``test/psnr``, ``test/ssim``, ``test/loss``, ``test/loss_sil``, ``test/num_items``,
+    ``test/encoder``, ``test/iou_<category>`` and ``test/psnr_<category>``, and both files as run files (uploaded by ``wandb sync``).
 
     Args:
         dirpath: folder of the two files; ``None`` for the run folder.
@@ -81,18 +82,22 @@ class VoxelIoULogger(Callback):
             return
         import wandb
 
-        rows = [[name, value, results["items"].get(name, 0)] for name, value in results["iou"].items()]
-        rows.append(["mean", results["miou"], results["num_items"]])
+        psnr = results["psnr"]
+        rows = [[name, value, psnr.get(name), results["items"].get(name, 0)] for name, value in results["iou"].items()]
+        rows.append(["mean", results["miou"], results["mpsnr"], results["num_items"]])
         summary = {f"test/iou_{name}": value for name, value in results["iou"].items()}
+        summary.update({f"test/psnr_{name}": value for name, value in psnr.items()})
         summary.update({
             "test/miou": results["miou"],
+            "test/psnr": results["mpsnr"],
+            "test/ssim": results["mssim"],
             "test/loss": results["loss"],
             "test/loss_sil": results["loss_sil"],
             "test/num_items": results["num_items"],
             "test/encoder": results["encoder"],
         })
         for logger in loggers:
-            logger.log_metrics({self.key: wandb.Table(columns=["category", "iou", "items"], data=rows)}, step=trainer.global_step)
+            logger.log_metrics({self.key: wandb.Table(columns=["category", "iou", "psnr", "items"], data=rows)}, step=trainer.global_step)
             run = logger.experiment
             run.summary.update(summary)
             for path in (json_path, md_path):
@@ -111,6 +116,10 @@ class VoxelIoULogger(Callback):
             "miou": _finite(tested["miou"]),
             "loss": _finite(tested["loss"]),
             "loss_sil": _finite(tested["loss_sil"]),
+            "psnr": {name: float(value) for name, value in tested.get("psnr", {}).items()},
+            "mpsnr": _finite(tested.get("mpsnr", math.nan)),
+            "mssim": _finite(tested.get("mssim", math.nan)),
+            "psnr_colors": tested.get("psnr_colors"),
             "items": items,
             "num_items": int(sum(items.values())),
             "encoder": type(encoder).__name__ if encoder is not None else None,
@@ -133,12 +142,23 @@ def results_markdown(results: dict[str, Any]) -> str:
         f"encoder `{results['encoder']}` · checkpoint `{results['checkpoint'] or 'none'}` · {results['num_items']} test items"
         f" · finished {results['finished']}",
         "",
-        "| category | IoU | items |",
-        "|---|---:|---:|",
+        "| category | IoU | PSNR (dB) | items |",
+        "|---|---:|---:|---:|",
     ]
-    lines += [f"| {name} | {_format(value)} | {results['items'].get(name, 0)} |" for name, value in results["iou"].items()]
-    lines.append(f"| **mean** | **{_format(results['miou'])}** | {results['num_items']} |")
+    psnr = results.get("psnr") or {}
+    lines += [
+        f"| {name} | {_format(value)} | {_format(psnr.get(name), 2)} | {results['items'].get(name, 0)} |"
+        for name, value in results["iou"].items()
+    ]
+    lines.append(
+        f"| **mean** | **{_format(results['miou'])}** | **{_format(results.get('mpsnr'), 2)}** | {results['num_items']} |"
+    )
     lines += ["", f"test loss {_format(results['loss'])} (silhouette term {_format(results['loss_sil'])})", ""]
+    if results.get("mpsnr") is not None:
+        how = {"gray": "the mesh rendered flat mid-grey (the model predicts no colours)",
+               "predicted": "the mesh rendered with its predicted colours"}.get(results.get("psnr_colors"), "the mesh rendered")
+        lines += [f"PSNR: {how} in each item's held view b against that view's image, dataset convention "
+                  f"(inverted colour on black); mean SSIM {_format(results.get('mssim'))}.", ""]
     return "\n".join(lines)
 
 
@@ -161,8 +181,8 @@ def _finite(value: Any) -> float | None:
     return value if math.isfinite(value) else None
 
 
-def _format(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.4f}"
+def _format(value: float | None, digits: int = 4) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}"
 
 
 def _now() -> str:

@@ -1,4 +1,4 @@
-"""``SilhouetteLogger``: image grids of input views, predicted silhouettes and reference masks."""
+"""``SilhouetteLogger``: image grids of input views, predicted silhouettes (and colour renders) and reference masks."""
 
 from __future__ import annotations
 
@@ -12,10 +12,11 @@ from typing_extensions import override
 
 from recon.callbacks.run_folder import run_folder, wandb_loggers
 from recon.callbacks.samples import ValidationSamplesCallback, sample_names, stamp
-from recon.losses import silhouette_iou
+from recon.losses import dataset_images, silhouette_iou
 from recon.prediction import save_image
 
 COLUMNS = ("input a", "predicted a", "mask a", "input b", "predicted b", "mask b")
+COLOR_COLUMNS = ("input a", "colour a", "predicted a", "mask a", "input b", "colour b", "predicted b", "mask b")
 
 
 class SilhouetteLogger(ValidationSamplesCallback):
@@ -24,7 +25,9 @@ class SilhouetteLogger(ValidationSamplesCallback):
     One row per object, six columns: view a as the model sees it (shown as the object: NMR's inverted RGB
     undone, on white) | the silhouette of the mesh predicted from view a, rendered in view a | view a's mask |
     the same three for view b (the mesh is still the one predicted from view a, rendered from view b's
-    camera: what the loss's cross-view term sees). Silhouettes and masks are white on black.
+    camera: what the loss's cross-view term sees). Silhouettes and masks are white on black. For a model
+    with colours (``pl_module.has_colors``) each input is followed by the mesh rendered with its predicted
+    colours and the dataset's lighting, shown on white like the input (eight columns).
 
     Written to ``<run folder>/media/silhouettes/e<epoch>_s<step>.png`` (see
     :func:`~recon.callbacks.run_folder.run_folder`) and logged as ``wandb.Image`` under ``key`` to every
@@ -47,15 +50,32 @@ class SilhouetteLogger(ValidationSamplesCallback):
     @override
     def log_samples(self, trainer: Trainer, pl_module: LightningModule, samples: dict[str, Tensor]) -> None:
         images_a, images_b = samples["images_a"], samples["images_b"]
-        vertices = pl_module(images_a)
-        faces = pl_module.faces
-        predicted_a = pl_module.renderer.silhouette(vertices, faces, samples["eyes_a"].to(vertices))
-        predicted_b = pl_module.renderer.silhouette(vertices, faces, samples["eyes_b"].to(vertices))
         masks_a, masks_b = images_a[:, 3], images_b[:, 3]
-        rows = [
-            [shown_view(a), gray(pa), gray(ma), shown_view(b), gray(pb), gray(mb)]
-            for a, pa, ma, b, pb, mb in zip(images_a, predicted_a, masks_a, images_b, predicted_b, masks_b, strict=True)
-        ]
+        if getattr(pl_module, "has_colors", False):
+            vertices, colors = pl_module.predict_mesh(images_a)
+            rendered_a, rendered_b = (
+                dataset_images(pl_module.render(vertices, colors, samples[eyes])) for eyes in ("eyes_a", "eyes_b")
+            )
+            predicted_a, predicted_b = rendered_a[:, 3], rendered_b[:, 3]
+            columns = COLOR_COLUMNS
+            rows = [
+                [shown_view(a), shown_view(ca), gray(pa), gray(ma), shown_view(b), shown_view(cb), gray(pb), gray(mb)]
+                for a, ca, pa, ma, b, cb, pb, mb in zip(
+                    images_a, rendered_a, predicted_a, masks_a, images_b, rendered_b, predicted_b, masks_b, strict=True
+                )
+            ]
+        else:
+            vertices = pl_module(images_a)
+            faces = pl_module.faces
+            predicted_a = pl_module.renderer.silhouette(vertices, faces, samples["eyes_a"].to(vertices))
+            predicted_b = pl_module.renderer.silhouette(vertices, faces, samples["eyes_b"].to(vertices))
+            columns = COLUMNS
+            rows = [
+                [shown_view(a), gray(pa), gray(ma), shown_view(b), gray(pb), gray(mb)]
+                for a, pa, ma, b, pb, mb in zip(
+                    images_a, predicted_a, masks_a, images_b, predicted_b, masks_b, strict=True
+                )
+            ]
         grid = image_grid(rows, scale=self.scale)
         path = run_folder(trainer) / "media" / "silhouettes" / f"{stamp(trainer)}.png"
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -69,7 +89,7 @@ class SilhouetteLogger(ValidationSamplesCallback):
         iou_a = silhouette_iou(predicted_a, masks_a.to(predicted_a)).tolist()
         iou_b = silhouette_iou(predicted_b, masks_b.to(predicted_b)).tolist()
         names = sample_names(samples, pl_module.category_names)
-        caption = " | ".join(COLUMNS) + "\n" + "\n".join(
+        caption = " | ".join(columns) + "\n" + "\n".join(
             f"{name}: IoU a {a:.3f}, b {b:.3f}" for name, a, b in zip(names, iou_a, iou_b, strict=True)
         )
         for logger in loggers:

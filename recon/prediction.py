@@ -1,4 +1,4 @@
-"""Writing predicted meshes: OBJ + GLB per input image and a PNG preview (the input beside shaded renders)."""
+"""Writing predicted meshes: OBJ + GLB (+ PLY when coloured) per input image and a PNG preview beside the input."""
 
 from __future__ import annotations
 
@@ -29,19 +29,26 @@ def preview_renderer(image_size: int = 128) -> SoftRenderer:
     return SoftRenderer(image_size=image_size, sigma=sigma, background=(1.0, 1.0, 1.0), aggr_rgb="softmax")
 
 
-def render_preview(vertices: Tensor, faces: Tensor, image: Tensor | None, renderer: SoftRenderer) -> Image.Image:
+def render_preview(
+    vertices: Tensor, faces: Tensor, image: Tensor | None, renderer: SoftRenderer, colors: Tensor | None = None
+) -> Image.Image:
     """One row of panels: the input view (if given) then the mesh lit from ``PREVIEW_AZIMUTHS``.
 
     ``vertices (V, 3)``, ``faces (F, 3)``, ``image (4, S, S)`` in the dataset's convention (inverted RGB,
-    alpha mask), shown composited on white. Returns an RGB PIL image of height ``renderer.image_size``.
+    alpha mask), shown composited on white; ``colors`` ``(V, 3)`` or ``(F, 3)`` albedo in [0, 1] (a colour
+    model's prediction), else ``PREVIEW_COLOR``. Returns an RGB PIL image of height ``renderer.image_size``.
     """
     size = renderer.image_size
     views = len(PREVIEW_AZIMUTHS)
     eyes = eye_from_angles(PREVIEW_DISTANCE, PREVIEW_ELEVATION, torch.tensor(PREVIEW_AZIMUTHS))
     batch = vertices.detach().float()[None].expand(views, -1, -1)
-    colors = batch.new_tensor(PREVIEW_COLOR).expand(views, faces.shape[0], 3)
+    if colors is None:
+        colors, mode = batch.new_tensor(PREVIEW_COLOR).expand(views, faces.shape[0], 3), "face"
+    else:
+        mode = color_mode(vertices, faces, colors)
+        colors = colors.detach().float()[None].expand(views, -1, -1)
     with torch.no_grad():
-        rgba = renderer(batch, faces, eyes.to(batch), colors=colors)  # (views, 4, size, size)
+        rgba = renderer(batch, faces, eyes.to(batch), colors=colors, color_mode=mode)  # (views, 4, size, size)
     panels = list(rgba[:, :3].clamp(0, 1).cpu())
     if image is not None:
         shown = 1.0 - image[:3].detach().float().cpu()  # undo NMR's inversion: the input composited on white
@@ -72,24 +79,44 @@ def write_prediction(
     faces: Tensor,
     image: Tensor | None = None,
     renderer: SoftRenderer | None = None,
+    colors: Tensor | None = None,
 ) -> list[Path]:
-    """Write ``<name>.obj``, ``<name>.glb`` and (with a ``renderer``) ``<name>.png`` into ``directory``.
+    """Write ``<name>.obj``, ``<name>.glb``, with ``colors`` ``<name>.ply``, and with a ``renderer`` ``<name>.png``.
 
-    ``vertices (V, 3)``, ``faces (F, 3)``; ``image (4, S, S)`` is the input shown first in the preview.
+    ``vertices (V, 3)``, ``faces (F, 3)``; ``image (4, S, S)`` is the input shown first in the preview;
+    ``colors``: the mesh's albedo in [0, 1], per vertex ``(V, 3)`` or per face ``(F, 3)`` (told apart by
+    their count; the template has V ≠ F), stored as 8-bit vertex colours in the GLB and PLY (per-face colours
+    as per-face PLY colours, and as split flat-shaded vertices in the GLB) and as OBJ's "v x y z r g b".
     Returns the paths written. Every file is written atomically; the preview is rendered on the CPU.
     """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     vertices, faces = vertices.detach().float().cpu(), faces.detach().long().cpu()
     paths = [directory / f"{name}.obj", directory / f"{name}.glb"]
+    kwargs = {}
+    if colors is not None:
+        colors = colors.detach().float().cpu()
+        kwargs = {f"{color_mode(vertices, faces, colors)}_colors": colors}
+        paths.append(directory / f"{name}.ply")
     for path in paths:
-        save_mesh(path, vertices, faces)
+        save_mesh(path, vertices, faces, **kwargs)
     if renderer is not None:
         png = directory / f"{name}.png"
-        save_image(png, render_preview(vertices, faces, image, renderer))
+        save_image(png, render_preview(vertices, faces, image, renderer, colors))
         paths.append(png)
     return paths
 
+
+def color_mode(vertices: Tensor, faces: Tensor, colors: Tensor) -> str:
+    """``"vertex"`` or ``"face"``: what ``colors (N, 3)`` (or ``(B, N, 3)``) are per, from N; else ValueError."""
+    count = colors.shape[-2]
+    if count == vertices.shape[-2] and count != faces.shape[-2]:
+        return "vertex"
+    if count == faces.shape[-2] and count != vertices.shape[-2]:
+        return "face"
+    raise ValueError(
+        f"colors {tuple(colors.shape)} are neither per vertex ({vertices.shape[-2]}) nor per face ({faces.shape[-2]})"
+    )
 
 
 def _umask() -> int:

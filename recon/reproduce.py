@@ -1,7 +1,8 @@
 """``make reproduce-table``: the encoder comparison in one command.
 
-Trains and tests every encoder of a profile with the same data, seeds, budget and recipe, then writes
-``results/table.md`` and ``results/table.csv`` and prints the table, with published figures below it.
+Trains and tests every encoder of a profile (and the baseline with colour supervision, ``baseline+color``)
+with the same data, seeds, budget and recipe, then writes ``results/table.md`` and ``results/table.csv`` (mean
+loss, mean IoU, PSNR, per-category IoU) and prints the table, with published figures below it.
 
     python -m recon.reproduce --profile quick [--data data/shapenet.h5] [--redo] [-- extra recon flags]
 
@@ -126,6 +127,8 @@ def summarize(runs: list[dict]) -> list[dict]:
         row = {"encoder": encoder, "seeds": [run["seed"] for run in mine]}
         row["loss"] = _spread([run["loss"] for run in mine])
         row["miou"] = _spread([run["miou"] for run in mine])
+        row["psnr"] = _spread([run.get("mpsnr") for run in mine])  # results from before PSNR existed: "–"
+        row["psnr_colors"] = mine[0].get("psnr_colors")
         row["iou"] = {c: _spread([run["iou"].get(c) for run in mine]) for c in CATEGORIES}
         row["train_minutes"] = statistics.fmean(run["train_seconds"] for run in mine) / 60
         rows.append(row)
@@ -140,23 +143,32 @@ def _spread(values: list[float | None]) -> tuple[float, float] | None:
     return statistics.fmean(present), (max(present) - min(present)) / 2
 
 
-def _cell(value: tuple[float, float] | None, seeds: int) -> str:
+def _cell(value: tuple[float, float] | None, seeds: int, digits: int = 4) -> str:
     if value is None:
         return "–"
-    return f"{value[0]:.4f}" if seeds < 2 else f"{value[0]:.4f} ± {value[1]:.4f}"
+    return f"{value[0]:.{digits}f}" if seeds < 2 else f"{value[0]:.{digits}f} ± {value[1]:.{digits}f}"
+
+
+def _psnr_cell(row: dict, seeds: int) -> str:
+    """PSNR in dB; a row without colours is marked ``(gray)``: its meshes were scored painted flat mid-grey."""
+    cell = _cell(row.get("psnr"), seeds, digits=2)
+    return f"{cell} (gray)" if row.get("psnr") and row.get("psnr_colors") == "gray" else cell
 
 
 def render_markdown(profile: TableProfile, rows: list[dict]) -> str:
-    header = ["encoder", "mean loss", "mean IoU", *CATEGORIES, "train min"]
+    header = ["encoder", "mean loss", "mean IoU", "PSNR (dB)", *CATEGORIES, "train min"]
     lines = [f"# Encoder comparison — profile `{profile.name}`", "", profile.description, ""]
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows:
         n = len(row["seeds"])
-        cells = [row["encoder"], _cell(row["loss"], n), _cell(row["miou"], n)]
+        cells = [row["encoder"], _cell(row["loss"], n), _cell(row["miou"], n), _psnr_cell(row, n)]
         cells += [_cell(row["iou"][c], n) for c in CATEGORIES] + [f"{row['train_minutes']:.1f}"]
         lines.append("| " + " | ".join(cells) + " |")
     seeds = sorted({s for row in rows for s in row["seeds"]})
-    lines += ["", f"Mean ± half-range over seeds {seeds}. Voxel IoU at 32³, mean over categories.", ""]
+    lines += ["", f"Mean ± half-range over seeds {seeds}. Voxel IoU at 32³, mean over categories. PSNR: the "
+              "predicted mesh rendered in each test item's held view against the dataset image (inverted colour "
+              "on black), mean over categories; `(gray)`: a model without colours, its mesh painted flat mid-grey "
+              "(albedo 0.5) — the score of the shape alone, to compare with colour supervision.", ""]
     lines += ["## Published figures (not our runs)", "", "| source | mean IoU | " + " | ".join(CATEGORIES) + " |",
               "|" + "---|" * (len(CATEGORIES) + 2)]
     for source, values in PUBLISHED.items():
@@ -170,9 +182,11 @@ def render_csv(rows: list[dict]) -> str:
     out = io.StringIO()
     writer = csv.writer(out)
     writer.writerow(["encoder", "seeds", "mean_loss", "mean_loss_halfrange", "mean_iou", "mean_iou_halfrange",
-                     *CATEGORIES, "train_minutes"])
+                     "mean_psnr", "mean_psnr_halfrange", "psnr_colors", *CATEGORIES, "train_minutes"])
     for row in rows:
-        writer.writerow([row["encoder"], " ".join(map(str, row["seeds"])), *row["loss"], *row["miou"],
+        psnr = row.get("psnr") or ("", "")
+        writer.writerow([row["encoder"], " ".join(map(str, row["seeds"])), *row["loss"], *row["miou"], *psnr,
+                         row.get("psnr_colors") or "",
                          *(f"{row['iou'][c][0]:.6f}" if row["iou"][c] else "" for c in CATEGORIES),
                          f"{row['train_minutes']:.2f}"])
     return out.getvalue()
@@ -180,19 +194,19 @@ def render_csv(rows: list[dict]) -> str:
 
 def rich_table(profile: TableProfile, rows: list[dict]) -> Table:
     table = Table(title=f"encoder comparison ({profile.name})", title_justify="left")
-    for column in ["encoder", "mean loss", "mean IoU", *CATEGORIES, "train min"]:
+    for column in ["encoder", "mean loss", "mean IoU", "PSNR (dB)", *CATEGORIES, "train min"]:
         table.add_column(column, justify="left" if column == "encoder" else "right")
     for row in rows:
         n = len(row["seeds"])
-        table.add_row(row["encoder"], _cell(row["loss"], n), _cell(row["miou"], n),
+        table.add_row(row["encoder"], _cell(row["loss"], n), _cell(row["miou"], n), _psnr_cell(row, n),
                       *(f"{row['iou'][c][0]:.3f}" if row["iou"][c] else "–" for c in CATEGORIES),
                       f"{row['train_minutes']:.1f}")
     table.add_section()
     for source, values in PUBLISHED.items():
-        table.add_row(f"[dim]{source} (published)", "", f"[dim]{values['mean']:.4f}",
+        table.add_row(f"[dim]{source} (published)", "", f"[dim]{values['mean']:.4f}", "",
                       *(f"[dim]{values[c]:.3f}" for c in CATEGORIES), "")
     for name, (loss, iou) in ORIGINAL_PROJECT.items():
-        table.add_row(f"[dim]{name} (original project)", f"[dim]{loss:.4f}", f"[dim]{iou:.4f}",
+        table.add_row(f"[dim]{name} (original project)", f"[dim]{loss:.4f}", f"[dim]{iou:.4f}", "",
                       *([""] * len(CATEGORIES)), "")
     return table
 

@@ -63,6 +63,19 @@ def test_voxel_surface_is_closed_outward_and_encloses_the_voxels():
     assert trimesh.Trimesh(vertices, faces, process=False).volume == pytest.approx(blob.sum() / 31**3, rel=1e-4)
 
 
+def test_face_colours_become_the_mean_of_each_vertex_faces_for_the_scene():
+    from recon.callbacks.meshes import point_set, vertex_colors
+
+    faces = np.array([[0, 1, 2], [0, 2, 3]])
+    colors = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])
+    np.testing.assert_allclose(vertex_colors(faces, colors, 4), [[0.5, 0, 0.5], [1, 0, 0], [0.5, 0, 0.5], [0, 0, 1]])
+    per_vertex = np.random.default_rng(0).random((4, 3))
+    assert vertex_colors(faces, per_vertex, 4) is per_vertex
+    points = point_set(np.zeros((4, 3)), np.ones((1, 3)), per_vertex)
+    np.testing.assert_allclose(points[:4, 3:], per_vertex * 255)
+    assert points[4, 3:].tolist() == [255, 140, 0]  # voxels keep their orange
+
+
 def test_image_grid_lays_cells_out_row_by_row():
     rows = [[np.zeros((4, 4, 3)), np.ones((4, 4, 3))], [np.ones((4, 4, 3)), np.zeros((4, 4, 3))]]
     grid = np.asarray(image_grid(rows, scale=2, gap=1))
@@ -115,8 +128,13 @@ def test_results_markdown_has_a_row_per_category_and_the_mean():
     results = {"iou": {"airplane": 0.5, "chair": 0.25}, "items": {"airplane": 3, "chair": 1}, "num_items": 4,
                "miou": 0.375, "loss": 0.1, "loss_sil": None, "encoder": "BaselineEncoder", "checkpoint": None,
                "finished": "now"}
+    text = results_markdown(results)  # results without PSNR (written before it existed): n/a
+    assert "| airplane | 0.5000 | n/a | 3 |" in text and "| **mean** | **0.3750** | **n/a** | 4 |" in text
+    assert "PSNR:" not in text
+    results.update(psnr={"airplane": 21.5, "chair": 18.25}, mpsnr=19.875, mssim=0.8, psnr_colors="gray")
     text = results_markdown(results)
-    assert "| airplane | 0.5000 | 3 |" in text and "| **mean** | **0.3750** | 4 |" in text and "n/a" in text
+    assert "| airplane | 0.5000 | 21.50 | 3 |" in text and "| **mean** | **0.3750** | **19.88** | 4 |" in text
+    assert "flat mid-grey" in text
 
 
 # ----------------------------------------------------------------------------------- tiny training runs
@@ -214,6 +232,9 @@ def check_run_folder(folder: Path, module: ReconModule) -> dict:
     assert results["num_items"] == 4 and results["encoder"] == "BaselineEncoder"
     assert results["miou"] == pytest.approx(module.test_results["miou"])
     assert results["loss"] == pytest.approx(module.test_results["loss"])
+    # no colour head: PSNR of the mesh painted flat grey, per category like the IoU
+    assert results["psnr_colors"] == "gray" and results["psnr"].keys() == set(CATEGORIES)
+    assert results["mpsnr"] == pytest.approx(module.test_results["mpsnr"]) and 0 < results["mpsnr"] < 100
     markdown = (folder / "results.md").read_text()
     assert all(f"| {name} |" in markdown for name in CATEGORIES) and "**mean**" in markdown
     return results
@@ -239,12 +260,13 @@ def test_offline_wandb_run_holds_grids_meshes_and_the_iou_table(tmp_path: Path, 
     assert len(list((media / "object3D").rglob("*.pts.json"))) == 1
     (table,) = (media / "table").rglob("*.table.json")
     content = json.loads(table.read_text())
-    assert content["columns"] == ["category", "iou", "items"]
+    assert content["columns"] == ["category", "iou", "psnr", "items"]
     assert [row[0] for row in content["data"]] == [*CATEGORIES, "mean"]
     assert content["data"][-1][1] == pytest.approx(results["miou"])
     assert (run / "files" / "results.json").exists() and (run / "files" / "results.md").exists()
     assert summary["test/miou"] == pytest.approx(results["miou"]) and summary["test/encoder"] == "BaselineEncoder"
     assert summary["test/num_items"] == 4 and summary["val/silhouettes"]["_type"] == "image-file"
+    assert summary["test/psnr"] == pytest.approx(results["mpsnr"])
     # offline, the summary lives in the run's record log (protobuf records, which `wandb sync` uploads)
     assert b"test/num_items" in (run / f"run-{logger.version}.wandb").read_bytes()
 

@@ -126,6 +126,10 @@ def test_paper_recipe_and_trainer_presets_validate(capsys):
     for preset, accelerator in (("cpu", "cpu"), ("gpu", "gpu"), ("ddp", "gpu")):
         files = ["-c", DEFAULT, "-c", str(CONFIGS / "trainer" / f"{preset}.yaml")]
         assert _printed_config(*files, capsys=capsys)["trainer"]["accelerator"] == accelerator
+    color = _printed_config("-c", DEFAULT, "-c", str(CONFIGS / "experiment" / "color.yaml"), capsys=capsys)
+    assert color["model"]["colors"]["class_path"] == "recon.models.ColorDecoder"
+    assert color["model"]["encoder"]["class_path"] == "recon.models.BaselineEncoder"  # kept from the default
+    assert _printed_config("-c", DEFAULT, capsys=capsys)["model"]["colors"] is None  # silhouette-only by default
     data = _printed_config("-c", DEFAULT, "-c", str(CONFIGS / "data" / "shapenet.yaml"), capsys=capsys)
     assert data["data"]["path"] == "data/shapenet.h5" and data["data"]["synthesize"] is False
 

@@ -111,6 +111,8 @@ def test_evaluation_scores_a_perfect_prediction_one_and_exports_meshes(tmp_path,
     assert module.test_results["iou"]["2"] == pytest.approx(1.0)
     assert module.test_results["loss"] == pytest.approx(metrics["test/loss"])
     assert 0 < metrics["test/loss_sil"] <= 1
+    assert module.test_results["psnr_colors"] == "gray" and set(module.test_results["psnr"]) == {"0", "2"}
+    assert metrics["test/psnr"] == pytest.approx(module.test_results["mpsnr"]) and metrics["test/psnr"] > 0
     assert "mean IoU" in capsys.readouterr().out  # the rich table
     written = sorted(p.relative_to(tmp_path / "meshes") for p in (tmp_path / "meshes").rglob("*.obj"))
     views = batches[0]["views_a"]
