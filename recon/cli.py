@@ -88,11 +88,13 @@ class ReconCLI(LightningCLI):
 
 
 def _name_wandb_run(init_args: Namespace, config: Namespace) -> None:
-    """Fill what the config leaves ``null``: run name ``<encoder>-<data>-s<seed>``, group (``WANDB_RUN_GROUP``
+    """Fill what the config leaves ``null``: run name ``<encoder>[+color]-<data>-s<seed>``, group (``WANDB_RUN_GROUP``
     or the dataset) and tags (encoder, dataset and ``WANDB_TAGS``), so the encoder comparison is one click on
     the dashboard. ``WANDB_MODE=online`` turns a config's ``offline: true`` off; offline is the default."""
     encoder = str(config.model.get("encoder", {}).get("class_path", "baseline")).rsplit(".", 1)[-1]
     encoder = encoder.removesuffix("Encoder").lower() or "encoder"
+    if config.model.get("colors"):  # a colour head: a different model, never the same run name
+        encoder += "+color"
     data = Path(str(config.data.get("path") or "data")).stem
     seed = config.get("seed_everything")
     if init_args.get("name") is None:

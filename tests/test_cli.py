@@ -179,3 +179,26 @@ def test_folder_or_glob_lists_pngs_and_missing_ones_are_a_clear_error(tmp_path):
     assert item["images"].shape == (4, 64, 64) and isinstance(item["name"], str)
     with pytest.raises(FileNotFoundError, match="no PNG images match"):
         find_images(tmp_path / "missing" / "*.png")
+
+
+def test_wandb_run_names_tell_encoders_and_colour_models_apart(monkeypatch):
+    from jsonargparse import Namespace
+
+    from recon.cli import _name_wandb_run
+
+    monkeypatch.delenv("WANDB_RUN_GROUP", raising=False)
+    monkeypatch.delenv("WANDB_TAGS", raising=False)
+    names = []
+    for model in (
+        Namespace(encoder=Namespace(class_path="recon.models.ResNetEncoder")),
+        Namespace(encoder=Namespace(class_path="recon.models.BaselineEncoder")),
+        Namespace(encoder=Namespace(class_path="recon.models.BaselineEncoder"),
+                  colors=Namespace(class_path="recon.models.ColorDecoder")),
+    ):
+        config = Namespace(model=model, data=Namespace(path="data/synthetic.h5"), seed_everything=3)
+        init_args = Namespace(name=None, group=None, tags=None)
+        _name_wandb_run(init_args, config)
+        names.append(init_args.name)
+        assert init_args.group == "synthetic"
+        assert init_args.tags[1:] == ["synthetic"]
+    assert names == ["resnet-synthetic-s3", "baseline-synthetic-s3", "baseline+color-synthetic-s3"]
