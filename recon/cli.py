@@ -114,14 +114,21 @@ def _as_list(value: Any) -> list[Any]:
     return list(value) if isinstance(value, list) else [value]
 
 
-def main(args: ArgsType = None) -> ReconCLI:
-    """Entry point of the ``recon`` console script (``args``: a list of strings, for calling from Python).
+def run_cli(args: ArgsType = None) -> ReconCLI:
+    """Run one ``recon`` subcommand from Python (``args``: a list of strings) and return the CLI object, whose
+    ``trainer``, ``model`` and ``datamodule`` stay available.
 
-    The W&B run a subcommand opened is finished when it returns, so a second ``main(...)`` in the same
-    process (``fit`` then ``test`` from Python or a test) starts its own run instead of logging into the first.
+    The W&B run the subcommand opened is finished when it returns, so a second call in the same process
+    (``fit`` then ``test`` from Python or a test) starts its own run instead of logging into the first.
     """
     cli = ReconCLI(args=args)
     wandb = sys.modules.get("wandb")
     if wandb is not None and getattr(wandb, "run", None) is not None:
         wandb.finish()
     return cli
+
+
+def main(args: ArgsType = None) -> int:
+    """Entry point of the ``recon`` console script: exit status 0 on success (errors raise or exit non-zero)."""
+    run_cli(args)
+    return 0

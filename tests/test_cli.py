@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -15,7 +16,7 @@ import torch
 import yaml
 from PIL import Image
 
-from recon.cli import main
+from recon.cli import main, run_cli
 from recon.datamodules.images import ImageFolderDataset, find_images, view_from_image
 
 # Lightning 2.6 itself calls jsonargparse's deprecated add_instantiator: not ours to fix
@@ -64,7 +65,7 @@ def test_fit_then_test_then_predict(shrink_flags, tiny_h5, tmp_path):
     assert checkpoint["hyper_parameters"]["encoder"]["class_path"] == "recon.models.BaselineEncoder"
 
     export = tmp_path / "export"
-    cli = main(["test", "-c", DEFAULT, *shrink_flags(), f"--ckpt_path={checkpoints / 'best.ckpt'}",
+    cli = run_cli(["test", "-c", DEFAULT, *shrink_flags(), f"--ckpt_path={checkpoints / 'best.ckpt'}",
                 f"--model.export_meshes={export}"])  # fmt: skip
     results = cli.model.test_results
     assert set(results["iou"]) == {"airplane"}  # 2 batches × 2 items: the first object's first 4 views
@@ -92,7 +93,7 @@ def test_resume_from_last_continues_at_the_saved_step_with_its_schedule(shrink_f
     flags = {"model.schedule_step": 3, "model.sigma": 1e-4, "model.lr": 1e-4}
     main(["fit", "-c", DEFAULT, *shrink_flags(flags)])
     assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 2
-    cli = main(["fit", "-c", DEFAULT, *shrink_flags({**flags, "trainer.max_steps": 4}), "--ckpt_path=last"])
+    cli = run_cli(["fit", "-c", DEFAULT, *shrink_flags({**flags, "trainer.max_steps": 4}), "--ckpt_path=last"])
     assert cli.trainer.global_step == 4
     steps = {int(row["step"]): row for row in _rows(run, version=1) if row.get("train/loss")}
     assert sorted(steps) == [2, 3]  # two more steps, numbered from the saved step: not a fresh run
@@ -135,9 +136,16 @@ def test_paper_recipe_and_trainer_presets_validate(capsys):
 
 
 @pytest.mark.slow
-def test_console_entry_point_runs():
-    result = subprocess.run([sys.executable, "-m", "recon", "--help"], capture_output=True, text=True, timeout=120)
+def test_console_entry_point_runs(shrink_flags, tmp_path):
+    # The installed `recon` script, as the Makefile and the README call it: exit status 0 after a real fit
+    # (a console script passes main()'s return value to sys.exit, so anything but 0/None there fails here).
+    script = Path(sys.executable).parent / "recon"
+    result = subprocess.run([str(script), "--help"], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0 and "fit" in result.stdout and "predict" in result.stdout
+    fit = subprocess.run([str(script), "fit", "-c", DEFAULT, *shrink_flags({"trainer.max_steps": 1})],
+                         capture_output=True, text=True, timeout=600, env={**os.environ, "WANDB_MODE": "offline"})
+    assert fit.returncode == 0, fit.stderr[-2000:]
+    assert (tmp_path / "run" / "checkpoints" / "last.ckpt").is_file()
 
 
 # ------------------------------------------------------------------------------ predict inputs (PNG)

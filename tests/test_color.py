@@ -266,7 +266,7 @@ def _bare_argv(monkeypatch):
 @pytest.mark.slow
 @pytest.mark.usefixtures("_bare_argv")
 def test_cli_fits_tests_and_predicts_with_the_colour_config(shrink_flags, tiny_h5, tmp_path):
-    from recon.cli import main
+    from recon.cli import main, run_cli
 
     run = tmp_path / "run"
     main(["fit", "-c", DEFAULT, "-c", COLOR, *shrink_flags()])
@@ -278,7 +278,7 @@ def test_cli_fits_tests_and_predicts_with_the_colour_config(shrink_flags, tiny_h
         assert image.width == 2 * (2 + 8 * 66)
 
     export = tmp_path / "export"
-    cli = main(["test", "-c", DEFAULT, "-c", COLOR, *shrink_flags(), f"--ckpt_path={run / 'checkpoints' / 'last.ckpt'}",
+    cli = run_cli(["test", "-c", DEFAULT, "-c", COLOR, *shrink_flags(), f"--ckpt_path={run / 'checkpoints' / 'last.ckpt'}",
                 f"--model.export_meshes={export}"])  # fmt: skip
     results = cli.model.test_results
     assert results["psnr_colors"] == "predicted" and set(results["psnr"]) == {"airplane"}
