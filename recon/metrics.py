@@ -137,14 +137,14 @@ class ImageFidelity(Metric):
 
 def iou_table(
     per_category: dict[str, float], miou: float, loss: float | None = None, psnr: dict[str, float] | None = None,
-    mean_psnr: float | None = None,
+    mean_psnr: float | None = None, psnr_label: str = "PSNR (dB)",
 ) -> Table:
     """A rich table of voxel IoU (and PSNR, if given) per category, then the means over categories (and loss)."""
     table = Table(title="voxel IoU (test)" if psnr is None else "voxel IoU and PSNR (test)")
     table.add_column("category")
     table.add_column("IoU", justify="right")
     if psnr is not None:
-        table.add_column("PSNR (dB)", justify="right")
+        table.add_column(psnr_label, justify="right")
     for name, value in per_category.items():
         table.add_row(name, f"{value:.4f}", *([f"{psnr[name]:.2f}"] if psnr is not None and name in psnr else []))
     table.add_section()

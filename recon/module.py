@@ -304,7 +304,8 @@ class ReconModule(LightningModule):
             "mssim": mssim, "psnr_colors": "predicted" if self.has_colors else "gray",
         }  # fmt: skip
         if self.trainer.is_global_zero:
-            Console().print(iou_table(per_category, miou, loss, psnr, mpsnr))
+            label = "PSNR (dB)" if self.has_colors else "PSNR, grey (dB)"  # no colour head: painted GRAY_ALBEDO
+            Console().print(iou_table(per_category, miou, loss, psnr, mpsnr, label))
         for metric in (self.test_iou, self.test_loss, self.test_loss_sil, self.test_fidelity):
             metric.reset()
 
