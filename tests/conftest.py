@@ -67,3 +67,16 @@ def shrink_flags(tiny_h5: Path, tmp_path: Path):
         return [f"--{key}={value}" for key, value in values.items() if value is not None]
 
     return flags
+
+
+@pytest.fixture
+def overfit_batch(tiny_h5: Path) -> dict:
+    """One fixed training batch of the tiny file (4 objects × 2 views), as the module receives it; seeds torch."""
+    import torch
+
+    from recon.datamodules import ViewPairDataModule
+
+    torch.manual_seed(0)
+    data = ViewPairDataModule(path=str(tiny_h5), batch_size=4)
+    data.setup("fit")
+    return data.on_after_batch_transfer(next(iter(data.train_dataloader())), 0)

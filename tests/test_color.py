@@ -229,13 +229,8 @@ def test_coloured_prediction_round_trips_through_glb_and_ply(tmp_path, mode):
 
 # ------------------------------------------------------------------------------------------ training
 @pytest.mark.slow
-def test_overfitting_a_handful_of_objects_raises_the_colour_psnr(tiny_h5):
-    from recon.datamodules import ViewPairDataModule
-
-    torch.manual_seed(0)
-    data = ViewPairDataModule(path=str(tiny_h5), batch_size=4)
-    data.setup("fit")
-    batch = data.on_after_batch_transfer(next(iter(data.train_dataloader())), 0)  # 4 objects × 2 views, fixed
+def test_overfitting_a_handful_of_objects_raises_the_colour_psnr(overfit_batch):
+    batch = overfit_batch  # 4 objects × 2 views, fixed
     module = ReconModule(colors=ColorDecoder(), lr=1e-3)
 
     def held_psnr() -> float:  # the mesh from view a, rendered in view b, against view b's image

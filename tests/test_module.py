@@ -121,13 +121,8 @@ def test_evaluation_scores_a_perfect_prediction_one_and_exports_meshes(tmp_path,
 
 
 @pytest.mark.slow
-def test_overfitting_a_handful_of_objects_drives_the_silhouette_loss_down(tiny_h5):
-    from recon.datamodules import ViewPairDataModule
-
-    torch.manual_seed(0)
-    data = ViewPairDataModule(path=str(tiny_h5), batch_size=4)
-    data.setup("fit")
-    batch = data.on_after_batch_transfer(next(iter(data.train_dataloader())), 0)  # 4 objects × 2 views, fixed
+def test_overfitting_a_handful_of_objects_drives_the_silhouette_loss_down(overfit_batch):
+    batch = overfit_batch  # 4 objects × 2 views, fixed
     module = ReconModule()
     optimizer = module.configure_optimizers()["optimizer"]
     losses = []
