@@ -38,8 +38,8 @@ train: $(STAMP) ## the main job: synthetic data if missing, train the baseline o
 	$(VENV)/bin/recon fit -c configs/default.yaml --trainer.default_root_dir $(RUN) $(ARGS)
 	$(VENV)/bin/recon test -c configs/default.yaml --trainer.default_root_dir $(RUN) --ckpt_path $(RUN)/checkpoints/best.ckpt $(ARGS)
 
-reproduce-table: $(STAMP) ## train+test the 3 encoders: PROFILE=quick|paper|smoke [DATA=file.h5] [REDO=1] → results/table.md
-	$(PY) -m recon.reproduce --profile $(PROFILE) --out $(TABLE_OUT) --runs $(TABLE_RUNS) $(if $(DATA),--data $(DATA)) $(if $(REDO),--redo) $(if $(ARGS),-- $(ARGS))
+reproduce-table: $(STAMP) ## train+test the encoders (+ colour): PROFILE=quick|paper|smoke [DATA=file.h5] [ENCODERS="baseline resnet"] [REDO=1] → results/table.md
+	$(PY) -m recon.reproduce --profile $(PROFILE) --out $(TABLE_OUT) --runs $(TABLE_RUNS) $(if $(DATA),--data $(DATA)) $(if $(ENCODERS),--encoders $(ENCODERS)) $(if $(REDO),--redo) $(if $(ARGS),-- $(ARGS))
 
 test: $(STAMP) ## run the whole test suite (slow end-to-end tests included)
 	$(PY) -m pytest $(PYTEST_ARGS)
