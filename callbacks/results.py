@@ -125,8 +125,9 @@ class VoxelIoULogger(Callback):
             "encoder": type(encoder).__name__ if encoder is not None else None,
             "encoder_class": f"{type(encoder).__module__}.{type(encoder).__qualname__}" if encoder is not None else None,
             "checkpoint": str(trainer.ckpt_path) if trainer.ckpt_path else None,
-            "global_step": int(trainer.global_step),
-            "epoch": int(trainer.current_epoch),
+            # The tested checkpoint's training step (testing restores weights only: the trainer's step is 0).
+            "global_step": int(getattr(pl_module, "checkpoint_step", None) or trainer.global_step),
+            "epoch": int(getattr(pl_module, "checkpoint_epoch", None) or trainer.current_epoch),
             "data": str(getattr(trainer.datamodule, "path", None) or "") or None,
             "wandb_run": wandb_ids[0] if wandb_ids else None,
             "started": self._started,

@@ -153,6 +153,12 @@ class ReconModule(LightningModule):
             colors, mode = vertices.new_full((vertices.shape[0], self.faces.shape[0], 3), GRAY_ALBEDO), "face"
         return self.renderer(vertices, self.faces, eyes.to(vertices), colors=colors, color_mode=mode)
 
+    @override
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # What was tested: validate/test/predict restore only the weights, so the trainer's own step stays 0.
+        self.checkpoint_step = int(checkpoint.get("global_step", 0))
+        self.checkpoint_epoch = int(checkpoint.get("epoch", 0))
+
     def sigma_at(self, step: int) -> float:
         """The renderer's σ at optimizer step ``step`` (SoftRas: ×``schedule_gamma`` from ``schedule_step``)."""
         return self.hparams.sigma * self._schedule_factor(step)

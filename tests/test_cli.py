@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import math
 import os
 import subprocess
@@ -68,6 +69,8 @@ def test_fit_then_test_then_predict(shrink_flags, tiny_h5, tmp_path):
     cli = run_cli(["test", "-c", DEFAULT, *shrink_flags(), f"--ckpt_path={checkpoints / 'best.ckpt'}",
                 f"--model.export_meshes={export}"])  # fmt: skip
     results = cli.model.test_results
+    stored = json.loads((run / "results.json").read_text())
+    assert stored["global_step"] == 2 and stored["checkpoint"].endswith("best.ckpt")  # the tested checkpoint's step
     assert set(results["iou"]) == {"airplane"}  # 2 batches × 2 items: the first object's first 4 views
     assert math.isfinite(results["miou"]) and 0 <= results["miou"] <= 1
     assert math.isfinite(results["loss"]) and results["loss"] > 0
