@@ -191,8 +191,10 @@ def find_pairs(xy: Tensor, faces_per_image: int, image_size: int, threshold: flo
 # Rows of the per-face table built by _edge_frames; each block holds the 3 edges.
 # The x, y and constant coefficients each hold the normal's 3 rows then the direction's 3 rows, so that one
 # broadcast evaluates both maps for all three edges.
-_NORMAL_X, _ALONG_X, _NORMAL_Y, _ALONG_Y, _NORMAL_C, _ALONG_C, _LENGTH, _INV_LENGTH = range(0, 24, 3)
-_INTERIOR = 24
+# Rows 0–5: x coefficients, 6–11: y coefficients (the directions, as (axis, normal/along, edge) = _DIRECTIONS),
+# 12–17: constants (all coefficients, as (x/y/c, normal/along, edge) = _COEFFICIENTS), then lengths.
+_DIRECTIONS, _COEFFICIENTS = 12, 18
+_LENGTH, _INV_LENGTH, _INTERIOR = 18, 21, 24
 
 
 def _edge_frames(cx: Tensor, cy: Tensor) -> Tensor:
@@ -262,7 +264,7 @@ class _Window(NamedTuple):
         py = torch.where(rows < self.height[lo:hi], rows * (-2 / self.s) + self.y0[lo:hi], self.y_far[lo:hi])
 
         # h and u of the three edges at once: (2, 3, kh, kw, n), the normal's map first.
-        coef = f[:18].view(3, 2, 3, 1, 1, n)
+        coef = f[:_COEFFICIENTS].view(3, 2, 3, 1, 1, n)
         hu = (coef[0] * px + coef[2]) + coef[1] * py[:, None]
         h, u = hu[0], hu[1]
         foot = torch.minimum(u.relu(), f[_LENGTH : _LENGTH + 3, None, None])  # (3, kh, kw, n)

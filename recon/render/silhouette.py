@@ -20,6 +20,7 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from recon.render.pairs import (
+    _DIRECTIONS,
     _INTERIOR,
     _INV_LENGTH,
     Chunk,
@@ -127,7 +128,7 @@ class _SoftSilhouette(torch.autograd.Function):
             sums = torch.stack([(w * e.h_excess).sum((2, 3)) for w in (weight, weight * e.foot)])
             t_sums = sums[1] * e.frames[_INV_LENGTH : _INV_LENGTH + 3]  # weight t
             # q − p = −(h·n̂ + excess·û): per axis, the normal's and the direction's components.
-            directions = e.frames[:12].view(2, 2, 3, -1)  # (axis, normal/along, edge, n)
+            directions = e.frames[:_DIRECTIONS].view(2, 2, 3, -1)  # (axis, normal/along, edge, n)
             to_a = ((sums[0] - t_sums) * directions).sum(1)  # weight 1 − t, onto corner k of edge k
             to_b = (t_sums * directions).sum(1)  # weight t, onto corner k + 1
             grad_sorted[:, :, chunk.lo : chunk.hi] = -(to_a + to_b.roll(1, dims=1))
