@@ -19,6 +19,8 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
+from recon.allocator import keep_freed_memory, keeps_freed_memory
+
 BENCHMARKS = ("render", "voxelize", "data", "train_step")
 
 
@@ -39,8 +41,15 @@ def machine() -> dict:
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "torch": torch.__version__,
         "python": platform.python_version(),
-        "allocator": "jemalloc" if "jemalloc" in os.environ.get("LD_PRELOAD", "") else "system malloc",
+        "allocator": allocator(),
     }
+
+
+def allocator() -> str:
+    """The allocator the figures were measured with (see :mod:`recon.allocator`)."""
+    if "jemalloc" in os.environ.get("LD_PRELOAD", ""):
+        return "jemalloc"
+    return "glibc malloc, freed memory kept" if keeps_freed_memory() else "system malloc"
 
 
 def print_rows(console: Console, name: str, rows: list[dict]) -> None:
@@ -70,6 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results.json")
     args = parser.parse_args(argv)
 
+    keep_freed_memory()  # as the recon command line does; RECON_KEEP_FREED_MEMORY=0 measures without it
     console = Console(width=max(Console().width, 150))
     info = machine()
     console.print(f"[bold]recon benchmarks[/] on {info['cpu']} ({info['cores']} cores, torch {info['torch']}, "

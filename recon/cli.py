@@ -18,6 +18,7 @@ from lightning.pytorch.cli import ArgsType, LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import WandbLogger
 from typing_extensions import override
 
+from recon.allocator import keep_freed_memory
 from recon.datamodules import ViewPairDataModule
 from recon.module import ReconModule
 
@@ -130,5 +131,6 @@ def run_cli(args: ArgsType = None) -> ReconCLI:
 
 def main(args: ArgsType = None) -> int:
     """Entry point of the ``recon`` console script: exit status 0 on success (errors raise or exit non-zero)."""
+    keep_freed_memory()  # megabyte-sized temporaries otherwise page-fault afresh every step
     run_cli(args)
     return 0
