@@ -216,3 +216,36 @@ def test_shading_lights_faces_whose_normal_points_up():
     assert covered.sum() > 20
     assert torch.allclose(lit[0, :3][:, covered], torch.tensor(1.0), atol=1e-5)
     assert torch.allclose(unlit[0, :3][:, covered], torch.tensor(0.5), atol=1e-5)
+
+
+def test_window_plan_covers_every_face_once_and_merges_small_buckets(monkeypatch):
+    # Small batches have many nearly empty window-size buckets; merged runs must still hold every face's box,
+    # visit each face exactly once, and render the same silhouette as one chunk per bucket.
+    from recon.mesh import template_sphere
+    from recon.render import pairs
+    from recon.render.pairs import culling_threshold, plan_windows
+
+    vertices, faces = template_sphere()
+    g = torch.Generator().manual_seed(3)
+    v = vertices * 0.35 * (1 + 0.1 * torch.randn(8, vertices.shape[0], 1, generator=g))
+    eyes = eye_from_angles(2.732, 30.0, -15.0 * torch.arange(8.0))
+    renderer = SoftRenderer(image_size=64)
+    xy = renderer._face_vertices(*renderer._check(v, faces, eyes))[..., :2].reshape(-1, 3, 2)
+    threshold = culling_threshold(1e-4, 1e-10)
+
+    def plan_and_alpha():
+        plan = plan_windows(xy, faces.shape[0], 64, threshold)
+        return plan, renderer.silhouette(v, faces, eyes)
+
+    merged, alpha = plan_and_alpha()
+    monkeypatch.setattr(pairs, "_CHUNK_COST", 0)
+    apart, alpha_apart = plan_and_alpha()
+    assert len(merged.chunks) < len(apart.chunks)
+    for plan in (merged, apart):
+        visited = torch.cat([chunk.faces for chunk in plan.chunks])
+        assert visited.unique().numel() == visited.numel() == int(((plan.window.width > 0) & (plan.window.height > 0)).sum())
+        for chunk in plan.chunks:
+            assert torch.equal(chunk.faces, plan.order[chunk.lo : chunk.hi])
+            assert plan.window.height[chunk.lo : chunk.hi].max() <= chunk.kh
+            assert plan.window.width[chunk.lo : chunk.hi].max() <= chunk.kw
+    assert torch.allclose(alpha, alpha_apart, atol=1e-6)

@@ -24,6 +24,10 @@ _WINDOW_SIZES = (1, 2, 3, 4, 5, 6, 8, 10, 12, 16, 20, 24, 32, 48, 64, 96, 128, 1
 # instead of ~8.
 _MAX_CELLS = 1 << 16
 
+# The fixed cost of one chunk (a few dozen tensor operations, each ~5–10 µs of dispatch and thread start-up),
+# in window cells of evaluation work (~5 ns each on one CPU core): buckets smaller than this are merged.
+_CHUNK_COST = 1 << 13
+
 # SoftRas clamps |det| of the barycentric system at 1e-10 (sign kept) so degenerate faces stay finite.
 _MIN_DET = 1e-10
 
@@ -132,17 +136,39 @@ def plan_windows(xy: Tensor, faces_per_image: int, image_size: int, threshold: f
             ramps={},
         )
         chunks: list[Chunk] = []
-        end = 0
-        for k, count in zip(keys.tolist(), counts.tolist(), strict=True):
-            start, end = end, end + count
-            if k < 0:
-                continue
-            kh, kw = _WINDOW_SIZES[k // len(_WINDOW_SIZES)], _WINDOW_SIZES[k % len(_WINDOW_SIZES)]
-            step = max(1, _MAX_CELLS // (kh * kw))
-            for lo in range(start, end, step):
-                hi = min(lo + step, end)
+        for start, end, kh, kw in _merge_buckets(keys.tolist(), counts.tolist()):
+            # Equal chunks of at most _MAX_CELLS cells: no small remainder chunk.
+            parts = -(-(end - start) * kh * kw // _MAX_CELLS)
+            bounds = [start + (end - start) * i // parts for i in range(parts + 1)]
+            for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
                 chunks.append(Chunk(order[lo:hi], lo, hi, kh, kw))
         return WindowPlan(window, order, chunks)
+
+
+def _merge_buckets(keys: list[int], counts: list[int]) -> list[tuple[int, int, int, int]]:
+    """Runs of consecutive window-size buckets evaluated together: (start, end, kh, kw) in sorted positions.
+
+    A bucket joins the run before it, in the run's largest window, when the extra window cells cost less than
+    evaluating it on its own (:data:`_CHUNK_COST` cells). Small batches have many nearly empty buckets; each
+    would otherwise pay a chunk's few dozen tensor operations for a handful of faces.
+    """
+    runs: list[list[int]] = []
+    end = 0
+    for k, count in zip(keys, counts, strict=True):
+        start, end = end, end + count
+        if k < 0:  # faces with an empty box (off screen)
+            continue
+        kh, kw = _WINDOW_SIZES[k // len(_WINDOW_SIZES)], _WINDOW_SIZES[k % len(_WINDOW_SIZES)]
+        if runs and runs[-1][1] == start:
+            r_start, _, r_h, r_w = runs[-1]
+            h, w = max(r_h, kh), max(r_w, kw)
+            merged = (end - r_start) * h * w
+            apart = (start - r_start) * r_h * r_w + count * kh * kw + _CHUNK_COST
+            if merged <= apart:
+                runs[-1] = [r_start, end, h, w]
+                continue
+        runs.append([start, end, kh, kw])
+    return [(start, end, kh, kw) for start, end, kh, kw in runs]
 
 
 class Chunk(NamedTuple):
