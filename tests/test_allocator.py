@@ -15,7 +15,7 @@ from recon.allocator import keep_freed_memory
 
 GLIBC = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
 
-# Minor page faults per culling call at batch 64, the allocation pattern recon.allocator exists for.
+# Minor page faults of a culling call at batch 64, the allocation pattern recon.allocator exists for.
 _FAULTS = r"""
 import json, resource, sys, torch
 from recon.allocator import keep_freed_memory, keeps_freed_memory
@@ -34,11 +34,12 @@ xy = renderer._face_vertices(*renderer._check(verts, faces, eyes))[..., :2].resh
 threshold = culling_threshold(1e-4, 1e-10)
 for _ in range(3):
     plan_windows(xy, faces.shape[0], 64, threshold)
-before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+faults = []
 for _ in range(10):
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     plan_windows(xy, faces.shape[0], 64, threshold)
-faults = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 10
-print(json.dumps({"faults": faults, "kept": keeps_freed_memory()}))
+    faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+print(json.dumps({"faults": min(faults), "kept": keeps_freed_memory()}))
 """
 
 
@@ -54,9 +55,9 @@ def test_kept_memory_stops_the_culling_from_page_faulting() -> None:
     default = _faults("default")
     kept = _faults("keep")
     assert not default["kept"] and kept["kept"]
-    # Measured on the 2-core CI machine: ~4,000–6,500 faults per call by default, ~160 with memory kept.
+    # Fewest faults of 10 calls. Measured on the 2-core CI machine: ~5,000–6,500 by default, 0–150 kept.
     assert kept["faults"] < 1000, kept
-    assert kept["faults"] * 4 < default["faults"], (kept, default)
+    assert default["faults"] > max(4 * kept["faults"], 1000), (kept, default)
 
 
 @pytest.mark.skipif(not GLIBC, reason="mallopt is glibc's")
