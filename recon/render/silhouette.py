@@ -2,8 +2,8 @@
 
 Alpha needs one number per (pixel, face) pair, ``log(1 − D)`` ('prod') or ``D`` ('sum'), summed per pixel. Here
 it is computed on the dense window cells of :mod:`recon.render.pairs` and scattered onto the pixels at once,
-chunk by chunk; culled and out-of-box cells add 0. The backward recomputes the cells (nothing of size
-pixels × faces or pairs is kept between the passes) and reduces SoftRas's gradient — ``∂d²/∂p_a = 2(1 − t)(q −
+chunk by chunk; culled and out-of-box cells add 0. The backward reuses the forward's culling plan (per-face
+tables), recomputes the cells (nothing of size pixels × faces or pairs is kept between the passes) and reduces SoftRas's gradient — ``∂d²/∂p_a = 2(1 − t)(q −
 p)``, ``∂d²/∂p_b = 2t(q − p)`` for the nearest edge (a, b), foot point q, t held constant — over each face's
 window, so the corner gradients come out of sums rather than scatters.
 
@@ -95,14 +95,14 @@ class _SoftSilhouette(torch.autograd.Function):
         ctx.save_for_backward(xy, acc)
         # The plan is O(faces) (≈ 130 bytes a face) and costs as much to rebuild as half the cells: keep it.
         ctx.plan = plan
-        ctx.settings = (b, f, s, sigma, threshold, mode)
+        ctx.settings = (b, f, s, sigma, mode)
         return -torch.expm1(acc) if mode == "prod" else acc / f
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_alpha: Tensor) -> tuple[Tensor | None, ...]:
         xy, acc = ctx.saved_tensors
-        b, f, s, sigma, threshold, mode = ctx.settings
+        b, f, s, sigma, mode = ctx.settings
         # ∂alpha/∂x per pair: (1 − alpha)·sigmoid(x) for 'prod', with 1 − alpha = exp(Σ log(1 − D)) exactly;
         # sigmoid'(x)/F for 'sum'.
         per_pixel = grad_alpha * torch.exp(acc) if mode == "prod" else grad_alpha / f
