@@ -92,6 +92,10 @@ def _refuse_existing(out: Path, overwrite: bool) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``recon-data`` console script; returns the exit status."""
     args = _parser().parse_args(argv)
+    if args.command == "synth":
+        from recon.allocator import keep_freed_memory
+
+        keep_freed_memory()  # rendering and voxelizing every view, as `recon fit` does when it synthesizes
     console = Console()
     errors = Console(stderr=True)
     try:
