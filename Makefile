@@ -34,7 +34,7 @@ setup: $(STAMP) ## create .venv: the CPU torch wheel first, then recon with its 
 data: $(STAMP) ## generate the synthetic dataset data/synthetic.h5 if it is missing
 	test -f data/synthetic.h5 || $(VENV)/bin/recon-data synth data/synthetic.h5
 
-train: $(STAMP) ## the main job: synthetic data if missing, train the baseline on CPU (~15 min), test, print the IoU table
+train: $(STAMP) ## the main job: synthetic data if missing, train the baseline on CPU (~6 min), test, print the IoU table
 	$(VENV)/bin/recon fit -c configs/default.yaml --trainer.default_root_dir $(RUN) $(ARGS)
 	$(VENV)/bin/recon test -c configs/default.yaml --trainer.default_root_dir $(RUN) --ckpt_path $(RUN)/checkpoints/best.ckpt $(ARGS)
 
