@@ -9,8 +9,9 @@ work; with the thresholds below, 150 faults and 0.5 ms.
 
 :func:`keep_freed_memory` raises both thresholds once per process (``mallopt``, glibc only). Freed blocks up to
 ``mmap_threshold`` then stay in the heap for reuse, at the cost of the process keeping up to ``trim_threshold`` of
-free memory it no longer uses. The ``recon`` command line and the benchmarks call it; library users may call it
-themselves, or preload jemalloc/tcmalloc, which solve the same problem. ``RECON_KEEP_FREED_MEMORY=0`` turns it off.
+free memory it no longer uses. The ``recon`` and ``recon-data synth`` commands and the benchmarks call it;
+library users may call it themselves, or preload jemalloc/tcmalloc, which solve the same problem.
+``RECON_KEEP_FREED_MEMORY=0`` turns it off.
 """
 
 from __future__ import annotations

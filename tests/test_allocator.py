@@ -41,8 +41,9 @@ MIB = 1 << 20
 
 
 def _child(mode: str, **env: str) -> dict:
+    base = {key: value for key, value in os.environ.items() if key != "RECON_KEEP_FREED_MEMORY"}
     out = subprocess.run(
-        [sys.executable, "-c", _CHILD, mode], capture_output=True, text=True, env={**os.environ, **env}, check=True
+        [sys.executable, "-c", _CHILD, mode], capture_output=True, text=True, env={**base, **env}, check=True
     )
     return json.loads(out.stdout.strip().splitlines()[-1])
 

@@ -152,7 +152,7 @@ def _merge_buckets(keys: list[int], counts: list[int]) -> list[tuple[int, int, i
     evaluating it on its own (:data:`_CHUNK_COST` cells). Small batches have many nearly empty buckets; each
     would otherwise pay a chunk's few dozen tensor operations for a handful of faces.
     """
-    runs: list[list[int]] = []
+    runs: list[tuple[int, int, int, int]] = []
     end = 0
     for k, count in zip(keys, counts, strict=True):
         start, end = end, end + count
@@ -165,10 +165,10 @@ def _merge_buckets(keys: list[int], counts: list[int]) -> list[tuple[int, int, i
             merged = (end - r_start) * h * w
             apart = (start - r_start) * r_h * r_w + count * kh * kw + _CHUNK_COST
             if merged <= apart:
-                runs[-1] = [r_start, end, h, w]
+                runs[-1] = (r_start, end, h, w)
                 continue
-        runs.append([start, end, kh, kw])
-    return [(start, end, kh, kw) for start, end, kh, kw in runs]
+        runs.append((start, end, kh, kw))
+    return runs
 
 
 class Chunk(NamedTuple):
