@@ -48,7 +48,7 @@ def _time_steps(encoder: str, batch_size: int, repeats: int, device: torch.devic
         if device.type == "cuda":
             torch.cuda.synchronize()
         start = time.perf_counter()
-        loss = module._common_step(batch, "train")["loss"]
+        loss = module.model_step(batch).loss
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

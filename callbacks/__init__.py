@@ -1,4 +1,4 @@
-"""Logging callbacks: silhouette grids, meshes beside their voxels, and the test results (W&B and run folder)."""
+"""Callbacks: silhouette grids, meshes beside their voxels, test results (W&B and run folder), mesh files."""
 
 from recon.callbacks.meshes import MeshLogger
 from recon.callbacks.results import VoxelIoULogger, results_markdown
@@ -6,9 +6,11 @@ from recon.callbacks.run_folder import run_folder
 from recon.callbacks.samples import ValidationSamplesCallback
 from recon.callbacks.silhouettes import SilhouetteLogger, image_grid
 from recon.callbacks.voxels import voxel_centers, voxel_surface
+from recon.callbacks.writer import MeshWriter
 
 __all__ = [
     "MeshLogger",
+    "MeshWriter",
     "SilhouetteLogger",
     "ValidationSamplesCallback",
     "VoxelIoULogger",

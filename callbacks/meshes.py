@@ -58,14 +58,14 @@ class MeshLogger(ValidationSamplesCallback):
 
     @override
     def log_samples(self, trainer: Trainer, pl_module: LightningModule, samples: dict[str, Tensor]) -> None:
+        if "vertices" not in samples:
+            return  # the module's validation step returned no meshes
         faces = pl_module.faces.cpu().numpy()
-        colored = getattr(pl_module, "has_colors", False)
+        vertices = samples["vertices"].float().cpu().numpy()
+        colored = "colors" in samples
         if colored:
-            predicted, predicted_colors = pl_module.predict_mesh(samples["images_a"])
-            vertices = predicted.float().cpu().numpy()
-            mesh_colors = [vertex_colors(faces, c.float().cpu().numpy(), len(vertices[0])) for c in predicted_colors]
+            mesh_colors = [vertex_colors(faces, c.float().cpu().numpy(), len(vertices[0])) for c in samples["colors"]]
         else:
-            vertices = pl_module(samples["images_a"]).float().cpu().numpy()
             mesh_colors = [np.tile(MESH_COLOR, (vertices.shape[1], 1))] * len(vertices)
         voxels = samples.get("voxels")
         folder = run_folder(trainer) / "media" / "meshes" / stamp(trainer)

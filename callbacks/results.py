@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -14,22 +13,26 @@ import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from typing_extensions import override
 
+from recon.atomic import write_text
 from recon.callbacks.run_folder import run_folder, wandb_loggers
 
 
 class VoxelIoULogger(Callback):
     """At the end of ``test``: per-category voxel IoU and PSNR, their means and the losses, written and logged once.
 
-    Reads ``pl_module.test_results`` (set by :class:`~recon.module.ReconModule` in ``on_test_epoch_end``,
-    which Lightning calls after the callbacks' own, so this reads it in ``on_test_end``) and counts the test
-    items per category itself (summed over ranks, so the count is global under DDP). On rank 0 it writes,
-    each atomically (temporary file, then ``os.replace``):
+    Reads the metrics the module logged at the end of testing (``trainer.callback_metrics``: ``test/miou``,
+    ``test/iou_<category>``, ``test/psnr[_<category>]``, ``test/ssim``, ``test/loss``, ``test/loss_sil``; the
+    module logs them in ``on_test_epoch_end``, which Lightning calls after the callbacks' own, so this reads
+    them in ``on_test_end``) and counts the test items per category itself (summed over ranks, so the count is
+    global under DDP). On rank 0 it writes, each atomically (:mod:`recon.atomic`):
 
     - ``<folder>/results.json``: ``iou`` {category: IoU}, ``items`` {category: count}, ``num_items``,
       ``miou``, ``loss``, ``loss_sil``, ``psnr`` {category: dB}, ``mpsnr``, ``mssim``, ``psnr_colors``
       (``"predicted"``, or ``"gray"`` for a model without colours, rendered flat mid-grey), ``encoder`` (class name), ``encoder_class`` (import path),
-      ``checkpoint`` (the ``ckpt_path`` tested, or null), ``global_step``, ``epoch``, ``data`` (the
-      DataModule's ``path`` if it has one), ``wandb_run`` (id, if any), ``started`` / ``finished`` (UTC ISO 8601);
+      ``checkpoint`` (the ``ckpt_path`` tested, or null), ``global_step`` and ``epoch`` (the tested checkpoint's:
+      testing restores weights only), ``data`` (the DataModule's file) and ``data_source`` (that file's
+      ``source`` attribute: ``synthetic``, ``nmr``, ``meshes`` …), ``wandb_run`` (id, if any), ``started`` /
+      ``finished`` (UTC ISO 8601);
     - ``<folder>/results.md``: the same as a markdown table;
 
     where ``<folder>`` is ``dirpath`` or else the run folder (:func:`~recon.callbacks.run_folder.run_folder`).
@@ -68,14 +71,14 @@ class VoxelIoULogger(Callback):
 
     @override
     def on_test_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        if not trainer.is_global_zero or not getattr(pl_module, "test_results", None):
+        if not trainer.is_global_zero or "test/miou" not in trainer.callback_metrics:
             return
         results = self.collect(trainer, pl_module)
         folder = Path(self.dirpath) if self.dirpath else run_folder(trainer)
         folder.mkdir(parents=True, exist_ok=True)
         json_path, md_path = folder / "results.json", folder / "results.md"
-        _write_text(json_path, json.dumps(results, indent=2) + "\n")
-        _write_text(md_path, results_markdown(results))
+        write_text(json_path, json.dumps(results, indent=2) + "\n")
+        write_text(md_path, results_markdown(results))
 
         loggers = wandb_loggers(trainer)
         if not loggers:
@@ -95,6 +98,8 @@ class VoxelIoULogger(Callback):
             "test/loss_sil": results["loss_sil"],
             "test/num_items": results["num_items"],
             "test/encoder": results["encoder"],
+            "test/data": results["data"],
+            "test/data_source": results["data_source"],
         })
         for logger in loggers:
             logger.log_metrics({self.key: wandb.Table(columns=["category", "iou", "psnr", "items"], data=rows)}, step=trainer.global_step)
@@ -105,34 +110,44 @@ class VoxelIoULogger(Callback):
 
     def collect(self, trainer: Trainer, pl_module: LightningModule) -> dict[str, Any]:
         """The plain dict written to ``results.json`` (see the class docstring)."""
-        tested = dict(pl_module.test_results)
+        metrics = {key: float(value) for key, value in trainer.callback_metrics.items() if key.startswith("test/")}
         names = list(pl_module.category_names)
         counts = self._counts.tolist() if self._counts is not None else []
         items = {name: int(count) for name, count in zip(names, counts, strict=False) if count}
-        encoder = getattr(getattr(pl_module, "generator", None), "encoder", None)
+        encoder = pl_module.generator.encoder if hasattr(pl_module, "generator") else None
         wandb_ids = [logger.version for logger in wandb_loggers(trainer)]
+        trained = checkpoint_progress(trainer.ckpt_path)
+        source = getattr(trainer.datamodule, "data_source", None) or {}
         return {
-            "iou": {name: float(value) for name, value in tested.get("iou", {}).items()},
-            "miou": _finite(tested["miou"]),
-            "loss": _finite(tested["loss"]),
-            "loss_sil": _finite(tested["loss_sil"]),
-            "psnr": {name: float(value) for name, value in tested.get("psnr", {}).items()},
-            "mpsnr": _finite(tested.get("mpsnr", math.nan)),
-            "mssim": _finite(tested.get("mssim", math.nan)),
-            "psnr_colors": tested.get("psnr_colors"),
+            "iou": {name: metrics[f"test/iou_{name}"] for name in names if f"test/iou_{name}" in metrics},
+            "miou": _finite(metrics["test/miou"]),
+            "loss": _finite(metrics.get("test/loss", math.nan)),
+            "loss_sil": _finite(metrics.get("test/loss_sil", math.nan)),
+            "psnr": {name: metrics[f"test/psnr_{name}"] for name in names if f"test/psnr_{name}" in metrics},
+            "mpsnr": _finite(metrics.get("test/psnr", math.nan)),
+            "mssim": _finite(metrics.get("test/ssim", math.nan)),
+            "psnr_colors": "predicted" if getattr(pl_module, "has_colors", False) else "gray",
             "items": items,
             "num_items": int(sum(items.values())),
             "encoder": type(encoder).__name__ if encoder is not None else None,
             "encoder_class": f"{type(encoder).__module__}.{type(encoder).__qualname__}" if encoder is not None else None,
             "checkpoint": str(trainer.ckpt_path) if trainer.ckpt_path else None,
-            # The tested checkpoint's training step (testing restores weights only: the trainer's step is 0).
-            "global_step": int(getattr(pl_module, "checkpoint_step", None) or trainer.global_step),
-            "epoch": int(getattr(pl_module, "checkpoint_epoch", None) or trainer.current_epoch),
-            "data": str(getattr(trainer.datamodule, "path", None) or "") or None,
+            "global_step": trained.get("global_step", trainer.global_step),
+            "epoch": trained.get("epoch", trainer.current_epoch),
+            "data": source.get("path") or str(getattr(trainer.datamodule, "path", None) or "") or None,
+            "data_source": source.get("source"),
             "wandb_run": wandb_ids[0] if wandb_ids else None,
             "started": self._started,
             "finished": _now(),
         }
+
+
+def checkpoint_progress(path: str | os.PathLike[str] | None) -> dict[str, int]:
+    """``global_step`` and ``epoch`` of a checkpoint file, read without loading its tensors (memory-mapped)."""
+    if not path or not Path(path).is_file():
+        return {}
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    return {key: int(checkpoint[key]) for key in ("global_step", "epoch") if key in checkpoint}
 
 
 def results_markdown(results: dict[str, Any]) -> str:
@@ -142,6 +157,8 @@ def results_markdown(results: dict[str, Any]) -> str:
         "",
         f"encoder `{results['encoder']}` · checkpoint `{results['checkpoint'] or 'none'}` · {results['num_items']} test items"
         f" · finished {results['finished']}",
+        "",
+        f"data `{results.get('data') or 'unknown'}` (source: {results.get('data_source') or 'unknown'})",
         "",
         "| category | IoU | PSNR (dB) | items |",
         "|---|---:|---:|---:|",
@@ -161,19 +178,6 @@ def results_markdown(results: dict[str, Any]) -> str:
         lines += [f"PSNR: {how} in each item's held view b against that view's image, dataset convention "
                   f"(inverted colour on black); mean SSIM {_format(results.get('mssim'))}.", ""]
     return "\n".join(lines)
-
-
-def _write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` atomically: a temporary file beside it, then renamed over it."""
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as file:
-            file.write(text)
-        os.chmod(temporary, 0o644)  # mkstemp makes it private; results are meant to be read by others
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
 
 
 def _finite(value: Any) -> float | None:

@@ -10,6 +10,8 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from torch import Tensor
 from typing_extensions import override
 
+from recon.module import StepOutput
+
 # the batch entries kept for logging (others, such as lists of names, are dropped)
 SAMPLE_KEYS = ("images_a", "images_b", "eyes_a", "eyes_b", "views_a", "views_b", "voxels", "category", "object_index")
 
@@ -59,8 +61,10 @@ class ValidationSamplesCallback(Callback):
         if not self._active or dataloader_idx != 0 or have >= self.num_samples:
             return
         take = self.num_samples - have
+        part = {key: batch[key][:take] for key in SAMPLE_KEYS if key in batch}
+        part.update(step_samples(outputs, take))
         # clone: a slice would keep the whole batch alive until the end of the validation run
-        self._parts.append({key: batch[key][:take].detach().clone() for key in SAMPLE_KEYS if key in batch})
+        self._parts.append({key: value.detach().clone() for key, value in part.items()})
 
     @override
     def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
@@ -74,7 +78,8 @@ class ValidationSamplesCallback(Callback):
         self._active, self._parts = False, []
 
     def log_samples(self, trainer: Trainer, pl_module: LightningModule, samples: dict[str, Tensor]) -> None:
-        """Log pictures of ``samples`` (the batch entries of :data:`SAMPLE_KEYS`, N ≤ ``num_samples`` items)."""
+        """Log pictures of ``samples``: N ≤ ``num_samples`` items of the batch entries of :data:`SAMPLE_KEYS`
+        and of the step's outputs (see :func:`step_samples`)."""
         raise NotImplementedError
 
     @override
@@ -84,6 +89,26 @@ class ValidationSamplesCallback(Callback):
     @override
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self._validations = int(state_dict.get("validations", 0))
+
+
+def step_samples(outputs: Any, take: int) -> dict[str, Tensor]:
+    """The first ``take`` items of what a validation step returned (a :class:`~recon.module.StepOutput`):
+
+    ``vertices`` (N, V, 3), ``colors`` (N, V|F, 3, colour models), ``silhouette_a`` / ``silhouette_b``
+    (N, S, S): the mesh from view a seen from view a / from view b, and ``render_a`` / ``render_b``
+    (N, 4, S, S) the same as lit RGBA (colour models). Outputs of another kind give nothing.
+    """
+    if not isinstance(outputs, StepOutput):
+        return {}
+    part = {"vertices": outputs.vertices[:take],
+            "silhouette_a": outputs.group(outputs.silhouettes, "aa")[:take],
+            "silhouette_b": outputs.group(outputs.silhouettes, "ab")[:take]}
+    if outputs.colors is not None:
+        part["colors"] = outputs.colors[:take]
+    if outputs.rgba is not None:
+        part["render_a"] = outputs.group(outputs.rgba, "aa")[:take]
+        part["render_b"] = outputs.group(outputs.rgba, "ab")[:take]
+    return part
 
 
 def sample_names(samples: dict[str, Tensor], category_names: list[str]) -> list[str]:

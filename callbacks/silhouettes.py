@@ -26,8 +26,9 @@ class SilhouetteLogger(ValidationSamplesCallback):
     undone, on white) | the silhouette of the mesh predicted from view a, rendered in view a | view a's mask |
     the same three for view b (the mesh is still the one predicted from view a, rendered from view b's
     camera: what the loss's cross-view term sees). Silhouettes and masks are white on black. For a model
-    with colours (``pl_module.has_colors``) each input is followed by the mesh rendered with its predicted
-    colours and the dataset's lighting, shown on white like the input (eight columns).
+    with colours each input is followed by the mesh rendered with its predicted
+    colours and the dataset's lighting, shown on white like the input (eight columns). Everything shown
+    comes from the validation step's outputs: nothing is rendered again.
 
     Written to ``<run folder>/media/silhouettes/e<epoch>_s<step>.png`` (see
     :func:`~recon.callbacks.run_folder.run_folder`) and logged as ``wandb.Image`` under ``key`` to every
@@ -49,14 +50,13 @@ class SilhouetteLogger(ValidationSamplesCallback):
 
     @override
     def log_samples(self, trainer: Trainer, pl_module: LightningModule, samples: dict[str, Tensor]) -> None:
+        if "silhouette_a" not in samples:
+            return  # the module's validation step returned no renders
         images_a, images_b = samples["images_a"], samples["images_b"]
         masks_a, masks_b = images_a[:, 3], images_b[:, 3]
-        if getattr(pl_module, "has_colors", False):
-            vertices, colors = pl_module.predict_mesh(images_a)
-            rendered_a, rendered_b = (
-                dataset_images(pl_module.render(vertices, colors, samples[eyes])) for eyes in ("eyes_a", "eyes_b")
-            )
-            predicted_a, predicted_b = rendered_a[:, 3], rendered_b[:, 3]
+        predicted_a, predicted_b = samples["silhouette_a"], samples["silhouette_b"]
+        if "render_a" in samples:
+            rendered_a, rendered_b = dataset_images(samples["render_a"]), dataset_images(samples["render_b"])
             columns = COLOR_COLUMNS
             rows = [
                 [shown_view(a), shown_view(ca), gray(pa), gray(ma), shown_view(b), shown_view(cb), gray(pb), gray(mb)]
@@ -65,10 +65,6 @@ class SilhouetteLogger(ValidationSamplesCallback):
                 )
             ]
         else:
-            vertices = pl_module(images_a)
-            faces = pl_module.faces
-            predicted_a = pl_module.renderer.silhouette(vertices, faces, samples["eyes_a"].to(vertices))
-            predicted_b = pl_module.renderer.silhouette(vertices, faces, samples["eyes_b"].to(vertices))
             columns = COLUMNS
             rows = [
                 [shown_view(a), gray(pa), gray(ma), shown_view(b), gray(pb), gray(mb)]

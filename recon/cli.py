@@ -14,12 +14,16 @@ from typing import Any
 
 from jsonargparse import Namespace
 from lightning.pytorch import LightningModule, Trainer
-from lightning.pytorch.cli import ArgsType, LightningCLI, SaveConfigCallback
+from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import WandbLogger
+from lightning.pytorch.plugins.io import CheckpointIO
 from typing_extensions import override
 
 from recon.allocator import keep_freed_memory
-from recon.datamodules import ViewPairDataModule
+from recon.callbacks import MeshWriter
+from recon.checkpoint_io import AtomicCheckpointIO
+from recon.datamodules import ViewPairDataModule, read_info
+from recon.errors import PATH_ERRORS, ConfigError, UserError, debug
 from recon.module import ReconModule
 
 CHECKPOINT_CLASSES = ("lightning.pytorch.callbacks.ModelCheckpoint", "ModelCheckpoint")
@@ -45,6 +49,9 @@ class RunConfigSaver(SaveConfigCallback):
             run.config.update({"recon": self.parser.dump(self.config, format="json", skip_none=False)},
                               allow_val_change=True)
             run.config.update({"stage": stage}, allow_val_change=True)
+            source = getattr(trainer.datamodule, "data_source", None)
+            if source:  # which file the numbers come from, and what made it (synthetic, nmr, meshes …)
+                run.config.update({"data_source": source}, allow_val_change=True)
             path = Path(run.dir) / "recon-config.yaml"
             path.write_text(text)
             run.save(str(path), base_path=run.dir, policy="now")
@@ -71,8 +78,14 @@ class ReconCLI(LightningCLI):
         super().__init__(ReconModule, ViewPairDataModule, args=args, run=run, **kwargs)
 
     @override
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        # every run carries a MeshWriter: `recon predict` writes its meshes, `--export.dirpath` sets the folder
+        parser.add_lightning_class_args(MeshWriter, "export")
+
+    @override
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
+        _check_data(config.data, self.subcommand)
         root = config.trainer.get("default_root_dir")
         if not root:
             return
@@ -86,6 +99,45 @@ class ReconCLI(LightningCLI):
                     logger.init_args.save_dir = root
                 if logger.get("class_path") in WANDB_CLASSES:
                     _name_wandb_run(logger.init_args, config)
+
+
+    @override
+    def instantiate_classes(self) -> None:
+        try:
+            super().instantiate_classes()
+        except ValueError as error:  # a constructor refused a configured value: the user's to fix
+            if isinstance(error, UserError):
+                raise
+            raise ConfigError(str(error)) from error
+
+    @override
+    def instantiate_trainer(self, **kwargs: Any) -> Trainer:
+        """The Trainer, with :class:`~recon.checkpoint_io.AtomicCheckpointIO` unless the config names another
+        ``CheckpointIO``; what killed runs left in the checkpoint folders is removed before anything starts."""
+        plugins = kwargs.get("plugins", self._get(self.config_init, "trainer", default={}).get("plugins"))
+        plugins = [] if plugins is None else list(plugins) if isinstance(plugins, list) else [plugins]
+        if not any(isinstance(plugin, CheckpointIO) for plugin in plugins):
+            plugins.append(AtomicCheckpointIO())
+        trainer = super().instantiate_trainer(**{**kwargs, "plugins": plugins})
+        io = trainer.strategy.checkpoint_io
+        if isinstance(io, AtomicCheckpointIO):
+            for callback in trainer.checkpoint_callbacks:
+                if getattr(callback, "dirpath", None):
+                    io.sweep(Path(callback.dirpath))
+        return trainer
+
+
+def _check_data(data: Namespace, subcommand: str | None) -> None:
+    """Refuse a missing, truncated or foreign data file before any run folder, log or W&B run exists.
+
+    ``validate`` and ``test`` need the file; ``predict`` needs it only without ``predict_images``; ``fit``
+    leaves a missing file to the DataModule, which synthesizes only at the default synthetic path.
+    """
+    path = data.get("path")
+    if not path or (subcommand == "predict" and data.get("predict_images")):
+        return
+    if Path(path).exists() or subcommand in ("validate", "test", "predict"):
+        read_info(path)  # one clear error: missing, a directory, truncated or corrupt, wrong layout
 
 
 def _name_wandb_run(init_args: Namespace, config: Namespace) -> None:
@@ -130,7 +182,16 @@ def run_cli(args: ArgsType = None) -> ReconCLI:
 
 
 def main(args: ArgsType = None) -> int:
-    """Entry point of the ``recon`` console script: exit status 0 on success (errors raise or exit non-zero)."""
+    """Entry point of the ``recon`` console script: exit status 0 on success, 1 on a user error (a bad path,
+    value or file: one line on stderr, the traceback only with ``RECON_DEBUG=1``), 2 on a command-line error."""
     keep_freed_memory()  # megabyte-sized temporaries otherwise page-fault afresh every step
-    run_cli(args)
+    argv = sys.argv[1:] if args is None else [str(arg) for arg in args]
+    subcommand = next((arg for arg in argv if not arg.startswith("-")), "")
+    try:
+        run_cli(args)
+    except (UserError, *PATH_ERRORS) as error:
+        if debug():
+            raise
+        print(f"recon {subcommand}: error: {error}".replace("  ", " "), file=sys.stderr)
+        return 1
     return 0

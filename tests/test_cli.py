@@ -67,9 +67,9 @@ def test_fit_then_test_then_predict(shrink_flags, tiny_h5, tmp_path):
 
     export = tmp_path / "export"
     cli = run_cli(["test", "-c", DEFAULT, *shrink_flags(), f"--ckpt_path={checkpoints / 'best.ckpt'}",
-                f"--model.export_meshes={export}"])  # fmt: skip
-    results = cli.model.test_results
-    stored = json.loads((run / "results.json").read_text())
+                f"--export.dirpath={export}"])  # fmt: skip
+    results = stored = json.loads((run / "results.json").read_text())
+    assert stored["data"] == str(tiny_h5) and stored["data_source"] == "synthetic"  # where the numbers come from
     assert stored["global_step"] == 2 and stored["checkpoint"].endswith("best.ckpt")  # the tested checkpoint's step
     assert set(results["iou"]) == {"airplane"}  # 2 batches × 2 items: the first object's first 4 views
     assert math.isfinite(results["miou"]) and 0 <= results["miou"] <= 1
@@ -81,7 +81,7 @@ def test_fit_then_test_then_predict(shrink_flags, tiny_h5, tmp_path):
     names = _write_pngs(tiny_h5, tmp_path / "images")
     out = tmp_path / "predicted"
     main(["predict", "-c", DEFAULT, *shrink_flags(), f"--ckpt_path={checkpoints / 'last.ckpt'}",
-          f"--data.predict_images={tmp_path / 'images' / '*.png'}", f"--model.export_meshes={out}"])  # fmt: skip
+          f"--data.predict_images={tmp_path / 'images' / '*.png'}", f"--export.dirpath={out}"])  # fmt: skip
     for name in names:
         for suffix in (".obj", ".glb", ".png"):
             assert (out / f"{name}{suffix}").stat().st_size > 0

@@ -7,6 +7,8 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
+from recon.callbacks import MeshWriter
+from recon.errors import ConfigError, NonFiniteMeshError
 from recon.mesh import voxelize
 from recon.models import BaselineEncoder, ResNetEncoder, SphereDecoder
 from recon.module import ReconModule
@@ -48,7 +50,7 @@ def test_training_objective_renders_both_meshes_in_both_views():
     batch["images_a"][:, 3] = 1.0  # all-ones renders: IoU 1 against view a's masks
     batch["images_b"][:, 3] = 0.0
     batch["images_b"][:, 3, :32] = 1.0  # half the image: IoU 0.5 against view b's masks
-    out = module._common_step(batch, "train")
+    out = module.model_step(batch)
     mesh_a = module(batch["images_a"])
     mesh_b = module(batch["images_b"])
     renderer = module.renderer
@@ -57,13 +59,13 @@ def test_training_objective_renders_both_meshes_in_both_views():
     expected_eyes = torch.cat([batch["eyes_a"], batch["eyes_a"], batch["eyes_b"], batch["eyes_b"]])
     torch.testing.assert_close(renderer.eyes, expected_eyes)
     # silhouette loss: mean of (1 − IoU) over the four groups = (0 + 0 + 0.5 + 0.5) / 4
-    assert out["loss_sil"].item() == pytest.approx(0.25, abs=1e-5)
+    assert out.loss_sil.item() == pytest.approx(0.25, abs=1e-5)
     both = torch.cat([mesh_a, mesh_b])
-    torch.testing.assert_close(out["loss_lap"], module.laplacian(both).mean())
-    torch.testing.assert_close(out["loss_flat"], module.flatten(both).mean())
-    expected = out["loss_sil"] + 0.1 * out["loss_lap"] + 0.01 * out["loss_flat"]
-    torch.testing.assert_close(out["loss"], expected)
-    torch.testing.assert_close(out["vertices"], mesh_a)
+    torch.testing.assert_close(out.loss_lap, module.laplacian(both).mean())
+    torch.testing.assert_close(out.loss_flat, module.flatten(both).mean())
+    expected = out.loss_sil + 0.1 * out.loss_lap + 0.01 * out.loss_flat
+    torch.testing.assert_close(out.loss, expected)
+    torch.testing.assert_close(out.vertices, mesh_a)
 
 
 def test_lr_and_sigma_drop_together_at_the_schedule_step():
@@ -91,9 +93,9 @@ def test_encoder_choice_and_mismatched_decoder():
         ReconModule(encoder=BaselineEncoder(dim=64), decoder=SphereDecoder(latent_dim=32))
 
 
-def test_evaluation_scores_a_perfect_prediction_one_and_exports_meshes(tmp_path, capsys):
+def test_evaluation_scores_a_perfect_prediction_one_and_the_writer_exports_meshes(tmp_path):
     torch.manual_seed(0)
-    module = ReconModule(encoder=BaselineEncoder(dim=16), export_meshes=str(tmp_path / "meshes")).eval()
+    module = ReconModule(encoder=BaselineEncoder(dim=16), category_names=["plane", "bench", "chair"]).eval()
     batches = [_batch(2, seed=0), _batch(2, seed=1)]
     batches[0]["category"] = torch.tensor([0, 2])
     batches[1]["category"] = torch.tensor([2, 2])
@@ -102,22 +104,40 @@ def test_evaluation_scores_a_perfect_prediction_one_and_exports_meshes(tmp_path,
             batch["voxels"] = voxelize(module(batch["images_a"]), module.faces, 32)
     trainer = pl.Trainer(
         accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
-        enable_model_summary=False,
+        enable_model_summary=False, callbacks=[MeshWriter(dirpath=str(tmp_path / "meshes"))],
     )  # fmt: skip
     loader = DataLoader(batches, batch_size=None)  # the batches as they are
     metrics = trainer.test(module, dataloaders=loader, verbose=False)[0]
     assert metrics["test/miou"] == pytest.approx(1.0)
-    assert set(module.test_results["iou"]) == {"0", "2"}  # only the categories that have items
-    assert module.test_results["iou"]["2"] == pytest.approx(1.0)
-    assert module.test_results["loss"] == pytest.approx(metrics["test/loss"])
-    assert 0 < metrics["test/loss_sil"] <= 1
-    assert module.test_results["psnr_colors"] == "gray" and set(module.test_results["psnr"]) == {"0", "2"}
-    assert metrics["test/psnr"] == pytest.approx(module.test_results["mpsnr"]) and metrics["test/psnr"] > 0
-    assert "mean IoU" in capsys.readouterr().out  # the rich table
+    # only the categories that have items get a row
+    assert {key for key in metrics if key.startswith("test/iou_")} == {"test/iou_plane", "test/iou_chair"}
+    assert metrics["test/iou_chair"] == pytest.approx(1.0)
+    assert 0 < metrics["test/loss_sil"] <= metrics["test/loss"]
+    assert {key for key in metrics if key.startswith("test/psnr_")} == {"test/psnr_plane", "test/psnr_chair"}
+    assert metrics["test/psnr"] > 0
     written = sorted(p.relative_to(tmp_path / "meshes") for p in (tmp_path / "meshes").rglob("*.obj"))
     views = batches[0]["views_a"]
-    assert len(written) == 4 and str(written[0]).startswith("test/0/")
-    assert f"00000_v{int(views[0]):02d}.obj" in str(written[0])
+    assert len(written) == 4 and str(written[0]).startswith("test/chair/")
+    assert f"test/plane/00000_v{int(views[0]):02d}.obj" in map(str, written)
+
+
+def test_a_module_without_category_names_or_datamodule_refuses_to_evaluate():
+    module = ReconModule(encoder=BaselineEncoder(dim=16))
+    trainer = pl.Trainer(accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False)
+    with pytest.raises(ConfigError, match="category_names"):
+        trainer.test(module, dataloaders=DataLoader([_batch(2)], batch_size=None), verbose=False)
+
+
+def test_non_finite_vertices_stop_training_naming_the_batch_items():
+    module = ReconModule(encoder=BaselineEncoder(dim=16)).eval()  # eval: batch norm keeps items apart
+    batch = _batch(3)
+    batch["object_index"] = torch.tensor([10, 11, 12])
+    batch["images_b"][1, 0, 5, 5] = float("inf")  # one pixel of one item's second view
+    with pytest.raises(NonFiniteMeshError, match=r"batch item 1 \(object 11\) are NaN or infinite"):
+        module.model_step(batch)
+    batch["images_b"][1, 0, 5, 5] = 0.0
+    assert torch.isfinite(module.model_step(batch).loss)
 
 
 @pytest.mark.slow
@@ -127,9 +147,9 @@ def test_overfitting_a_handful_of_objects_drives_the_silhouette_loss_down(overfi
     optimizer = module.configure_optimizers()["optimizer"]
     losses = []
     for _ in range(15):  # SoftRas's recipe as is (Adam, lr 1e-4): ~0.57 -> ~0.35 in 15 steps
-        out = module._common_step(batch, "train")
+        out = module.model_step(batch)
         optimizer.zero_grad()
-        out["loss"].backward()
+        out.loss.backward()
         optimizer.step()
-        losses.append(out["loss_sil"].item())
+        losses.append(out.loss_sil.item())
     assert losses[-1] < 0.75 * losses[0], losses

@@ -267,3 +267,16 @@ def test_cuda_matches_cpu() -> None:
     cpu = voxelize(batch, faces)
     cuda = voxelize(batch.cuda(), faces.cuda())
     assert cuda.is_cuda and torch.equal(cuda.cpu(), cpu)
+
+
+def test_a_non_finite_vertex_raises_instead_of_leaking_the_surface():
+    from recon.errors import NonFiniteMeshError
+    from recon.mesh import template_sphere
+
+    vertices, faces = template_sphere()
+    batch = (0.4 * vertices.float())[None].repeat(3, 1, 1)
+    assert voxelize(batch, faces, 32).sum() > 0  # finite: a solid ball, three times
+    batch[1, 7, 2] = float("nan")
+    batch[2, 0, 0] = float("inf")
+    with pytest.raises(NonFiniteMeshError, match=r"meshes \[1, 2\] of the batch have NaN or infinite vertices"):
+        voxelize(batch, faces, 32)

@@ -22,6 +22,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from recon.errors import NonFiniteMeshError
+
 # Per projection axis (SoftRas's dim 0, 1, 2): which mesh coordinates play (a, b, depth) — its [2,1,0],
 # [0,2,1], [0,1,2] permutations: dim 0 sees (z, y, x), dim 1 (x, z, y), dim 2 (x, y, z).
 _AXES = ((2, 1, 0), (0, 2, 1), (0, 1, 2))
@@ -47,8 +49,10 @@ def voxelize(vertices: Tensor, faces: Tensor, size: int = 32) -> Tensor:
     Grid coordinates are ``g = (v·(S−1)/S + 0.5)·S`` (31·v + 16 at S = 32), computed in that order in the
     vertices' float type, like SoftRas's ``evaluate_iou``; all later arithmetic also follows the kernel's
     operation order, one IEEE rounding per operation (nvcc may fuse some into FMAs, so the original CUDA
-    build can differ in rare ties at integer depths). Faces with a non-finite coordinate are skipped.
-    Not differentiable; runs on the vertices' device.
+    build can differ in rare ties at integer depths). Not differentiable; runs on the vertices' device.
+
+    Raises ``NonFiniteMeshError`` (a ``FloatingPointError``) naming the meshes when a vertex used by a face is
+    NaN or infinite: the faces touching it would drop out and the surface leak, a silently wrong grid.
     """
     _check_inputs(vertices, faces, size)
     with torch.no_grad():
@@ -63,6 +67,7 @@ def voxelize(vertices: Tensor, faces: Tensor, size: int = 32) -> Tensor:
             face_vertices = torch.gather(grid, 1, faces.long().reshape(batch, -1, 1).expand(-1, -1, 3))
             face_vertices = face_vertices.reshape(batch, -1, 3, 3)
             points = face_vertices.reshape(batch, -1, 3)
+        _check_finite(points)
         solid = torch.empty(batch, size, size, size, dtype=torch.bool, device=vertices.device)
         chunk = _MESHES_PER_CPU_CHUNK if vertices.device.type == "cpu" else max(batch, 1)
         for first in range(0, batch, chunk):
@@ -72,6 +77,15 @@ def voxelize(vertices: Tensor, faces: Tensor, size: int = 32) -> Tensor:
             _mark_vertices(shell, points[meshes])
             solid[meshes] = _fill_interior(shell).permute(0, 2, 1, 3).flip(-1)
         return solid
+
+
+def _check_finite(points: Tensor) -> None:
+    finite = torch.isfinite(points).flatten(1).all(1)
+    if not bool(finite.all()):
+        bad = (~finite).nonzero().flatten().tolist()
+        raise NonFiniteMeshError(
+            f"voxelize: meshes {bad} of the batch have NaN or infinite vertices; expected finite coordinates"
+        )
 
 
 def _check_inputs(vertices: Tensor, faces: Tensor, size: int) -> None:

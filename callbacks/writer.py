@@ -1,0 +1,73 @@
+"""``MeshWriter``: files of predicted meshes, for ``recon predict`` and, when asked, for ``recon test``."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from lightning.pytorch import LightningModule, Trainer
+from lightning.pytorch.callbacks import BasePredictionWriter
+from rich.console import Console
+from typing_extensions import override
+
+from recon.models import PredictedMesh
+from recon.module import StepOutput
+from recon.prediction import preview_renderer, write_prediction
+
+
+class MeshWriter(BasePredictionWriter):
+    """Write what the model predicts as mesh files (OBJ and GLB; PLY too with colours).
+
+    - ``predict``: per input image ``<name>.obj``, ``.glb`` (``.ply``) and a ``<name>.png`` preview (the input,
+      then the mesh from four sides) in ``dirpath`` (default ``<default_root_dir>/predictions``);
+    - ``test``: only with a ``dirpath``: the mesh from view a of every test item as
+      ``<dirpath>/test/<category>/<object>_v<view>.obj`` (and ``.glb``/``.ply``), from the step's outputs.
+
+    The ``recon`` command adds one to every run; set its folder with ``--export.dirpath out/``. Every file is
+    written atomically; each process writes its own items.
+    """
+
+    def __init__(self, dirpath: str | None = None, previews: bool = True) -> None:
+        super().__init__(write_interval="batch")
+        self.dirpath = dirpath
+        self.previews = previews
+        self._folder: Path | None = None
+        self._preview = None
+
+    @override
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        if stage == "predict":
+            self._folder = Path(self.dirpath or Path(trainer.default_root_dir) / "predictions")
+            self._preview = preview_renderer() if self.previews else None
+        else:
+            self._folder = Path(self.dirpath) if self.dirpath else None
+
+    @override
+    def write_on_batch_end(self, trainer: Trainer, pl_module: LightningModule, prediction: Any,
+                           batch_indices: Sequence[int] | None, batch: Any, batch_idx: int,
+                           dataloader_idx: int = 0) -> None:
+        if not isinstance(prediction, PredictedMesh) or self._folder is None:
+            return
+        vertices, colors = prediction
+        for index, name in enumerate(batch["name"]):
+            color = colors[index] if colors is not None else None
+            write_prediction(self._folder, name, vertices[index], pl_module.faces, batch["images"][index],
+                             self._preview, color)
+
+    @override
+    def on_predict_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if trainer.is_global_zero and self._folder is not None:
+            Console().print(f"predicted meshes written to [bold]{self._folder}[/bold]")
+
+    @override
+    def on_test_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any,
+                          batch_idx: int, dataloader_idx: int = 0) -> None:
+        if self._folder is None or not isinstance(outputs, StepOutput):
+            return
+        names = pl_module.category_names
+        for index, mesh in enumerate(outputs.vertices):
+            category = names[int(batch["category"][index])]
+            name = f"{int(batch['object_index'][index]):05d}_v{int(batch['views_a'][index]):02d}"
+            color = outputs.colors[index] if outputs.colors is not None else None
+            write_prediction(self._folder / "test" / category, name, mesh, pl_module.faces, colors=color)

@@ -1,0 +1,103 @@
+"""Atomic file writes, the one way recon writes a file that must never be seen half-written.
+
+A write goes to a hidden temporary file in the target's own folder, ``.<name>.tmp-<pid>``, is flushed and
+fsynced, and is then renamed over the target. ``os.replace`` within one filesystem is atomic, so a reader
+(or a resumed run) sees the old file or the new one, never a mix; a temporary file elsewhere (``$TMPDIR``
+is often a tmpfs) would make the final move a copy over the old file, which a kill can truncate.
+
+A killed writer leaves its temporary file behind; the pid in its name tells whether that writer still
+lives, so :func:`remove_stale_temporaries` can clean up after dead processes only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any
+
+_TEMPORARY = re.compile(r"^\.(?P<name>.+)\.tmp-(?P<pid>\d+)$")
+
+
+def temporary_path(path: str | os.PathLike[str], pid: int | None = None) -> Path:
+    """The hidden temporary file of ``path`` for process ``pid`` (default: this one), in the same folder."""
+    path = Path(path)
+    return path.parent / f".{path.name}.tmp-{os.getpid() if pid is None else pid}"
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | os.PathLike[str], mode: str = "wb", **open_kwargs: Any) -> Iterator[IO[Any]]:
+    """``with atomic_write(path) as file: ...`` writes ``path`` atomically (see the module docstring).
+
+    The file gets the usual permissions (``0o666`` less the umask). On any exception, Ctrl-C included, the
+    temporary file is removed and ``path`` is left as it was.
+    """
+    if "w" not in mode:
+        raise ValueError(f"atomic_write: mode {mode!r}; expected a write mode such as 'wb' or 'w'")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = temporary_path(path)
+    try:
+        with open(temporary, mode, **open_kwargs) as file:
+            yield file
+            file.flush()
+            os.fsync(file.fileno())
+        os.chmod(temporary, 0o666 & ~_umask())
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+
+
+def write_text(path: str | os.PathLike[str], text: str) -> None:
+    """Write ``text`` (UTF-8) to ``path`` atomically."""
+    with atomic_write(path, "w", encoding="utf-8") as file:
+        file.write(text)
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists on this machine (a zombie counts as dead)."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
+            return stat.read().rsplit(")", 1)[-1].split()[0] != "Z"
+    except OSError:
+        return True
+
+
+def stale_temporaries(folder: str | os.PathLike[str], name: str | None = None) -> list[Path]:
+    """Temporary files in ``folder`` (of ``name`` only, if given) whose writing process no longer exists."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    stale = []
+    for path in sorted(folder.iterdir()):
+        match = _TEMPORARY.match(path.name)
+        if match and (name is None or match["name"] == name) and not pid_alive(int(match["pid"])):
+            stale.append(path)
+    return stale
+
+
+def remove_stale_temporaries(folder: str | os.PathLike[str], name: str | None = None) -> list[Path]:
+    """Remove :func:`stale_temporaries` of ``folder`` and return them (those of live processes stay)."""
+    removed = []
+    for path in stale_temporaries(folder, name):
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+            removed.append(path)
+    return removed
