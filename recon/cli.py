@@ -143,7 +143,7 @@ def _check_data(data: Namespace, subcommand: str | None) -> None:
 def _name_wandb_run(init_args: Namespace, config: Namespace) -> None:
     """Fill what the config leaves ``null``: run name ``<encoder>[+color]-<data>-s<seed>``, group (``WANDB_RUN_GROUP``
     or the dataset) and tags (encoder, dataset and ``WANDB_TAGS``), so the encoder comparison is one click on
-    the dashboard. ``WANDB_MODE=online`` turns a config's ``offline: true`` off; offline is the default."""
+    the dashboard. W&B is offline unless ``WANDB_MODE=online``, whether a config or a flag made the logger."""
     encoder = str(config.model.get("encoder", {}).get("class_path", "baseline")).rsplit(".", 1)[-1]
     encoder = encoder.removesuffix("Encoder").lower() or "encoder"
     if config.model.get("colors"):  # a colour head: a different model, never the same run name
@@ -157,8 +157,8 @@ def _name_wandb_run(init_args: Namespace, config: Namespace) -> None:
     if init_args.get("tags") is None and "tags" in init_args:
         extra = [tag for tag in os.environ.get("WANDB_TAGS", "").split(",") if tag]
         init_args.tags = list(dict.fromkeys([encoder, data, *extra]))
-    if os.environ.get("WANDB_MODE") == "online":
-        init_args.offline = False
+    if "offline" in init_args:  # offline unless asked otherwise with WANDB_MODE=online, whatever made the logger
+        init_args.offline = os.environ.get("WANDB_MODE") != "online"
 
 
 def _as_list(value: Any) -> list[Any]:

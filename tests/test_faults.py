@@ -1,0 +1,181 @@
+"""What a user meets off the happy path of ``recon``: mistyped paths, damaged files, kills mid-save, loggers
+switched off. Each case ends in one clear message or a run that still resumes; real processes, real kills."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from recon.atomic import atomic_write, remove_stale_temporaries, temporary_path
+
+# Lightning 2.6 itself calls jsonargparse's deprecated add_instantiator: not ours to fix
+pytestmark = pytest.mark.filterwarnings("ignore::jsonargparse._deprecated.JsonargparseDeprecationWarning")
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT = str(ROOT / "configs" / "default.yaml")
+COLOR = str(ROOT / "configs" / "experiment" / "color.yaml")
+
+
+def recon(*args: str, env: dict[str, str] | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+    """``python -m recon ARGS`` in a child process, as a user runs it; output captured."""
+    environment = {**os.environ, "WANDB_MODE": "offline", "OMP_NUM_THREADS": "1", **(env or {})}
+    return subprocess.run([sys.executable, "-m", "recon", *args], capture_output=True, text=True, env=environment,
+                          timeout=timeout, cwd=ROOT)
+
+
+# ---------------------------------------------------------------------------------------------- data paths
+@pytest.mark.slow
+def test_a_mistyped_data_path_is_one_line_naming_it_and_creates_no_run_folder(shrink_flags, tmp_path):
+    missing = tmp_path / "shapenett.h5"
+    run = tmp_path / "run"
+    for command in ("test", "validate", "fit"):
+        done = recon(command, "-c", DEFAULT, *shrink_flags({"data.path": missing, "data.synthesize": None}),
+                     *(["--ckpt_path=none.ckpt"] if command == "test" else []))
+        assert done.returncode == 1, done.stderr
+        lines = done.stderr.strip().splitlines()
+        assert lines[-1].startswith(f"recon {command}: error: {missing}") and "recon-data synth" in lines[-1]
+        assert "Traceback" not in done.stderr
+        assert not missing.exists() and not run.exists()  # nothing synthesized, no run folder, no W&B run
+
+
+@pytest.mark.slow
+def test_a_truncated_data_file_is_refused_before_the_run_starts_and_debug_shows_the_traceback(tiny_h5, shrink_flags,
+                                                                                            tmp_path):
+    truncated = tmp_path / "truncated.h5"
+    truncated.write_bytes(tiny_h5.read_bytes()[: tiny_h5.stat().st_size // 2])
+    flags = shrink_flags({"data.path": truncated})
+    done = recon("fit", "-c", DEFAULT, *flags)
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines()[-1].startswith(f"recon fit: error: {truncated}: truncated or corrupt")
+    assert "Traceback" not in done.stderr and not (tmp_path / "run").exists()
+    debug = recon("fit", "-c", DEFAULT, *flags, env={"RECON_DEBUG": "1"})
+    assert debug.returncode != 0 and "Traceback" in debug.stderr
+
+
+@pytest.mark.slow
+def test_a_bad_config_value_is_one_line_naming_it(shrink_flags):
+    done = recon("fit", "-c", DEFAULT, *shrink_flags({"model.lr": -1}))
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines()[-1] == "recon fit: error: lr, sigma and schedule_gamma must be > 0, got -1.0, 0.0001, 0.3"
+
+
+# ------------------------------------------------------------------------------------------ atomic writes
+def test_atomic_write_keeps_the_old_file_when_the_write_fails(tmp_path):
+    path = tmp_path / "results.json"
+    path.write_text("old")
+    with pytest.raises(RuntimeError), atomic_write(path, "w") as file:
+        file.write("half of the new")
+        raise RuntimeError("disk full")
+    assert path.read_text() == "old" and sorted(tmp_path.iterdir()) == [path]
+    with atomic_write(path, "w") as file:
+        file.write("new")
+    assert path.read_text() == "new" and oct(path.stat().st_mode & 0o777) == oct(0o666 & ~_umask())
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def test_only_temporaries_of_dead_processes_are_stale(tmp_path):
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()  # a pid that no longer exists
+    dead, alive = temporary_path(tmp_path / "last.ckpt", child.pid), temporary_path(tmp_path / "last.ckpt")
+    other = tmp_path / "notes.txt"
+    for path in (dead, alive, other):
+        path.write_text("x")
+    assert remove_stale_temporaries(tmp_path) == [dead]
+    assert sorted(tmp_path.iterdir()) == sorted([alive, other])
+
+
+# ----------------------------------------------------------------------------------------- checkpoints
+def _checkpoint_every_step(tmp_path: Path) -> str:
+    config = tmp_path / "every-step.yaml"
+    config.write_text(yaml.safe_dump({"trainer": {"logger": False, "callbacks": [{
+        "class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
+        "init_args": {"dirpath": None, "every_n_train_steps": 1, "save_top_k": 0, "save_last": True},
+    }]}}))
+    return str(config)
+
+
+def _other_filesystem_tmpdir(tmp_path: Path) -> Path | None:
+    """A folder on a tmpfs (another filesystem than the run folder) when the machine has one."""
+    shm = Path("/dev/shm")
+    if shm.is_dir() and os.access(shm, os.W_OK) and shm.stat().st_dev != tmp_path.stat().st_dev:
+        folder = shm / f"recon-test-{os.getpid()}"
+        folder.mkdir(exist_ok=True)
+        return folder
+    return None
+
+
+@pytest.mark.slow
+def test_a_kill_during_a_checkpoint_save_leaves_last_ckpt_resumable(shrink_flags, tmp_path):
+    run, config = tmp_path / "run", _checkpoint_every_step(tmp_path)
+    checkpoints = run / "checkpoints"
+    other_tmp = _other_filesystem_tmpdir(tmp_path)  # where Lightning's own save staged its file
+    env = {"TMPDIR": str(other_tmp)} if other_tmp else {}
+    flags = shrink_flags({"trainer.max_steps": 40, "trainer.val_check_interval": None,
+                          "trainer.limit_val_batches": 0})
+    environment = {**os.environ, "WANDB_MODE": "offline", "OMP_NUM_THREADS": "1", **env}
+    child = subprocess.Popen([sys.executable, "-m", "recon", "fit", "-c", DEFAULT, "-c", config, *flags], cwd=ROOT,
+                             env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 240
+    killed_mid_save = False
+    try:
+        while time.monotonic() < deadline and child.poll() is None:
+            # a save in progress after an earlier one completed: the moment a kill used to truncate last.ckpt
+            if (checkpoints / "last.ckpt").is_file() and list(checkpoints.glob(".last.ckpt.tmp-*")):
+                child.send_signal(signal.SIGKILL)
+                killed_mid_save = True
+                break
+            time.sleep(0.002)
+    finally:
+        child.kill()
+        child.wait()
+    assert killed_mid_save, f"no checkpoint save was seen in progress: {child.stderr.read().decode()[-2000:]}"
+    stale = list(checkpoints.glob(".last.ckpt.tmp-*"))
+    assert stale  # SIGKILL leaves the unfinished file …
+    saved = torch.load(checkpoints / "last.ckpt", weights_only=True, map_location="cpu")  # … and the old one intact
+    step = saved["global_step"]
+    assert step >= 1
+
+    done = recon("fit", "-c", DEFAULT, "-c", config, *shrink_flags({"trainer.max_steps": step + 1,
+                 "trainer.val_check_interval": None, "trainer.limit_val_batches": 0}), "--ckpt_path=last", env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert torch.load(checkpoints / "last.ckpt", weights_only=True, map_location="cpu")["global_step"] == step + 1
+    assert not any(path.exists() for path in stale)  # the next start removed what the kill left
+    assert "removed" in done.stderr and "killed run" in done.stderr
+    if other_tmp:  # no checkpoint was staged in $TMPDIR (W&B and torch keep small caches there)
+        assert not [path for path in other_tmp.rglob("*") if path.is_file() and path.stat().st_size > 2**20]
+        shutil.rmtree(other_tmp)
+
+
+# ------------------------------------------------------------------------------------------------ loggers
+@pytest.mark.slow
+@pytest.mark.parametrize("experiment", [[], ["-c", COLOR]], ids=["silhouette", "color"])
+@pytest.mark.parametrize("logger", [
+    ["--trainer.logger=false"],
+    ["--trainer.logger=lightning.pytorch.loggers.CSVLogger", "--trainer.logger.save_dir=."],
+    ["--trainer.logger=lightning.pytorch.loggers.WandbLogger", "--trainer.logger.save_dir=."],
+], ids=["none", "csv", "wandb"])
+def test_every_shipped_config_runs_with_any_logger_or_none(experiment, logger, shrink_flags, tmp_path):
+    from recon.cli import run_cli
+
+    run = tmp_path / "run"
+    cli = run_cli(["fit", "-c", DEFAULT, *experiment, *shrink_flags(), *logger])
+    assert cli.trainer.global_step == 2 and (run / "checkpoints" / "last.ckpt").is_file()
+    assert list((run / "media" / "silhouettes").glob("*.png"))  # media land in the run folder whatever logs
+    kind = logger[0].rsplit(".", 1)[-1]
+    assert (run / "wandb").exists() == (kind == "WandbLogger")
+    if kind == "WandbLogger":
+        assert list((run / "wandb").glob("offline-run-*"))  # offline although the flag did not say so
