@@ -5,28 +5,16 @@ from __future__ import annotations
 from pathlib import Path
 
 from lightning.pytorch import Trainer
-from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger, WandbLogger
+from lightning.pytorch.loggers import WandbLogger
 
 
 def run_folder(trainer: Trainer) -> Path:
-    """The folder this run writes its files to, as ``trainer.log_dir`` names it, created if missing.
+    """The run folder, ``trainer.default_root_dir``, created if missing: where recon's callbacks write media and
+    results whatever the loggers are (the ``recon`` command also points checkpoints and loggers into it).
 
-    - no logger (``logger=False``): ``trainer.default_root_dir``;
-    - first logger a ``CSVLogger`` or ``TensorBoardLogger``: its ``log_dir`` (``<save_dir>/<name>/version_N``);
-    - first logger anything else (``WandbLogger``): its ``save_dir`` (the recon CLI sets it to the run folder,
-      ``trainer.default_root_dir``); ``default_root_dir`` where that is ``None``.
-
-    Unlike ``trainer.log_dir`` it makes no collective call (``log_dir`` broadcasts from rank 0, so calling it
-    on rank 0 alone would hang a DDP run): call it from rank 0 only, where the files are written.
+    One place for every file of a run, so a tool that runs ``recon test`` knows where ``results.json`` is.
     """
-    loggers = trainer.loggers
-    if not loggers:
-        folder = trainer.default_root_dir
-    elif isinstance(loggers[0], (CSVLogger, TensorBoardLogger)):
-        folder = loggers[0].log_dir
-    else:
-        folder = loggers[0].save_dir or trainer.default_root_dir
-    path = Path(folder)
+    path = Path(trainer.default_root_dir)
     path.mkdir(parents=True, exist_ok=True)
     return path
 

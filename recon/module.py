@@ -233,7 +233,7 @@ class ReconModule(LightningModule):
             if getattr(out, key) is not None:
                 self.log(f"train/{key}", getattr(out, key), prog_bar=key == "loss", batch_size=size)
         self.log("train/sigma", self.renderer.sigma, batch_size=size)
-        self.log("train/lr", self.hparams.lr * self._schedule_factor(self.global_step), batch_size=size)
+        self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"], batch_size=size)  # what Adam uses
         return out.loss
 
     @override

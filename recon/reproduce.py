@@ -100,13 +100,12 @@ def run_encoder(
         started = time.perf_counter()
         _run([sys.executable, "-m", "recon", "fit", *common, *resume], env)
         fit_done.write_text(json.dumps({"train_seconds": time.perf_counter() - started, "resumed": bool(resume)}))
-    before = time.time()
+    written = run_dir / "results.json"  # the results writer's file in the run folder
+    written.unlink(missing_ok=True)
     _run([sys.executable, "-m", "recon", "test", *common, "--ckpt_path", str(last)], env)
-    # The run folder's own copy (W&B keeps another among its run files).
-    found = [p for p in run_dir.rglob("results.json") if "wandb" not in p.parts and p.stat().st_mtime >= before - 1]
-    if not found:
+    if not written.is_file():
         raise RuntimeError(f"{run_dir}: `recon test` wrote no results.json (is VoxelIoULogger in the config?)")
-    results = json.loads(max(found, key=lambda p: p.stat().st_mtime).read_text())
+    results = json.loads(written.read_text())
     results.update(json.loads(fit_done.read_text()), encoder_name=encoder, seed=seed, profile=profile.name)
     _write_atomic(entry, json.dumps(results, indent=2) + "\n")
     return results

@@ -245,11 +245,11 @@ def test_offline_wandb_run_holds_grids_meshes_and_the_iou_table(tmp_path: Path, 
 
     logger = WandbLogger(offline=True, save_dir=str(tmp_path), project="recon-test")
     try:
-        module = fit_and_test(tmp_path, logger)
+        metrics = fit_and_test(tmp_path, logger)
         summary = dict(logger.experiment.summary)
     finally:
         wandb.finish()
-    results = check_run_folder(tmp_path, module)  # WandbLogger: the run folder is its save_dir
+    results = check_run_folder(tmp_path, metrics)  # WandbLogger: the run folder is its save_dir
     assert results["wandb_run"] == logger.version
 
     (run,) = (tmp_path / "wandb").glob("offline-run-*")
@@ -272,13 +272,14 @@ def test_offline_wandb_run_holds_grids_meshes_and_the_iou_table(tmp_path: Path, 
 
 @pytest.mark.slow
 def test_without_a_logger_files_land_in_default_root_dir(tmp_path: Path):
-    module = fit_and_test(tmp_path / "run", logger=False, sanity_steps=1)  # the sanity check logs nothing
-    check_run_folder(tmp_path / "run", module)
+    metrics = fit_and_test(tmp_path / "run", logger=False, sanity_steps=1)  # the sanity check logs nothing
+    check_run_folder(tmp_path / "run", metrics)
     assert not (tmp_path / "run" / "wandb").exists()
 
 
 @pytest.mark.slow
-def test_with_a_csv_logger_files_land_in_its_log_dir(tmp_path: Path):
+def test_with_a_csv_logger_elsewhere_files_still_land_in_default_root_dir(tmp_path: Path):
     logger = CSVLogger(save_dir=tmp_path, name="csv")
-    module = fit_and_test(tmp_path / "root", logger)
-    check_run_folder(tmp_path / "csv" / "version_0", module)
+    metrics = fit_and_test(tmp_path / "root", logger)
+    check_run_folder(tmp_path / "root", metrics)
+    assert (tmp_path / "csv" / "version_0" / "metrics.csv").is_file()
