@@ -81,6 +81,8 @@ class ReconCLI(LightningCLI):
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         # every run carries a MeshWriter: `recon predict` writes its meshes, `--export.dirpath` sets the folder
         parser.add_lightning_class_args(MeshWriter, "export")
+        # one value, never two to keep equal by hand: the colour head reads the encoder's latent
+        parser.link_arguments("model.encoder.init_args.dim", "model.colors.init_args.latent_dim")
 
     @override
     def before_instantiate_classes(self) -> None:

@@ -123,6 +123,15 @@ def test_encoder_configs_compose_over_the_default(encoder, class_path, capsys):
     assert config["data"]["path"] == "data/synthetic.h5"  # the rest of the default is kept
 
 
+def test_the_colour_head_reads_the_encoders_dim_through_a_link(tiny_h5):
+    from recon.cli import ReconCLI
+
+    cli = ReconCLI(args=["-c", DEFAULT, "-c", str(CONFIGS / "experiment" / "color.yaml"),
+                         "--model.encoder.init_args.dim=96", f"--data.path={tiny_h5}", "--trainer.logger=false"],
+                   run=False)
+    assert cli.model.generator.encoder.dim == 96 and cli.model.generator.colors.latent_dim == 96
+
+
 def test_paper_recipe_and_trainer_presets_validate(capsys):
     recipe = _printed_config("-c", DEFAULT, "-c", str(CONFIGS / "experiment" / "softras.yaml"), capsys=capsys)
     assert recipe["data"]["batch_size"] == 64 and recipe["trainer"]["max_steps"] == 250_000
