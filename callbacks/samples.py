@@ -10,7 +10,7 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from torch import Tensor
 from typing_extensions import override
 
-from recon.module import StepOutput
+from recon.step import StepOutput
 
 # the batch entries kept for logging (others, such as lists of names, are dropped)
 SAMPLE_KEYS = ("images_a", "images_b", "eyes_a", "eyes_b", "views_a", "views_b", "voxels", "category", "object_index")

@@ -12,8 +12,8 @@ from rich.console import Console
 from typing_extensions import override
 
 from recon.models import PredictedMesh
-from recon.module import StepOutput
 from recon.prediction import preview_renderer, write_prediction
+from recon.step import StepOutput
 
 
 class MeshWriter(BasePredictionWriter):

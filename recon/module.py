@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from typing import Any, NamedTuple, get_args
+from typing import Any, get_args
 
 import torch
 from lightning.pytorch import LightningModule
@@ -12,64 +12,29 @@ from torch import Tensor
 from torchmetrics import MeanMetric
 from typing_extensions import override
 
-from recon.errors import ConfigError, NonFiniteMeshError
+from recon.errors import ConfigError
 from recon.losses import ColorLoss, color_loss, dataset_images, silhouette_iou_loss
 from recon.mesh import FlattenLoss, LaplacianLoss, voxelize
 from recon.metrics import ImageFidelity, VoxelIoU
 from recon.models import BaselineEncoder, ColorDecoder, Encoder, MeshGenerator, PredictedMesh, SphereDecoder
 from recon.render import SoftRenderer
+from recon.step import StepOutput, check_finite
 
 # A model without a colour head is scored for PSNR as if painted this flat albedo (lit like the dataset):
 # mid-grey minimises the worst case over [0, 1] albedos and needs no statistics of the data.
 GRAY_ALBEDO = 0.5
 
 
-class StepOutput(NamedTuple):
-    """What :meth:`ReconModule.model_step` computes for B view pairs (a, b); every stage uses it.
-
-    Renders are ordered ``[R_aa; R_ba; R_ab; R_bb]``: R_xy is the mesh predicted from image x seen from view y.
-    """
-
-    loss: Tensor  # () the objective
-    loss_sil: Tensor  # () mean of 1 − soft IoU over the four render groups
-    loss_lap: Tensor  # () mean Laplacian over the 2B meshes
-    loss_flat: Tensor  # () mean flatten loss over the 2B meshes
-    loss_color: Tensor | None  # () colour loss (colour models)
-    vertices: Tensor  # (B, V, 3) the meshes predicted from views a
-    colors: Tensor | None  # (B, V|F, 3) their albedo (colour models)
-    silhouettes: Tensor  # (4B, S, S) soft silhouettes in [0, 1]
-    rgba: Tensor | None  # (4B, 4, S, S) lit renders, colour not inverted (colour models)
-
-    def group(self, renders: Tensor, name: str) -> Tensor:
-        """``renders`` of group ``"aa"``, ``"ba"``, ``"ab"`` or ``"bb"``: the B items of that quarter."""
-        size = self.vertices.shape[0]
-        start = ("aa", "ba", "ab", "bb").index(name) * size
-        return renders[start : start + size]
-
-
 class ReconModule(LightningModule):
     """Single-view mesh reconstruction trained by silhouettes (SoftRas's recipe), optionally colours.
 
-    Per object, views a and b are encoded to meshes M_a, M_b; both are rendered in both views; the loss is
-    the mean ``1 − IoU(render, mask)`` over the four plus ``lambda_lap·Laplacian + lambda_flat·flatten``. From
-    ``schedule_step`` on, lr and σ are multiplied by ``schedule_gamma``. With a ``colors`` head the renders are
-    RGBA (soft z-buffer, temperature ``gamma``) and ``lambda_color ×`` the colour loss against the images is
-    added. Validation/test voxelize the mesh from view a (32³) and score per-category voxel IoU (``val/miou``,
-    ``test/miou``, ``test/iou_<category>``) and the held view's PSNR/SSIM (a model without colours is
-    painted ``GRAY_ALBEDO``). ``validation_step``/``test_step`` return the :class:`StepOutput` for callbacks.
-
-    Args:
-        encoder: any :class:`~recon.models.Encoder`; default ``BaselineEncoder()``.
-        decoder: a :class:`~recon.models.SphereDecoder`; default one sized to ``encoder.dim``.
-        lr, betas: Adam's (SoftRas: 1e-4, PyTorch's default betas).
-        lambda_lap, lambda_flat: regularizer weights (SoftRas: 5e-3, 5e-4).
-        sigma: the renderer's σ in squared NDC units (1e-4: edges soft over ~1 px at 64²).
-        dist_eps: SoftRas's culling probability (1e-10: faces farther than ~1.5 px are skipped).
-        schedule_step, schedule_gamma: the optimizer step of the lr/σ drop (None: never) and its factor.
-        colors: a :class:`~recon.models.ColorDecoder` to reconstruct colours; None for silhouettes only.
-        lambda_color, color_loss: weight and kind (``"l1"``/``"l2"``) of the colour loss.
-        gamma: the soft z-buffer's temperature (SoftRas: 1e-4).
-        category_names: names of the data's categories (the metrics' rows); by default the DataModule's.
+    The objective is :meth:`model_step`'s; validation and test add voxel IoU per category (``val/miou``,
+    ``test/miou``, ``test/iou_<category>``) and the held view's PSNR/SSIM, and return the step's outputs to
+    the callbacks. Arguments are SoftRas's by default: Adam ``lr``/``betas``; regularizer weights
+    ``lambda_lap``/``lambda_flat``; the renderer's ``sigma`` (squared NDC units) and ``dist_eps``; from
+    ``schedule_step`` (None: never) lr and σ are multiplied by ``schedule_gamma``. A ``colors`` head adds
+    ``lambda_color`` × ``color_loss`` (l1/l2) against the images, rendered with a soft z-buffer of temperature
+    ``gamma``. ``category_names`` name the metrics' rows (default: the DataModule's).
     """
 
     def __init__(
@@ -161,7 +126,7 @@ class ReconModule(LightningModule):
         self.renderer.sigma = self.sigma_at(max(self.global_step, self._restored_step))
         images_a, images_b = batch["images_a"], batch["images_b"]
         vertices, colors = self.generator.mesh(torch.cat([images_a, images_b]))  # (2B, V, 3): [M_a; M_b]
-        self._check_finite(vertices, batch)
+        check_finite(vertices, batch, self.global_step)
         meshes = torch.cat([vertices, vertices])  # [M_a; M_b; M_a; M_b]
         eyes = torch.cat([batch["eyes_a"], batch["eyes_a"], batch["eyes_b"], batch["eyes_b"]])
         references = torch.cat([images_a, images_a, images_b, images_b])
@@ -181,19 +146,6 @@ class ReconModule(LightningModule):
         size = images_a.shape[0]
         return StepOutput(loss, loss_sil, loss_lap, loss_flat, loss_color, vertices[:size],
                           colors[:size] if colors is not None else None, silhouettes, rgba)
-
-    def _check_finite(self, vertices: Tensor, batch: dict[str, Tensor]) -> None:
-        finite = torch.isfinite(vertices).flatten(1).all(1)
-        if bool(finite.all()):
-            return
-        size = batch["images_a"].shape[0]
-        bad = sorted({int(i) % size for i in (~finite).nonzero().flatten()})
-        objects = batch.get("object_index")
-        named = [f"item {i}" + (f" (object {int(objects[i])})" if objects is not None else "") for i in bad]
-        raise NonFiniteMeshError(
-            f"step {self.global_step}: the predicted vertices of batch {', '.join(named)} are NaN or infinite; "
-            "training diverged (try a lower model.lr and resume with --ckpt_path last)"
-        )
 
     # -------------------------------------------------------------------------------------------- stages
     @override
