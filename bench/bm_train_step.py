@@ -1,9 +1,9 @@
 """One ReconModule training step (forward, backward, Adam) per encoder: steps/s and objects/s.
 
 A step at batch B encodes 2B images, renders 4B soft silhouettes at 64² and back-propagates through all of
-it (softras.md §3.3); SoftRas's recipe uses B = 64. Inputs are random images with the masks of a rendered
-sphere (the untrained decoder's output is a sphere too, so culling sees realistic silhouette sizes); no data
-file is needed. Runs on CUDA when available, else CPU with torch's default threads.
+it (docs/conventions.md#regularizers); SoftRas's recipe uses B = 64. Inputs are random images with the masks of
+a rendered sphere (the untrained decoder's output is a sphere too, so culling sees realistic silhouette sizes);
+no data file is needed. Runs on CUDA when available, else CPU with torch's default threads.
 """
 
 from __future__ import annotations

@@ -13,8 +13,8 @@ class Category(NamedTuple):
     name: str
 
 
-# Order and synsets as in softras.md §3.5; names follow SoftRas (lower-cased), with the
-# NMR names accepted as aliases when resolving.
+# Order and synsets of SoftRas's evaluation; names follow SoftRas (lower-cased), with the NMR names
+# accepted as aliases when resolving (docs/conventions.md#dataset).
 SHAPENET_CATEGORIES: tuple[Category, ...] = (
     Category("02691156", "airplane"),
     Category("02828884", "bench"),

@@ -33,7 +33,7 @@ def silhouette_iou_loss(rendered: Tensor, reference: Tensor, eps: float = 1e-6) 
 
 
 def dataset_images(rendered: Tensor) -> Tensor:
-    """A renderer's RGBA ``(N, 4, S, S)`` → the same images in the dataset's storage (softras.md §3.4).
+    """A renderer's RGBA ``(N, 4, S, S)`` → the same images in the dataset's storage (docs/conventions.md#dataset).
 
     NMR stores ``1 − (colour over white)``: with coverage α that is ``1 − (rgb·α + 1·(1 − α)) = (1 − rgb)·α``,
     so the background is 0 and the inverted colour is premultiplied by α; alpha stays last. The renderer's

@@ -15,7 +15,7 @@ from torch import Tensor
 from recon.mesh import save_mesh
 from recon.render import SoftRenderer, eye_from_angles
 
-# the dataset's camera (softras.md §2.1): the preview shows the mesh as the model was trained to see it
+# the dataset's camera (docs/conventions.md#camera): the preview shows the mesh as the model was trained to see it
 PREVIEW_DISTANCE = 2.732
 PREVIEW_ELEVATION = 30.0
 PREVIEW_AZIMUTHS = (0.0, -90.0, -180.0, -270.0)  # views 0, 6, 12, 18: front, side, back, other side

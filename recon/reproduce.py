@@ -2,7 +2,8 @@
 
 Trains and tests every encoder of a profile (and the baseline with colour supervision, ``baseline+color``)
 with the same data, seeds, budget and recipe, then writes ``results/table.md`` and ``results/table.csv`` (mean
-loss, mean IoU, PSNR, per-category IoU) and prints the table, with published figures below it.
+loss, mean IoU, PSNR, per-category IoU) and prints the table, with the published means and their sources
+below it.
 
     python -m recon.reproduce --profile quick [--data data/shapenet.h5] [--redo] [-- extra recon flags]
 
@@ -32,9 +33,11 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
-from recon.published import CATEGORIES, ORIGINAL_PROJECT, PUBLISHED
+from recon.datamodules.categories import SHAPENET_CATEGORIES
+from recon.published import ORIGINAL_PROJECT, PUBLISHED
 
 ENTRY = "table-entry.json"
+CATEGORIES = tuple(category.name for category in SHAPENET_CATEGORIES)
 
 
 @dataclass(frozen=True)
@@ -168,10 +171,8 @@ def render_markdown(profile: TableProfile, rows: list[dict]) -> str:
               "predicted mesh rendered in each test item's held view against the dataset image (inverted colour "
               "on black), mean over categories; `(gray)`: a model without colours, its mesh painted flat mid-grey "
               "(albedo 0.5) — the score of the shape alone, to compare with colour supervision.", ""]
-    lines += ["## Published figures (not our runs)", "", "| source | mean IoU | " + " | ".join(CATEGORIES) + " |",
-              "|" + "---|" * (len(CATEGORIES) + 2)]
-    for source, values in PUBLISHED.items():
-        lines.append(f"| {source} | {values['mean']:.4f} | " + " | ".join(f"{values[c]:.4f}" for c in CATEGORIES) + " |")
+    lines += ["## Published figures (not our runs)", "", "| method | mean IoU | source |", "|---|---|---|"]
+    lines += [f"| {figure.method} | {figure.mean_iou:.4f} | {figure.source} |" for figure in PUBLISHED]
     lines += ["", "| original project (ShapeNet, 13 categories) | mean loss | mean IoU |", "|---|---|---|"]
     lines += [f"| {name} | {loss:.4f} | {iou:.4f} |" for name, (loss, iou) in ORIGINAL_PROJECT.items()]
     return "\n".join(lines) + "\n"
@@ -192,7 +193,8 @@ def render_csv(rows: list[dict]) -> str:
 
 
 def rich_table(profile: TableProfile, rows: list[dict]) -> Table:
-    table = Table(title=f"encoder comparison ({profile.name})", title_justify="left")
+    table = Table(title=f"encoder comparison ({profile.name})", title_justify="left",
+                  caption="published: mean IoU only; their sources are listed in table.md", caption_justify="left")
     for column in ["encoder", "mean loss", "mean IoU", "PSNR (dB)", *CATEGORIES, "train min"]:
         table.add_column(column, justify="left" if column == "encoder" else "right")
     for row in rows:
@@ -201,9 +203,9 @@ def rich_table(profile: TableProfile, rows: list[dict]) -> Table:
                       *(f"{row['iou'][c][0]:.3f}" if row["iou"][c] else "–" for c in CATEGORIES),
                       f"{row['train_minutes']:.1f}")
     table.add_section()
-    for source, values in PUBLISHED.items():
-        table.add_row(f"[dim]{source} (published)", "", f"[dim]{values['mean']:.4f}", "",
-                      *(f"[dim]{values[c]:.3f}" for c in CATEGORIES), "")
+    for figure in PUBLISHED:
+        table.add_row(f"[dim]{figure.method} (published)", "", f"[dim]{figure.mean_iou:.4f}", "",
+                      *([""] * len(CATEGORIES)), "")
     for name, (loss, iou) in ORIGINAL_PROJECT.items():
         table.add_row(f"[dim]{name} (original project)", f"[dim]{loss:.4f}", f"[dim]{iou:.4f}", "",
                       *([""] * len(CATEGORIES)), "")

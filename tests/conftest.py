@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-# W&B must never reach for the network from a test (stack-notes: online init hangs here)
+# W&B must never reach for the network from a test (an online wandb.init waits on it)
 os.environ.setdefault("WANDB_MODE", "offline")
 
 TINY_CATEGORIES = ("airplane", "chair")

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from recon.reproduce import load_profile
+from recon.published import PUBLISHED
+from recon.reproduce import CATEGORIES, TableProfile, load_profile, render_markdown, summarize
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -29,6 +30,20 @@ def test_profiles_name_existing_configs():
             load_profile("nonexistent")
     finally:
         os.chdir(cwd)
+
+
+def test_published_figures_are_sourced_means_only():
+    run = {"encoder_name": "baseline", "seed": 0, "loss": 0.3, "miou": 0.4, "iou": dict.fromkeys(CATEGORIES, 0.4),
+           "train_seconds": 60.0}
+    markdown = render_markdown(TableProfile("unit", [], {}, [0], []), summarize([run]))
+    published = markdown.split("## Published figures (not our runs)")[1].split("\n\n")[1].splitlines()
+    assert published[0] == "| method | mean IoU | source |"
+    rows = published[2:]
+    assert rows == [f"| {f.method} | {f.mean_iou:.4f} | {f.source} |" for f in PUBLISHED]
+    for figure in PUBLISHED:
+        assert 0 < figure.mean_iou < 1 and figure.source.strip()
+    # one mean per method: no per-category published figure appears anywhere
+    assert all(row.count("|") == 4 for row in rows)
 
 
 @pytest.mark.slow

@@ -9,8 +9,8 @@ from torch import Tensor, nn
 class SphereDecoder(nn.Module):
     """Latent ``(B, latent_dim)`` → vertices ``(B, 642, 3)``, every coordinate in (−0.5, 0.5); faces fixed.
 
-    As SoftRas's ``Decoder`` ("follows NMR", softras.md §3.2): FC ``latent_dim`` → 1024 → 2048 (ReLU), then
-    ``c = tanh(centroid_scale · fc_centroid(h))`` ∈ (−1, 1)³ and per-coordinate offsets
+    As SoftRas's ``Decoder``, which follows NMR's (docs/conventions.md#sphere-decoder): FC ``latent_dim`` →
+    1024 → 2048 (ReLU), then ``c = tanh(centroid_scale · fc_centroid(h))`` ∈ (−1, 1)³ and per-coordinate offsets
     ``Δ = bias_scale · fc_bias(h)`` of shape (642, 3). With ``b = 0.5 · template``, ``s = sign(b)`` and the
     logit ``ℓ = ln(|b| / (1 − |b|))``::
 
@@ -22,13 +22,13 @@ class SphereDecoder(nn.Module):
     clamp), and at ``Δ = 0, c = 0`` the output is the template scaled to radius 0.25. (In float32 a saturated
     sigmoid or tanh rounds to 1, so extreme latents can reach ±0.5 exactly: the bound is closed in practice.)
 
-    **The zero-coordinate quirk.** Template coordinates that are exactly 0 (67 of 62 vertices in SoftRas's
-    ``sphere_642.obj``; 96 of 90 vertices in recon's icosphere, which lies differently on the axes) have
+    **The zero-coordinate quirk.** Template coordinates that are exactly 0 (96 coordinates on 90 vertices of
+    recon's icosphere; 67 on 62 vertices of SoftRas's ``sphere_642.obj``, oriented differently) have
     ``s = 0``: the coordinate stays at ``0.5 · c`` whatever ``Δ`` is (its gradient is 0), so e.g. a ring of
     vertices with y = 0 can never leave the centroid's plane. Every other coordinate keeps its sign relative
-    to the centroid. ``free_zero_coordinates=False`` (the default) keeps
-    the quirk on purpose: the reference numbers (SoftRas 62.3 mean IoU, NMR 60.2) were obtained with it, and
-    recon reproduces them before it improves on them. ``free_zero_coordinates=True`` fixes it: those
+    to the centroid. ``free_zero_coordinates=False`` (the default) keeps the quirk on purpose: the published
+    means (SoftRas 0.6234, NMR 0.6031; docs/conventions.md#published-figures) were obtained with it, and recon
+    reproduces them before it improves on them. ``free_zero_coordinates=True`` fixes it: those
     coordinates become ``u = tanh(Δ)``, free to move to either side and still 0 at ``Δ = 0``, so the
     initial sphere is unchanged. (``ℓ`` is set to 0 there instead of −∞ either way, so no ``inf`` is ever
     formed.)
