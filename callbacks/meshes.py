@@ -32,7 +32,8 @@ class MeshLogger(ValidationSamplesCallback):
 
     To every ``WandbLogger``: ``key`` — the ``.glb`` scenes as ``wandb.Object3D``; ``points_key`` — point sets
     (N, 6) with the mesh's vertices (blue) and the centres of the ground truth's surface voxels (orange)
-    overlaid in the same frame, to judge alignment (a colour model's vertices in their own colours). Voxels map to mesh coordinates as
+    overlaid in the same frame, to judge alignment (a colour model's vertices in their own colours). Voxels map
+    to mesh coordinates as
     :mod:`recon.callbacks.voxels` documents. Rank 0 only, once per logged validation.
 
     Args:
@@ -90,10 +91,12 @@ class MeshLogger(ValidationSamplesCallback):
         import wandb
 
         where = "left: predicted mesh; right: ground-truth voxels" if voxels is not None else "predicted mesh"
-        media = {self.key: [wandb.Object3D(str(path), caption=f"{name} ({where})") for path, name in zip(scenes, names, strict=True)]}
+        pairs = zip(scenes, names, strict=True)
+        media = {self.key: [wandb.Object3D(str(path), caption=f"{name} ({where})") for path, name in pairs]}
         if self.points_key and clouds:
             overlay = "blue: mesh vertices; orange: ground-truth surface voxel centres"
-            media[self.points_key] = [wandb.Object3D(cloud, caption=f"{name} ({overlay})") for cloud, name in zip(clouds, names, strict=True)]
+            media[self.points_key] = [wandb.Object3D(cloud, caption=f"{name} ({overlay})")
+                                      for cloud, name in zip(clouds, names, strict=True)]
         for logger in loggers:
             logger.log_metrics(media, step=trainer.global_step)
 

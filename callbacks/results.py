@@ -1,4 +1,5 @@
-"""``VoxelIoULogger``: the test results (voxel IoU, PSNR) as ``results.json`` + ``results.md``, a W&B table and summary."""
+"""``VoxelIoULogger``: the test results (voxel IoU, PSNR) as ``results.json`` + ``results.md``, a W&B table and
+summary."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from typing_extensions import override
 
 from recon.atomic import write_text
 from recon.callbacks.run_folder import run_folder, wandb_loggers
+from recon.report import markdown_table
 
 
 class VoxelIoULogger(Callback):
@@ -28,7 +30,8 @@ class VoxelIoULogger(Callback):
 
     - ``<folder>/results.json``: ``iou`` {category: IoU}, ``items`` {category: count}, ``num_items``,
       ``miou``, ``loss``, ``loss_sil``, ``psnr`` {category: dB}, ``mpsnr``, ``mssim``, ``psnr_colors``
-      (``"predicted"``, or ``"gray"`` for a model without colours, rendered flat mid-grey), ``encoder`` (class name), ``encoder_class`` (import path),
+      (``"predicted"``, or ``"gray"`` for a model without colours, rendered flat mid-grey), ``encoder`` (class
+      name), ``encoder_class`` (import path),
       ``checkpoint`` (the ``ckpt_path`` tested, or null), ``global_step`` and ``epoch`` (the tested checkpoint's:
       testing restores weights only), ``data`` (the DataModule's file) and ``data_source`` (that file's
       ``source`` attribute: ``synthetic``, ``nmr``, ``meshes`` …), ``wandb_run`` (id, if any), ``started`` /
@@ -38,7 +41,8 @@ class VoxelIoULogger(Callback):
     where ``<folder>`` is ``dirpath`` or else the run folder (:func:`~recon.callbacks.run_folder.run_folder`).
     To every ``WandbLogger``: a ``wandb.Table`` (category, iou, psnr, items; last row ``mean``) under ``key``, the
     summary keys ``test/miou``, ``test/psnr``, ``test/ssim``, ``test/loss``, ``test/loss_sil``, ``test/num_items``,
-    ``test/encoder``, ``test/iou_<category>`` and ``test/psnr_<category>``, and both files as run files (uploaded by ``wandb sync``).
+    ``test/encoder``, ``test/iou_<category>`` and ``test/psnr_<category>``, and both files as run files
+    (uploaded by ``wandb sync``).
 
     Args:
         dirpath: folder of the two files; ``None`` for the run folder.
@@ -59,10 +63,12 @@ class VoxelIoULogger(Callback):
 
     @override
     def on_test_batch_end(
-        self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0
+        self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int,
+        dataloader_idx: int = 0
     ) -> None:
         if self._counts is not None and "category" in batch:
-            self._counts += torch.bincount(batch["category"].long().flatten(), minlength=len(self._counts))[: len(self._counts)]
+            counts = torch.bincount(batch["category"].long().flatten(), minlength=len(self._counts))
+            self._counts += counts[: len(self._counts)]
 
     @override
     def on_test_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
@@ -102,7 +108,8 @@ class VoxelIoULogger(Callback):
             "test/data_source": results["data_source"],
         })
         for logger in loggers:
-            logger.log_metrics({self.key: wandb.Table(columns=["category", "iou", "psnr", "items"], data=rows)}, step=trainer.global_step)
+            table = wandb.Table(columns=["category", "iou", "psnr", "items"], data=rows)
+            logger.log_metrics({self.key: table}, step=trainer.global_step)
             run = logger.experiment
             run.summary.update(summary)
             for path in (json_path, md_path):
@@ -130,7 +137,7 @@ class VoxelIoULogger(Callback):
             "items": items,
             "num_items": int(sum(items.values())),
             "encoder": type(encoder).__name__ if encoder is not None else None,
-            "encoder_class": f"{type(encoder).__module__}.{type(encoder).__qualname__}" if encoder is not None else None,
+            "encoder_class": None if encoder is None else f"{type(encoder).__module__}.{type(encoder).__qualname__}",
             "checkpoint": str(trainer.ckpt_path) if trainer.ckpt_path else None,
             "global_step": trained.get("global_step", trainer.global_step),
             "epoch": trained.get("epoch", trainer.current_epoch),
@@ -155,26 +162,23 @@ def results_markdown(results: dict[str, Any]) -> str:
     lines = [
         "# recon test results",
         "",
-        f"encoder `{results['encoder']}` · checkpoint `{results['checkpoint'] or 'none'}` · {results['num_items']} test items"
-        f" · finished {results['finished']}",
+        f"encoder `{results['encoder']}` · checkpoint `{results['checkpoint'] or 'none'}` · "
+        f"{results['num_items']} test items · finished {results['finished']}",
         "",
         f"data `{results.get('data') or 'unknown'}` (source: {results.get('data_source') or 'unknown'})",
         "",
-        "| category | IoU | PSNR (dB) | items |",
-        "|---|---:|---:|---:|",
     ]
     psnr = results.get("psnr") or {}
-    lines += [
-        f"| {name} | {_format(value)} | {_format(psnr.get(name), 2)} | {results['items'].get(name, 0)} |"
-        for name, value in results["iou"].items()
-    ]
-    lines.append(
-        f"| **mean** | **{_format(results['miou'])}** | **{_format(results.get('mpsnr'), 2)}** | {results['num_items']} |"
-    )
+    rows = [[name, _format(value), _format(psnr.get(name), 2), str(results["items"].get(name, 0))]
+            for name, value in results["iou"].items()]
+    rows.append(["**mean**", f"**{_format(results['miou'])}**", f"**{_format(results.get('mpsnr'), 2)}**",
+                 str(results["num_items"])])
+    lines += markdown_table(["category", "IoU", "PSNR (dB)", "items"], rows)
     lines += ["", f"test loss {_format(results['loss'])} (silhouette term {_format(results['loss_sil'])})", ""]
     if results.get("mpsnr") is not None:
         how = {"gray": "the mesh rendered flat mid-grey (the model predicts no colours)",
-               "predicted": "the mesh rendered with its predicted colours"}.get(results.get("psnr_colors"), "the mesh rendered")
+               "predicted": "the mesh rendered with its predicted colours"}
+        how = how.get(results.get("psnr_colors"), "the mesh rendered")
         lines += [f"PSNR: {how} in each item's held view b against that view's image, dataset convention "
                   f"(inverted colour on black); mean SSIM {_format(results.get('mssim'))}.", ""]
     return "\n".join(lines)

@@ -33,7 +33,8 @@ class ValidationSamplesCallback(Callback):
         super().__init__()
         if every_n_epochs < 1 or num_samples < 1:
             raise ValueError(
-                f"{type(self).__name__}: every_n_epochs and num_samples must be >= 1, got {every_n_epochs}, {num_samples}"
+                f"{type(self).__name__}: every_n_epochs and num_samples must be >= 1, got {every_n_epochs}, "
+                f"{num_samples}"
             )
         self.every_n_epochs = every_n_epochs
         self.num_samples = num_samples

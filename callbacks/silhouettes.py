@@ -41,7 +41,8 @@ class SilhouetteLogger(ValidationSamplesCallback):
         key: the W&B key.
     """
 
-    def __init__(self, every_n_epochs: int = 1, num_samples: int = 8, scale: int = 2, key: str = "val/silhouettes") -> None:
+    def __init__(self, every_n_epochs: int = 1, num_samples: int = 8, scale: int = 2,
+                 key: str = "val/silhouettes") -> None:
         super().__init__(every_n_epochs, num_samples)
         if scale < 1:
             raise ValueError(f"SilhouetteLogger: scale must be >= 1, got {scale}")

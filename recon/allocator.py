@@ -52,7 +52,8 @@ def keep_freed_memory(mmap_threshold: int = _MAX_MMAP_THRESHOLD, trim_threshold:
         return False
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        ok = libc.mallopt(_M_MMAP_THRESHOLD, mmap_threshold) == 1 and libc.mallopt(_M_TRIM_THRESHOLD, trim_threshold) == 1
+        ok = (libc.mallopt(_M_MMAP_THRESHOLD, mmap_threshold) == 1
+              and libc.mallopt(_M_TRIM_THRESHOLD, trim_threshold) == 1)
     except (OSError, AttributeError):
         return False
     _done = ok

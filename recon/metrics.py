@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import torch
-from rich.table import Table
 from torch import Tensor
 from torchmetrics import Metric
 from torchmetrics.functional.image import structural_similarity_index_measure
@@ -129,24 +128,3 @@ class ImageFidelity(CategoryMeans):
         predicted, target = predicted.float().clamp(0, 1), target.float().clamp(0, 1)
         ssim = structural_similarity_index_measure(predicted, target, data_range=1.0, reduction="none")
         self._accumulate(category, psnr=image_psnr(predicted, target), ssim=ssim)
-
-
-def iou_table(
-    per_category: dict[str, float], miou: float, loss: float | None = None, psnr: dict[str, float] | None = None,
-    mean_psnr: float | None = None, psnr_label: str = "PSNR (dB)",
-) -> Table:
-    """A rich table of voxel IoU (and PSNR, if given) per category, then the means over categories (and loss)."""
-    table = Table(title="voxel IoU (test)" if psnr is None else "voxel IoU and PSNR (test)")
-    table.add_column("category")
-    table.add_column("IoU", justify="right")
-    if psnr is not None:
-        table.add_column(psnr_label, justify="right")
-    for name, value in per_category.items():
-        table.add_row(name, f"{value:.4f}", *([f"{psnr[name]:.2f}"] if psnr is not None and name in psnr else []))
-    table.add_section()
-    mean = [f"[bold]{mean_psnr:.2f}[/bold]"] if psnr is not None and mean_psnr is not None else []
-    label = "mean IoU / PSNR" if mean else "mean IoU"
-    table.add_row(f"[bold]{label}[/bold]", f"[bold]{miou:.4f}[/bold]", *mean)
-    if loss is not None:
-        table.add_row("mean loss", f"{loss:.4f}")
-    return table

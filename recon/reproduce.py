@@ -33,8 +33,10 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
+from recon.atomic import write_text
 from recon.datamodules.categories import SHAPENET_CATEGORIES
 from recon.published import ORIGINAL_PROJECT, PUBLISHED
+from recon.report import markdown_table, rich_table
 
 ENTRY = "table-entry.json"
 CATEGORIES = tuple(category.name for category in SHAPENET_CATEGORIES)
@@ -110,7 +112,7 @@ def run_encoder(
         raise RuntimeError(f"{run_dir}: `recon test` wrote no results.json (is VoxelIoULogger in the config?)")
     results = json.loads(written.read_text())
     results.update(json.loads(fit_done.read_text()), encoder_name=encoder, seed=seed, profile=profile.name)
-    _write_atomic(entry, json.dumps(results, indent=2) + "\n")
+    write_text(entry, json.dumps(results, indent=2) + "\n")
     return results
 
 
@@ -133,6 +135,9 @@ def summarize(runs: list[dict]) -> list[dict]:
         row["psnr_colors"] = mine[0].get("psnr_colors")
         row["iou"] = {c: _spread([run["iou"].get(c) for run in mine]) for c in CATEGORIES}
         row["train_minutes"] = statistics.fmean(run["train_seconds"] for run in mine) / 60
+        # which file the numbers come from and what made it (results.json's data and data_source)
+        row["data"] = "; ".join(dict.fromkeys(
+            f"{Path(run['data']).name if run.get('data') else '?'} ({run.get('data_source') or '?'})" for run in mine))
         rows.append(row)
     return rows
 
@@ -157,24 +162,34 @@ def _psnr_cell(row: dict, seeds: int) -> str:
     return f"{cell} (gray)" if row.get("psnr") and row.get("psnr_colors") == "gray" else cell
 
 
-def render_markdown(profile: TableProfile, rows: list[dict]) -> str:
-    header = ["encoder", "mean loss", "mean IoU", "PSNR (dB)", *CATEGORIES, "train min"]
-    lines = [f"# Encoder comparison — profile `{profile.name}`", "", profile.description, ""]
-    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+HEADER = ["encoder", "mean loss", "mean IoU", "PSNR (dB)", *CATEGORIES, "train min", "data"]
+
+
+def table_cells(rows: list[dict], digits: int = 4) -> list[list[str]]:
+    """The text cells of :data:`HEADER` for every row of :func:`summarize` (per-category IoU to ``digits``)."""
+    cells = []
     for row in rows:
         n = len(row["seeds"])
-        cells = [row["encoder"], _cell(row["loss"], n), _cell(row["miou"], n), _psnr_cell(row, n)]
-        cells += [_cell(row["iou"][c], n) for c in CATEGORIES] + [f"{row['train_minutes']:.1f}"]
-        lines.append("| " + " | ".join(cells) + " |")
+        cells.append([row["encoder"], _cell(row["loss"], n), _cell(row["miou"], n), _psnr_cell(row, n),
+                      *(_cell(row["iou"][c], n, digits) for c in CATEGORIES), f"{row['train_minutes']:.1f}",
+                      row.get("data") or "?"])
+    return cells
+
+
+def render_markdown(profile: TableProfile, rows: list[dict]) -> str:
+    lines = [f"# Encoder comparison — profile `{profile.name}`", "", profile.description, ""]
+    lines += markdown_table(HEADER, table_cells(rows))
     seeds = sorted({s for row in rows for s in row["seeds"]})
     lines += ["", f"Mean ± half-range over seeds {seeds}. Voxel IoU at 32³, mean over categories. PSNR: the "
               "predicted mesh rendered in each test item's held view against the dataset image (inverted colour "
               "on black), mean over categories; `(gray)`: a model without colours, its mesh painted flat mid-grey "
-              "(albedo 0.5) — the score of the shape alone, to compare with colour supervision.", ""]
-    lines += ["## Published figures (not our runs)", "", "| method | mean IoU | source |", "|---|---|---|"]
-    lines += [f"| {figure.method} | {figure.mean_iou:.4f} | {figure.source} |" for figure in PUBLISHED]
-    lines += ["", "| original project (ShapeNet, 13 categories) | mean loss | mean IoU |", "|---|---|---|"]
-    lines += [f"| {name} | {loss:.4f} | {iou:.4f} |" for name, (loss, iou) in ORIGINAL_PROJECT.items()]
+              "(albedo 0.5) — the score of the shape alone, to compare with colour supervision. data: the file "
+              "the numbers come from and its source (`synthetic`, `nmr`, …).", ""]
+    lines += ["## Published figures (not our runs)", ""]
+    lines += markdown_table(["method", "mean IoU", "source"],
+                            [[figure.method, f"{figure.mean_iou:.4f}", figure.source] for figure in PUBLISHED])
+    original = [[name, f"{loss:.4f}", f"{iou:.4f}"] for name, (loss, iou) in ORIGINAL_PROJECT.items()]
+    lines += [""] + markdown_table(["original project (ShapeNet, 13 categories)", "mean loss", "mean IoU"], original)
     return "\n".join(lines) + "\n"
 
 
@@ -182,41 +197,28 @@ def render_csv(rows: list[dict]) -> str:
     out = io.StringIO()
     writer = csv.writer(out)
     writer.writerow(["encoder", "seeds", "mean_loss", "mean_loss_halfrange", "mean_iou", "mean_iou_halfrange",
-                     "mean_psnr", "mean_psnr_halfrange", "psnr_colors", *CATEGORIES, "train_minutes"])
+                     "mean_psnr", "mean_psnr_halfrange", "psnr_colors", *CATEGORIES, "train_minutes", "data"])
     for row in rows:
         psnr = row.get("psnr") or ("", "")
         writer.writerow([row["encoder"], " ".join(map(str, row["seeds"])), *row["loss"], *row["miou"], *psnr,
                          row.get("psnr_colors") or "",
                          *(f"{row['iou'][c][0]:.6f}" if row["iou"][c] else "" for c in CATEGORIES),
-                         f"{row['train_minutes']:.2f}"])
+                         f"{row['train_minutes']:.2f}", row.get("data") or ""])
     return out.getvalue()
 
 
-def rich_table(profile: TableProfile, rows: list[dict]) -> Table:
-    table = Table(title=f"encoder comparison ({profile.name})", title_justify="left",
-                  caption="published: mean IoU only; their sources are listed in table.md", caption_justify="left")
-    for column in ["encoder", "mean loss", "mean IoU", "PSNR (dB)", *CATEGORIES, "train min"]:
-        table.add_column(column, justify="left" if column == "encoder" else "right")
-    for row in rows:
-        n = len(row["seeds"])
-        table.add_row(row["encoder"], _cell(row["loss"], n), _cell(row["miou"], n), _psnr_cell(row, n),
-                      *(f"{row['iou'][c][0]:.3f}" if row["iou"][c] else "–" for c in CATEGORIES),
-                      f"{row['train_minutes']:.1f}")
+def encoder_table(profile: TableProfile, rows: list[dict]) -> Table:
+    """The terminal table: our rows, then the published means and the original project's, dimmed."""
+    blank = [""] * (len(HEADER) - 3)
+    extra = [[f"[dim]{figure.method} (published)", "", f"[dim]{figure.mean_iou:.4f}", *blank] for figure in PUBLISHED]
+    extra += [[f"[dim]{name} (original project)", f"[dim]{loss:.4f}", f"[dim]{iou:.4f}", *blank]
+              for name, (loss, iou) in ORIGINAL_PROJECT.items()]
+    table = rich_table(HEADER, table_cells(rows, digits=3), f"encoder comparison ({profile.name})",
+                       "published: mean IoU only; their sources are listed in table.md")
     table.add_section()
-    for figure in PUBLISHED:
-        table.add_row(f"[dim]{figure.method} (published)", "", f"[dim]{figure.mean_iou:.4f}", "",
-                      *([""] * len(CATEGORIES)), "")
-    for name, (loss, iou) in ORIGINAL_PROJECT.items():
-        table.add_row(f"[dim]{name} (original project)", f"[dim]{loss:.4f}", f"[dim]{iou:.4f}", "",
-                      *([""] * len(CATEGORIES)), "")
+    for row in extra:
+        table.add_row(*row)
     return table
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(text)
-    os.replace(temporary, path)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -241,10 +243,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         for seed in profile.seeds
     ]
     rows = summarize(runs)
-    _write_atomic(args.out / "table.md", render_markdown(profile, rows))
-    _write_atomic(args.out / "table.csv", render_csv(rows))
+    write_text(args.out / "table.md", render_markdown(profile, rows))
+    write_text(args.out / "table.csv", render_csv(rows))
     console = Console()
-    console.print(rich_table(profile, rows))
+    console.print(encoder_table(profile, rows))
     console.print(f"wrote {args.out / 'table.md'} and {args.out / 'table.csv'}")
     return 0
 

@@ -273,8 +273,8 @@ def test_cli_fits_tests_and_predicts_with_the_colour_config(shrink_flags, tiny_h
         assert image.width == 2 * (2 + 8 * 66)
 
     export = tmp_path / "export"
-    cli = run_cli(["test", "-c", DEFAULT, "-c", COLOR, *shrink_flags(), f"--ckpt_path={run / 'checkpoints' / 'last.ckpt'}",
-                f"--export.dirpath={export}"])  # fmt: skip
+    cli = run_cli(["test", "-c", DEFAULT, "-c", COLOR, *shrink_flags(),
+                   f"--ckpt_path={run / 'checkpoints' / 'last.ckpt'}", f"--export.dirpath={export}"])
     (written,) = [p for p in run.rglob("results.json") if "wandb" not in p.parts]
     results = json.loads(written.read_text())
     assert results["psnr_colors"] == "predicted" and set(results["psnr"]) == {"airplane"}

@@ -65,7 +65,8 @@ def test_a_truncated_data_file_is_refused_before_the_run_starts_and_debug_shows_
 def test_a_bad_config_value_is_one_line_naming_it(shrink_flags):
     done = recon("fit", "-c", DEFAULT, *shrink_flags({"model.lr": -1}))
     assert done.returncode == 1 and "Traceback" not in done.stderr
-    assert done.stderr.strip().splitlines()[-1] == "recon fit: error: lr, sigma and schedule_gamma must be > 0, got -1.0, 0.0001, 0.3"
+    expected = "recon fit: error: lr, sigma and schedule_gamma must be > 0, got -1.0, 0.0001, 0.3"
+    assert done.stderr.strip().splitlines()[-1] == expected
 
 
 # ------------------------------------------------------------------------------------------ atomic writes

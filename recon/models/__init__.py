@@ -1,4 +1,5 @@
-"""Encoders, the sphere decoder, the colour head and the generator that joins them (plain ``nn.Module``s, no Lightning)."""
+"""Encoders, the sphere decoder, the colour head and the generator that joins them (plain ``nn.Module``s, no
+Lightning)."""
 
 from recon.models.attention import AttentionEncoder
 from recon.models.base import Encoder
