@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -26,7 +27,7 @@ from rich.progress import (
 from rich.table import Table
 
 from recon.datamodules.h5 import SPLITS, ViewsFileInfo, open_views, read_info
-from recon.datamodules.synthetic import DEFAULT_COUNTS
+from recon.datamodules.interrupts import stop_signals_interrupt
 
 
 def _progress(console: Console) -> Progress:
@@ -35,6 +36,8 @@ def _progress(console: Console) -> Progress:
 
 
 def _parser() -> argparse.ArgumentParser:
+    from recon.datamodules.synthetic import DEFAULT_COUNTS  # imports torch: after the signal handlers
+
     parser = argparse.ArgumentParser(prog="recon-data", description="Create and inspect recon-views HDF5 datasets.")
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -90,14 +93,28 @@ def _refuse_existing(out: Path, overwrite: bool) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``recon-data`` console script; returns the exit status."""
+    """Entry point of the ``recon-data`` console script; returns the exit status. Ctrl-C and SIGTERM stop any
+    command the same way: the work unwinds, its temporary file is removed, and the status is 128 + the
+    signal number (130, 143)."""
+    with stop_signals_interrupt() as received:
+        try:
+            return _run(argv)
+        except KeyboardInterrupt:
+            name = "terminated (SIGTERM)" if received and received[-1] == signal.SIGTERM else "interrupted"
+            Console(stderr=True, soft_wrap=True).print(f"[red]recon-data: {name}[/red]; no output file was written",
+                                                       highlight=False)
+            return 128 + (received[-1] if received else signal.SIGINT)
+
+
+def _run(argv: Sequence[str] | None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "synth":
         from recon.allocator import keep_freed_memory
 
         keep_freed_memory()  # rendering and voxelizing every view, as `recon fit` does when it synthesizes
-    console = Console()
-    errors = Console(stderr=True)
+    # Not a terminal (a log file, CI): no hard wrapping, so a message stays on one line for grep.
+    console = Console(soft_wrap=not sys.stdout.isatty())
+    errors = Console(stderr=True, soft_wrap=not sys.stderr.isatty())
     try:
         if args.command == "synth":
             from recon.datamodules.synthetic import generate_synthetic
@@ -119,9 +136,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (FileNotFoundError, FileExistsError, ValueError) as error:
         errors.print(f"[red]recon-data {args.command}: error:[/red] {escape(str(error))}", highlight=False)
         return 1
-    except KeyboardInterrupt:
-        errors.print(f"[red]recon-data {args.command}: interrupted[/red]; no output file was written")
-        return 130
     return 0
 
 

@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
 import numpy as np
 import torch
+from lightning.pytorch.trainer.states import TrainerFn
 from torch.utils.data import DataLoader
 
 from recon.datamodules.categories import SHAPENET_CATEGORIES, resolve_categories
 from recon.datamodules.dataset import ViewPairDataset, images_to_float, view_eyes
 from recon.datamodules.h5 import ViewsFileInfo, open_views, read_info
-from recon.datamodules.ring import BatchRing, NumberedBatches, RingBatches, RingLoader
 from recon.datamodules.samplers import (
     EvalPairSampler,
     PairBatchSampler,
@@ -22,7 +23,7 @@ from recon.datamodules.samplers import (
     evaluation_views,
 )
 
-PREFETCH_FACTOR = 2  # batches in flight per worker (the DataLoader default)
+DEFAULT_SYNTHETIC_PATH = "data/synthetic.h5"
 
 
 class ViewPairDataModule(pl.LightningDataModule):
@@ -39,11 +40,13 @@ class ViewPairDataModule(pl.LightningDataModule):
         val_views_per_object: evenly spaced views per object during validation (None: all 24);
             ``val_max_objects_per_category`` caps objects per category. Test always uses every view of every object.
         seed: seeds the training draws with (seed, epoch, rank).
-        synthesize: when ``path`` is missing, ``prepare_data`` generates a synthetic file with
-            ``synth_train``/``synth_val``/``synth_test`` objects per category and ``synth_seed``.
+        synthesize: whether ``fit`` may generate a missing ``path`` as a synthetic file with
+            ``synth_train``/``synth_val``/``synth_test`` objects per category and ``synth_seed``. None: only
+            when ``path`` is the default ``data/synthetic.h5``; True: at any path; False: never. ``validate``,
+            ``test`` and ``predict`` never generate: their numbers must come from the file asked for.
+        eval_batch_size: items per val/test/predict batch (None: ``batch_size``).
         pin_memory: page-locked batches (None: when CUDA is available).
-        persistent_workers: keep workers alive across epochs (when ``num_workers > 0``); it also lets batches
-            come back through reused shared-memory slots (``recon.datamodules.ring``), ~1.7x faster here.
+        persistent_workers: keep workers alive across epochs (when ``num_workers > 0``).
         predict_images: a folder or glob of PNGs for ``predict``.
 
     Batches hold ``images_a``/``images_b`` (B, 4, S, S), ``eyes_a``/``eyes_b`` (B, 3), ``views_a``/``views_b``,
@@ -56,7 +59,7 @@ class ViewPairDataModule(pl.LightningDataModule):
 
     def __init__(
         self,
-        path: str = "data/synthetic.h5",
+        path: str = DEFAULT_SYNTHETIC_PATH,
         batch_size: int = 32,
         num_workers: int = 0,
         categories: list[str] | None = None,
@@ -65,7 +68,7 @@ class ViewPairDataModule(pl.LightningDataModule):
         val_views_per_object: int | None = 4,
         val_max_objects_per_category: int | None = None,
         seed: int = 0,
-        synthesize: bool = False,
+        synthesize: bool | None = None,
         synth_train: int = 48,
         synth_val: int = 8,
         synth_test: int = 8,
@@ -78,12 +81,14 @@ class ViewPairDataModule(pl.LightningDataModule):
         super().__init__()
         if batch_size < 1 or num_workers < 0:
             raise ValueError(f"batch_size={batch_size}, num_workers={num_workers}; expected ≥ 1 and ≥ 0")
+        if eval_batch_size is not None and eval_batch_size < 1:
+            raise ValueError(f"eval_batch_size={eval_batch_size}; expected ≥ 1, or None for the same as batch_size")
         if val_views_per_object is not None and val_views_per_object < 1:
             raise ValueError(f"val_views_per_object={val_views_per_object}; expected ≥ 1 or None (all views)")
         self.save_hyperparameters()
         self.path = path
         self.batch_size = batch_size
-        self.eval_batch_size = eval_batch_size or batch_size
+        self.eval_batch_size = batch_size if eval_batch_size is None else eval_batch_size
         self.num_workers = num_workers
         self.categories = categories
         self.class_balanced = class_balanced
@@ -99,19 +104,36 @@ class ViewPairDataModule(pl.LightningDataModule):
         self.predict_images = predict_images
         self._info: ViewsFileInfo | None = None
         self._objects: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # split -> (object indices, categories)
+        if Path(path).exists():
+            self._info = read_info(path)  # a bad file fails here, before any run folder or logger exists
+
+    def _synthesizes(self) -> bool:
+        """Whether ``fit`` generates ``path`` when it is missing (see ``synthesize``)."""
+        if self.synthesize is None:
+            return os.path.abspath(self.path) == os.path.abspath(DEFAULT_SYNTHETIC_PATH)
+        return self.synthesize
 
     def prepare_data(self) -> None:
-        """Generate the synthetic dataset when ``path`` is missing and ``synthesize`` is set (rank 0 only)."""
+        """Generate the synthetic dataset when ``path`` is missing, the stage is ``fit`` and ``synthesize``
+        allows it (rank 0 only); otherwise a missing file raises ``FileNotFoundError`` saying how to make it."""
         if Path(self.path).exists():
             return
-        if not self.synthesize:
+        trainer = self.trainer
+        fitting = trainer is not None and trainer.state.fn == TrainerFn.FITTING
+        if not (fitting and self._synthesizes()):
+            why = (" (only `fit` generates a missing file; validate, test and predict never do)"
+                   if not fitting and self._synthesizes() else "")
+            also = "; or pass --data.synthesize true to generate one there" if fitting else ""
             raise FileNotFoundError(
-                f"{self.path}: no such file; create it with `recon-data synth {self.path}` (synthetic) or "
-                f"`recon-data convert-nmr NMR_DIR {self.path}` (the NMR/SoftRas data), or set data.synthesize=true")
+                f"{self.path}: no such file{why}; create it with `recon-data synth {self.path}` (synthetic) or "
+                f"`recon-data convert-nmr NMR_DIR {self.path}` (the NMR/SoftRas data){also}")
         from rich.progress import Progress
 
         from recon.datamodules.synthetic import generate_synthetic
 
+        counts = ", ".join(f"{n} {split}" for split, n in self.synth_counts.items())
+        print(f"{self.path}: missing; generating the synthetic dataset there ({len(SHAPENET_CATEGORIES)} "
+              f"categories × {counts} objects, seed {self.synth_seed})", flush=True)
         with Progress() as progress:
             generate_synthetic(self.path, self.synth_counts, seed=self.synth_seed, progress=progress)
 
@@ -123,9 +145,15 @@ class ViewPairDataModule(pl.LightningDataModule):
         return self._info
 
     @property
+    def data_source(self) -> dict[str, str | None]:
+        """Where the numbers come from: ``{"path": the file's absolute path, "source": its ``source``
+        attribute ("synthetic", "nmr", ...)}``, for results files and run records."""
+        return {"path": str(Path(self.path).resolve()), "source": self.info.attributes.get("source")}
+
+    @property
     def category_names(self) -> list[str]:
         """Names of the file's category table; ``batch["category"]`` indexes it."""
-        if self._info is None and not Path(self.path).exists() and self.synthesize:
+        if self._info is None and not Path(self.path).exists() and self._synthesizes():
             return [c.name for c in SHAPENET_CATEGORIES]  # what prepare_data will write
         return self.info.category_names
 
@@ -169,15 +197,9 @@ class ViewPairDataModule(pl.LightningDataModule):
         # their collation cost more than the HDF5 reads themselves.
         dataset = ViewPairDataset(self.path, split, self.info.layout, self.info.split_sizes[split],
                                   eyes=view_eyes(self.info.layout), float_images=False, voxels=voxels)
-        batches = PairBatchSampler(sampler, batch_size)
-        if self.num_workers == 0 or not self.persistent_workers:
-            return DataLoader(dataset, batch_size=None, sampler=batches, num_workers=self.num_workers,
-                              pin_memory=self.pin_memory)
-        ring = BatchRing(dataset.item_spec(), batch_size, slots=self.num_workers * PREFETCH_FACTOR + 2)
-        loader = RingLoader(RingBatches(dataset, ring), batch_size=None, sampler=NumberedBatches(batches),
-                            num_workers=self.num_workers, prefetch_factor=PREFETCH_FACTOR, persistent_workers=True)
-        loader.ring_pin_memory = self.pin_memory
-        return loader
+        return DataLoader(dataset, batch_size=None, sampler=PairBatchSampler(sampler, batch_size),
+                          num_workers=self.num_workers, pin_memory=self.pin_memory,
+                          persistent_workers=self.persistent_workers and self.num_workers > 0)
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         """Scale the uint8 images the loaders ship to float32 in [0, 1], on the batch's device."""

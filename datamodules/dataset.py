@@ -1,8 +1,10 @@
 """``ViewPairDataset``: one split of a recon-views file, streamed, keyed by (object, view_a, view_b).
 
 The HDF5 file is opened lazily in the process that reads (h5py handles cannot be pickled and HDF5 is not
-fork-safe): the dataset holds only the path until its first item, and reopens after a fork. An item is
-two image chunks and one voxel chunk (``ChunkReader``); nothing loads a whole split.
+fork-safe): the dataset holds only the path until its first item, and reopens after a fork. Reads go through
+h5py alone, so whatever h5py reads (any filter, chunks never written and read as the fill value) reads here
+the same. A batch reads each distinct view of its pairs and each distinct voxel grid once; nothing loads a
+whole split.
 """
 
 from __future__ import annotations
@@ -10,14 +12,13 @@ from __future__ import annotations
 import os
 from typing import Any
 
+import h5py
 import numpy as np
 import torch
 from torch import Tensor
 from torch.utils.data import Dataset, get_worker_info
 
-from recon.datamodules.chunks import ChunkReader
-from recon.datamodules.h5 import ViewsLayout, open_views
-from recon.datamodules.ring import ItemSpec, batch_bytes, carve
+from recon.datamodules.h5 import ViewsLayout, corrupt_file_error, open_views
 from recon.datamodules.samplers import PairKey
 
 
@@ -27,6 +28,48 @@ def view_eyes(layout: ViewsLayout) -> Tensor:
 
     azimuths = torch.from_numpy(layout.azimuths())
     return eye_from_angles(layout.distance, layout.elevation, azimuths).float()
+
+
+class ItemReader:
+    """Reads whole items of an h5py dataset, the trailing dimensions at one leading index, into given arrays.
+
+    One low-level ``H5Dread`` of one hyperslab per item: h5py's slicing costs more per call than inflating a
+    view. Not one read of the union of a batch's items: HDF5 maps an irregular selection to chunks by
+    visiting every chunk of its bounding box, which for a random batch is most of the file. One-byte items
+    are read in the file's own type: bool is an HDF5 enum, and converting an enum looks up every element.
+    An item read twice in a batch comes from HDF5's chunk cache.
+    """
+
+    def __init__(self, dataset: h5py.Dataset, leading: int) -> None:
+        self.dataset = dataset
+        self.tail = tuple(dataset.shape[leading:])
+        self._file_space, self._item_space = dataset.id.get_space(), h5py.h5s.create_simple(self.tail)
+        self._memory_type = dataset.id.get_type() if dataset.dtype.itemsize == 1 else None
+        self._count, self._zeros = (1,) * leading + self.tail, (0,) * len(self.tail)
+
+    def read(self, index: tuple[int, ...], out: np.ndarray) -> None:
+        """Fill ``out`` (shape ``tail``, the dataset's dtype, C-contiguous) with the item at ``index``."""
+        self._file_space.select_hyperslab((*index, *self._zeros), self._count)
+        self.dataset.id.read(self._item_space, self._file_space, out, self._memory_type)
+
+
+def batch_tensors(layout: dict[str, tuple[tuple[int, ...], torch.dtype]]) -> dict[str, Tensor]:
+    """Empty tensors of the given shapes and dtypes, cut from one storage (each 64-byte aligned).
+
+    In a DataLoader worker the storage is allocated in shared memory and filled in place: the batch then
+    reaches the main process as one segment, instead of one new segment per tensor and a copy into each.
+    """
+    sizes = {name: -(-int(np.prod(shape, dtype=np.int64)) * dtype.itemsize // 64) * 64
+             for name, (shape, dtype) in layout.items()}
+    storage = torch.empty(sum(sizes.values()), dtype=torch.uint8)
+    if get_worker_info() is not None:
+        storage.share_memory_()
+    tensors, offset = {}, 0
+    for name, (shape, dtype) in layout.items():
+        length = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+        tensors[name] = storage[offset: offset + length].view(dtype).view(shape)
+        offset += sizes[name]
+    return tensors
 
 
 class ViewPairDataset(Dataset[dict[str, Tensor]]):
@@ -67,76 +110,61 @@ class ViewPairDataset(Dataset[dict[str, Tensor]]):
         if self._handles is None or self._pid != os.getpid():
             file = open_views(self.path)
             group = file[self.split]
-            s, r = self.layout.image_size, self.layout.voxel_size
-            self._handles = {
-                "file": file,
-                "images": ChunkReader(group["images"], (4, s, s)),
-                "voxels": ChunkReader(group["voxels"], (r, r, r)) if self.voxels else None,
-                "category": group["category"][()].astype(np.int64),  # N int16: tiny, read once
-            }
+            self._handles = {"file": file, "images": ItemReader(group["images"], 2),
+                             "voxels": ItemReader(group["voxels"], 1),
+                             "category": group["category"][()].astype(np.int64)}  # N int16: tiny, read once
             self._pid = os.getpid()
         return self._handles
 
     def close(self) -> None:
-        """Close this process's file handles (reopened on the next item)."""
+        """Close this process's file handle (reopened on the next item)."""
         if self._handles is not None and self._pid == os.getpid():
-            for reader in (self._handles["images"], self._handles["voxels"]):
-                if reader is not None:
-                    reader.close()
             self._handles["file"].close()
         self._handles, self._pid = None, None
 
-    def item_spec(self) -> ItemSpec:
-        """Shape (of one item) and dtype of every batch entry."""
-        s, r = self.layout.image_size, self.layout.voxel_size
-        image = ((4, s, s), torch.float32 if self.float_images else torch.uint8)
-        spec: ItemSpec = {"images_a": image, "images_b": image, "eyes_a": ((3,), torch.float32),
-                          "eyes_b": ((3,), torch.float32)}
-        spec.update({name: ((), torch.int64) for name in ("views_a", "views_b", "category", "object_index")})
-        if self.voxels:
-            spec["voxels"] = ((r, r, r), torch.bool)
-        return spec
-
-    def _check(self, keys: list[PairKey]) -> tuple[list[int], list[int], list[int]]:
-        objects, views_a, views_b = ([int(k[i]) for k in keys] for i in range(3))
+    def _check(self, keys: list[PairKey]) -> np.ndarray:
+        """``keys`` as an (n, 3) int64 array, each checked against the split's size."""
+        array = np.asarray(keys, dtype=np.int64).reshape(len(keys), 3)
         v = self.layout.num_views
-        for o, a, b in zip(objects, views_a, views_b, strict=True):
-            if not (0 <= o < self.num_objects and 0 <= a < v and 0 <= b < v):
-                raise IndexError(f"key {(o, a, b)} outside {self.num_objects} objects × {v} views of "
-                                 f"{self.path}:{self.split}")
-        return objects, views_a, views_b
+        bad = (array < 0).any(1) | (array[:, 0] >= self.num_objects) | (array[:, 1:] >= v).any(1)
+        if bad.any():
+            o, a, b = array[np.flatnonzero(bad)[0]].tolist()
+            raise IndexError(f"key {(o, a, b)} outside {self.num_objects} objects × {v} views of "
+                             f"{self.path}:{self.split}")
+        return array
 
-    def read_batch(self, keys: list[PairKey], out: dict[str, Tensor]) -> None:
-        """Write the batch of ``keys`` into ``out`` (tensors shaped by ``item_spec`` with leading n)."""
-        objects, views_a, views_b = self._check(keys)
+    def _read(self, keys: np.ndarray) -> dict[str, Tensor]:
         handles = self._open()
-        for side, views in (("images_a", views_a), ("images_b", views_b)):
-            target = out[side]
-            raw = target.numpy() if target.dtype == torch.uint8 else np.empty(target.shape, np.uint8)
-            handles["images"].read(list(zip(objects, views, strict=True)), raw)
-            if target.dtype != torch.uint8:
-                torch.mul(torch.from_numpy(raw), 1.0 / 255.0, out=target)
+        n, s, r = len(keys), self.layout.image_size, self.layout.voxel_size
+        layout = {"images_a": ((n, 4, s, s), torch.uint8), "images_b": ((n, 4, s, s), torch.uint8)}
         if self.voxels:
-            handles["voxels"].read([(o,) for o in objects], out["voxels"].numpy())
-        for name, values in (("views_a", views_a), ("views_b", views_b), ("object_index", objects)):
-            out[name].copy_(torch.tensor(values))
-        out["category"].copy_(torch.from_numpy(handles["category"][objects]))
-        torch.index_select(self.eyes, 0, out["views_a"], out=out["eyes_a"])
-        torch.index_select(self.eyes, 0, out["views_b"], out=out["eyes_b"])
+            layout["voxels"] = ((n, r, r, r), torch.bool)
+        layout.update({name: ((n, 3), torch.float32) for name in ("eyes_a", "eyes_b")})
+        layout.update({name: ((n,), torch.int64) for name in ("views_a", "views_b", "category", "object_index")})
+        batch = batch_tensors(layout)
+        images_a, images_b = batch["images_a"].numpy(), batch["images_b"].numpy()
+        try:
+            for i, (o, a, b) in enumerate(keys.tolist()):
+                handles["images"].read((o, a), images_a[i])
+                handles["images"].read((o, b), images_b[i])
+                if self.voxels:
+                    handles["voxels"].read((o,), batch["voxels"].numpy()[i])
+        except OSError as error:  # a damaged chunk: HDF5 fails to read or inflate it
+            raise corrupt_file_error(self.path, error) from None
+        for name, column in (("object_index", 0), ("views_a", 1), ("views_b", 2)):
+            batch[name].copy_(torch.from_numpy(keys[:, column]))
+        batch["category"].copy_(torch.from_numpy(handles["category"][keys[:, 0]]))
+        torch.index_select(self.eyes, 0, batch["views_a"], out=batch["eyes_a"])
+        torch.index_select(self.eyes, 0, batch["views_b"], out=batch["eyes_b"])
+        if self.float_images:
+            batch["images_a"], batch["images_b"] = images_to_float(batch["images_a"]), images_to_float(batch["images_b"])
+        return batch
 
     def __getitem__(self, key: PairKey | list[PairKey]) -> dict[str, Tensor]:
         """One item for a key, or a whole batch (leading dimension n) for a list of n keys."""
         batched = isinstance(key, list)
-        keys = key if batched else [key]
-        spec = self.item_spec()
-        # One buffer for the whole batch: from a DataLoader worker, it reaches the main process as one
-        # shared-memory segment written in place (see recon.datamodules.ring for why that matters).
-        buffer = torch.empty(batch_bytes(spec, len(keys)), dtype=torch.uint8)
-        if get_worker_info() is not None:
-            buffer.share_memory_()
-        out = carve(buffer, spec, len(keys), len(keys))
-        self.read_batch(keys, out)
-        return out if batched else {name: value[0] for name, value in out.items()}
+        batch = self._read(self._check(key if batched else [key]))
+        return batch if batched else {name: value[0] for name, value in batch.items()}
 
 
 def images_to_float(images: Tensor) -> Tensor:

@@ -8,7 +8,10 @@ Layout (DESIGN.md "HDF5 layout"): one group per split with
 
 from __future__ import annotations
 
+import glob
+import logging
 import os
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -18,19 +21,37 @@ import h5py
 import numpy as np
 
 from recon.datamodules.categories import Category
+from recon.datamodules.interrupts import raise_if_interrupted
 
 FORMAT = "recon-views"
 VERSION = 1
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 _HOW_TO_CREATE = "create one with `recon-data synth` or `recon-data convert-nmr`"
-# One view per chunk keeps a random view read at one 16 KiB inflate (stack-notes: 12-18k pairs/s);
-# the chunk cache only needs to hold the few chunks of one item, w0=1 evicts fully read chunks first.
+# One view per chunk keeps a random view read at one 16 KiB inflate; the chunk cache only needs to hold the
+# few chunks of one batch, w0=1 evicts fully read chunks first.
 READ_CACHE_BYTES = 4 * 2**20
 READ_CACHE_SLOTS = 1_009
 
 
+log = logging.getLogger(__name__)
+
+
 class ViewsFormatError(ValueError):
     """A file that is not a readable recon-views version 1 file; the message names file and problem."""
+
+
+def h5py_reason(error: BaseException) -> str:
+    """The useful part of an h5py/HDF5 error, on one short line: ``Unable to synchronously open file
+    (truncated file: eof = 1000, ...)`` → ``truncated file: eof = 1000, ...``."""
+    text = str(error)
+    inner = re.search(r"\((.*)\)\s*$", text, flags=re.DOTALL)
+    reason = " ".join((inner.group(1) if inner else text).split())
+    return reason if len(reason) <= 120 else reason[:117] + "..."
+
+
+def corrupt_file_error(path: str | os.PathLike[str], error: BaseException) -> ViewsFormatError:
+    """The one-line error for a file HDF5 cannot read: ``FILE: truncated or corrupt HDF5 file (reason)``."""
+    return ViewsFormatError(f"{os.fspath(path)}: truncated or corrupt HDF5 file ({h5py_reason(error)})")
 
 
 @dataclass(frozen=True)
@@ -75,23 +96,41 @@ def _plain(value: object) -> object:
 
 
 def open_views(path: str | os.PathLike[str]) -> h5py.File:
-    """Open a recon-views file read-only with a chunk cache sized for random view reads (no validation)."""
-    return h5py.File(path, "r", rdcc_nbytes=READ_CACHE_BYTES, rdcc_nslots=READ_CACHE_SLOTS, rdcc_w0=1.0)
+    """Open a recon-views file read-only with a chunk cache sized for random view reads (no validation).
+
+    A file HDF5 cannot open (truncated, corrupt) raises ``ViewsFormatError`` naming it, not h5py's OSError.
+    """
+    _check_is_file(Path(path))
+    try:
+        return h5py.File(path, "r", rdcc_nbytes=READ_CACHE_BYTES, rdcc_nslots=READ_CACHE_SLOTS, rdcc_w0=1.0)
+    except OSError as error:
+        raise corrupt_file_error(path, error) from None
+
+
+def _check_is_file(path: Path) -> None:
+    if path.is_dir():
+        raise ViewsFormatError(f"{path}: is a directory; expected a recon-views HDF5 file (such as "
+                               f"data/synthetic.h5) — {_HOW_TO_CREATE}")
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file; expected a recon-views HDF5 file — {_HOW_TO_CREATE}")
 
 
 def read_info(path: str | os.PathLike[str]) -> ViewsFileInfo:
     """Validate ``path`` as recon-views version 1 and return its description.
 
+    Cheap: it reads attributes, shapes and the per-object category arrays, never image or voxel data.
     Raises ``FileNotFoundError`` for a missing file and ``ViewsFormatError`` (a ``ValueError``) naming the
-    file and the problem for anything else this reader does not understand.
+    file and the problem for anything else: a directory, not HDF5, truncated or corrupt, a wrong layout.
     """
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such file; expected a recon-views HDF5 file — {_HOW_TO_CREATE}")
+    _check_is_file(path)
     if not h5py.is_hdf5(path):
         raise ViewsFormatError(f"{path}: not an HDF5 file; expected a recon-views file — {_HOW_TO_CREATE}")
     with open_views(path) as file:
-        return _validate(path, file)
+        try:
+            return _validate(path, file)
+        except (OSError, RuntimeError, KeyError) as error:  # HDF5 failing on damaged metadata
+            raise corrupt_file_error(path, error) from None
 
 
 def _validate(path: Path, file: h5py.File) -> ViewsFileInfo:
@@ -169,6 +208,8 @@ class ViewsWriter:
     """Write a recon-views v1 file atomically: everything goes to a hidden temporary file next to
     ``path`` that is renamed onto ``path`` only when the ``with`` block ends without an exception
     (an error or Ctrl-C removes it, and a killed process leaves only the hidden temporary file).
+    Entering the block removes such leftovers of earlier writers to ``path`` whose process is gone
+    (``remove_stale_temporaries``); a live writer's file is never touched.
 
     ``append(split, images (n, V, 4, S, S) uint8, voxels (n, R, R, R) bool, category (n,) int,
     object_ids n str)`` grows the split's datasets.
@@ -187,11 +228,17 @@ class ViewsWriter:
 
     def __enter__(self) -> ViewsWriter:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        # h5py writes no object timestamps by default: the same content gives the same bytes.
-        self._file = h5py.File(self._temp, "w")
-        self._file.attrs.update({"format": FORMAT, "version": VERSION, **asdict(self.layout), **self._attributes})
-        table = self._file.create_dataset("categories", data=np.array([c.synset for c in self.categories], "S"))
-        table.attrs["names"] = [c.name for c in self.categories]
+        remove_stale_temporaries(self.path)
+        try:  # an error or Ctrl-C in here skips __exit__: clean up the same way
+            # h5py writes no object timestamps by default: the same content gives the same bytes.
+            self._file = h5py.File(self._temp, "w")
+            self._file.attrs.update({"format": FORMAT, "version": VERSION, **asdict(self.layout),
+                                     **self._attributes})
+            table = self._file.create_dataset("categories", data=np.array([c.synset for c in self.categories], "S"))
+            table.attrs["names"] = [c.name for c in self.categories]
+        except BaseException as error:
+            self.__exit__(type(error), error, error.__traceback__)
+            raise
         return self
 
     def create_split(self, split: str) -> None:
@@ -213,6 +260,7 @@ class ViewsWriter:
     def append(self, split: str, images: np.ndarray, voxels: np.ndarray, category: np.ndarray | Sequence[int],
                object_ids: Sequence[str]) -> None:
         """Append ``n`` objects to ``split`` (created on first use)."""
+        raise_if_interrupted()
         self.create_split(split)
         group = self._require_open()[split]
         category = np.asarray(category)
@@ -244,7 +292,38 @@ class ViewsWriter:
             if file is not None:
                 file.close()
             if kind is None:
+                raise_if_interrupted()  # Ctrl-C during the last append: never publish the file
                 os.replace(self._temp, self.path)
         finally:
             if self._temp.exists():
                 self._temp.unlink()
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by another user
+        return True
+    return True
+
+
+def remove_stale_temporaries(path: str | os.PathLike[str]) -> list[Path]:
+    """Delete ``.NAME.tmp-PID`` files next to ``path`` left by writers that were killed (PID not running),
+    logging one line each; returns them. Files of running processes (and of this one) are kept."""
+    path = Path(path)
+    removed = []
+    for temp in path.parent.glob(f".{glob.escape(path.name)}.tmp-*"):
+        pid = temp.name.rpartition(".tmp-")[2]
+        if not pid.isdigit() or int(pid) == os.getpid() or _process_alive(int(pid)):
+            continue
+        try:
+            size = temp.stat().st_size
+            temp.unlink()
+        except FileNotFoundError:  # another writer removed it first
+            continue
+        log.warning("removed %s (%.1f MiB), left by process %s that is no longer running", temp,
+                    size / 2**20, pid)
+        removed.append(temp)
+    return removed

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import zipfile
+import zlib
 from collections.abc import Iterator, Sequence
 from math import prod
 from pathlib import Path
@@ -26,6 +27,9 @@ from recon.datamodules.h5 import SPLITS, ViewsFileInfo, ViewsLayout, ViewsWriter
 
 # 32 objects of images are 12.6 MB: large enough to amortise the per-call costs, small enough to bound memory.
 ROWS_PER_BLOCK = 32
+# What zipfile raises on a damaged member: a CRC mismatch (BadZipFile), broken deflate data (zlib.error), a
+# member shorter than its header says (EOFError), a failing disk (OSError).
+_DAMAGE = (zipfile.BadZipFile, zlib.error, EOFError, OSError)
 
 
 class NpyMemberReader:
@@ -45,7 +49,11 @@ class NpyMemberReader:
             self._zip.close()
             raise ValueError(f"{self.path}: holds no .npy array; expected one array saved with np.savez")
         self.member = members[0]
-        self._stream: IO[bytes] = self._zip.open(self.member)
+        try:
+            self._stream: IO[bytes] = self._zip.open(self.member)
+        except _DAMAGE as error:
+            self._zip.close()
+            raise self._damaged(error) from None
         try:
             version = npy_format.read_magic(self._stream)
             if version == (1, 0):
@@ -54,6 +62,9 @@ class NpyMemberReader:
                 shape, fortran_order, dtype = npy_format.read_array_header_2_0(self._stream)
             else:
                 raise ValueError(f"unsupported .npy version {version}")
+        except _DAMAGE as error:
+            self.close()
+            raise self._damaged(error) from None
         except ValueError as error:
             self.close()
             raise ValueError(f"{self.path}: member {self.member} is not a readable .npy array ({error})") from None
@@ -65,13 +76,21 @@ class NpyMemberReader:
         self.dtype: np.dtype = dtype
         self._row_bytes = prod(self.shape[1:]) * dtype.itemsize
 
+    def _damaged(self, error: BaseException) -> ValueError:
+        reason = f"zlib: {error}" if isinstance(error, zlib.error) else str(error) or type(error).__name__
+        return ValueError(f"{self.path}: member {self.member} is damaged ({reason}); "
+                          "the .npz file is corrupt: copy or download it again")
+
     def blocks(self, rows: int | None = None) -> Iterator[np.ndarray]:
         """Yield consecutive blocks of at most ``rows`` (default ``ROWS_PER_BLOCK``) rows, (n, *shape[1:])."""
         rows = rows or ROWS_PER_BLOCK
         done = 0
         while done < self.shape[0]:
             n = min(rows, self.shape[0] - done)
-            data = self._stream.read(n * self._row_bytes)
+            try:
+                data = self._stream.read(n * self._row_bytes)
+            except _DAMAGE as error:
+                raise self._damaged(error) from None
             if len(data) != n * self._row_bytes:
                 raise ValueError(f"{self.path}: array {self.member} ends after {done + len(data) // self._row_bytes}"
                                  f" of {self.shape[0]} rows; the file is truncated")

@@ -6,6 +6,7 @@ import pickle
 from collections import Counter
 from pathlib import Path
 
+import lightning.pytorch as pl
 import numpy as np
 import pytest
 import torch
@@ -64,7 +65,7 @@ def _epoch(loader: torch.utils.data.DataLoader) -> dict[str, torch.Tensor]:
     return {k: torch.cat([b[k] for b in batches]) for k in batches[0]}
 
 
-@pytest.mark.parametrize(("num_workers", "persistent"), [(0, False), (2, False), (2, True)])  # True: ring path
+@pytest.mark.parametrize(("num_workers", "persistent"), [(0, False), (2, False), (2, True)])
 def test_batches_hold_the_files_content(random_file: Path, num_workers: int, persistent: bool) -> None:
     dm = ViewPairDataModule(str(random_file), batch_size=4, num_workers=num_workers, persistent_workers=persistent)
     dm.setup("fit")
@@ -75,7 +76,7 @@ def test_batches_hold_the_files_content(random_file: Path, num_workers: int, per
     batch = dm.on_after_batch_transfer(shipped, 0)
     _check_batch(batch, random_file, "train")
     float_loader = DataLoader(ViewPairDataset(random_file, "train", ViewsLayout(), 10), batch_size=None,
-                              sampler=getattr(train.sampler, "batches", train.sampler),  # the ring numbers them
+                              sampler=train.sampler,
                               num_workers=num_workers)  # float32 straight from the dataset
     assert torch.equal(next(iter(float_loader))["images_b"], batch["images_b"])
     keys = _epoch(train)
@@ -176,28 +177,104 @@ def test_category_selection_and_validation_subsets(random_file: Path) -> None:
         ViewPairDataModule(str(random_file), categories=["sofa"]).setup("fit")
 
 
-def test_missing_file_asks_for_recon_data_or_synthesizes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                        random_file: Path) -> None:
-    missing = tmp_path / "data" / "synthetic.h5"
-    with pytest.raises(FileNotFoundError, match="recon-data synth"):
-        ViewPairDataModule(str(missing)).prepare_data()
-    with pytest.raises(FileNotFoundError, match="synthetic.h5: no such file"):
-        ViewPairDataModule(str(missing)).setup("fit")
+class Tiny(pl.LightningModule):
+    """Trains one weight on the images' mean: enough for Lightning to run every stage's data hooks."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.zeros(1))
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        return (self.weight * batch["images_a"].mean()).sum()
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        pass
+
+    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        pass
+
+    def predict_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        return batch["images"].mean()
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+def _trainer() -> pl.Trainer:
+    return pl.Trainer(max_steps=1, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
+                      enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
+                      limit_val_batches=1, use_distributed_sampler=False)
+
+
+@pytest.fixture
+def generated(monkeypatch: pytest.MonkeyPatch, random_file: Path) -> list[tuple[str, dict[str, int], int]]:
+    """Calls of the synthetic generator, which here copies ``random_file`` instead of rendering 13 categories
+    (rendering is tested in test_synthetic.py; what is tested here is when the DataModule generates)."""
     calls = []
 
-    def fake_generate(out: str, counts: dict[str, int], seed: int, progress: object) -> None:
-        calls.append((counts, seed))
+    def copy_instead(out: str, counts: dict[str, int], seed: int, progress: object) -> None:
+        calls.append((out, counts, seed))
         Path(out).parent.mkdir(parents=True, exist_ok=True)
         Path(out).write_bytes(random_file.read_bytes())
 
-    monkeypatch.setattr("recon.datamodules.synthetic.generate_synthetic", fake_generate)
-    dm = ViewPairDataModule(str(missing), synthesize=True, synth_train=3, synth_val=1, synth_test=2, synth_seed=4)
-    assert dm.num_categories == 13  # known before the file exists: what prepare_data will write
-    dm.prepare_data()
-    dm.prepare_data()  # a present file is left alone
-    assert calls == [({"train": 3, "val": 1, "test": 2}, 4)]
-    dm.setup("fit")
-    assert dm.category_names == ["airplane", "chair", "table"]
+    monkeypatch.setattr("recon.datamodules.synthetic.generate_synthetic", copy_instead)
+    return calls
+
+
+def test_missing_file_names_the_path_and_how_to_make_it(tmp_path: Path, generated: list) -> None:
+    missing = tmp_path / "data" / "shapenett.h5"
+    for synthesize in (None, False, True):  # no trainer: not fit, so never generated
+        with pytest.raises(FileNotFoundError, match=f"^{missing}: no such file.*`recon-data synth {missing}`.*"
+                                                    f"`recon-data convert-nmr NMR_DIR {missing}`"):
+            ViewPairDataModule(str(missing), synthesize=synthesize).prepare_data()
+    with pytest.raises(FileNotFoundError, match="shapenett.h5: no such file"):
+        ViewPairDataModule(str(missing)).setup("fit")
+    assert generated == [] and not missing.exists()
+
+
+@pytest.mark.parametrize("stage", ["validate", "test", "predict"])
+def test_evaluation_never_synthesizes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, generated: list,
+                                      stage: str) -> None:
+    from PIL import Image
+
+    monkeypatch.chdir(tmp_path)  # the default path data/synthetic.h5, explicitly allowed: still never
+    Image.new("RGBA", (64, 64), (200, 30, 30, 255)).save(tmp_path / "a.png")
+    data = ViewPairDataModule(synthesize=True, predict_images=str(tmp_path / "a.png"))
+    with pytest.raises(FileNotFoundError, match="data/synthetic.h5: no such file \\(only `fit` generates"):
+        getattr(_trainer(), stage)(Tiny(), datamodule=data)
+    assert generated == [] and not (tmp_path / "data").exists()
+
+
+def test_fit_synthesizes_at_the_default_path_or_when_asked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                           generated: list, capsys: pytest.CaptureFixture) -> None:
+    monkeypatch.chdir(tmp_path)
+    typo = "data/synthetic2.h5"
+    with pytest.raises(FileNotFoundError, match="synthetic2.h5: no such file; create it with"):
+        _trainer().fit(Tiny(), datamodule=ViewPairDataModule(typo))  # None: only the default path
+    with pytest.raises(FileNotFoundError, match="synthetic.h5: no such file"):
+        _trainer().fit(Tiny(), datamodule=ViewPairDataModule(synthesize=False))
+    assert generated == []
+    capsys.readouterr()
+    data = ViewPairDataModule(synth_train=3, synth_val=1, synth_test=2, synth_seed=4)
+    assert data.num_categories == 13  # known before the file exists: what prepare_data will write
+    _trainer().fit(Tiny(), datamodule=data)
+    lines = [line for line in capsys.readouterr().out.splitlines() if "generating" in line]
+    assert lines == ["data/synthetic.h5: missing; generating the synthetic dataset there (13 categories × "
+                     "3 train, 1 val, 2 test objects, seed 4)"]
+    assert generated == [("data/synthetic.h5", {"train": 3, "val": 1, "test": 2}, 4)]
+    assert data.category_names == ["airplane", "chair", "table"]  # the file's own table once it exists
+    assert data.data_source == {"path": str(tmp_path / "data" / "synthetic.h5"), "source": "test"}
+    _trainer().fit(Tiny(), datamodule=ViewPairDataModule(typo, synthesize=True))  # asked explicitly
+    assert [call[0] for call in generated] == ["data/synthetic.h5", typo]
+    _trainer().fit(Tiny(), datamodule=ViewPairDataModule(typo, synthesize=True))  # present: left alone
+    assert len(generated) == 2
+
+
+@pytest.mark.parametrize("value", [0, -4])
+def test_eval_batch_size_must_be_positive(random_file: Path, value: int) -> None:
+    with pytest.raises(ValueError, match=f"^eval_batch_size={value}; expected ≥ 1"):
+        ViewPairDataModule(str(random_file), batch_size=4, eval_batch_size=value)
+    assert ViewPairDataModule(str(random_file), batch_size=4, eval_batch_size=None).eval_batch_size == 4
 
 
 @pytest.mark.parametrize("num_workers", [0, 2])
