@@ -22,6 +22,7 @@ import numpy as np
 
 from recon.datamodules.categories import Category
 from recon.datamodules.interrupts import raise_if_interrupted
+from recon.errors import DataFileError
 
 FORMAT = "recon-views"
 VERSION = 1
@@ -36,8 +37,9 @@ READ_CACHE_SLOTS = 1_009
 log = logging.getLogger(__name__)
 
 
-class ViewsFormatError(ValueError):
-    """A file that is not a readable recon-views version 1 file; the message names file and problem."""
+class ViewsFormatError(DataFileError):
+    """A file that is not a readable recon-views version 1 file; the message names file and problem (a
+    ``ValueError``, and a user error: the commands print it as one line)."""
 
 
 def h5py_reason(error: BaseException) -> str:
