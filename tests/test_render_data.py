@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -278,3 +284,126 @@ def test_shards_refuse_to_mix_runs(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="objects"):
         ShardStore(store.folder).open({"objects": 4}, resume=True, overwrite=False)
     assert ShardStore(store.folder).open({"objects": 3}, resume=True, overwrite=False) == 0
+
+
+# ---- real processes: kills, resume, workers that exit with their parent ---------------------------------
+
+
+def _children(pid: int) -> list[int]:
+    """Live (not zombie) processes whose parent is ``pid``, from /proc."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            state, parent = stat.rsplit(")", 1)[1].split()[:2]
+            if int(parent) == pid and state != "Z":
+                found.append(int(entry.name))
+    return found
+
+
+def _alive(pids: list[int]) -> list[int]:
+    alive = []
+    for pid in pids:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if state != "Z":
+            alive.append(pid)
+    return alive
+
+
+def _wait_for(condition, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def _recon_data(*args: str) -> subprocess.Popen:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    return subprocess.Popen([sys.executable, "-m", "recon.datamodules.cli", *args], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def _kill_and_check_workers(process: subprocess.Popen, workers: list[int], sig: int) -> None:
+    """Kill the parent; its workers must follow. A worker still importing torch when its parent dies exits
+    as soon as its start-up reaches the pool's initializer, so the allowance covers one slow import."""
+    os.kill(process.pid, sig)
+    process.wait(timeout=30)
+    if not _wait_for(lambda: not _alive(workers), 40.0):
+        survivors = {pid: Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")[:120] for pid in _alive(workers)}
+        pytest.fail(f"processes outlived their parent (signal {sig}): {survivors}")
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads processes from /proc")
+@pytest.mark.slow
+def test_synth_workers_exit_when_synth_is_killed(tmp_path: Path) -> None:
+    out = tmp_path / "synth.h5"
+    process = _recon_data("synth", str(out), "--train", "2", "--val", "0", "--test", "0", "--workers", "2")
+    try:
+        assert _wait_for(lambda: len(_children(process.pid)) >= 2, 60.0), "synth started no workers"
+        workers = _children(process.pid)  # the two workers (and multiprocessing's resource tracker)
+        _kill_and_check_workers(process, workers, signal.SIGKILL)
+    finally:
+        process.kill()
+    assert not out.exists()
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads processes from /proc")
+@pytest.mark.slow
+def test_resume_after_a_kill_writes_the_same_file(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    for category in ("cup", "ball"):
+        (src / category).mkdir(parents=True)
+        for n in range(10):
+            sphere = trimesh.creation.icosphere(subdivisions=3, radius=0.3 + 0.02 * n)
+            sphere.vertices *= [1.0 + 0.1 * n, 1.0, 1.0 - 0.05 * n]
+            sphere.export(src / category / f"{n:02d}.ply")
+    whole, resumed = tmp_path / "whole.h5", tmp_path / "resumed.h5"
+    assert main(["render", str(src), str(whole), "--workers", "1"]) == 0
+
+    process = _recon_data("render", str(src), str(resumed), "--workers", "2")
+    shards = partial_folder(resumed)
+    try:
+        assert _wait_for(lambda: len(list(shards.glob("*.npz"))) >= 2, 90.0), "no object was finished"
+        _kill_and_check_workers(process, _children(process.pid), signal.SIGKILL)
+    finally:
+        process.kill()
+    finished = len(list(shards.glob("*.npz")))
+    assert not resumed.exists() and 2 <= finished < 20, finished  # killed mid-run, whole shards kept
+    assert main(["render", str(src), str(resumed), "--workers", "1"]) == 1  # refuses to discard them silently
+    assert main(["render", str(src), str(resumed), "--workers", "1", "--resume"]) == 0
+    assert hashlib.sha256(resumed.read_bytes()).digest() == hashlib.sha256(whole.read_bytes()).digest()
+    assert not shards.exists()
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_fit_and_test_run_on_a_rendered_file(tmp_path: Path, shrink_flags, monkeypatch) -> None:
+    from recon.cli import run_cli
+
+    monkeypatch.setattr(sys, "argv", ["recon"])
+    rows = ["path,category,split"]
+    for category, make in (("airplane", trimesh.creation.box), ("chair", trimesh.creation.icosphere)):
+        for n, split in enumerate(("train", "train", "val", "test")):
+            mesh = make()
+            mesh.vertices *= [1.0 + 0.3 * n, 1.0, 1.0]
+            mesh.export(tmp_path / f"{category}{n}.off")
+            rows.append(f"{category}{n}.off,{category},{split}")
+    (tmp_path / "objects.csv").write_text("\n".join(rows) + "\n")
+    data = tmp_path / "rendered.h5"
+    assert main(["render", str(tmp_path / "objects.csv"), str(data), "--workers", "1"]) == 0
+    assert read_info(data).split_sizes == {"train": 4, "val": 2, "test": 2}  # the manifest's splits
+    config = str(REPO / "configs" / "default.yaml")
+    flags = shrink_flags({"data.path": str(data)})
+    run_cli(["fit", "-c", config, *flags])
+    checkpoint = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    assert checkpoint.is_file()
+    cli = run_cli(["test", "-c", config, *flags, f"--ckpt_path={checkpoint}"])
+    assert 0 <= cli.model.test_results["miou"] <= 1
