@@ -106,15 +106,27 @@ def clean_faces(mesh: ColoredMesh) -> ColoredMesh:
     area = np.linalg.norm(np.cross(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0]), axis=1)
     keep = area > 0
     # duplicates by position, not index: files often repeat vertices per face
-    _, point = np.unique(vertices, axis=0, return_inverse=True)
-    triples = np.sort(point.reshape(-1)[faces], axis=1)
-    _, first = np.unique(triples[keep], axis=0, return_index=True)
+    triples = np.sort(_point_ids(vertices)[faces][keep], axis=1)
+    if triples.size and triples.max() < 2**21:  # one int64 key per triple: a 1-D unique, ~10x faster
+        triples = (triples[:, 0] << 42) | (triples[:, 1] << 21) | triples[:, 2]
+    _, first = np.unique(triples, axis=0 if triples.ndim == 2 else None, return_index=True)
     kept = np.flatnonzero(keep)[np.sort(first)]
     if len(kept) == 0:
         raise MeshError(f"all {len(faces)} faces are degenerate (zero area)")
     if len(kept) == len(faces):
         return mesh
     return mesh._replace(faces=faces[kept], face_colors=mesh.face_colors[kept])
+
+
+def _point_ids(vertices: np.ndarray) -> np.ndarray:
+    """(V,) int64: the same id for vertices at the same position (a lexicographic sort, not a row unique)."""
+    order = np.lexsort(vertices.T[::-1])
+    ordered = vertices[order]
+    new = np.ones(len(vertices), dtype=bool)
+    new[1:] = (ordered[1:] != ordered[:-1]).any(axis=1)
+    ids = np.empty(len(vertices), dtype=np.int64)
+    ids[order] = np.cumsum(new) - 1
+    return ids
 
 
 def normalize_mesh(mesh: ColoredMesh, mode: Normalization = "longest", clip: bool = False) -> ColoredMesh:
