@@ -85,7 +85,8 @@ def print_info(info: ViewsFileInfo, console: Console) -> None:
     console.print(table)
     attributes = Table(title="attributes", show_header=False)
     for key, value in info.attributes.items():
-        attributes.add_row(key, str(value))
+        text = str(value)  # a long list (render's skipped objects) is cut here; `h5dump -a` shows it all
+        attributes.add_row(key, text if len(text) <= 300 else f"{text[:300]} … ({len(text)} characters)")
     console.print(attributes)
 
 
