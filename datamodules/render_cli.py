@@ -12,6 +12,7 @@ from rich.table import Table
 
 from recon.datamodules.h5 import SPLITS, ViewsLayout
 from recon.datamodules.meshes import NORMALIZATIONS
+from recon.datamodules.shards import partial_folder
 from recon.datamodules.sources import Collection, discover, parse_split
 from recon.datamodules.views import SUPERSAMPLE, ViewSettings
 
@@ -98,9 +99,16 @@ def run_render(args: argparse.Namespace, console: Console) -> None:
         print_collection(collection, split, console)
         return
     _refuse_existing(args.out, args.overwrite)
-    with _progress(console) as progress:
-        summary = render_collection(collection, args.out, settings, split, args.workers, args.resume,
-                                    args.overwrite, progress)
+    try:
+        with _progress(console) as progress:
+            summary = render_collection(collection, args.out, settings, split, args.workers, args.resume,
+                                        args.overwrite, progress)
+    except KeyboardInterrupt:
+        shards = partial_folder(args.out)
+        if shards.exists():
+            Console(stderr=True).print(f"finished objects are kept in {escape(str(shards))}; rerun with --resume "
+                                       "to continue", highlight=False)
+        raise
     print_info(summary.info, console)
     colors = ", ".join(f"{k} {n}" for k, n in sorted(summary.colors.items()))
     console.print(f"rendered {summary.rendered} objects (colours: {colors}); skipped {len(summary.skipped)}",
