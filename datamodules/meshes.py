@@ -155,7 +155,3 @@ def normalize_mesh(mesh: ColoredMesh, mode: Normalization = "longest", clip: boo
         raise MeshError("has zero extent (all vertices at one point)")
     return mesh._replace(vertices=((vertices - (low + high) / 2) / scale).astype(np.float32))
 
-
-def fits_cube(mesh: ColoredMesh) -> bool:
-    """Whether every vertex used by a face lies in the voxel cube (−0.5, 0.5)³ (to float32 rounding)."""
-    return bool(np.abs(mesh.vertices[np.unique(mesh.faces)]).max() <= _INSIDE)

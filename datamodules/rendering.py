@@ -116,11 +116,11 @@ def _assemble(collection: Collection, objects: list[MeshSource], store: ShardSto
     skipped: list[tuple[str, str, str]] = []
     colors: Counter[str] = Counter()
     for index, item in enumerate(objects):  # the attributes need every outcome before the file is opened
-        shard = store.read(index)
-        if shard.reason:
-            skipped.append((item.object_id, str(item.path), shard.reason))
+        kind, reason = store.outcome(index)
+        if reason:
+            skipped.append((item.object_id, str(item.path), reason))
         else:
-            colors[shard.colors] += 1
+            colors[kind] += 1
     if len(skipped) == len(objects):
         reasons = "; ".join(f"{i}: {r}" for i, _, r in skipped[:3])
         raise ValueError(f"{collection.root}: none of the {len(objects)} objects could be rendered ({reasons}"

@@ -94,6 +94,11 @@ class ShardStore:
             voxels = data["voxels"] if "voxels" in data else None
             return Shard(str(data["object_id"]), images, voxels, str(data["colors"]), str(data["reason"]))
 
+    def outcome(self, index: int) -> tuple[str, str]:
+        """(colour kind, skip reason) of object ``index``, without inflating its arrays."""
+        with np.load(self.path(index)) as data:
+            return str(data["colors"]), str(data["reason"])
+
     def remove(self) -> None:
         shutil.rmtree(self.folder, ignore_errors=True)
 
