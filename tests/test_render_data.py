@@ -229,6 +229,20 @@ def test_loading_triangulates_and_cleans(collection: Path) -> None:
         load_mesh(collection / "sofa" / "truncated.glb")
 
 
+def test_textures_are_sampled_at_the_vertices(tmp_path: Path) -> None:
+    from PIL import Image
+
+    texture = np.zeros((2, 2, 3), np.uint8)
+    texture[:, 0], texture[:, 1] = [255, 0, 0], [0, 0, 255]  # left half red, right half blue
+    Image.fromarray(texture).save(tmp_path / "paint.png")
+    (tmp_path / "sheet.mtl").write_text("newmtl paint\nKd 1 1 1\nmap_Kd paint.png\n")
+    (tmp_path / "sheet.obj").write_text("mtllib sheet.mtl\nusemtl paint\nv 0 0 0\nv 1 0 0\nv 1 1 0\nv 0 1 1\n"
+                                        "vt 0.1 0.5\nvt 0.9 0.5\nf 1/1 2/1 4/1\nf 2/2 3/2 4/2\n")
+    loaded = load_mesh(tmp_path / "sheet.obj")
+    assert loaded.colors == "texture"
+    np.testing.assert_allclose(loaded.mesh.face_colors, [[1, 0, 0], [0, 0, 1]], atol=1e-6)
+
+
 def test_normalisations() -> None:
     mesh = _tower()._replace(vertices=(_tower().vertices * 3 + 1).astype(np.float32))
     longest = normalize_mesh(mesh, "longest").vertices
