@@ -3,7 +3,8 @@
 One object is what a worker process does per mesh file: load it (binary PLY, trimesh), prepare it (clean
 faces, normalise), render the 24 dataset views at 64² with 2× supersampling, voxelize at 32³, and keep the
 result as a compressed shard. Each stage is timed on its own (best of a few runs, one torch thread, as in a
-worker), so the row shows where the time goes; ``workers`` processes run about that many objects at once.
+worker), so the row shows where the time goes. A last row runs the whole command (``render_collection``:
+discovery aside, worker start-up, shards, assembly) on 1k-face meshes with the default worker count.
 """
 
 from __future__ import annotations
@@ -16,7 +17,10 @@ import numpy as np
 import torch
 
 from recon.datamodules.meshes import load_mesh
+from recon.datamodules.pool import default_workers
+from recon.datamodules.rendering import render_collection
 from recon.datamodules.shards import Shard, ShardStore
+from recon.datamodules.sources import discover
 from recon.datamodules.views import ViewRenderer, ViewSettings, prepare_mesh, voxelize_mesh
 
 # (rings, segments) of a UV sphere (trimesh.creation.uv_sphere count): about 1k, 10k and 100k faces.
@@ -81,6 +85,21 @@ def run(quick: bool = False) -> list[dict]:
                     "objects_per_s": round(1 / total, 2),
                     "occupied_voxels": int(voxels.sum()),
                 })  # fmt: skip
+            rows.append(_whole_command(Path(folder), 8 if quick else 32))
     finally:
         torch.set_num_threads(threads)
     return rows
+
+
+def _whole_command(folder: Path, objects: int) -> dict:
+    """objects/s of ``render_collection`` over ``objects`` copies of a 1k-face mesh, default workers."""
+    source = _mesh_file(folder, SPHERES["1k"])
+    (folder / "collection" / "spheres").mkdir(parents=True)
+    for n in range(objects):
+        (folder / "collection" / "spheres" / f"{n:03d}.ply").write_bytes(source.read_bytes())
+    workers = default_workers()
+    start = time.perf_counter()
+    render_collection(discover(folder / "collection"), folder / "out.h5", workers=workers)
+    seconds = time.perf_counter() - start
+    return {"bench": "dataset_render", "mesh": f"command, {objects} × 1k", "faces": 960, "workers": workers,
+            "objects_per_s": round(objects / seconds, 2)}
