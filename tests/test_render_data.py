@@ -229,6 +229,16 @@ def test_loading_triangulates_and_cleans(collection: Path) -> None:
         load_mesh(collection / "sofa" / "truncated.glb")
 
 
+def test_views_rendered_in_groups_equal_views_rendered_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Large meshes are rendered a few views per call to bound memory; the images must not change."""
+    from recon.datamodules import views
+
+    mesh = normalize_mesh(_tower())
+    at_once = views.ViewRenderer(ViewsLayout(num_views=5))(mesh)
+    monkeypatch.setattr(views, "FACE_VIEWS_PER_CALL", 2 * len(mesh.faces))  # 2 views per call: 2 + 2 + 1
+    np.testing.assert_array_equal(views.ViewRenderer(ViewsLayout(num_views=5))(mesh), at_once)
+
+
 def test_textures_are_sampled_at_the_vertices(tmp_path: Path) -> None:
     from PIL import Image
 
