@@ -118,6 +118,11 @@ def clean_faces(mesh: ColoredMesh) -> ColoredMesh:
     return mesh._replace(faces=faces[kept], face_colors=mesh.face_colors[kept])
 
 
+def outside_cube(mesh: ColoredMesh) -> bool:
+    """Whether a vertex used by a face lies outside the voxel cube (−0.5, 0.5)³ (beyond float32 rounding)."""
+    return bool(np.abs(mesh.vertices[np.unique(mesh.faces)]).max() > _INSIDE)
+
+
 def _point_ids(vertices: np.ndarray) -> np.ndarray:
     """(V,) int64: the same id for vertices at the same position (a lexicographic sort, not a row unique)."""
     order = np.lexsort(vertices.T[::-1])
@@ -143,7 +148,7 @@ def normalize_mesh(mesh: ColoredMesh, mode: Normalization = "longest", clip: boo
     used = vertices[np.unique(mesh.faces)]
     low, high = used.min(0), used.max(0)
     if mode == "none":
-        if np.abs(used).max() > _INSIDE:
+        if outside_cube(mesh):
             if not clip:
                 raise MeshError(f"lies outside the voxel cube (-0.5, 0.5)³ (bounding box {np.round(low, 3).tolist()} "
                                 f"to {np.round(high, 3).tolist()}) with normalization 'none'")

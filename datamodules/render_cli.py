@@ -117,3 +117,7 @@ def run_render(args: argparse.Namespace, console: Console) -> None:
         console.print(f"  skipped {escape(object_id)} ({escape(path)}): {escape(reason)}", highlight=False)
     if len(summary.skipped) > SKIPPED_SHOWN:
         console.print(f"  ... {len(summary.skipped) - SKIPPED_SHOWN} more in the file's 'skipped' attribute")
+    if summary.clipped:
+        shown = ", ".join(summary.clipped[:SKIPPED_SHOWN]) + (" ..." if len(summary.clipped) > SKIPPED_SHOWN else "")
+        console.print(f"[yellow]warning:[/yellow] {len(summary.clipped)} objects reached outside (-0.5, 0.5)³ and "
+                      f"were clamped onto it (--clip): {escape(shown)}", highlight=False)

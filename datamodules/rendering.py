@@ -25,7 +25,7 @@ import torch
 from rich.progress import Progress
 
 from recon.datamodules.h5 import SPLITS, ViewsFileInfo, ViewsWriter, read_info
-from recon.datamodules.meshes import load_mesh
+from recon.datamodules.meshes import load_mesh, outside_cube
 from recon.datamodules.pool import default_workers, map_jobs
 from recon.datamodules.shards import Shard, ShardStore, partial_folder
 from recon.datamodules.sources import DEFAULT_SPLIT, Collection, MeshSource, assign_split
@@ -34,7 +34,7 @@ from recon.datamodules.views import ViewSettings, dataset_renderer
 SOURCE = "meshes"
 APPEND_BATCH = 16  # objects per ViewsWriter.append while assembling (fewer dataset resizes)
 # HDF5 keeps attributes in the object header, at most 64 KiB each by default: the skipped list is cut there.
-MAX_SKIPPED_ATTRIBUTE = 60_000
+MAX_ATTRIBUTE = 60_000
 
 
 class RenderJob(NamedTuple):
@@ -45,12 +45,14 @@ class RenderJob(NamedTuple):
 
 
 class RenderSummary(NamedTuple):
-    """What a run made: the file's description, objects rendered, and (object id, path, reason) skipped."""
+    """What a run made: the file's description, objects rendered, (object id, path, reason) skipped, colour
+    sources and the ids of objects clamped into the voxel cube."""
 
     info: ViewsFileInfo
     rendered: int
     skipped: list[tuple[str, str, str]]
     colors: dict[str, int]
+    clipped: list[str]
 
 
 def plan(collection: Collection, split: Sequence[float] = DEFAULT_SPLIT) -> list[MeshSource]:
@@ -65,7 +67,8 @@ def render_object(job: RenderJob) -> tuple[int, str]:
     try:
         loaded = load_mesh(job.source.path)
         images, voxels = dataset_renderer(job.settings)(loaded.mesh)
-        shard = Shard(job.source.object_id, images, voxels, loaded.colors, "")
+        clipped = job.settings.clip and job.settings.normalize == "none" and outside_cube(loaded.mesh)
+        shard = Shard(job.source.object_id, images, voxels, loaded.colors, "", clipped)
     except Exception as error:  # one broken object must never end the run: keep why, go on
         reason = str(error) if isinstance(error, ValueError) else f"{type(error).__name__}: {error}"
         shard = Shard(job.source.object_id, None, None, "", reason or type(error).__name__)
@@ -84,7 +87,7 @@ def render_collection(collection: Collection, out: str | os.PathLike[str], setti
 
     ``resume`` continues from the shards of an interrupted run with the same settings; ``overwrite``
     discards them. ``workers``: processes (default: the usable cores from 16 objects on; ≤ 1: this process).
-    Raises ``ValueError`` when no object at all could be rendered (the shards stay for inspection).
+    Raises ``ValueError`` when no object at all could be rendered.
     """
     settings = settings or ViewSettings()
     objects = plan(collection, split)
@@ -115,13 +118,17 @@ def _assemble(collection: Collection, objects: list[MeshSource], store: ShardSto
               split: Sequence[float], out: str | os.PathLike[str], progress: Progress | None) -> RenderSummary:
     skipped: list[tuple[str, str, str]] = []
     colors: Counter[str] = Counter()
+    clipped: list[str] = []
     for index, item in enumerate(objects):  # the attributes need every outcome before the file is opened
-        kind, reason = store.outcome(index)
+        kind, reason, clamped = store.outcome(index)
         if reason:
             skipped.append((item.object_id, str(item.path), reason))
         else:
             colors[kind] += 1
+        if clamped:
+            clipped.append(item.object_id)
     if len(skipped) == len(objects):
+        store.remove()  # nothing worth resuming
         reasons = "; ".join(f"{i}: {r}" for i, _, r in skipped[:3])
         raise ValueError(f"{collection.root}: none of the {len(objects)} objects could be rendered ({reasons}"
                          f"{' ...' if len(skipped) > 3 else ''}); nothing written")
@@ -133,8 +140,10 @@ def _assemble(collection: Collection, objects: list[MeshSource], store: ShardSto
         "lighting": "0.5 ambient + 0.5 directional from +y, flat per face",
         "colors": json.dumps(dict(sorted(colors.items()))),
         "skipped_count": len(skipped),
-        "skipped": _skipped_attribute(skipped),
+        "skipped": _listing([{"id": i, "path": p, "reason": r} for i, p, r in skipped]),
     }
+    if settings.clip:
+        attributes |= {"clipped_count": len(clipped), "clipped": _listing(clipped)}
     category_index = {c: i for i, c in enumerate(collection.categories)}
     task = progress.add_task("write", total=len(objects)) if progress is not None else None
     with ViewsWriter(out, collection.categories, source=SOURCE, layout=settings.layout,
@@ -155,14 +164,13 @@ def _assemble(collection: Collection, objects: list[MeshSource], store: ShardSto
             if progress is not None and task is not None:
                 progress.advance(task)
     store.remove()
-    return RenderSummary(read_info(out), len(objects) - len(skipped), skipped, dict(colors))
+    return RenderSummary(read_info(out), len(objects) - len(skipped), skipped, dict(colors), clipped)
 
 
-def _skipped_attribute(skipped: list[tuple[str, str, str]]) -> str:
-    """JSON list of {id, path, reason}, cut to fit an HDF5 attribute (``skipped_count`` has the total)."""
-    entries = [{"id": i, "path": p, "reason": r} for i, p, r in skipped]
-    text = json.dumps(entries)
-    while len(text) > MAX_SKIPPED_ATTRIBUTE and entries:
-        entries = entries[: len(entries) * 3 // 4]
-        text = json.dumps(entries + [{"id": "...", "path": "", "reason": f"{len(skipped) - len(entries)} more"}])
+def _listing(entries: list) -> str:
+    """A JSON list cut to fit an HDF5 attribute, ending with "... N more" when cut (the counts have totals)."""
+    text, kept = json.dumps(entries), list(entries)
+    while len(text) > MAX_ATTRIBUTE and kept:
+        kept = kept[: len(kept) * 3 // 4]
+        text = json.dumps([*kept, f"... {len(entries) - len(kept)} more"])
     return text

@@ -23,13 +23,15 @@ RUN_RECORD = "run.json"
 
 
 class Shard(NamedTuple):
-    """One object's result: images/voxels and colour kind, or ``reason`` (why it was skipped) and no arrays."""
+    """One object's result: images/voxels and colour kind, or ``reason`` (why it was skipped) and no arrays;
+    ``clipped``: its vertices were clamped into the voxel cube (``--normalize none --clip``)."""
 
     object_id: str
     images: np.ndarray | None
     voxels: np.ndarray | None
     colors: str
     reason: str
+    clipped: bool = False
 
 
 def partial_folder(out: str | os.PathLike[str]) -> Path:
@@ -81,7 +83,7 @@ class ShardStore:
     def write(self, index: int, shard: Shard) -> None:
         """Keep object ``index``'s shard (atomically: temporary file, then rename)."""
         arrays = {"object_id": np.array(shard.object_id), "colors": np.array(shard.colors),
-                  "reason": np.array(shard.reason)}
+                  "reason": np.array(shard.reason), "clipped": np.array(shard.clipped)}
         if shard.images is not None and shard.voxels is not None:
             arrays |= {"images": shard.images, "voxels": shard.voxels}
         buffer = io.BytesIO()
@@ -92,12 +94,13 @@ class ShardStore:
         with np.load(self.path(index)) as data:
             images = data["images"] if "images" in data else None
             voxels = data["voxels"] if "voxels" in data else None
-            return Shard(str(data["object_id"]), images, voxels, str(data["colors"]), str(data["reason"]))
+            return Shard(str(data["object_id"]), images, voxels, str(data["colors"]), str(data["reason"]),
+                         bool(data["clipped"]))
 
-    def outcome(self, index: int) -> tuple[str, str]:
-        """(colour kind, skip reason) of object ``index``, without inflating its arrays."""
+    def outcome(self, index: int) -> tuple[str, str, bool]:
+        """(colour kind, skip reason, clipped) of object ``index``, without inflating its arrays."""
         with np.load(self.path(index)) as data:
-            return str(data["colors"]), str(data["reason"])
+            return str(data["colors"]), str(data["reason"]), bool(data["clipped"])
 
     def remove(self) -> None:
         shutil.rmtree(self.folder, ignore_errors=True)

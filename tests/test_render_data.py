@@ -217,6 +217,19 @@ def test_other_cameras_and_sizes_are_recorded_and_consistent(collection: Path, t
     assert _voxels_inside_masks(voxels, images[:, 3], info.layout) > 0.995
 
 
+def test_normalize_none_skips_or_clips_what_lies_outside_the_cube(collection: Path, tmp_path: Path,
+                                                                  capsys: pytest.CaptureFixture) -> None:
+    common = ["--categories", "sofa", "--normalize", "none", "--split", "1,0,0", "--workers", "1", "--supersample", "1"]
+    assert main(["render", str(collection), str(tmp_path / "kept.h5"), *common]) == 1  # every object lies outside
+    assert "none of the 7 objects could be rendered" in " ".join(capsys.readouterr().err.split())
+    assert not partial_folder(tmp_path / "kept.h5").exists()
+    assert main(["render", str(collection), str(tmp_path / "kept.h5"), *common, "--clip"]) == 0
+    assert "3 objects reached outside" in " ".join(capsys.readouterr().out.split())
+    attrs = read_info(tmp_path / "kept.h5").attributes
+    assert attrs["normalize"] == "none (clipped)" and attrs["clipped_count"] == 3
+    assert json.loads(attrs["clipped"]) == ["sofa/grey", "sofa/tower", "sofa/tower_x10"]
+
+
 # ---- pieces: loading, normalisation, sources, splits, shards ----------------------------------------------
 
 
