@@ -2,6 +2,7 @@
 
     recon-data synth OUT.h5 [--train N] [--val N] [--test N] [--seed S] [--categories NAME ...]
     recon-data convert-nmr SRC_DIR OUT.h5 [--categories SYNSET ...] [--splits train val test]
+    recon-data render SRC OUT.h5 [--dry-run] [--resume] [--workers N] [--views N --elevation DEG ...]
     recon-data info FILE
 """
 
@@ -36,7 +37,8 @@ def _progress(console: Console) -> Progress:
 
 
 def _parser() -> argparse.ArgumentParser:
-    from recon.datamodules.synthetic import DEFAULT_COUNTS  # imports torch: after the signal handlers
+    from recon.datamodules.render_cli import add_render_parser  # these import torch: after the signal handlers
+    from recon.datamodules.synthetic import DEFAULT_COUNTS
 
     parser = argparse.ArgumentParser(prog="recon-data", description="Create and inspect recon-views HDF5 datasets.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -49,6 +51,7 @@ def _parser() -> argparse.ArgumentParser:
     synth.add_argument("--seed", type=int, default=0, help="random seed (default 0); same seed, same bytes")
     synth.add_argument("--categories", nargs="+", metavar="NAME", help="category names or synsets (default: all 13)")
     synth.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
+    synth.add_argument("--workers", type=int, metavar="N", help="worker processes (default: the usable cores)")
 
     convert = commands.add_parser("convert-nmr", help="convert the NMR/SoftRas {synset}_{split}_*.npz files")
     convert.add_argument("src_dir", type=Path, help="folder with {synset}_{split}_images.npz / _voxels.npz")
@@ -57,6 +60,8 @@ def _parser() -> argparse.ArgumentParser:
                          help="synsets or names (default: every category found in SRC_DIR)")
     convert.add_argument("--splits", nargs="+", choices=SPLITS, default=list(SPLITS), help="splits to convert")
     convert.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
+
+    add_render_parser(commands)
 
     info = commands.add_parser("info", help="show the splits × categories object counts and the file's attributes")
     info.add_argument("file", type=Path)
@@ -83,7 +88,8 @@ def print_info(info: ViewsFileInfo, console: Console) -> None:
     console.print(table)
     attributes = Table(title="attributes", show_header=False)
     for key, value in info.attributes.items():
-        attributes.add_row(key, str(value))
+        text = str(value)  # a long list (render's skipped objects) is cut here; `h5dump -a` shows it all
+        attributes.add_row(key, text if len(text) <= 300 else f"{text[:300]} … ({len(text)} characters)")
     console.print(attributes)
 
 
@@ -108,7 +114,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _run(argv: Sequence[str] | None) -> int:
     args = _parser().parse_args(argv)
-    if args.command == "synth":
+    if args.command in ("synth", "render"):
         from recon.allocator import keep_freed_memory
 
         keep_freed_memory()  # rendering and voxelizing every view, as `recon fit` does when it synthesizes
@@ -122,8 +128,12 @@ def _run(argv: Sequence[str] | None) -> int:
             _refuse_existing(args.out, args.overwrite)
             with _progress(console) as progress:
                 info = generate_synthetic(args.out, {s: getattr(args, s) for s in SPLITS}, seed=args.seed,
-                                          categories=args.categories, progress=progress)
+                                          categories=args.categories, progress=progress, workers=args.workers)
             print_info(info, console)
+        elif args.command == "render":
+            from recon.datamodules.render_cli import run_render
+
+            run_render(args, console)
         elif args.command == "convert-nmr":
             from recon.datamodules.nmr import convert_nmr
 

@@ -1,0 +1,123 @@
+"""The ``recon-data render`` subcommand: its options, the dry run's listing and the end summary."""
+
+from __future__ import annotations
+
+import argparse
+from collections import Counter
+from pathlib import Path
+
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from recon.datamodules.h5 import SPLITS, ViewsLayout
+from recon.datamodules.meshes import NORMALIZATIONS
+from recon.datamodules.shards import partial_folder
+from recon.datamodules.sources import Collection, discover, parse_split
+from recon.datamodules.views import SUPERSAMPLE, ViewSettings
+
+SKIPPED_SHOWN = 20  # the summary lists this many skipped objects; the file's `skipped` attribute has them all
+
+
+def add_render_parser(commands: argparse._SubParsersAction) -> None:
+    """Add ``render`` to ``recon-data``'s subcommands."""
+    default = ViewsLayout()
+    render = commands.add_parser(
+        "render", help="render a mesh collection (a folder per category, ShapeNetCore v1/v2, a manifest)",
+        description="Render meshes into a recon-views file in the NMR dataset's camera and conventions.")
+    render.add_argument("src", type=Path, help="folder with one subfolder per category, ShapeNetCore v1/v2, "
+                        "or a .csv/.jsonl manifest (path, category[, split, id])")
+    render.add_argument("out", type=Path, help="output .h5 file")
+    render.add_argument("--dry-run", action="store_true", help="list what was found and exit")
+    render.add_argument("--categories", nargs="+", metavar="NAME",
+                        help="names or synsets to keep (ShapeNetCore default: the 13 NMR categories; 'all')")
+    render.add_argument("--per-category", type=int, metavar="N", help="keep the first N objects of each category")
+    render.add_argument("--split", default="0.7,0.1,0.2", metavar="TR,VA,TE",
+                        help="train,val,test fractions, by a hash of each object id (default 0.7,0.1,0.2); "
+                        "a manifest's split column wins")
+    render.add_argument("--normalize", choices=NORMALIZATIONS, default="longest",
+                        help="longest: bounding box centred, longest side 1 (default, NMR); diagonal: "
+                        "diagonal 1 (ShapeNetCore v2); none: keep coordinates, which must lie in (-0.5, 0.5)³")
+    render.add_argument("--clip", action="store_true",
+                        help="with --normalize none: clamp vertices outside the cube instead of skipping the object")
+    render.add_argument("--views", type=int, default=default.num_views, metavar="N",
+                        help=f"views per object, evenly spaced in azimuth (default {default.num_views})")
+    render.add_argument("--elevation", type=float, default=default.elevation, metavar="DEG",
+                        help=f"camera elevation in degrees (default {default.elevation:g})")
+    render.add_argument("--distance", type=float, default=default.distance, metavar="D",
+                        help=f"camera distance from the origin (default {default.distance})")
+    render.add_argument("--image-size", type=int, default=default.image_size, metavar="S",
+                        help=f"image side in pixels (default {default.image_size})")
+    render.add_argument("--supersample", type=int, default=SUPERSAMPLE, metavar="K",
+                        help=f"anti-aliasing: render at K× the size and average (default {SUPERSAMPLE})")
+    render.add_argument("--workers", type=int, metavar="N", help="worker processes (default: the usable cores)")
+    render.add_argument("--resume", action="store_true", help="continue an interrupted run from OUT.h5.partial/")
+    render.add_argument("--overwrite", action="store_true", help="replace OUT and discard an interrupted run")
+
+
+def settings_from(args: argparse.Namespace) -> ViewSettings:
+    """The rendering settings of the options, validated."""
+    for name, value, low in (("--views", args.views, 1), ("--image-size", args.image_size, 8),
+                             ("--supersample", args.supersample, 1)):
+        if value < low:
+            raise ValueError(f"{name} {value}; expected an integer ≥ {low}")
+    if not args.distance > 0.9:
+        raise ValueError(f"--distance {args.distance}; expected > 0.9 (the camera must stay outside the object)")
+    if args.clip and args.normalize != "none":
+        raise ValueError("--clip only applies with --normalize none")
+    layout = ViewsLayout(image_size=args.image_size, num_views=args.views, distance=args.distance,
+                         elevation=args.elevation, azimuth_step=-360.0 / args.views)
+    return ViewSettings(layout, args.supersample, args.normalize, args.clip)
+
+
+def print_collection(collection: Collection, split: tuple[float, float, float], console: Console) -> None:
+    """The dry run: source kind, objects per category and split, a few paths."""
+    from recon.datamodules.rendering import plan
+
+    objects = plan(collection, split)
+    counts = Counter((o.category, o.split) for o in objects)
+    table = Table(title=f"{collection.root}: {collection.kind}, {len(objects)} objects")
+    for column in ("category", "synset", *SPLITS, "total"):
+        table.add_column(column, justify="left" if column in ("category", "synset") else "right")
+    for category in collection.categories:
+        row = [counts[(category, s)] for s in SPLITS]
+        table.add_row(category.name, category.synset, *map(str, row), str(sum(row)))
+    console.print(table)
+    for item in collection.objects[:3]:
+        console.print(f"  {escape(item.object_id)}: {escape(str(item.path))}", highlight=False)
+
+
+def run_render(args: argparse.Namespace, console: Console) -> None:
+    """``recon-data render``: discover, then dry-run or render and summarise."""
+    from recon.datamodules.cli import _progress, _refuse_existing, print_info
+    from recon.datamodules.rendering import render_collection
+
+    split = parse_split(args.split)
+    settings = settings_from(args)
+    collection = discover(args.src, args.categories, args.per_category)
+    if args.dry_run:
+        print_collection(collection, split, console)
+        return
+    _refuse_existing(args.out, args.overwrite)
+    try:
+        with _progress(console) as progress:
+            summary = render_collection(collection, args.out, settings, split, args.workers, args.resume,
+                                        args.overwrite, progress)
+    except KeyboardInterrupt:
+        shards = partial_folder(args.out)
+        if shards.exists():
+            Console(stderr=True).print(f"finished objects are kept in {escape(str(shards))}; rerun with --resume "
+                                       "to continue", highlight=False)
+        raise
+    print_info(summary.info, console)
+    colors = ", ".join(f"{k} {n}" for k, n in sorted(summary.colors.items()))
+    console.print(f"rendered {summary.rendered} objects (colours: {colors}); skipped {len(summary.skipped)}",
+                  highlight=False)
+    for object_id, path, reason in summary.skipped[:SKIPPED_SHOWN]:
+        console.print(f"  skipped {escape(object_id)} ({escape(path)}): {escape(reason)}", highlight=False)
+    if len(summary.skipped) > SKIPPED_SHOWN:
+        console.print(f"  ... {len(summary.skipped) - SKIPPED_SHOWN} more in the file's 'skipped' attribute")
+    if summary.clipped:
+        shown = ", ".join(summary.clipped[:SKIPPED_SHOWN]) + (" ..." if len(summary.clipped) > SKIPPED_SHOWN else "")
+        console.print(f"[yellow]warning:[/yellow] {len(summary.clipped)} objects reached outside (-0.5, 0.5)³ and "
+                      f"were clamped onto it (--clip): {escape(shown)}", highlight=False)

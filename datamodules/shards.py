@@ -1,0 +1,115 @@
+"""The resumable half of ``recon-data render``: one small file per finished object in ``OUT.h5.partial/``.
+
+Rendering a large collection takes hours, so every object's result (or the reason it was skipped) is kept
+as soon as it is made, in its own ``NNNNNNN.npz`` written to a temporary name and renamed: a kill at any
+moment leaves only whole shards. ``run.json`` records what the shards were made from (settings and the
+list of objects); a resumed run must match it, so shards of different runs never mix. When every object
+has a shard, the final file is assembled from them in object order, so a resumed run writes the same file
+as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+
+RUN_RECORD = "run.json"
+
+
+class Shard(NamedTuple):
+    """One object's result: images/voxels and colour kind, or ``reason`` (why it was skipped) and no arrays;
+    ``clipped``: its vertices were clamped into the voxel cube (``--normalize none --clip``)."""
+
+    object_id: str
+    images: np.ndarray | None
+    voxels: np.ndarray | None
+    colors: str
+    reason: str
+    clipped: bool = False
+
+
+def partial_folder(out: str | os.PathLike[str]) -> Path:
+    """``OUT.h5`` → ``OUT.h5.partial``, the shard folder next to the output."""
+    out = Path(out)
+    return out.parent / f"{out.name}.partial"
+
+
+class ShardStore:
+    """The shard folder of one run; ``open`` starts it, or resumes it when its ``run.json`` matches ``record``."""
+
+    def __init__(self, folder: str | os.PathLike[str]) -> None:
+        self.folder = Path(folder)
+
+    def open(self, record: dict, resume: bool, overwrite: bool) -> int:
+        """Create or reuse the folder; returns the number of finished shards. Raises ``FileExistsError``
+        when shards exist and neither ``resume`` nor ``overwrite`` is given, ``ValueError`` when ``resume``
+        finds shards of another run."""
+        if self.folder.exists() and overwrite:
+            shutil.rmtree(self.folder)
+        if self.folder.exists():
+            if not resume:
+                raise FileExistsError(f"{self.folder}: an interrupted run's {self.count()} finished objects; "
+                                      "pass --resume to continue it or --overwrite to start over")
+            try:
+                previous = json.loads((self.folder / RUN_RECORD).read_text())
+            except (OSError, ValueError):
+                previous = None
+            if previous != json.loads(json.dumps(record)):
+                changed = sorted(k for k in record if not previous or previous.get(k) != record[k])
+                raise ValueError(f"{self.folder}: made by a run with other settings or objects (differs in "
+                                 f"{changed}); rerun with the same options, or pass --overwrite to start over")
+            for stale in self.folder.glob("*.tmp-*"):  # left by a killed worker mid-write
+                stale.unlink(missing_ok=True)
+            return self.count()
+        self.folder.mkdir(parents=True)
+        self._write_bytes(self.folder / RUN_RECORD, json.dumps(record, indent=1, sort_keys=True).encode())
+        return 0
+
+    def count(self) -> int:
+        return sum(1 for _ in self.folder.glob("*.npz"))
+
+    def path(self, index: int) -> Path:
+        return self.folder / f"{index:07d}.npz"
+
+    def done(self, index: int) -> bool:
+        return self.path(index).is_file()
+
+    def write(self, index: int, shard: Shard) -> None:
+        """Keep object ``index``'s shard (atomically: temporary file, then rename)."""
+        arrays = {"object_id": np.array(shard.object_id), "colors": np.array(shard.colors),
+                  "reason": np.array(shard.reason), "clipped": np.array(shard.clipped)}
+        if shard.images is not None and shard.voxels is not None:
+            arrays |= {"images": shard.images, "voxels": shard.voxels}
+        buffer = io.BytesIO()
+        np.savez_compressed(buffer, **arrays)
+        self._write_bytes(self.path(index), buffer.getvalue())
+
+    def read(self, index: int) -> Shard:
+        with np.load(self.path(index)) as data:
+            images = data["images"] if "images" in data else None
+            voxels = data["voxels"] if "voxels" in data else None
+            return Shard(str(data["object_id"]), images, voxels, str(data["colors"]), str(data["reason"]),
+                         bool(data["clipped"]))
+
+    def outcome(self, index: int) -> tuple[str, str, bool]:
+        """(colour kind, skip reason, clipped) of object ``index``, without inflating its arrays."""
+        with np.load(self.path(index)) as data:
+            return str(data["colors"]), str(data["reason"]), bool(data["clipped"])
+
+    def remove(self) -> None:
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+    @staticmethod
+    def _write_bytes(path: Path, data: bytes) -> None:
+        temporary = path.parent / f"{path.name}.tmp-{os.getpid()}"
+        with temporary.open("wb") as file:
+            file.write(data)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)

@@ -1,0 +1,201 @@
+"""Find the meshes of a collection: a folder per category, ShapeNetCore v1 or v2, or a manifest.
+
+``discover(src)`` tells the kinds apart by what it finds:
+
+- a ``.csv`` or ``.jsonl`` file: a manifest, one object per row with ``path`` (relative to the manifest's
+  folder or absolute), ``category`` and an optional ``split`` (and ``id``); CSV needs a header row;
+- a folder of synset folders holding ``MODEL/models/model_normalized.obj``: ShapeNetCore v2;
+- a folder of synset folders holding ``MODEL/model.obj``: ShapeNetCore v1;
+- any other folder: one subfolder per category, mesh files anywhere below it (``.obj``, ``.glb``,
+  ``.gltf``, ``.ply``, ``.off``, ``.stl``); mesh files directly in the folder form one category named
+  after it.
+
+Categories that name one of the 13 ShapeNet categories of the NMR set (by synset id, name or NMR alias)
+become that category, so ShapeNetCore's synsets get recon's names; others keep their folder name (or
+ShapeNetCore's ``taxonomy.json`` name). Splits not given by a manifest come from a hash of the object id.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import NamedTuple
+
+from recon.datamodules.categories import SHAPENET_CATEGORIES, Category, resolve_categories
+from recon.datamodules.h5 import SPLITS
+
+MESH_SUFFIXES: tuple[str, ...] = (".obj", ".glb", ".gltf", ".ply", ".off", ".stl")
+MANIFEST_SUFFIXES: tuple[str, ...] = (".csv", ".jsonl")
+DEFAULT_SPLIT: tuple[float, float, float] = (0.7, 0.1, 0.2)
+
+
+class MeshSource(NamedTuple):
+    """One object: its id (unique in the collection), mesh file, category and split (None: from the hash)."""
+
+    object_id: str
+    path: Path
+    category: Category
+    split: str | None = None
+
+
+class Collection(NamedTuple):
+    """What ``discover`` found: the kind of source, its objects in (category, id) order, their categories."""
+
+    kind: str
+    root: Path
+    objects: list[MeshSource]
+    categories: list[Category]
+
+
+def discover(src: str | os.PathLike[str], categories: Sequence[str] | None = None,
+             per_category: int | None = None) -> Collection:
+    """The objects of ``src``; ``categories`` keeps some (names or synsets; ShapeNetCore defaults to the 13
+    NMR categories, ``["all"]`` takes every one); ``per_category`` keeps the first N ids of each."""
+    root = Path(src)
+    if root.is_file() and root.suffix.lower() in MANIFEST_SUFFIXES:
+        kind, objects = "manifest", _manifest(root)
+    elif root.is_dir():
+        kind = _shapenet_version(root)
+        objects = _shapenet(root, kind) if kind else _folder(root)
+        kind = kind or "folder"
+    elif root.exists():
+        raise ValueError(f"{root}: not a folder or a manifest; expected a folder of meshes, ShapeNetCore, "
+                         f"or a {'/'.join(MANIFEST_SUFFIXES)} manifest")
+    else:
+        raise FileNotFoundError(f"{root}: no such file or folder; expected a folder of meshes, ShapeNetCore, "
+                                f"or a {'/'.join(MANIFEST_SUFFIXES)} manifest")
+    found = sorted({o.category for o in objects})
+    if not objects:
+        raise ValueError(f"{root}: found no mesh files ({', '.join(MESH_SUFFIXES)}) as a {kind} source")
+    if categories and list(categories) != ["all"]:
+        chosen = resolve_categories(categories, found)
+    elif kind.startswith("shapenetcore") and not categories:
+        chosen = [c for c in found if c in SHAPENET_CATEGORIES]
+        if not chosen:
+            raise ValueError(f"{root}: none of the 13 NMR categories found; pass --categories all or some of "
+                             f"{[c.synset for c in found]}")
+    else:
+        chosen = found
+    kept: dict[Category, list[MeshSource]] = {c: [] for c in chosen}
+    for item in sorted(objects, key=lambda o: (o.category, o.object_id)):
+        if item.category in kept and (per_category is None or len(kept[item.category]) < per_category):
+            kept[item.category].append(item)
+    ids = [o.object_id for group in kept.values() for o in group]
+    if len(set(ids)) != len(ids):
+        raise ValueError(f"{root}: object ids are not unique (e.g. {_first_repeat(ids)!r}); give manifest rows an id")
+    return Collection(kind, root, [o for group in kept.values() for o in group], chosen)
+
+
+def category_for(key: str, names: dict[str, str] | None = None) -> Category:
+    """The category a folder name, synset id or manifest entry stands for."""
+    try:
+        return resolve_categories([key], SHAPENET_CATEGORIES)[0]
+    except ValueError:
+        return Category(key, (names or {}).get(key, key))
+
+
+def assign_split(object_id: str, fractions: Sequence[float] = DEFAULT_SPLIT) -> str:
+    """The split of an object from a hash of its id: the same for the same id on any machine and run."""
+    position = int.from_bytes(hashlib.sha256(object_id.encode()).digest()[:8], "big") / 2.0**64
+    total = 0.0
+    for split, fraction in zip(SPLITS, fractions, strict=True):
+        total += fraction
+        if position < total:
+            return split
+    return SPLITS[max(i for i, f in enumerate(fractions) if f > 0)]
+
+
+def parse_split(text: str) -> tuple[float, float, float]:
+    """``"0.7,0.1,0.2"`` → (train, val, test) fractions; they must be ≥ 0 and sum to 1."""
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        values = ()
+    if len(values) != 3 or min(values) < 0 or abs(sum(values) - 1.0) > 1e-6:
+        raise ValueError(f"--split {text!r}; expected three fractions train,val,test that sum to 1, e.g. 0.7,0.1,0.2")
+    return values  # type: ignore[return-value]
+
+
+def _shapenet_version(root: Path) -> str | None:
+    for synset in sorted(p for p in root.iterdir() if p.is_dir()):
+        for model in sorted(p for p in synset.iterdir() if p.is_dir())[:5]:
+            if (model / "models" / "model_normalized.obj").is_file():
+                return "shapenetcore-v2"
+            if (model / "model.obj").is_file():
+                return "shapenetcore-v1"
+    return None
+
+
+def _shapenet(root: Path, kind: str) -> list[MeshSource]:
+    inner = Path("models", "model_normalized.obj") if kind == "shapenetcore-v2" else Path("model.obj")
+    names = _taxonomy_names(root)
+    objects = []
+    for synset in sorted(p for p in root.iterdir() if p.is_dir()):
+        category = category_for(synset.name, names)
+        for model in sorted(p for p in synset.iterdir() if p.is_dir()):
+            if (model / inner).is_file():
+                objects.append(MeshSource(f"{synset.name}/{model.name}", model / inner, category))
+    return objects
+
+
+def _taxonomy_names(root: Path) -> dict[str, str]:
+    """synset → first name from ShapeNetCore's ``taxonomy.json``, when the download has it."""
+    try:
+        entries = json.loads((root / "taxonomy.json").read_text())
+        return {e["synsetId"]: e["name"].split(",")[0].strip() for e in entries}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return {}
+
+
+def _meshes_below(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in MESH_SUFFIXES and p.is_file())
+
+
+def _folder(root: Path) -> list[MeshSource]:
+    objects = []
+    loose = [p for p in root.iterdir() if p.is_file() and p.suffix.lower() in MESH_SUFFIXES]
+    if loose:
+        category = category_for(root.name)
+        objects += [MeshSource(f"{root.name}/{p.stem}", p, category) for p in sorted(loose)]
+    for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        category = category_for(folder.name)
+        for path in _meshes_below(folder):
+            objects.append(MeshSource(f"{folder.name}/{path.relative_to(folder).with_suffix('').as_posix()}",
+                                      path, category))
+    return objects
+
+
+def _manifest(path: Path) -> list[MeshSource]:
+    try:
+        if path.suffix.lower() == ".csv":
+            with path.open(newline="") as file:
+                rows = list(csv.DictReader(file))
+        else:
+            rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    except (OSError, ValueError, UnicodeDecodeError) as error:
+        raise ValueError(f"{path}: unreadable manifest ({error})") from None
+    objects = []
+    for number, row in enumerate(rows, start=2 if path.suffix.lower() == ".csv" else 1):
+        if not isinstance(row, dict) or not row.get("path") or not row.get("category"):
+            raise ValueError(f"{path}: row {number} has no 'path' or no 'category'; expected columns "
+                             "path, category and optionally split, id")
+        split = (row.get("split") or "").strip() or None
+        if split is not None and split not in SPLITS:
+            raise ValueError(f"{path}: row {number} has split {split!r}; expected one of {list(SPLITS)}")
+        mesh = Path(row["path"]) if Path(row["path"]).is_absolute() else path.parent / row["path"]
+        object_id = str(row.get("id") or Path(row["path"]).with_suffix("").as_posix())
+        objects.append(MeshSource(object_id, mesh, category_for(str(row["category"]).strip()), split))
+    return objects
+
+
+def _first_repeat(ids: list[str]) -> str:
+    seen: set[str] = set()
+    for object_id in ids:
+        if object_id in seen:
+            return object_id
+        seen.add(object_id)
+    return ""

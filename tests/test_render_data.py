@@ -1,0 +1,446 @@
+"""``recon-data render``: sources, messy meshes, camera and voxel conventions, colours, resume, synth parity."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import trimesh
+
+from recon.datamodules.cli import main
+from recon.datamodules.h5 import ViewsLayout, open_views, read_info
+from recon.datamodules.meshes import MeshError, clean_faces, load_mesh, normalize_mesh
+from recon.datamodules.primitives import ColoredMesh, box, cone, merge
+from recon.datamodules.shapes import make_shape
+from recon.datamodules.shards import ShardStore, partial_folder
+from recon.datamodules.sources import assign_split, discover
+from recon.datamodules.synthetic import generate_synthetic, object_rng
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+# ---- writing meshes as a user's collection holds them ---------------------------------------------------
+
+
+def _tower() -> ColoredMesh:
+    """No mirror or axis-swap symmetry: an off-centre tower, a long bar and a cone in one corner."""
+    red, blue = (0.8, 0.2, 0.2), (0.2, 0.3, 0.8)
+    return merge([box((0.3, 0.9, 0.3), red, (-0.3, 0.45, 0.2)), box((1.0, 0.15, 0.2), blue, (0.1, 0.08, -0.3)),
+                  cone(0.2, 0.4, blue, (0.35, 0.2, 0.35))])
+
+
+def _write_obj(path: Path, vertices: np.ndarray, faces: list[list[int]], color: tuple[float, float, float] | None = None) -> None:
+    """A hand-written OBJ (1-based, polygons allowed), with one material of diffuse ``color`` if given."""
+    lines = [f"mtllib {path.stem}.mtl", "usemtl paint"] if color else []
+    lines += [f"v {x!r} {y!r} {z!r}" for x, y, z in np.asarray(vertices, dtype=np.float64).tolist()]
+    lines += ["f " + " ".join(str(i + 1) for i in face) for face in faces]
+    path.write_text("\n".join(lines) + "\n")
+    if color:
+        path.with_suffix(".mtl").write_text("newmtl paint\nKd {} {} {}\n".format(*color))
+
+
+def _write_ply(path: Path, mesh: ColoredMesh) -> None:
+    """Binary PLY with 8-bit face colours, vertices in float64 (exact for float32 inputs)."""
+    rgba = np.concatenate([np.round(mesh.face_colors * 255), np.full((len(mesh.faces), 1), 255)], 1).astype(np.uint8)
+    trimesh.Trimesh(mesh.vertices.astype(np.float64), mesh.faces, face_colors=rgba, process=False).export(path)
+
+
+CUBE = np.array([[x, y, z] for x in (0, 1) for y in (0, 1) for z in (0, 1)], dtype=np.float64)
+CUBE_QUADS = [[0, 1, 3, 2], [4, 6, 7, 5], [0, 4, 5, 1], [2, 3, 7, 6], [0, 2, 6, 4], [1, 5, 7, 3]]
+
+
+@pytest.fixture(scope="module")
+def collection(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder per category with every kind of file and fault a real collection has."""
+    root = tmp_path_factory.mktemp("meshes") / "src"
+    for name in ("chair", "lamp", "sofa"):
+        (root / name).mkdir(parents=True)
+    tower = _tower()
+    _write_ply(root / "chair" / "red_box.ply", box((0.6, 1.0, 0.4), (0.8, 0.1, 0.1)))
+    # quads, a duplicate face (reversed) and a degenerate one, in a material colour
+    _write_obj(root / "lamp" / "quads.obj", CUBE * [1.0, 2.0, 0.5], [*CUBE_QUADS, [3, 1, 0, 2], [0, 0, 1]],
+               color=(0.1, 0.2, 0.8))
+    cylinder = trimesh.creation.cylinder(radius=0.3, height=1.0, sections=24)
+    cylinder.visual.vertex_colors = np.tile([20, 200, 40, 255], (len(cylinder.vertices), 1))
+    cylinder.export(root / "lamp" / "green.glb")
+    parts = trimesh.Scene()  # two parts with their own transforms: concatenated
+    parts.add_geometry(trimesh.creation.box((0.2, 1.0, 0.2)))
+    parts.add_geometry(trimesh.creation.icosphere(subdivisions=2, radius=0.3), transform=trimesh.transformations.translation_matrix([0.6, 0.4, 0.0]))
+    parts.export(root / "lamp" / "parts.glb")
+    (root / "sofa" / "grey.off").write_text("OFF\n8 6 0\n" + "\n".join(" ".join(map(str, v)) for v in CUBE * [2.0, 1.0, 1.0])
+                                            + "\n" + "\n".join("4 " + " ".join(map(str, q)) for q in CUBE_QUADS) + "\n")
+    _write_obj(root / "sofa" / "tower.obj", tower.vertices, tower.faces.tolist())
+    _write_obj(root / "sofa" / "tower_x10.obj", tower.vertices.astype(np.float64) * 10 + [3.0, -7.0, 12.5], tower.faces.tolist())
+    # broken: unreadable, empty, only degenerate faces, NaN coordinates
+    (root / "sofa" / "truncated.glb").write_bytes((root / "lamp" / "green.glb").read_bytes()[:100])
+    (root / "sofa" / "empty.obj").write_text("")
+    _write_obj(root / "sofa" / "flat.obj", [[0, 0, 0], [1, 0, 0], [2, 0, 0]], [[0, 1, 2]])
+    _write_obj(root / "sofa" / "nan.obj", [[0, 0, 0], [1, 0, 0], [0, float("nan"), 0]], [[0, 1, 2]])
+    return root
+
+
+@pytest.fixture(scope="module")
+def rendered(collection: Path) -> Path:
+    out = collection.parent / "rendered.h5"
+    assert main(["render", str(collection), str(out), "--split", "1,0,0", "--workers", "1"]) == 0
+    return out
+
+
+# ---- the camera, masks and voxels agree ------------------------------------------------------------------
+
+
+def _project(points: np.ndarray, layout: ViewsLayout, view: int) -> tuple[np.ndarray, np.ndarray]:
+    """Pixel (row, col) of world points in a view, from SoftRas's look-at camera written out by hand."""
+    el, az = np.radians(layout.elevation), np.radians(layout.azimuth_step * view)
+    eye = layout.distance * np.array([np.cos(el) * np.sin(az), np.sin(el), -np.cos(el) * np.cos(az)])
+    z = -eye / np.linalg.norm(eye)
+    x = np.cross([0.0, 1.0, 0.0], z)
+    x /= np.linalg.norm(x)
+    y = np.cross(z, x)
+    cam = (points - eye) @ np.stack([x, y, z]).T
+    tan, size = np.tan(np.radians(15.0)), layout.image_size
+    x_ndc, y_ndc = cam[:, 0] / (cam[:, 2] * tan), cam[:, 1] / (cam[:, 2] * tan)
+    return (1 - y_ndc) * size / 2 - 0.5, (x_ndc + 1) * size / 2 - 0.5
+
+
+def _voxels_inside_masks(voxels: np.ndarray, alpha: np.ndarray, layout: ViewsLayout) -> float:
+    """Fraction of (occupied voxel, view) pairs whose centre projects into the view's mask grown by 1 px.
+    Voxel [i, j, k] is (y-index i, x-index j, z-index S−1−k) on the grid g = 31·v + 16 (recon.mesh.voxelize)."""
+    s = voxels.shape[0]
+    i, j, k = np.nonzero(voxels)
+    centres = ((np.stack([j, i, s - 1 - k], axis=1) + 0.5) - s / 2) / (s - 1)
+    inside = []
+    for view in range(alpha.shape[0]):
+        mask = alpha[view] > 0
+        grown = mask.copy()
+        for dr in (-1, 0, 1):
+            for dc in (-1, 0, 1):
+                grown |= np.roll(mask, (dr, dc), axis=(0, 1))
+        rows, cols = _project(centres, layout, view)
+        last = layout.image_size - 1
+        inside.append(grown[np.clip(np.round(rows).astype(int), 0, last), np.clip(np.round(cols).astype(int), 0, last)])
+    return float(np.concatenate(inside).mean())
+
+
+def _objects(path: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """object id → (images, voxels) over every split of a file."""
+    found = {}
+    with open_views(path) as file:
+        for split in ("train", "val", "test"):
+            if split not in file:
+                continue
+            ids = [i.decode() for i in file[split]["object_id"][()]]
+            for n, object_id in enumerate(ids):
+                found[object_id] = (file[split]["images"][n], file[split]["voxels"][n])
+    return found
+
+
+def test_layout_attributes_skipped_and_colour_sources(rendered: Path) -> None:
+    info = read_info(rendered)
+    assert info.layout == ViewsLayout() and info.split_sizes == {"train": 7, "val": 0, "test": 0}
+    assert [c.name for c in info.categories] == ["chair", "lamp", "sofa"]  # known names get their synsets
+    assert [c.synset for c in info.categories] == ["03001627", "03636649", "04256520"]
+    attrs = info.attributes
+    assert attrs["source"] == "meshes" and attrs["collection"] == "folder" and attrs["normalize"] == "longest"
+    assert json.loads(attrs["colors"]) == {"face": 1, "material": 1, "none": 4, "vertex": 1}
+    skipped = {entry["id"]: entry["reason"] for entry in json.loads(attrs["skipped"])}
+    assert attrs["skipped_count"] == 4 and set(skipped) == {"sofa/truncated", "sofa/empty", "sofa/flat", "sofa/nan"}
+    assert "cannot be read" in skipped["sofa/truncated"] and "degenerate" in skipped["sofa/flat"]
+    assert "non-finite" in skipped["sofa/nan"]
+    assert not partial_folder(rendered).exists()  # the shards are gone once the file is written
+
+
+def test_stored_voxels_project_inside_stored_masks(rendered: Path) -> None:
+    objects = _objects(rendered)
+    for object_id, (images, voxels) in objects.items():
+        assert voxels.sum() > 20, object_id
+        assert _voxels_inside_masks(voxels, images[:, 3], ViewsLayout()) > 0.995, object_id
+    images, voxels = objects["sofa/tower"]
+    for wrong in (voxels.transpose(1, 0, 2), voxels[::-1], voxels[:, :, ::-1]):
+        assert _voxels_inside_masks(wrong, images[:, 3], ViewsLayout()) < 0.9
+
+
+def test_scaled_and_shifted_object_gives_the_same_views(rendered: Path) -> None:
+    objects = _objects(rendered)
+    (images, voxels), (images_x10, voxels_x10) = objects["sofa/tower"], objects["sofa/tower_x10"]
+    np.testing.assert_array_equal(voxels, voxels_x10)
+    # float rounding of ×10 may move a vertex by one float32 step: at most a sub-pixel sample flips
+    assert (images != images_x10).mean() < 1e-4
+
+
+def test_coloured_meshes_keep_their_colour(rendered: Path) -> None:
+    def lit(object_id: str) -> np.ndarray:
+        images = _objects(rendered)[object_id][0]
+        covered = images[:, 3] == 255
+        return np.stack([(255 - images[:, c])[covered].mean() for c in range(3)]) / 255  # NMR stores 1 − rgb
+
+    red, blue, green, grey = lit("chair/red_box"), lit("lamp/quads"), lit("lamp/green"), lit("sofa/grey")
+    assert red[0] > 3 * red[1] and red[0] > 3 * red[2]
+    assert blue[2] > 2 * blue[1] > 2 * blue[0] * 0.9
+    assert green[1] > 3 * green[0] and green[1] > 3 * green[2]
+    assert np.ptp(grey) < 0.01 and 0.25 < grey.mean() < 0.5  # flat grey 0.5, lit by 0.5 + 0.5·max(n·l, 0)
+
+
+def test_render_gives_synth_objects_exactly(tmp_path: Path) -> None:
+    """A procedural shape written to a file and rendered is the object `synth` makes for it, bit for bit."""
+    synth = tmp_path / "synth.h5"
+    generate_synthetic(synth, {"train": 1}, seed=4, categories=["chair", "lamp"], workers=1)
+    for name in ("chair", "lamp"):
+        (tmp_path / "src" / name).mkdir(parents=True)
+        _write_ply(tmp_path / "src" / name / "00000.ply", make_shape(name, object_rng(4, "train", name, 0)))
+    out = tmp_path / "render.h5"
+    assert main(["render", str(tmp_path / "src"), str(out), "--split", "1,0,0", "--workers", "1"]) == 0
+    made, expected = _objects(out), _objects(synth)
+    for name in ("chair", "lamp"):
+        images, voxels = made[f"{name}/00000"]
+        np.testing.assert_array_equal(images, expected[f"synthetic/{name}/train/00000"][0])
+        np.testing.assert_array_equal(voxels, expected[f"synthetic/{name}/train/00000"][1])
+
+
+def test_other_cameras_and_sizes_are_recorded_and_consistent(collection: Path, tmp_path: Path) -> None:
+    out = tmp_path / "small.h5"
+    args = ["render", str(collection), str(out), "--categories", "sofa", "--views", "6", "--elevation", "10",
+            "--distance", "3.5", "--image-size", "48", "--split", "1,0,0", "--workers", "1"]
+    assert main(args) == 0
+    info = read_info(out)
+    assert info.layout == ViewsLayout(image_size=48, num_views=6, distance=3.5, elevation=10.0, azimuth_step=-60.0)
+    images, voxels = _objects(out)["sofa/tower"]
+    assert images.shape == (6, 4, 48, 48)
+    assert _voxels_inside_masks(voxels, images[:, 3], info.layout) > 0.995
+
+
+def test_normalize_none_skips_or_clips_what_lies_outside_the_cube(collection: Path, tmp_path: Path,
+                                                                  capsys: pytest.CaptureFixture) -> None:
+    common = ["--categories", "sofa", "--normalize", "none", "--split", "1,0,0", "--workers", "1", "--supersample", "1"]
+    assert main(["render", str(collection), str(tmp_path / "kept.h5"), *common]) == 1  # every object lies outside
+    assert "none of the 7 objects could be rendered" in " ".join(capsys.readouterr().err.split())
+    assert not partial_folder(tmp_path / "kept.h5").exists()
+    assert main(["render", str(collection), str(tmp_path / "kept.h5"), *common, "--clip"]) == 0
+    assert "3 objects reached outside" in " ".join(capsys.readouterr().out.split())
+    attrs = read_info(tmp_path / "kept.h5").attributes
+    assert attrs["normalize"] == "none (clipped)" and attrs["clipped_count"] == 3
+    assert json.loads(attrs["clipped"]) == ["sofa/grey", "sofa/tower", "sofa/tower_x10"]
+
+
+# ---- pieces: loading, normalisation, sources, splits, shards ----------------------------------------------
+
+
+def test_loading_triangulates_and_cleans(collection: Path) -> None:
+    loaded = load_mesh(collection / "lamp" / "quads.obj")
+    assert len(loaded.mesh.faces) == 12 + 2 + 1 and loaded.colors == "material"  # quads fanned into triangles
+    assert len(clean_faces(loaded.mesh).faces) == 12  # duplicate (reversed) and degenerate faces dropped
+    assert load_mesh(collection / "lamp" / "parts.glb").mesh.faces.shape[0] == 12 + 320  # both parts
+    with pytest.raises(MeshError, match="cannot be read"):
+        load_mesh(collection / "sofa" / "truncated.glb")
+
+
+def test_views_rendered_in_groups_equal_views_rendered_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Large meshes are rendered a few views per call to bound memory; the images must not change."""
+    from recon.datamodules import views
+
+    mesh = normalize_mesh(_tower())
+    at_once = views.ViewRenderer(ViewsLayout(num_views=5))(mesh)
+    monkeypatch.setattr(views, "FACE_VIEWS_PER_CALL", 2 * len(mesh.faces))  # 2 views per call: 2 + 2 + 1
+    np.testing.assert_array_equal(views.ViewRenderer(ViewsLayout(num_views=5))(mesh), at_once)
+
+
+def test_textures_are_sampled_at_the_vertices(tmp_path: Path) -> None:
+    from PIL import Image
+
+    texture = np.zeros((2, 2, 3), np.uint8)
+    texture[:, 0], texture[:, 1] = [255, 0, 0], [0, 0, 255]  # left half red, right half blue
+    Image.fromarray(texture).save(tmp_path / "paint.png")
+    (tmp_path / "sheet.mtl").write_text("newmtl paint\nKd 1 1 1\nmap_Kd paint.png\n")
+    (tmp_path / "sheet.obj").write_text("mtllib sheet.mtl\nusemtl paint\nv 0 0 0\nv 1 0 0\nv 1 1 0\nv 0 1 1\n"
+                                        "vt 0.1 0.5\nvt 0.9 0.5\nf 1/1 2/1 4/1\nf 2/2 3/2 4/2\n")
+    loaded = load_mesh(tmp_path / "sheet.obj")
+    assert loaded.colors == "texture"
+    np.testing.assert_allclose(loaded.mesh.face_colors, [[1, 0, 0], [0, 0, 1]], atol=1e-6)
+
+
+def test_normalisations() -> None:
+    mesh = _tower()._replace(vertices=(_tower().vertices * 3 + 1).astype(np.float32))
+    longest = normalize_mesh(mesh, "longest").vertices
+    assert np.ptp(longest, axis=0).max() == pytest.approx(1.0) and np.allclose(longest.max(0) + longest.min(0), 0, atol=1e-6)
+    diagonal = normalize_mesh(mesh, "diagonal").vertices
+    assert np.linalg.norm(np.ptp(diagonal, axis=0)) == pytest.approx(1.0)
+    with pytest.raises(MeshError, match="outside the voxel cube"):
+        normalize_mesh(mesh, "none")
+    assert np.abs(normalize_mesh(mesh, "none", clip=True).vertices).max() == pytest.approx(0.5)
+    np.testing.assert_array_equal(normalize_mesh(normalize_mesh(mesh), "none").vertices, longest)
+
+
+def test_sources_are_detected(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    cube = trimesh.creation.box()
+    for version, inner in (("v1", "model.obj"), ("v2", "models/model_normalized.obj")):
+        for synset in ("02691156", "02801938"):  # airplane, and basket (not one of the 13)
+            for model in ("m1", "m2"):
+                (tmp_path / version / synset / model / inner).parent.mkdir(parents=True, exist_ok=True)
+                cube.export(tmp_path / version / synset / model / inner)
+    (tmp_path / "v2" / "taxonomy.json").write_text(json.dumps([{"synsetId": "02801938", "name": "basket,handbasket"}]))
+    v1, v2 = discover(tmp_path / "v1"), discover(tmp_path / "v2", ["all"])
+    assert v1.kind == "shapenetcore-v1" and [c.name for c in v1.categories] == ["airplane"]  # the 13 by default
+    assert v2.kind == "shapenetcore-v2" and [c.name for c in v2.categories] == ["airplane", "basket"]
+    assert [o.object_id for o in v1.objects] == ["02691156/m1", "02691156/m2"]
+    manifest = tmp_path / "list.csv"
+    manifest.write_text("path,category,split\nv1/02691156/m1/model.obj,airplane,test\nv1/02691156/m2/model.obj,mugs,\n")
+    found = discover(manifest)
+    assert found.kind == "manifest" and [(o.category.name, o.split) for o in found.objects] == [
+        ("airplane", "test"), ("mugs", None)]
+    (tmp_path / "list.jsonl").write_text(json.dumps({"path": "v1/02691156/m1/model.obj", "category": "chair",
+                                                     "split": "val", "id": "a"}) + "\n")
+    assert discover(tmp_path / "list.jsonl").objects[0][::3] == ("a", "val")
+    assert main(["render", str(tmp_path / "v2"), str(tmp_path / "out.h5"), "--dry-run"]) == 0
+    printed = capsys.readouterr().out
+    assert "shapenetcore-v2" in printed and "airplane" in printed and not (tmp_path / "out.h5").exists()
+    assert main(["render", str(tmp_path / "nowhere"), str(tmp_path / "out.h5")]) == 1
+    assert "nowhere: no such file or folder" in " ".join(capsys.readouterr().err.split())  # wrapped or not
+
+
+def test_splits_come_from_a_hash_of_the_id() -> None:
+    splits = [assign_split(f"chair/{n:05d}") for n in range(3000)]
+    fractions = [splits.count(s) / len(splits) for s in ("train", "val", "test")]
+    assert np.allclose(fractions, [0.7, 0.1, 0.2], atol=0.03)
+    assert splits == [assign_split(f"chair/{n:05d}") for n in range(3000)]
+    assert {assign_split(f"x{n}", (0.0, 0.0, 1.0)) for n in range(100)} == {"test"}
+
+
+def test_shards_refuse_to_mix_runs(tmp_path: Path) -> None:
+    store = ShardStore(tmp_path / "out.h5.partial")
+    assert store.open({"objects": 3}, resume=False, overwrite=False) == 0
+    with pytest.raises(FileExistsError, match="--resume"):
+        ShardStore(store.folder).open({"objects": 3}, resume=False, overwrite=False)
+    with pytest.raises(ValueError, match="objects"):
+        ShardStore(store.folder).open({"objects": 4}, resume=True, overwrite=False)
+    assert ShardStore(store.folder).open({"objects": 3}, resume=True, overwrite=False) == 0
+
+
+# ---- real processes: kills, resume, workers that exit with their parent ---------------------------------
+
+
+def _children(pid: int) -> list[int]:
+    """Live (not zombie) processes whose parent is ``pid``, from /proc."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            state, parent = stat.rsplit(")", 1)[1].split()[:2]
+            if int(parent) == pid and state != "Z":
+                found.append(int(entry.name))
+    return found
+
+
+def _alive(pids: list[int]) -> list[int]:
+    alive = []
+    for pid in pids:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if state != "Z":
+            alive.append(pid)
+    return alive
+
+
+def _wait_for(condition, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def _recon_data(*args: str) -> subprocess.Popen:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    return subprocess.Popen([sys.executable, "-m", "recon.datamodules.cli", *args], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def _kill_and_check_workers(process: subprocess.Popen, workers: list[int], sig: int) -> None:
+    """Kill the parent; its workers must follow. A worker still importing torch when its parent dies exits
+    as soon as its start-up reaches the pool's initializer, so the allowance covers one slow import."""
+    os.kill(process.pid, sig)
+    process.wait(timeout=30)
+    if not _wait_for(lambda: not _alive(workers), 40.0):
+        survivors = {pid: Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")[:120] for pid in _alive(workers)}
+        pytest.fail(f"processes outlived their parent (signal {sig}): {survivors}")
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads processes from /proc")
+@pytest.mark.slow
+def test_synth_workers_exit_when_synth_is_killed(tmp_path: Path) -> None:
+    out = tmp_path / "synth.h5"
+    process = _recon_data("synth", str(out), "--train", "2", "--val", "0", "--test", "0", "--workers", "2")
+    try:
+        assert _wait_for(lambda: len(_children(process.pid)) >= 2, 60.0), "synth started no workers"
+        workers = _children(process.pid)  # the two workers (and multiprocessing's resource tracker)
+        _kill_and_check_workers(process, workers, signal.SIGKILL)
+    finally:
+        process.kill()
+    assert not out.exists()
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads processes from /proc")
+@pytest.mark.slow
+def test_resume_after_a_kill_writes_the_same_file(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    for category in ("cup", "ball"):
+        (src / category).mkdir(parents=True)
+        for n in range(10):
+            sphere = trimesh.creation.icosphere(subdivisions=3, radius=0.3 + 0.02 * n)
+            sphere.vertices *= [1.0 + 0.1 * n, 1.0, 1.0 - 0.05 * n]
+            sphere.export(src / category / f"{n:02d}.ply")
+    whole, resumed = tmp_path / "whole.h5", tmp_path / "resumed.h5"
+    assert main(["render", str(src), str(whole), "--workers", "1"]) == 0
+
+    process = _recon_data("render", str(src), str(resumed), "--workers", "2")
+    shards = partial_folder(resumed)
+    try:
+        assert _wait_for(lambda: len(list(shards.glob("*.npz"))) >= 2, 90.0), "no object was finished"
+        _kill_and_check_workers(process, _children(process.pid), signal.SIGKILL)
+    finally:
+        process.kill()
+    finished = len(list(shards.glob("*.npz")))
+    assert not resumed.exists() and 2 <= finished < 20, finished  # killed mid-run, whole shards kept
+    assert main(["render", str(src), str(resumed), "--workers", "1"]) == 1  # refuses to discard them silently
+    assert main(["render", str(src), str(resumed), "--workers", "1", "--resume"]) == 0
+    assert hashlib.sha256(resumed.read_bytes()).digest() == hashlib.sha256(whole.read_bytes()).digest()
+    assert not shards.exists()
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_fit_and_test_run_on_a_rendered_file(tmp_path: Path, shrink_flags, monkeypatch) -> None:
+    from recon.cli import run_cli
+
+    monkeypatch.setattr(sys, "argv", ["recon"])
+    rows = ["path,category,split"]
+    for category, make in (("airplane", trimesh.creation.box), ("chair", trimesh.creation.icosphere)):
+        for n, split in enumerate(("train", "train", "val", "test")):
+            mesh = make()
+            mesh.vertices *= [1.0 + 0.3 * n, 1.0, 1.0]
+            mesh.export(tmp_path / f"{category}{n}.off")
+            rows.append(f"{category}{n}.off,{category},{split}")
+    (tmp_path / "objects.csv").write_text("\n".join(rows) + "\n")
+    data = tmp_path / "rendered.h5"
+    assert main(["render", str(tmp_path / "objects.csv"), str(data), "--workers", "1"]) == 0
+    assert read_info(data).split_sizes == {"train": 4, "val": 2, "test": 2}  # the manifest's splits
+    config = str(REPO / "configs" / "default.yaml")
+    flags = shrink_flags({"data.path": str(data)})
+    run_cli(["fit", "-c", config, *flags])
+    checkpoint = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    assert checkpoint.is_file()
+    cli = run_cli(["test", "-c", config, *flags, f"--ckpt_path={checkpoint}"])
+    assert 0 <= cli.model.test_results["miou"] <= 1
