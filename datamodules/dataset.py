@@ -157,7 +157,8 @@ class ViewPairDataset(Dataset[dict[str, Tensor]]):
         torch.index_select(self.eyes, 0, batch["views_a"], out=batch["eyes_a"])
         torch.index_select(self.eyes, 0, batch["views_b"], out=batch["eyes_b"])
         if self.float_images:
-            batch["images_a"], batch["images_b"] = images_to_float(batch["images_a"]), images_to_float(batch["images_b"])
+            for side in ("images_a", "images_b"):
+                batch[side] = images_to_float(batch[side])
         return batch
 
     def __getitem__(self, key: PairKey | list[PairKey]) -> dict[str, Tensor]:
