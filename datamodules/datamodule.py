@@ -55,6 +55,8 @@ class ViewPairDataModule(pl.LightningDataModule):
     copies — and ``on_after_batch_transfer``, which Lightning runs on the device, turns them into float32
     in [0, 1]; iterating a loader outside a Trainer, call ``data.on_after_batch_transfer(batch, 0)``.
     The loaders shard across DDP ranks themselves: run the Trainer with ``use_distributed_sampler=False``.
+    An existing ``path`` is validated when the module is built (``read_info``), so a bad file fails before
+    any Trainer, run folder or logger exists; ``data_source`` says which file the numbers come from.
     """
 
     def __init__(

@@ -3,8 +3,7 @@
 The HDF5 file is opened lazily in the process that reads (h5py handles cannot be pickled and HDF5 is not
 fork-safe): the dataset holds only the path until its first item, and reopens after a fork. Reads go through
 h5py alone, so whatever h5py reads (any filter, chunks never written and read as the fill value) reads here
-the same. A batch reads each distinct view of its pairs and each distinct voxel grid once; nothing loads a
-whole split.
+the same. Each view and voxel grid of a batch is one read (``ItemReader``); nothing loads a whole split.
 """
 
 from __future__ import annotations
