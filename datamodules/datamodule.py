@@ -9,7 +9,6 @@ from typing import Any
 import lightning.pytorch as pl
 import numpy as np
 import torch
-from lightning.pytorch.trainer.states import TrainerFn
 from torch.utils.data import DataLoader
 
 from recon.datamodules.categories import SHAPENET_CATEGORIES, resolve_categories
@@ -115,20 +114,29 @@ class ViewPairDataModule(pl.LightningDataModule):
             return os.path.abspath(self.path) == os.path.abspath(DEFAULT_SYNTHETIC_PATH)
         return self.synthesize
 
+    def check_file(self, stage: str | None) -> None:
+        """Raise ``FileNotFoundError`` saying how to make ``path`` when it is missing and ``stage`` (``"fit"``,
+        ``"validate"``, ``"test"``, ``"predict"``) will not generate it; ``predict`` from ``predict_images``
+        needs no file. The ``recon`` command calls this before anything is created; ``prepare_data`` too."""
+        if Path(self.path).exists() or (stage == "predict" and self.predict_images):
+            return
+        fitting = stage == "fit"
+        if fitting and self._synthesizes():
+            return
+        why = (" (only `fit` generates a missing file; validate, test and predict never do)"
+               if not fitting and self._synthesizes() else "")
+        also = "; or pass --data.synthesize true to generate one there" if fitting else ""
+        raise FileNotFoundError(
+            f"{self.path}: no such file{why}; create it with `recon-data synth {self.path}` (synthetic) or "
+            f"`recon-data convert-nmr NMR_DIR {self.path}` (the NMR/SoftRas data){also}")
+
     def prepare_data(self) -> None:
         """Generate the synthetic dataset when ``path`` is missing, the stage is ``fit`` and ``synthesize``
         allows it (rank 0 only); otherwise a missing file raises ``FileNotFoundError`` saying how to make it."""
+        trainer = self.trainer
+        self.check_file(trainer.state.fn.value if trainer is not None and trainer.state.fn is not None else None)
         if Path(self.path).exists():
             return
-        trainer = self.trainer
-        fitting = trainer is not None and trainer.state.fn == TrainerFn.FITTING
-        if not (fitting and self._synthesizes()):
-            why = (" (only `fit` generates a missing file; validate, test and predict never do)"
-                   if not fitting and self._synthesizes() else "")
-            also = "; or pass --data.synthesize true to generate one there" if fitting else ""
-            raise FileNotFoundError(
-                f"{self.path}: no such file{why}; create it with `recon-data synth {self.path}` (synthetic) or "
-                f"`recon-data convert-nmr NMR_DIR {self.path}` (the NMR/SoftRas data){also}")
         from rich.progress import Progress
 
         from recon.datamodules.synthetic import generate_synthetic

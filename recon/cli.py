@@ -22,7 +22,7 @@ from typing_extensions import override
 from recon.allocator import keep_freed_memory
 from recon.callbacks import MeshWriter
 from recon.checkpoint_io import AtomicCheckpointIO
-from recon.datamodules import ViewPairDataModule, read_info
+from recon.datamodules import ViewPairDataModule
 from recon.errors import PATH_ERRORS, ConfigError, UserError, debug
 from recon.module import ReconModule
 
@@ -87,7 +87,6 @@ class ReconCLI(LightningCLI):
     @override
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
-        _check_data(config.data, self.subcommand)
         root = config.trainer.get("default_root_dir")
         if not root:
             return
@@ -111,6 +110,9 @@ class ReconCLI(LightningCLI):
             if isinstance(error, UserError):
                 raise
             raise ConfigError(str(error)) from error
+        # a missing data file stops the run here, before any run folder, log or W&B run exists (an existing
+        # file was already checked when the DataModule was built)
+        self.datamodule.check_file(self.subcommand)
 
     @override
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
@@ -127,19 +129,6 @@ class ReconCLI(LightningCLI):
                 if getattr(callback, "dirpath", None):
                     io.sweep(Path(callback.dirpath))
         return trainer
-
-
-def _check_data(data: Namespace, subcommand: str | None) -> None:
-    """Refuse a missing, truncated or foreign data file before any run folder, log or W&B run exists.
-
-    ``validate`` and ``test`` need the file; ``predict`` needs it only without ``predict_images``; ``fit``
-    leaves a missing file to the DataModule, which synthesizes only at the default synthetic path.
-    """
-    path = data.get("path")
-    if not path or (subcommand == "predict" and data.get("predict_images")):
-        return
-    if Path(path).exists() or subcommand in ("validate", "test", "predict"):
-        read_info(path)  # one clear error: missing, a directory, truncated or corrupt, wrong layout
 
 
 def _name_wandb_run(init_args: Namespace, config: Namespace) -> None:

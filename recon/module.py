@@ -150,8 +150,9 @@ class ReconModule(LightningModule):
     # -------------------------------------------------------------------------------------------- stages
     @override
     def setup(self, stage: str) -> None:
-        """Size the metrics by the DataModule's categories unless ``category_names`` were given."""
-        if not self.category_names:
+        """Size the metrics by the DataModule's categories unless ``category_names`` were given (``predict``
+        scores nothing and needs none)."""
+        if not self.category_names and stage != "predict":
             datamodule = self._trainer.datamodule if self._trainer is not None else None
             names = getattr(datamodule, "category_names", None)
             if not names:
