@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import NamedTuple
 
+from recon.errors import ConfigError
+
 
 class Category(NamedTuple):
     """One ShapeNet category: its WordNet synset id (the NMR file prefix) and a human name."""
@@ -54,5 +56,5 @@ def resolve_categories(requested: Sequence[str], available: Sequence[Category]) 
             unknown.append(entry)
     if unknown:
         listing = ", ".join(f"{c.name} ({c.synset})" for c in available)
-        raise ValueError(f"unknown or unavailable categories {unknown}; available: {listing}")
+        raise ConfigError(f"unknown or unavailable categories {unknown}; available: {listing}")
     return [c for c in available if c in chosen]

@@ -21,6 +21,7 @@ from recon.datamodules.samplers import (
     distributed_rank_and_size,
     evaluation_views,
 )
+from recon.errors import ConfigError, DataFileError
 
 DEFAULT_SYNTHETIC_PATH = "data/synthetic.h5"
 
@@ -47,6 +48,9 @@ class ViewPairDataModule(pl.LightningDataModule):
         pin_memory: page-locked batches (None: when CUDA is available).
         persistent_workers: keep workers alive across epochs (when ``num_workers > 0``).
         predict_images: a folder or glob of PNGs for ``predict``.
+        image_size: the size of the model's input views (the ``recon`` command links it to the encoder's
+            ``image_size``): a file of another size is refused with a message saying what to set, and
+            ``predict`` resizes its images to it. None: the file's size (64 without a file).
 
     Batches hold ``images_a``/``images_b`` (B, 4, S, S), ``eyes_a``/``eyes_b`` (B, 3), ``views_a``/``views_b``,
     ``voxels`` (B, R, R, R), ``category`` and ``object_index`` (see ``ViewPairDataset``). The loaders carry
@@ -78,6 +82,7 @@ class ViewPairDataModule(pl.LightningDataModule):
         pin_memory: bool | None = None,
         persistent_workers: bool = True,
         predict_images: str | None = None,
+        image_size: int | None = None,
     ) -> None:
         super().__init__()
         if batch_size < 1 or num_workers < 0:
@@ -103,10 +108,12 @@ class ViewPairDataModule(pl.LightningDataModule):
         self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
         self.persistent_workers = persistent_workers
         self.predict_images = predict_images
+        self.image_size = image_size
         self._info: ViewsFileInfo | None = None
         self._objects: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # split -> (object indices, categories)
         if Path(path).exists():
             self._info = read_info(path)  # a bad file fails here, before any run folder or logger exists
+            self._check_image_size()
 
     def _synthesizes(self) -> bool:
         """Whether ``fit`` generates ``path`` when it is missing (see ``synthesize``)."""
@@ -179,15 +186,26 @@ class ViewPairDataModule(pl.LightningDataModule):
         return [table.index(c) for c in chosen]
 
     def setup(self, stage: str | None = None) -> None:
-        """Validate the file and the category selection; splits are indexed when their loader is built."""
+        """Validate the file, its image size and the category selection; splits are indexed when their loader
+        is built. ``predict`` reads only ``predict_images``."""
+        if stage == "predict" and self.predict_images:
+            return
         self.selected_category_indices  # noqa: B018 — raises early on a bad file or unknown categories
+        self._check_image_size()
+
+    def _check_image_size(self) -> None:
+        stored = self.info.layout.image_size
+        if self.image_size is not None and stored != self.image_size:
+            raise ConfigError(
+                f"{self.path}: holds {stored}×{stored} views but the model reads {self.image_size}×{self.image_size}; "
+                f"train a model for this file with --model.encoder.init_args.image_size {stored}")
 
     def _split_objects(self, split: str, max_per_category: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(object indices, their categories) of ``split`` in the selected categories, file order, at most
         ``max_per_category`` per category (the first ones)."""
         if split not in self._objects:
             if split not in self.info.split_sizes:
-                raise ValueError(f"{self.path}: has no '{split}' split; it has {list(self.info.split_sizes)}")
+                raise DataFileError(f"{self.path}: has no '{split}' split; it has {list(self.info.split_sizes)}")
             with open_views(self.path) as file:
                 category = file[split]["category"][()].astype(np.int64)
             keep = np.flatnonzero(np.isin(category, self.selected_category_indices))
@@ -242,8 +260,9 @@ class ViewPairDataModule(pl.LightningDataModule):
     def predict_dataloader(self) -> DataLoader:
         """PNG images from ``predict_images`` (items ``{"images": (4, 64, 64), "name": str}``)."""
         if not self.predict_images:
-            raise ValueError("predict needs images: set data.predict_images to a folder or glob of PNG files")
+            raise ConfigError("predict needs images: set data.predict_images to a folder or glob of PNG files")
         from recon.datamodules.images import ImageFolderDataset
 
-        dataset = ImageFolderDataset(self.predict_images, image_size=64)
+        size = self.image_size or (self.info.layout.image_size if Path(self.path).exists() else 64)
+        dataset = ImageFolderDataset(self.predict_images, image_size=size)
         return DataLoader(dataset, batch_size=self.eval_batch_size, num_workers=self.num_workers)

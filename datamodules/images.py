@@ -13,6 +13,8 @@ from PIL import Image
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from recon.errors import DataFileError
+
 # a pixel of an image without alpha belongs to the object when some channel is darker than this
 # (i.e. it is not the white studio background the dataset's objects are rendered on)
 WHITE_THRESHOLD = 0.95
@@ -97,5 +99,5 @@ class ImageFolderDataset(Dataset):
             with Image.open(file) as image:
                 view = view_from_image(image, self.image_size)
         except OSError as error:
-            raise ValueError(f"cannot read {file} as an image: {error}") from error
+            raise DataFileError(f"{file}: cannot read it as an image ({error})") from error
         return {"images": view, "name": self.names[index]}

@@ -83,6 +83,8 @@ class ReconCLI(LightningCLI):
         parser.add_lightning_class_args(MeshWriter, "export")
         # one value, never two to keep equal by hand: the colour head reads the encoder's latent
         parser.link_arguments("model.encoder.init_args.dim", "model.colors.init_args.latent_dim")
+        # the data's views must be the size the encoder reads: a file of another size is refused up front
+        parser.link_arguments("model.encoder.init_args.image_size", "data.image_size")
 
     @override
     def before_instantiate_classes(self) -> None:

@@ -180,3 +180,35 @@ def test_every_shipped_config_runs_with_any_logger_or_none(experiment, logger, s
     assert (run / "wandb").exists() == (kind == "WandbLogger")
     if kind == "WandbLogger":
         assert list((run / "wandb").glob("offline-run-*"))  # offline although the flag did not say so
+
+
+# ------------------------------------------------------------------------------------------- image size
+def _views_file(path: Path, image_size: int) -> Path:
+    """A small valid recon-views file of ``image_size`` views (random content): 2 categories × 1 object a split."""
+    import numpy as np
+
+    from recon.datamodules import SHAPENET_CATEGORIES, ViewsLayout, ViewsWriter
+
+    rng = np.random.default_rng(0)
+    layout = ViewsLayout(image_size=image_size)
+    with ViewsWriter(path, SHAPENET_CATEGORIES[:2], source="test", layout=layout) as writer:
+        for split in ("train", "val", "test"):
+            images = rng.integers(0, 256, (2, layout.num_views, 4, image_size, image_size), dtype=np.uint8)
+            voxels = rng.random((2, 32, 32, 32)) < 0.2
+            writer.append(split, images, voxels, [0, 1], [f"{split}/a", f"{split}/b"])
+    return path
+
+
+@pytest.mark.slow
+def test_a_file_of_another_image_size_is_refused_naming_the_flag_that_fits_it(shrink_flags, tmp_path):
+    from recon.cli import run_cli
+
+    data = _views_file(tmp_path / "views32.h5", 32)
+    done = recon("fit", "-c", DEFAULT, *shrink_flags({"data.path": data}))
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines()[-1] == (
+        f"recon fit: error: {data}: holds 32×32 views but the model reads 64×64; train a model for this file with "
+        "--model.encoder.init_args.image_size 32")
+    cli = run_cli(["fit", "-c", DEFAULT, *shrink_flags({"data.path": data, "trainer.logger": "false"}),
+                   "--model.encoder.init_args.image_size=32"])
+    assert cli.trainer.global_step == 2 and cli.model.renderer.image_size == 32
