@@ -25,6 +25,12 @@ DEFAULT = str(ROOT / "configs" / "default.yaml")
 COLOR = str(ROOT / "configs" / "experiment" / "color.yaml")
 
 
+@pytest.fixture(autouse=True)
+def _bare_argv(monkeypatch):
+    """LightningCLI warns when given args while sys.argv holds pytest's own flags."""
+    monkeypatch.setattr(sys, "argv", ["recon"])
+
+
 def recon(*args: str, env: dict[str, str] | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
     """``python -m recon ARGS`` in a child process, as a user runs it; output captured."""
     environment = {**os.environ, "WANDB_MODE": "offline", "OMP_NUM_THREADS": "1", **(env or {})}
