@@ -11,7 +11,6 @@ import json
 import os
 import platform
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from rich.console import Console
 from rich.table import Table
 
 from recon.allocator import keep_freed_memory, keeps_freed_memory
+from recon.atomic import write_text
 
 BENCHMARKS = ("render", "voxelize", "data", "train_step", "dataset_render")
 
@@ -97,9 +97,7 @@ def main(argv: list[str] | None = None) -> int:
         print_rows(console, f"{name}  ({time.perf_counter() - started:.0f} s)", rows)
 
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=args.out.parent, suffix=".tmp", delete=False) as tmp:
-        json.dump(results, tmp, indent=2)
-    os.replace(tmp.name, args.out)
+    write_text(args.out, json.dumps(results, indent=2))
     console.print(f"wrote {args.out}")
     return 0
 

@@ -8,7 +8,6 @@ Layout (DESIGN.md "HDF5 layout"): one group per split with
 
 from __future__ import annotations
 
-import glob
 import logging
 import os
 import re
@@ -20,6 +19,7 @@ from types import TracebackType
 import h5py
 import numpy as np
 
+from recon import atomic
 from recon.datamodules.categories import Category
 from recon.datamodules.interrupts import raise_if_interrupted
 from recon.errors import DataFileError
@@ -225,7 +225,7 @@ class ViewsWriter:
         self.layout = layout
         self._attributes = {"source": source, **(attributes or {})}
         self._level = compression_level
-        self._temp = self.path.parent / f".{self.path.name}.tmp-{os.getpid()}"
+        self._temp = atomic.temporary_path(self.path)
         self._file: h5py.File | None = None
 
     def __enter__(self) -> ViewsWriter:
@@ -301,31 +301,11 @@ class ViewsWriter:
                 self._temp.unlink()
 
 
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by another user
-        return True
-    return True
-
-
 def remove_stale_temporaries(path: str | os.PathLike[str]) -> list[Path]:
-    """Delete ``.NAME.tmp-PID`` files next to ``path`` left by writers that were killed (PID not running),
-    logging one line each; returns them. Files of running processes (and of this one) are kept."""
+    """Delete the temporary files of ``path`` left by writers that were killed (their process is gone), logging
+    one line each; returns them. Files of running processes are kept (:mod:`recon.atomic`)."""
     path = Path(path)
-    removed = []
-    for temp in path.parent.glob(f".{glob.escape(path.name)}.tmp-*"):
-        pid = temp.name.rpartition(".tmp-")[2]
-        if not pid.isdigit() or int(pid) == os.getpid() or _process_alive(int(pid)):
-            continue
-        try:
-            size = temp.stat().st_size
-            temp.unlink()
-        except FileNotFoundError:  # another writer removed it first
-            continue
-        log.warning("removed %s (%.1f MiB), left by process %s that is no longer running", temp,
-                    size / 2**20, pid)
-        removed.append(temp)
+    removed = atomic.remove_stale_temporaries(path.parent, path.name)
+    for temp in removed:
+        log.warning("removed %s, left by a writer that is no longer running", temp)
     return removed

@@ -19,6 +19,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from recon.atomic import atomic_write, remove_stale_temporaries
+
 RUN_RECORD = "run.json"
 
 
@@ -64,8 +66,7 @@ class ShardStore:
                 changed = sorted(k for k in record if not previous or previous.get(k) != record[k])
                 raise ValueError(f"{self.folder}: made by a run with other settings or objects (differs in "
                                  f"{changed}); rerun with the same options, or pass --overwrite to start over")
-            for stale in self.folder.glob("*.tmp-*"):  # left by a killed worker mid-write
-                stale.unlink(missing_ok=True)
+            remove_stale_temporaries(self.folder)  # left by workers killed mid-write
             return self.count()
         self.folder.mkdir(parents=True)
         self._write_bytes(self.folder / RUN_RECORD, json.dumps(record, indent=1, sort_keys=True).encode())
@@ -107,9 +108,5 @@ class ShardStore:
 
     @staticmethod
     def _write_bytes(path: Path, data: bytes) -> None:
-        temporary = path.parent / f"{path.name}.tmp-{os.getpid()}"
-        with temporary.open("wb") as file:
+        with atomic_write(path, "wb") as file:
             file.write(data)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)

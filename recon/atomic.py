@@ -38,12 +38,11 @@ def atomic_write(path: str | os.PathLike[str], mode: str = "wb", **open_kwargs: 
     """``with atomic_write(path) as file: ...`` writes ``path`` atomically (see the module docstring).
 
     The file gets the usual permissions (``0o666`` less the umask). On any exception, Ctrl-C included, the
-    temporary file is removed and ``path`` is left as it was.
+    temporary file is removed and ``path`` is left as it was. The folder must exist.
     """
     if "w" not in mode:
         raise ValueError(f"atomic_write: mode {mode!r}; expected a write mode such as 'wb' or 'w'")
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     temporary = temporary_path(path)
     try:
         with open(temporary, mode, **open_kwargs) as file:

@@ -38,6 +38,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             super().save_checkpoint(checkpoint, path, storage_options)
             return
         path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
         self.sweep(path.parent)
         with atomic_write(path, "wb") as file:
             torch.save(checkpoint, file)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +11,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 
+from recon.atomic import atomic_write
 from recon.mesh import save_mesh
 from recon.render import SoftRenderer, eye_from_angles
 
@@ -59,17 +59,10 @@ def render_preview(
 
 
 def save_image(path: str | os.PathLike[str], image: Image.Image) -> None:
-    """Save a PIL image (format from the suffix) atomically: a temporary file beside ``path``, then renamed."""
+    """Save a PIL image (format from the suffix) atomically (:mod:`recon.atomic`)."""
     path = Path(path)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent)
-    os.close(handle)
-    try:
-        image.save(temporary)
-        os.chmod(temporary, 0o666 & ~_umask())  # mkstemp creates 0600; give the file the usual permissions
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    with atomic_write(path, "wb") as file:
+        image.save(file, format=Image.registered_extensions()[path.suffix.lower()])
 
 
 def write_prediction(
@@ -117,9 +110,3 @@ def color_mode(vertices: Tensor, faces: Tensor, colors: Tensor) -> str:
     raise ValueError(
         f"colors {tuple(colors.shape)} are neither per vertex ({vertices.shape[-2]}) nor per face ({faces.shape[-2]})"
     )
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask

@@ -243,6 +243,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for seed in profile.seeds
     ]
     rows = summarize(runs)
+    args.out.mkdir(parents=True, exist_ok=True)
     write_text(args.out / "table.md", render_markdown(profile, rows))
     write_text(args.out / "table.csv", render_csv(rows))
     console = Console()

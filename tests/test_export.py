@@ -74,7 +74,7 @@ def test_failed_write_leaves_existing_file_untouched(tmp_path: Path, monkeypatch
     def fail(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr("recon.mesh.export.os.replace", fail)
+    monkeypatch.setattr("recon.atomic.os.replace", fail)
     with pytest.raises(OSError, match="disk full"):
         save_mesh(target, vertices * 2, faces)
     assert target.read_bytes() == before

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import os
-import uuid
 from pathlib import Path
 
 import numpy as np
 import trimesh
 from torch import Tensor
+
+from recon.atomic import atomic_write
 
 _FORMATS = {".obj": "obj", ".glb": "glb", ".ply": "ply"}
 
@@ -73,14 +74,6 @@ def save_mesh(
     data = mesh.export(file_type=file_type)
     payload = data.encode() if isinstance(data, str) else data
 
-    # A unique sibling name, created with mode 0666 so the umask applies as for any new file.
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:12]}.tmp")
-    handle = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        with os.fdopen(handle, "wb") as file:
-            file.write(payload)
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
+    with atomic_write(path, "wb") as file:
+        file.write(payload)
     return path
