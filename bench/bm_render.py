@@ -16,7 +16,7 @@ import json, resource, statistics, sys, time, torch
 from recon.allocator import keep_freed_memory
 keep_freed_memory()
 from recon.mesh import template_sphere
-from recon.render import SoftRenderer, eye_from_angles
+from recon.render import RasterSettings, SoftRenderer, eye_from_angles
 from recon.render.reference import dense_soft_rasterize
 cfg = json.loads(sys.argv[1])
 if cfg.get("threads"):
@@ -30,15 +30,14 @@ scale = 0.35 * (1 + 0.25 * torch.rand(b, 1, 3, generator=g)) * (1 + 0.05 * torch
 verts = (vertices[None] * scale).to(dev)
 faces = faces.to(dev)
 eyes = eye_from_angles(2.732, 30.0, -15.0 * (torch.arange(b) % 24)).to(dev)
-renderer = SoftRenderer(image_size=64, sigma=1e-4, dist_eps=1e-10)
+renderer = SoftRenderer(RasterSettings(image_size=64, sigma=1e-4, dist_eps=1e-10))
 
 def step():
     v = verts.clone().requires_grad_(cfg["backward"])
     if cfg["impl"] == "recon":
         alpha = renderer.silhouette(v, faces, eyes)
     else:
-        fv = renderer._face_vertices(v, faces.expand(b, -1, -1), eyes)
-        alpha = dense_soft_rasterize(fv, None, image_size=64, sigma=1e-4, dist_eps=1e-10)
+        alpha = dense_soft_rasterize(renderer.face_vertices(v, faces, eyes), None, renderer.settings)
     if cfg["backward"]:
         alpha.sum().backward()
     if dev.type == "cuda":

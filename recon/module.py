@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, get_args
 
@@ -115,7 +116,7 @@ class ReconModule(LightningModule):
         self.laplacian = LaplacianLoss(faces, decoder.num_vertices)
         self.flatten = FlattenLoss(faces)
         self.renderer = SoftRenderer(
-            image_size=encoder.image_size, sigma=sigma, gamma=gamma, dist_eps=dist_eps, aggr_alpha="prod",
+            image_size=encoder.image_size, sigma=self.sigma_at(0), gamma=gamma, dist_eps=dist_eps, aggr_alpha="prod",
             aggr_rgb="softmax",
         )
         self.export_meshes = export_meshes
@@ -187,15 +188,9 @@ class ReconModule(LightningModule):
 
     @override
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
-        self.renderer.sigma = self.sigma_at(self.global_step)
-
-    @override
-    def on_validation_start(self) -> None:
-        self.renderer.sigma = self.sigma_at(self.global_step)
-
-    @override
-    def on_test_start(self) -> None:
-        self.renderer.sigma = self.sigma_at(self.global_step)
+        # The only place σ changes: before every training batch, from the (restored, when resuming) step.
+        # Evaluation renders with the σ of the last training batch, or the constructor's in a fresh process.
+        self.renderer.settings = replace(self.renderer.settings, sigma=self.sigma_at(self.global_step))
 
     # ------------------------------------------------------------------------------------- shared step
     def _common_step(self, batch: dict[str, Tensor], stage: str) -> dict[str, Tensor]:
