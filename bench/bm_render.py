@@ -1,8 +1,8 @@
 """Soft rasterizer throughput and peak memory: recon's culled SoftRenderer against the dense reference.
 
 Setting of SoftRas's reconstruction training: 64² images, a 642-vertex / 1280-face sphere deformed like a
-decoder output, σ = 1e-4, dist_eps = 1e-10, silhouettes ('prod' alpha). Each configuration runs in a fresh
-subprocess so its peak RSS is its own.
+decoder output, σ = 1e-4, dist_eps = 1e-10, silhouettes ('prod' alpha) and, at one batch size, lit RGBA
+('softmax' RGB through the pair lists). Each configuration runs in a fresh subprocess so its peak RSS is its own.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import json, resource, statistics, sys, time, torch
 from recon.allocator import keep_freed_memory
 keep_freed_memory()
 from recon.mesh import template_sphere
-from recon.render import SoftRenderer, eye_from_angles
+from recon.render import RasterSettings, SoftRenderer, eye_from_angles
 from recon.render.reference import dense_soft_rasterize
 cfg = json.loads(sys.argv[1])
 if cfg.get("threads"):
@@ -30,15 +30,17 @@ scale = 0.35 * (1 + 0.25 * torch.rand(b, 1, 3, generator=g)) * (1 + 0.05 * torch
 verts = (vertices[None] * scale).to(dev)
 faces = faces.to(dev)
 eyes = eye_from_angles(2.732, 30.0, -15.0 * (torch.arange(b) % 24)).to(dev)
-renderer = SoftRenderer(image_size=64, sigma=1e-4, dist_eps=1e-10)
+renderer = SoftRenderer(RasterSettings(image_size=64, sigma=1e-4, dist_eps=1e-10))
+white = torch.ones(b, faces.shape[0], 3, device=dev)
 
 def step():
     v = verts.clone().requires_grad_(cfg["backward"])
     if cfg["impl"] == "recon":
         alpha = renderer.silhouette(v, faces, eyes)
+    elif cfg["impl"] == "rgba":  # lit white RGBA: what renderer(v, faces, eyes) without colours computes
+        alpha = renderer(v, faces, eyes, colors=white, color_mode="face")
     else:
-        fv = renderer._face_vertices(v, faces.expand(b, -1, -1), eyes)
-        alpha = dense_soft_rasterize(fv, None, image_size=64, sigma=1e-4, dist_eps=1e-10)
+        alpha = dense_soft_rasterize(renderer.face_vertices(v, faces, eyes), None, renderer.settings)
     if cfg["backward"]:
         alpha.sum().backward()
     if dev.type == "cuda":
@@ -88,4 +90,9 @@ def run(quick: bool = False) -> list[dict]:
                 speedup = rate / dense_rate[backward] if dense_rate[backward] else float("nan")
                 rows.append({"bench": "render", "impl": "recon SoftRenderer", "pass": pass_name, "batch": batch,
                              "threads": n_threads, **res, "x_dense": speedup})
+            # RGBA through the pair lists (colour training; also renderer(...) without colours), one batch size.
+            batch = batches[0] if quick else 64
+            res = _measure("rgba", batch, backward, device, 2 if quick else 3, n_threads)
+            rows.append({"bench": "render", "impl": "recon SoftRenderer RGBA", "pass": pass_name, "batch": batch,
+                         "threads": n_threads, **res})
     return rows

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from dataclasses import replace
 from typing import Any, get_args
 
 import torch
@@ -74,7 +75,7 @@ class ReconModule(LightningModule):
         self.laplacian = LaplacianLoss(self.faces, decoder.num_vertices)
         self.flatten = FlattenLoss(self.faces)
         self.renderer = SoftRenderer(
-            image_size=encoder.image_size, sigma=sigma, gamma=gamma, dist_eps=dist_eps, aggr_alpha="prod",
+            image_size=encoder.image_size, sigma=self.sigma_at(0), gamma=gamma, dist_eps=dist_eps, aggr_alpha="prod",
             aggr_rgb="softmax",
         )
         self.category_names: list[str] = list(category_names or [])
@@ -123,7 +124,9 @@ class ReconModule(LightningModule):
         σ follows the schedule at the trained step (the checkpoint's, when evaluating a restored model).
         Raises :class:`~recon.errors.NonFiniteMeshError` naming the items when a predicted vertex is not finite.
         """
-        self.renderer.sigma = self.sigma_at(max(self.global_step, self._restored_step))
+        # σ follows the schedule, from the one place every stage passes through
+        self.renderer.settings = replace(self.renderer.settings,
+                                         sigma=self.sigma_at(max(self.global_step, self._restored_step)))
         images_a, images_b = batch["images_a"], batch["images_b"]
         vertices, colors = self.generator.mesh(torch.cat([images_a, images_b]))  # (2B, V, 3): [M_a; M_b]
         check_finite(vertices, batch, self.global_step)

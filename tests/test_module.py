@@ -12,7 +12,7 @@ from recon.errors import ConfigError, NonFiniteMeshError
 from recon.mesh import voxelize
 from recon.models import BaselineEncoder, ResNetEncoder, SphereDecoder
 from recon.module import ReconModule
-from recon.render import eye_from_angles
+from recon.render import RasterSettings, eye_from_angles
 
 
 def _batch(size: int, seed: int = 0) -> dict[str, torch.Tensor]:
@@ -35,7 +35,7 @@ def _batch(size: int, seed: int = 0) -> dict[str, torch.Tensor]:
 class _RecordingRenderer(torch.nn.Module):
     """Stands in for SoftRenderer: records what it is asked to render and returns all-ones silhouettes."""
 
-    sigma = 1e-4
+    settings = RasterSettings()
 
     def silhouette(self, vertices, faces, eyes):
         self.vertices, self.eyes = vertices.detach().clone(), eyes.clone()

@@ -1,9 +1,11 @@
 """The culled soft rasterizer against the dense, literal reference; gradients; culling; degenerate input."""
 
+from dataclasses import replace
+
 import pytest
 import torch
 
-from recon.render import SoftRenderer, eye_from_angles, soft_rasterize
+from recon.render import RasterSettings, SoftRenderer, eye_from_angles, soft_rasterize
 from recon.render.reference import dense_soft_rasterize
 
 
@@ -90,7 +92,7 @@ def test_silhouette_path_equals_the_pair_path():
     weight = torch.rand(3, 64, 64, generator=g)
     alpha = renderer.silhouette(v, faces, eyes)
     (grad_window,) = torch.autograd.grad((alpha * weight).sum(), v)
-    rgba = renderer(v, faces, eyes)
+    rgba = renderer(v, faces, eyes, colors=torch.ones(3, faces.shape[0], 3), color_mode="face")
     (grad_pairs,) = torch.autograd.grad((rgba[:, 3] * weight).sum(), v)
     assert alpha.shape == (3, 64, 64)
     assert 0.1 < alpha.mean() < 0.9
@@ -150,7 +152,8 @@ def test_degenerate_faces_near_plane_and_eye_are_finite():
     faces = torch.arange(12).reshape(4, 3)
     eye = eye_from_angles(2.732, 30.0, 0.0).double()
     renderer = SoftRenderer(image_size=32)
-    out = renderer(v, faces, eye)
+    with pytest.warns(UserWarning, match="silhouette"):
+        out = renderer(v, faces, eye)
     assert torch.isfinite(out).all()
     out.sum().backward()
     assert torch.isfinite(v.grad).all()
@@ -161,11 +164,13 @@ def test_degenerate_faces_near_plane_and_eye_are_finite():
 def test_sigma_can_change_between_calls():
     fv = _random_face_vertices(scale=0.3)
     sharp = soft_rasterize(fv, None, image_size=32, sigma=1e-5)
-    soft = soft_rasterize(fv, None, image_size=32, sigma=1e-3)
-    renderer = SoftRenderer(image_size=32)
-    renderer.sigma = 1e-3
+    soft = soft_rasterize(fv, None, RasterSettings(image_size=32, sigma=1e-3))
     assert soft.sum() > sharp.sum()
-    assert renderer.sigma == 1e-3
+    renderer = SoftRenderer(image_size=32)
+    renderer.settings = replace(renderer.settings, sigma=1e-3)
+    assert renderer.sigma == 1e-3 and renderer.settings.image_size == 32
+    with pytest.raises(AttributeError):
+        renderer.sigma = 1e-5  # one source of truth: the settings, replaced whole
 
 
 def test_renderer_validates_shapes():
@@ -196,7 +201,7 @@ def test_vertex_and_face_colours_agree_for_constant_colour():
     v = torch.rand(1, 6, 3, generator=g) - 0.5
     f = torch.tensor([[0, 1, 2], [3, 4, 5]])
     eye = eye_from_angles(2.732, 30.0, 0.0)
-    r = SoftRenderer(image_size=32, lighting=False, aggr_rgb="hard")
+    r = SoftRenderer(image_size=32, lighting=None, aggr_rgb="hard")
     red = torch.tensor([1.0, 0.0, 0.0])
     by_face = r(v, f, eye, colors=red.expand(1, 2, 3))
     by_vertex = r(v, f, eye, colors=red.expand(1, 6, 3))
@@ -210,8 +215,9 @@ def test_shading_lights_faces_whose_normal_points_up():
     up = torch.tensor([[0, 2, 1], [0, 3, 2]])  # CCW seen from +y: normals +y
     r = SoftRenderer(image_size=32, aggr_rgb="hard")
     eye = eye_from_angles(2.732, 30.0, 0.0)
-    lit = r(v, up, eye)
-    unlit = r(v, up.flip(-1), eye)  # normals −y
+    with pytest.warns(UserWarning, match="silhouette"):  # no colours: a white mesh, through the pair path
+        lit = r(v, up, eye)
+        unlit = r(v, up.flip(-1), eye)  # normals −y
     covered = lit[0, 3] > 0.99
     assert covered.sum() > 20
     assert torch.allclose(lit[0, :3][:, covered], torch.tensor(1.0), atol=1e-5)
@@ -222,15 +228,15 @@ def test_window_plan_covers_every_face_once_and_merges_small_buckets(monkeypatch
     # Small batches have many nearly empty window-size buckets; merged runs must still hold every face's box,
     # visit each face exactly once, and render the same silhouette as one chunk per bucket.
     from recon.mesh import template_sphere
-    from recon.render import pairs
-    from recon.render.pairs import culling_threshold, plan_windows
+    from recon.render import culling
+    from recon.render.culling import culling_threshold, plan_windows
 
     vertices, faces = template_sphere()
     g = torch.Generator().manual_seed(3)
     v = vertices * 0.35 * (1 + 0.1 * torch.randn(8, vertices.shape[0], 1, generator=g))
     eyes = eye_from_angles(2.732, 30.0, -15.0 * torch.arange(8.0))
     renderer = SoftRenderer(image_size=64)
-    xy = renderer._face_vertices(*renderer._check(v, faces, eyes))[..., :2].reshape(-1, 3, 2)
+    xy = renderer.face_vertices(v, faces, eyes)[..., :2].reshape(-1, 3, 2)
     threshold = culling_threshold(1e-4, 1e-10)
 
     def plan_and_alpha():
@@ -238,7 +244,7 @@ def test_window_plan_covers_every_face_once_and_merges_small_buckets(monkeypatch
         return plan, renderer.silhouette(v, faces, eyes)
 
     merged, alpha = plan_and_alpha()
-    monkeypatch.setattr(pairs, "_CHUNK_COST", 0)
+    monkeypatch.setattr(culling, "CHUNK_COST", 0)
     apart, alpha_apart = plan_and_alpha()
     assert len(merged.chunks) < len(apart.chunks)
     for plan in (merged, apart):

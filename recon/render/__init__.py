@@ -1,24 +1,25 @@
-"""SoftRas in pure PyTorch: camera, lighting and the soft rasterizer, on CPU and CUDA."""
+"""SoftRas in pure PyTorch: camera, lighting and the soft rasterizer, on CPU and CUDA.
+
+The public surface: :class:`SoftRenderer` (camera + lighting + rasterizer as one module), its settings
+(:class:`RasterSettings`, :class:`Lighting`), the camera functions and :func:`soft_rasterize` for faces already
+projected. Culling and pair lists are internals of :mod:`recon.render.culling` and :mod:`recon.render.pairs`.
+"""
 
 from recon.render.camera import eye_from_angles, look_at, look_at_rotation, ndc_to_pixel, perspective, project
-from recon.render.lighting import directional_light, face_normals, vertex_normals
-from recon.render.pairs import PixelFacePairs, culling_threshold, find_pairs
+from recon.render.lighting import Lighting
 from recon.render.rasterize import soft_rasterize
 from recon.render.renderer import SoftRenderer
+from recon.render.settings import RasterSettings
 
 __all__ = [
-    "PixelFacePairs",
+    "Lighting",
+    "RasterSettings",
     "SoftRenderer",
-    "culling_threshold",
-    "directional_light",
     "eye_from_angles",
-    "face_normals",
-    "find_pairs",
     "look_at",
     "look_at_rotation",
     "ndc_to_pixel",
     "perspective",
     "project",
     "soft_rasterize",
-    "vertex_normals",
 ]

@@ -1,8 +1,8 @@
 """Camera pipeline of SoftRas/NMR: eye positions from angles, look-at, perspective projection.
 
-Conventions (softras.md §2): world y is up; the eye looks at the origin; the camera frame has +z forward, +y up
-and is right-handed, so look-at followed by the perspective divide mirrors world x in the image. This mirror is
-what NMR, SoftRas and their ShapeNet renders all do, and it is reproduced on purpose.
+Conventions (see ``docs/conventions.md``): world y is up; the eye looks at the origin; the camera frame has
++z forward, +y up and is right-handed, so look-at followed by the perspective divide mirrors world x in the
+image. This mirror is what NMR, SoftRas and their ShapeNet renders all do, and it is reproduced on purpose.
 """
 
 from __future__ import annotations

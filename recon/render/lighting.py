@@ -2,9 +2,34 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+
+@dataclass(frozen=True)
+class Lighting:
+    """White ambient light plus one directional light (SoftRas's defaults): intensity
+    ``ambient + directional·relu(n·l)``.
+
+    ``direction`` l points from the surface towards the light, in world coordinates (+y: from above).
+    """
+
+    ambient: float = 0.5
+    directional: float = 0.5
+    direction: tuple[float, float, float] = (0.0, 1.0, 0.0)
+
+    def __post_init__(self) -> None:
+        direction = tuple(float(c) for c in self.direction)
+        if len(direction) != 3:
+            raise ValueError(f"the light direction must be 3 world coordinates, got {self.direction!r}")
+        object.__setattr__(self, "direction", direction)  # frozen: normalise a list from a config once, here
+
+    def intensity(self, normals: Tensor) -> Tensor:
+        """(…, 3) unit normals → (…, 1) light intensity."""
+        return directional_light(normals, self.ambient, self.directional, self.direction)
 
 
 def face_normals(vertices: Tensor, faces: Tensor) -> Tensor:

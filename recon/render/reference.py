@@ -6,29 +6,28 @@ Memory is B·S²·F per tensor: keep it to small images or few faces.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor
+
+from recon.render.settings import RasterSettings, resolve_settings
 
 
 def dense_soft_rasterize(
     face_vertices: Tensor,
     face_colors: Tensor | None = None,
-    image_size: int = 64,
-    sigma: float = 1e-4,
-    gamma: float = 1e-4,
-    dist_eps: float = 1e-10,
-    near: float = 1.0,
-    far: float = 100.0,
-    eps: float = 1e-3,
-    aggr_rgb: str = "softmax",
-    aggr_alpha: str = "prod",
-    background: tuple[float, float, float] = (0.0, 0.0, 0.0),
-    double_sided: bool = True,
+    settings: RasterSettings | None = None,
     cull: bool = True,
+    **overrides: Any,
 ) -> Tensor:
     """Same contract as :func:`recon.render.soft_rasterize`; ``cull=False`` keeps every pair (D unclamped)."""
+    settings = resolve_settings(settings, overrides)
+    sigma, gamma, dist_eps, near, far, eps = (
+        settings.sigma, settings.gamma, settings.dist_eps, settings.near, settings.far, settings.eps
+    )
     b, f = face_vertices.shape[:2]
-    s = image_size
+    s = settings.image_size
     dtype = face_vertices.dtype
     idx = torch.arange(s, dtype=dtype, device=face_vertices.device)
     py, px = torch.meshgrid((s - 1 - 2 * idx) / s, (2 * idx + 1 - s) / s, indexing="ij")
@@ -66,9 +65,9 @@ def dense_soft_rasterize(
     alive = inside | (d2 < threshold) if cull else torch.ones_like(inside)
     prob = torch.where(alive, torch.sigmoid(sign * d2 / sigma), torch.zeros_like(d2))  # (B, P, F)
 
-    if aggr_alpha == "prod":
+    if settings.aggr_alpha == "prod":
         alpha = 1 - torch.prod(1 - prob, dim=-1)
-    elif aggr_alpha == "sum":
+    elif settings.aggr_alpha == "sum":
         alpha = prob.sum(-1) / f
     else:
         alpha = (prob > 0.5).any(-1).to(dtype)
@@ -83,12 +82,12 @@ def dense_soft_rasterize(
     inv_z = (w_bar / zk).sum(-1)
     z = 1 / torch.where(inv_z >= 0, inv_z.clamp(min=1e-12), inv_z.clamp(max=-1e-12))
     usable = alive & (z >= near) & (z <= far)
-    if not double_sided:
+    if not settings.double_sided:
         front = (y2 - y0) * (x1 - x0) < (y1 - y0) * (x2 - x0)
         usable = usable & front
     colors = (w_bar[..., None] * face_colors[:, None]).sum(-2)  # (B, P, F, 3)
-    bg = face_vertices.new_tensor(background)
-    if aggr_rgb == "softmax":
+    bg = face_vertices.new_tensor(settings.background)
+    if settings.aggr_rgb == "softmax":
         z_norm = (far - z) / (far - near)
         shift = torch.where(usable, z_norm, torch.full_like(z_norm, -1.0)).amax(-1, keepdim=True).clamp(min=eps)
         weight = torch.where(usable, prob * torch.exp((z_norm - shift.detach()) / gamma), torch.zeros_like(z))

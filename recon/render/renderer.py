@@ -2,76 +2,60 @@
 
 from __future__ import annotations
 
-from typing import Literal
+import warnings
+from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
 
 from recon.render.camera import project
-from recon.render.lighting import directional_light, face_normals, gather_face_vertices, vertex_normals
-from recon.render.rasterize import AlphaAggregation, RGBAggregation, soft_rasterize
-
-_RGB_MODES = ("softmax", "hard")
-_ALPHA_MODES = ("prod", "sum", "hard")
+from recon.render.lighting import Lighting, face_normals, gather_face_vertices, vertex_normals
+from recon.render.rasterize import soft_rasterize
+from recon.render.settings import RasterSettings, resolve_settings
 
 
 class SoftRenderer(nn.Module):
-    """Render meshes seen from eye positions into soft RGBA images, differentiably, on the inputs' device.
+    """Render meshes seen from eye positions into soft images, differentiably, on the inputs' device.
 
-    Defaults are those of SoftRas's reconstruction example (softras.md §1.5): 64² images, σ = 1e-4 (squared NDC
-    units; ×0.3 late in training), dist_eps = 1e-10 (culling at ``T = σ·ln(1/dist_eps − 1)``, ≈ 1.5 px at 64²),
-    a 15° half field of view, near/far 1/100, 'prod' alpha, and lighting 0.5 ambient + 0.5 directional from +y.
-    ``sigma`` and ``gamma`` are plain attributes and may be changed between calls.
+    **For a silhouette call** :meth:`silhouette`: alpha only, from the window kernel, 5–10× faster than
+    ``renderer(vertices, faces, eyes)[:, 3]``, which also computes the lit RGB through per-pair lists.
+
+    Args:
+        settings: how faces become pixels (:class:`RasterSettings`; its defaults are SoftRas's reconstruction
+            example: 64² images, σ = 1e-4, dist_eps = 1e-10, 'prod' alpha, 'softmax' RGB).
+        viewing_angle: half field of view of the camera, degrees.
+        lighting: applied to the colours in world space (default 0.5 ambient + 0.5 directional from +y), or
+            None for unlit colours.
+        **fields: fields of :class:`RasterSettings` to set, e.g. ``SoftRenderer(image_size=128, sigma=2.5e-5)``.
+
+    ``settings`` is a frozen value: to change σ between calls, replace it whole,
+    ``renderer.settings = dataclasses.replace(renderer.settings, sigma=3e-5)``.
     """
 
     def __init__(
         self,
-        image_size: int = 64,
-        sigma: float = 1e-4,
-        gamma: float = 1e-4,
-        dist_eps: float = 1e-10,
+        settings: RasterSettings | None = None,
+        *,
         viewing_angle: float = 15.0,
-        near: float = 1.0,
-        far: float = 100.0,
-        eps: float = 1e-3,
-        aggr_rgb: RGBAggregation = "softmax",
-        aggr_alpha: AlphaAggregation = "prod",
-        background: tuple[float, float, float] = (0.0, 0.0, 0.0),
-        double_sided: bool = True,
-        lighting: bool = True,
-        light_ambient: float = 0.5,
-        light_directional: float = 0.5,
-        light_direction: tuple[float, float, float] = (0.0, 1.0, 0.0),
+        lighting: Lighting | None = Lighting(),  # noqa: B008 (frozen: one shared default is safe)
+        **fields: Any,
     ) -> None:
         super().__init__()
-        if image_size < 1:
-            raise ValueError(f"image_size must be a positive number of pixels, got {image_size}")
-        if not sigma > 0 or not gamma > 0:
-            raise ValueError(f"sigma and gamma must be > 0, got sigma={sigma}, gamma={gamma}")
-        if not 0 < dist_eps < 0.5:
-            raise ValueError(f"dist_eps must be in (0, 0.5), got {dist_eps}")
-        if aggr_rgb not in _RGB_MODES:
-            raise ValueError(f"aggr_rgb must be one of {_RGB_MODES}, got {aggr_rgb!r}")
-        if aggr_alpha not in _ALPHA_MODES:
-            raise ValueError(f"aggr_alpha must be one of {_ALPHA_MODES}, got {aggr_alpha!r}")
-        if not 0 < near < far:
-            raise ValueError(f"need 0 < near < far, got near={near}, far={far}")
-        self.image_size = image_size
-        self.sigma = sigma
-        self.gamma = gamma
-        self.dist_eps = dist_eps
-        self.viewing_angle = viewing_angle
-        self.near = near
-        self.far = far
-        self.eps = eps
-        self.aggr_rgb = aggr_rgb
-        self.aggr_alpha = aggr_alpha
-        self.background = tuple(float(c) for c in background)
-        self.double_sided = double_sided
+        if lighting is not None and not isinstance(lighting, Lighting):
+            raise TypeError(f"lighting must be a recon.render.Lighting or None (unlit), got {lighting!r}")
+        self.settings = resolve_settings(settings, fields)
+        self.viewing_angle = float(viewing_angle)
         self.lighting = lighting
-        self.light_ambient = light_ambient
-        self.light_directional = light_directional
-        self.light_direction = tuple(float(c) for c in light_direction)
+
+    @property
+    def image_size(self) -> int:
+        """S, the side of the rendered images (``settings.image_size``)."""
+        return self.settings.image_size
+
+    @property
+    def sigma(self) -> float:
+        """The current σ (``settings.sigma``); read-only, replace ``settings`` to change it."""
+        return self.settings.sigma
 
     def forward(
         self,
@@ -81,54 +65,56 @@ class SoftRenderer(nn.Module):
         colors: Tensor | None = None,
         color_mode: Literal["auto", "face", "vertex"] = "auto",
     ) -> Tensor:
-        """Render RGBA.
+        """Render RGBA: lit colours, and the soft silhouette as alpha.
 
         Args:
             vertices: (B, V, 3) world coordinates (the dataset's objects lie in (−0.5, 0.5)³).
             faces: (F, 3) shared by the batch or (B, F, 3); integer vertex indices, CCW seen from outside.
             eyes: (B, 3) camera positions (see :func:`recon.render.eye_from_angles`), looking at the origin.
-            colors: None (white), per face (B, F, 3) or per vertex (B, V, 3), RGB in [0, 1]; ``color_mode``
-                says which when F == V.
+            colors: per face (B, F, 3) or per vertex (B, V, 3), RGB in [0, 1]; ``color_mode`` says which when
+                F == V. None renders a white mesh, with a warning: for alpha alone :meth:`silhouette` is the
+                fast call. The RGB of a white mesh is its lighting blended through the depth soft z-buffer, which
+                only the pair path computes; pass ``colors`` explicitly to render it without the warning.
 
         Returns:
-            (B, 4, S, S): RGB (lit colours over ``background``) and alpha, the soft silhouette, last.
+            (B, 4, S, S): RGB (lit colours over the background) and alpha, the soft silhouette, last.
         """
         vertices, faces, eyes = self._check(vertices, faces, eyes)
+        if colors is None:
+            warnings.warn(
+                "SoftRenderer(vertices, faces, eyes) without colors renders lit white RGBA through the slow pair "
+                "path; for the silhouette call renderer.silhouette(vertices, faces, eyes) (5-10x faster, same "
+                "alpha), or pass colors to render RGB",
+                stacklevel=2,
+            )
+            colors, color_mode = vertices.new_ones(vertices.shape[0], faces.shape[1], 3), "face"
         corner_colors = self._corner_colors(vertices, faces, colors, color_mode)
-        return soft_rasterize(self._face_vertices(vertices, faces, eyes), corner_colors, **self._settings())
+        return soft_rasterize(self._project(vertices, faces, eyes), corner_colors, self.settings)
 
     def silhouette(self, vertices: Tensor, faces: Tensor, eyes: Tensor) -> Tensor:
-        """Alpha only, (B, S, S): the soft silhouette, without the cost of colour aggregation."""
+        """Alpha only, (B, S, S): the soft silhouette, without the cost of colour aggregation.
+
+        The same values and gradients as the alpha channel of :meth:`forward`; arguments as there.
+        """
         vertices, faces, eyes = self._check(vertices, faces, eyes)
-        return soft_rasterize(self._face_vertices(vertices, faces, eyes), None, **self._settings())[:, 0]
+        return soft_rasterize(self._project(vertices, faces, eyes), None, self.settings)[:, 0]
 
-    def _settings(self) -> dict:
-        return {
-            "image_size": self.image_size,
-            "sigma": self.sigma,
-            "gamma": self.gamma,
-            "dist_eps": self.dist_eps,
-            "near": self.near,
-            "far": self.far,
-            "eps": self.eps,
-            "aggr_rgb": self.aggr_rgb,
-            "aggr_alpha": self.aggr_alpha,
-            "background": self.background,
-            "double_sided": self.double_sided,
-        }
+    def face_vertices(self, vertices: Tensor, faces: Tensor, eyes: Tensor) -> Tensor:
+        """(B, F, 3, 3) face corners as (x_ndc, y_ndc, z_view) seen from ``eyes``: the rasterizer's input.
 
-    def _face_vertices(self, vertices: Tensor, faces: Tensor, eyes: Tensor) -> Tensor:
+        Arguments as in :meth:`forward`.
+        """
+        return self._project(*self._check(vertices, faces, eyes))
+
+    def _project(self, vertices: Tensor, faces: Tensor, eyes: Tensor) -> Tensor:
+        """:meth:`face_vertices` of already checked inputs, faces (B, F, 3)."""
         return gather_face_vertices(project(vertices, eyes, self.viewing_angle), faces)
 
-    def _corner_colors(
-        self, vertices: Tensor, faces: Tensor, colors: Tensor | None, color_mode: str
-    ) -> Tensor:
+    def _corner_colors(self, vertices: Tensor, faces: Tensor, colors: Tensor, color_mode: str) -> Tensor:
         """(B, F, 3, 3) lit RGB per face corner."""
         b, v = vertices.shape[:2]
         f = faces.shape[1]
-        if colors is None:
-            colors, color_mode = vertices.new_ones(b, f, 3), "face"
-        elif colors.dim() != 3 or colors.shape[0] != b or colors.shape[2] != 3:
+        if colors.dim() != 3 or colors.shape[0] != b or colors.shape[2] != 3:
             raise ValueError(f"colors must be (B, F, 3) or (B, V, 3) with B={b}, got {tuple(colors.shape)}")
         if color_mode == "auto":
             if f == v:
@@ -140,13 +126,12 @@ class SoftRenderer(nn.Module):
                 f"colors must be per face (B, {f}, 3) or per vertex (B, {v}, 3), got {tuple(colors.shape)}"
             )
         colors = colors.to(vertices.dtype)
-        light = (self.light_ambient, self.light_directional, self.light_direction)
         if color_mode == "face":
-            if self.lighting:
-                colors = colors * directional_light(face_normals(vertices, faces), *light)
+            if self.lighting is not None:
+                colors = colors * self.lighting.intensity(face_normals(vertices, faces))
             return colors[:, :, None, :].expand(b, f, 3, 3)
-        if self.lighting:
-            colors = colors * directional_light(vertex_normals(vertices, faces), *light)
+        if self.lighting is not None:
+            colors = colors * self.lighting.intensity(vertex_normals(vertices, faces))
         return gather_face_vertices(colors, faces)
 
     @staticmethod

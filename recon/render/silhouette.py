@@ -1,118 +1,79 @@
 """The soft silhouette alone, straight from culling's windows: no pair lists, no gathers of pair attributes.
 
 Alpha needs one number per (pixel, face) pair, ``log(1 − D)`` ('prod') or ``D`` ('sum'), summed per pixel. Here
-it is computed on the dense window cells of :mod:`recon.render.pairs` and scattered onto the pixels at once,
+it is computed on the dense window cells of :mod:`recon.render.culling` and scattered onto the pixels at once,
 chunk by chunk; culled and out-of-box cells add 0. The backward reuses the forward's culling plan (per-face
-tables), recomputes the cells (nothing of size pixels × faces or pairs is kept between the passes) and reduces SoftRas's gradient — ``∂d²/∂p_a = 2(1 − t)(q −
-p)``, ``∂d²/∂p_b = 2t(q − p)`` for the nearest edge (a, b), foot point q, t held constant — over each face's
-window, so the corner gradients come out of sums rather than scatters.
+tables), recomputes the cells (nothing of size pixels × faces or pairs is kept between the passes) and reduces
+SoftRas's gradient — ``∂d²/∂p_a = 2(1 − t)(q − p)``, ``∂d²/∂p_b = 2t(q − p)`` for the nearest edge (a, b), foot point q,
+t held constant — over each face's window, so the corner gradients come out of sums rather than scatters.
 
 This is what training uses; :func:`recon.render.soft_rasterize` with colours still goes through the pairs.
 """
 
 from __future__ import annotations
 
-from typing import NamedTuple
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from recon.render.pairs import (
-    _DIRECTIONS,
-    _INTERIOR,
-    _INV_LENGTH,
-    Chunk,
-    EdgeDistances,
-    WindowPlan,
-    culling_threshold,
-    plan_windows,
-)
+from recon.render.culling import Cells, plan_windows
+from recon.render.settings import RasterSettings
 
 SILHOUETTE_MODES = ("prod", "sum")
 
 
-def soft_silhouette(
-    face_vertices: Tensor,
-    image_size: int = 64,
-    sigma: float = 1e-4,
-    dist_eps: float = 1e-10,
-    aggr_alpha: str = "prod",
-) -> Tensor:
+def soft_silhouette(face_vertices: Tensor, settings: RasterSettings) -> Tensor:
     """SoftRas's alpha, (B, 1, S, S), for (B, F, 3, ≥2) projected face corners; same values as
     :func:`recon.render.soft_rasterize` without colours, for 'prod' and 'sum' aggregation."""
-    if aggr_alpha not in SILHOUETTE_MODES:
-        raise ValueError(f"soft_silhouette aggregates alpha by {SILHOUETTE_MODES}, got {aggr_alpha!r}")
+    if settings.aggr_alpha not in SILHOUETTE_MODES:
+        raise ValueError(f"soft_silhouette aggregates alpha by {SILHOUETTE_MODES}, got {settings.aggr_alpha!r}")
     b, f = face_vertices.shape[:2]
+    s = settings.image_size
     xy = face_vertices[..., :2].reshape(b * f, 3, 2)
-    alpha = _SoftSilhouette.apply(xy, b, f, image_size, sigma, culling_threshold(sigma, dist_eps), aggr_alpha)
-    return alpha.view(b, 1, image_size, image_size)
+    return _SoftSilhouette.apply(xy, b, f, settings).view(b, 1, s, s)
 
 
-def _padded_pixels(plan: WindowPlan, b: int, s: int) -> int:
-    """Length of a per-pixel buffer that every window cell can index: B·S² plus the largest window's reach."""
-    reach = max((chunk.kh * s + chunk.kw for chunk in plan.chunks), default=0)
-    return b * s * s + reach
-
-
-class _Soft(NamedTuple):
-    """One chunk's cells as the silhouette needs them; masks are 0/1 floats (see :func:`_soft_cells`)."""
-
-    edges: EdgeDistances
-    best: Tensor  # (kh, kw, n) squared distance to the closed triangle
-    inside: Tensor  # (kh, kw, n) 1 strictly inside the triangle, else 0
-    keep: Tensor  # (kh, kw, n) 1 for a pair SoftRas's kernel keeps, 0 for a culled or out-of-box cell
-    neg_logit: Tensor  # (kh, kw, n) −sign·d²/σ
-
-
-def _soft_cells(plan: WindowPlan, chunk: Chunk, sigma: float) -> _Soft:
-    """The culling decision and logit of every window cell, with float masks only.
-
-    On CPU a comparison, ``where`` or ``masked_fill`` on bool tensors costs 5–20× a float multiply, so the
-    masks here are built as ``relu(sign(·))`` and applied by multiplication.
-    """
-    e = plan.window.distances(chunk)
-    best = e.d2.amin(0)
-    inside = (e.h.amin(0) - e.frames[_INTERIOR]).sign_().relu_()  # h > 0 on all three edges
-    keep = (plan.window.threshold - best).sign_().relu_()  # d² < T (out-of-box cells are far: see x_far)
-    keep = torch.maximum(keep, inside, out=keep)
-    neg_logit = best * (inside * (-2 / sigma) + 1 / sigma)
-    return _Soft(e, best, inside, keep, neg_logit)
+def _neg_logit(cells: Cells, sigma: float) -> Tensor:
+    """(kh, kw, n) ``−sign·d²/σ`` of every cell (sign +1 strictly inside)."""
+    return cells.best * (cells.inside * (-2 / sigma) + 1 / sigma)
 
 
 class _SoftSilhouette(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, xy: Tensor, b: int, f: int, s: int, sigma: float, threshold: float, mode: str) -> Tensor:
-        plan = plan_windows(xy, f, s, threshold)
-        acc = xy.new_zeros(_padded_pixels(plan, b, s))
+    def forward(ctx, xy: Tensor, b: int, f: int, settings: RasterSettings) -> Tensor:
+        s, sigma, mode = settings.image_size, settings.sigma, settings.aggr_alpha
+        plan = plan_windows(xy, f, s, settings.culling_threshold)
+        acc = xy.new_zeros(plan.padded_pixels(b))
         for chunk in plan.chunks:
-            c = _soft_cells(plan, chunk, sigma)
+            c = plan.window.cells(chunk)
+            neg_logit = _neg_logit(c, sigma)
             # 'prod': Σ log(1 − D) with log(1 − D) = logsigmoid(−x), never log(0); 'sum': Σ D.
-            value = F.logsigmoid(c.neg_logit) if mode == "prod" else torch.sigmoid(c.neg_logit.neg_())
+            value = F.logsigmoid(neg_logit) if mode == "prod" else torch.sigmoid(neg_logit.neg_())
             acc.index_add_(0, plan.window.pixels(chunk).view(-1), value.mul_(c.keep).view(-1))
         acc = acc[: b * s * s]
         ctx.save_for_backward(xy, acc)
         # The plan is O(faces) (≈ 130 bytes a face) and costs as much to rebuild as half the cells: keep it.
         ctx.plan = plan
-        ctx.settings = (b, f, s, sigma, mode)
+        ctx.shape, ctx.settings = (b, f), settings
         return -torch.expm1(acc) if mode == "prod" else acc / f
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_alpha: Tensor) -> tuple[Tensor | None, ...]:
         xy, acc = ctx.saved_tensors
-        b, f, s, sigma, mode = ctx.settings
+        (b, f), settings = ctx.shape, ctx.settings
+        s, sigma, mode = settings.image_size, settings.sigma, settings.aggr_alpha
         # ∂alpha/∂x per pair: (1 − alpha)·sigmoid(x) for 'prod', with 1 − alpha = exp(Σ log(1 − D)) exactly;
         # sigmoid'(x)/F for 'sum'.
         per_pixel = grad_alpha * torch.exp(acc) if mode == "prod" else grad_alpha / f
         plan = ctx.plan
-        per_pixel = torch.cat((per_pixel, per_pixel.new_zeros(_padded_pixels(plan, b, s) - b * s * s)))
+        per_pixel = torch.cat((per_pixel, per_pixel.new_zeros(plan.padded_pixels(b) - b * s * s)))
         grad_sorted = xy.new_zeros(2, 3, xy.shape[0])  # per axis, corner and sorted face position
         for chunk in plan.chunks:
-            c = _soft_cells(plan, chunk, sigma)
+            c = plan.window.cells(chunk)
             e = c.edges
-            d_logit = torch.sigmoid(c.neg_logit.neg_())
+            d_logit = torch.sigmoid(_neg_logit(c, sigma).neg_())
             if mode == "sum":
                 d_logit = d_logit * (1 - d_logit)
             d_logit *= per_pixel.index_select(0, plan.window.pixels(chunk).view(-1)).view_as(d_logit)
@@ -128,11 +89,11 @@ class _SoftSilhouette(torch.autograd.Function):
             weight *= coef
             # Σ over each face's window of weight·(h, excess) and weight·foot·(h, excess): (2, 2, 3, n).
             sums = torch.stack([(w * e.h_excess).sum((2, 3)) for w in (weight, weight * e.foot)])
-            t_sums = sums[1] * e.frames[_INV_LENGTH : _INV_LENGTH + 3]  # weight t
+            t_sums = sums[1] * e.table.inv_length  # weight t
             # q − p = −(h·n̂ + excess·û): per axis, the normal's and the direction's components.
-            directions = e.frames[:_DIRECTIONS].view(2, 2, 3, -1)  # (axis, normal/along, edge, n)
+            directions = e.table.directions  # (axis, normal/along, edge, n)
             to_a = ((sums[0] - t_sums) * directions).sum(1)  # weight 1 − t, onto corner k of edge k
             to_b = (t_sums * directions).sum(1)  # weight t, onto corner k + 1
             grad_sorted[:, :, chunk.lo : chunk.hi] = -(to_a + to_b.roll(1, dims=1))
         grad_xy = torch.zeros_like(xy).index_copy_(0, plan.order, grad_sorted.permute(2, 1, 0))
-        return grad_xy, None, None, None, None, None, None
+        return grad_xy, None, None, None
