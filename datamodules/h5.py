@@ -1,6 +1,6 @@
 """The recon-views HDF5 format, version 1: a validating reader and an atomic writer.
 
-Layout (DESIGN.md "HDF5 layout"): one group per split with
+Layout (docs/conventions.md#hdf5-layout): one group per split with
 ``images`` uint8 (N, V, 4, S, S) chunked one view per chunk, ``voxels`` bool (N, R, R, R),
 ``category`` int16 (N,) indexing ``/categories`` (bytes synset ids, attribute ``names``) and
 ``object_id`` bytes (N,); file attributes describe the camera and the sizes.

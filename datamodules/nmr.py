@@ -1,7 +1,7 @@
 """Convert the NMR/SoftRas ``{synset}_{split}_{images,voxels}.npz`` files to recon-views HDF5.
 
 The npz files hold one array each (``arr_0``; images uint8 (N, 24, 4, 64, 64), voxels bool (N, 32, 32, 32),
-softras.md §3.4) and reach several GB. ``np.load`` would inflate a whole array; here a member of the zip
+docs/conventions.md#dataset) and reach several GB. ``np.load`` would inflate a whole array; here a member of the zip
 is opened with ``zipfile`` (stored or deflated alike), its .npy header parsed with ``numpy.lib.format``
 and rows streamed a block at a time, so memory stays at one block whatever the file size.
 Bytes are copied unchanged: no re-orientation, no re-scaling.

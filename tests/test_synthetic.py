@@ -79,7 +79,7 @@ def test_categories_differ_in_shape() -> None:
 
 
 def _project(points: np.ndarray, view: int, size: int = 64) -> tuple[np.ndarray, np.ndarray]:
-    """Pixel (row, col) of world points in dataset view ``view``, from softras.md §2 written out by hand."""
+    """Pixel (row, col) of world points in dataset view ``view``, from docs/conventions.md#camera written out by hand."""
     el, az = np.radians(30.0), np.radians(-15.0 * view)
     eye = 2.732 * np.array([np.cos(el) * np.sin(az), np.sin(el), -np.cos(el) * np.cos(az)])
     z = -eye / np.linalg.norm(eye)
@@ -94,7 +94,7 @@ def _project(points: np.ndarray, view: int, size: int = 64) -> tuple[np.ndarray,
 
 def _voxel_centres(voxels: np.ndarray) -> np.ndarray:
     """World centres of occupied voxels, reading GT[i, j, k] as (y-index i, x-index j, z-index S-1-k) on the
-    grid g = 31·v + 16 (softras.md §3.5)."""
+    grid g = 31·v + 16 (docs/conventions.md#voxels)."""
     s = voxels.shape[0]
     i, j, k = np.nonzero(voxels)
     grid = np.stack([j, i, s - 1 - k], axis=1) + 0.5
