@@ -28,8 +28,8 @@ from recon.datamodules.views import (  # noqa: F401 (ViewRenderer, voxelize_mesh
     voxelize_mesh,
 )
 
-# Objects per category and split for `recon-data synth` and `prepare_data`: 832 objects in all, a few
-# minutes on 2 CPU cores, and enough pairs for a ~15 min CPU training run.
+# Objects per category and split for `recon-data synth` and `prepare_data`: 832 objects in all, about a minute
+# on 2 CPU cores, and enough pairs for the default 1000-step CPU training run (~6 min).
 DEFAULT_COUNTS: dict[str, int] = {"train": 48, "val": 8, "test": 8}
 
 
