@@ -4,6 +4,7 @@ disk (run folder and offline W&B run) are inspected."""
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -266,8 +267,13 @@ def test_offline_wandb_run_holds_grids_meshes_and_the_iou_table(tmp_path: Path, 
     assert summary["test/miou"] == pytest.approx(results["miou"]) and summary["test/encoder"] == "BaselineEncoder"
     assert summary["test/num_items"] == 4 and summary["val/silhouettes"]["_type"] == "image-file"
     assert summary["test/psnr"] == pytest.approx(results["mpsnr"])
-    # offline, the summary lives in the run's record log (protobuf records, which `wandb sync` uploads)
-    assert b"test/num_items" in (run / f"run-{logger.version}.wandb").read_bytes()
+    # offline, the summary lives in the run's record log (protobuf records, which `wandb sync` uploads); W&B's
+    # service process may still be writing it out just after finish() returns on a busy machine
+    record_log = run / f"run-{logger.version}.wandb"
+    deadline = time.monotonic() + 60
+    while b"test/num_items" not in record_log.read_bytes() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert b"test/num_items" in record_log.read_bytes()
 
 
 @pytest.mark.slow

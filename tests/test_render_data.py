@@ -443,4 +443,6 @@ def test_fit_and_test_run_on_a_rendered_file(tmp_path: Path, shrink_flags, monke
     checkpoint = tmp_path / "run" / "checkpoints" / "last.ckpt"
     assert checkpoint.is_file()
     cli = run_cli(["test", "-c", config, *flags, f"--ckpt_path={checkpoint}"])
-    assert 0 <= cli.model.test_results["miou"] <= 1
+    assert 0 <= float(cli.trainer.callback_metrics["test/miou"]) <= 1
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert results["data_source"] == "meshes" and results["data"] == str(data.resolve())
