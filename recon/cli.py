@@ -7,6 +7,7 @@ later config files and flags win. Every configurable class lives in ``recon.*`` 
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
 from pathlib import Path
@@ -14,8 +15,9 @@ from typing import Any
 
 from jsonargparse import Namespace
 from lightning.pytorch import LightningModule, Trainer
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI, SaveConfigCallback
-from lightning.pytorch.loggers import WandbLogger
+from lightning.pytorch.loggers import Logger, WandbLogger
 from lightning.pytorch.plugins.io import CheckpointIO
 from typing_extensions import override
 
@@ -25,9 +27,6 @@ from recon.checkpoint_io import AtomicCheckpointIO
 from recon.datamodules import ViewPairDataModule
 from recon.errors import PATH_ERRORS, ConfigError, UserError, debug
 from recon.module import ReconModule
-
-CHECKPOINT_CLASSES = ("lightning.pytorch.callbacks.ModelCheckpoint", "ModelCheckpoint")
-WANDB_CLASSES = ("lightning.pytorch.loggers.WandbLogger", "lightning.pytorch.loggers.wandb.WandbLogger", "WandbLogger")
 
 
 class RunConfigSaver(SaveConfigCallback):
@@ -93,15 +92,13 @@ class ReconCLI(LightningCLI):
         if not root:
             return
         for callback in _as_list(config.trainer.get("callbacks")):
-            if isinstance(callback, Namespace) and callback.get("class_path") in CHECKPOINT_CLASSES:
-                if callback.get("init_args") is not None and callback.init_args.get("dirpath") is None:
-                    callback.init_args.dirpath = f"{root}/checkpoints"
+            if _is_a(callback, ModelCheckpoint) and callback.init_args.get("dirpath") is None:
+                callback.init_args.dirpath = str(Path(root) / "checkpoints")
         for logger in _as_list(config.trainer.get("logger")):
-            if isinstance(logger, Namespace) and logger.get("init_args") is not None:
-                if "save_dir" in logger.init_args and logger.init_args.save_dir in (None, "."):
-                    logger.init_args.save_dir = root
-                if logger.get("class_path") in WANDB_CLASSES:
-                    _name_wandb_run(logger.init_args, config)
+            if _is_a(logger, Logger) and logger.init_args.get("save_dir", "") in (None, "."):
+                logger.init_args.save_dir = root
+            if _is_a(logger, WandbLogger):
+                _name_wandb_run(logger.init_args, config)
 
 
     @override
@@ -152,6 +149,18 @@ def _name_wandb_run(init_args: Namespace, config: Namespace) -> None:
         init_args.tags = list(dict.fromkeys([encoder, data, *extra]))
     if "offline" in init_args:  # offline unless asked otherwise with WANDB_MODE=online, whatever made the logger
         init_args.offline = os.environ.get("WANDB_MODE") != "online"
+
+
+def _is_a(entry: Any, kind: type) -> bool:
+    """Whether a config entry (``class_path`` + ``init_args``) makes a ``kind`` (a subclass counts too)."""
+    if not isinstance(entry, Namespace) or entry.get("init_args") is None or not entry.get("class_path"):
+        return False
+    module, _, name = str(entry.class_path).rpartition(".")
+    try:
+        made = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError, ValueError):
+        return False  # jsonargparse reports an unknown class itself
+    return isinstance(made, type) and issubclass(made, kind)
 
 
 def _as_list(value: Any) -> list[Any]:
