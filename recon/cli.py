@@ -84,6 +84,8 @@ class ReconCLI(LightningCLI):
         parser.link_arguments("model.encoder.init_args.dim", "model.colors.init_args.latent_dim")
         # the data's views must be the size the encoder reads: a file of another size is refused up front
         parser.link_arguments("model.encoder.init_args.image_size", "data.image_size")
+        # the metrics' rows are the data's categories, and the checkpoint records them
+        parser.link_arguments("data", "model.category_names", compute_fn=_category_names, apply_on="instantiate")
 
     @override
     def before_instantiate_classes(self) -> None:
@@ -149,6 +151,14 @@ def _name_wandb_run(init_args: Namespace, config: Namespace) -> None:
         init_args.tags = list(dict.fromkeys([encoder, data, *extra]))
     if "offline" in init_args:  # offline unless asked otherwise with WANDB_MODE=online, whatever made the logger
         init_args.offline = os.environ.get("WANDB_MODE") != "online"
+
+
+def _category_names(data: ViewPairDataModule) -> list[str] | None:
+    """The data's category names, or None while its file is missing (``check_file`` then says why)."""
+    try:
+        return list(data.category_names)
+    except FileNotFoundError:
+        return None
 
 
 def _is_a(entry: Any, kind: type) -> bool:

@@ -64,6 +64,7 @@ def test_fit_then_test_then_predict(shrink_flags, tiny_h5, tmp_path):
     # plain hyperparameters: the checkpoint opens without unpickling code
     checkpoint = torch.load(checkpoints / "best.ckpt", weights_only=True)
     assert checkpoint["hyper_parameters"]["encoder"]["class_path"] == "recon.models.BaselineEncoder"
+    assert checkpoint["hyper_parameters"]["category_names"] == ["airplane", "chair"]  # linked from the data
 
     export = tmp_path / "export"
     cli = run_cli(["test", "-c", DEFAULT, *shrink_flags(), f"--ckpt_path={checkpoints / 'best.ckpt'}",
