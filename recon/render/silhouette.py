@@ -7,6 +7,9 @@ tables), recomputes the cells (nothing of size pixels × faces or pairs is kept 
 SoftRas's gradient — ``∂d²/∂p_a = 2(1 − t)(q − p)``, ``∂d²/∂p_b = 2t(q − p)`` for the nearest edge (a, b), foot point q,
 t held constant — over each face's window, so the corner gradients come out of sums rather than scatters.
 
+The per-chunk cell work is two pure functions, :func:`chunk_values` and :func:`chunk_face_gradients`; where
+``torch.compile`` works they run compiled (:mod:`recon.render.fused`, ``RECON_FUSED=0`` for eager).
+
 This is what training uses; :func:`recon.render.soft_rasterize` with colours still goes through the pairs.
 """
 
