@@ -1,6 +1,6 @@
 """Run every benchmark (or some), print one table per benchmark and write bench/results.json.
 
-    python -m bench [--quick] [--only render voxelize data train_step dataset_render] [--out bench/results.json]
+    python -m bench [--quick] [--only render fused voxelize data train_step dataset_render] [--out bench/results.json]
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from rich.table import Table
 from recon.allocator import keep_freed_memory, keeps_freed_memory
 from recon.atomic import write_text
 
-BENCHMARKS = ("render", "voxelize", "data", "train_step", "dataset_render")
+BENCHMARKS = ("render", "fused", "voxelize", "data", "train_step", "dataset_render")
 
 
 def machine() -> dict:

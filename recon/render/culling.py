@@ -86,49 +86,23 @@ class Window(NamedTuple):
     y_far: Tensor  # (N,) y of window rows beyond the box: farther than √T below the face
     s: int
     threshold: float
-    ramps: dict[int, Tensor]  # k → (k, 1) float 0 … k − 1; −key → (kh, kw, 1) pixel offsets; shared by chunks
+    ramps: dict[int, Tensor]  # 2k (+1 rows) → (k, 1) floats 0 … k − 1; −key → (kh, kw, 1) pixel offsets
 
-    def ramp(self, k: int) -> Tensor:
-        if k not in self.ramps:
-            self.ramps[k] = torch.arange(k, device=self.x0.device, dtype=self.x0.dtype)[:, None]
-        return self.ramps[k]
+    def ramp(self, k: int, rows: bool = False) -> Tensor:
+        """(k, 1) float 0 … k − 1. Rows and columns get distinct tensors: a compiled kernel given the same
+        tensor twice guards on that aliasing and would recompile for every square/non-square switch."""
+        key = 2 * k + rows
+        if key not in self.ramps:
+            self.ramps[key] = torch.arange(k, device=self.x0.device, dtype=self.x0.dtype)[:, None]
+        return self.ramps[key]
 
     def distances(self, chunk: Chunk) -> EdgeDistances:
-        """Evaluate one chunk of faces over their (kh, kw) pixel windows: the distances to every edge.
-
-        The distance to each edge segment is ``h² + excess²``: h the signed distance to the edge line and
-        excess how far the foot point lies beyond the segment's ends. Both are affine in the pixel position,
-        so each is one broadcast sum of a per-column and a per-row term. Tensors are laid out (edge, row, col,
-        face) with faces innermost, so every elementwise pass is long and contiguous however small the window is.
-        """
-        lo, hi = chunk.lo, chunk.hi
-        table = self.table.faces(lo, hi)
-        cols, rows = self.ramp(chunk.kw), self.ramp(chunk.kh)
-        px = torch.where(cols < self.width[lo:hi], cols * (2 / self.s) + self.x0[lo:hi], self.x_far[lo:hi])  # (kw, n)
-        py = torch.where(rows < self.height[lo:hi], rows * (-2 / self.s) + self.y0[lo:hi], self.y_far[lo:hi])
-
-        # h and u of the three edges at once: (2, 3, kh, kw, n), the normal's map first.
-        coef = table.coefficients[..., None, None, :]  # (x/y/c, normal/along, edge, 1, 1, n)
-        hu = (coef[0] * px + coef[2]) + coef[1] * py[:, None]
-        h, u = hu[0], hu[1]
-        foot = torch.minimum(u.relu(), table.length[:, None, None])  # (3, kh, kw, n)
-        excess = u.sub_(foot)
-        d2 = torch.addcmul(h * h, excess, excess)
-        return EdgeDistances(table, px, py, h, foot, excess, d2, hu)
+        """:func:`window_distances` of one chunk of faces over their (kh, kw) pixel windows."""
+        return window_distances(*window_slice(self, chunk))
 
     def cells(self, chunk: Chunk) -> Cells:
-        """:meth:`distances` and the culling decision of every window cell.
-
-        The minimum over the three edges is the distance to the closed triangle, and for an interior pixel the
-        distance to the nearest edge line, as SoftRas computes. A cell is kept when it is strictly inside (all
-        three h above the face's interior bound) or nearer than √T; cells beyond the face's box lie farther.
-        """
-        e = self.distances(chunk)
-        best = e.d2.amin(0)
-        inside = (e.h.amin(0) - e.table.interior).sign_().relu_()
-        keep = (self.threshold - best).sign_().relu_()
-        keep = torch.maximum(keep, inside, out=keep)
-        return Cells(e, best, inside, keep)
+        """:func:`cull_cells` of one chunk: its distances and the culling decision of every window cell."""
+        return cull_cells(self.distances(chunk), self.threshold)
 
     def pixels(self, chunk: Chunk) -> Tensor:
         """(kh, kw, n) flat pixel index of every window cell; cells beyond the face's box may point anywhere
@@ -138,6 +112,72 @@ class Window(NamedTuple):
             ar_h = torch.arange(chunk.kh, device=self.origin.device)
             self.ramps[key] = (ar_h[:, None] * self.s + torch.arange(chunk.kw, device=self.origin.device))[..., None]
         return self.origin[chunk.lo : chunk.hi] + self.ramps[key]
+
+
+class WindowSlice(NamedTuple):
+    """One chunk's slices of :class:`Window`'s per-face tables, the arguments of :func:`window_distances`."""
+
+    table: EdgeTable  # (25, n)
+    x0: Tensor  # (n,)
+    y0: Tensor
+    width: Tensor
+    height: Tensor
+    x_far: Tensor
+    y_far: Tensor
+    cols: Tensor  # (kw, 1) 0 … kw − 1
+    rows: Tensor  # (kh, 1) 0 … kh − 1
+    s: int
+
+
+def window_slice(window: Window, chunk: Chunk) -> WindowSlice:
+    """The faces lo … hi − 1 of the window's tables, and the chunk's ramps."""
+    lo, hi = chunk.lo, chunk.hi
+    return WindowSlice(
+        window.table.faces(lo, hi), window.x0[lo:hi], window.y0[lo:hi], window.width[lo:hi], window.height[lo:hi],
+        window.x_far[lo:hi], window.y_far[lo:hi], window.ramp(chunk.kw), window.ramp(chunk.kh, rows=True), window.s,
+    )
+
+
+def window_distances(
+    table: EdgeTable, x0: Tensor, y0: Tensor, width: Tensor, height: Tensor, x_far: Tensor, y_far: Tensor,
+    cols: Tensor, rows: Tensor, s: int,
+) -> EdgeDistances:
+    """Evaluate n faces over their (kh, kw) pixel windows: the distances to every edge.
+
+    Args: the n faces' slices of :class:`Window`'s per-face tables; cols (kw, 1) and rows (kh, 1) the ramps
+    0 … k − 1 as floats; s the image side. Pure tensor arithmetic on these arguments (no Python state), so the
+    fused kernels of :mod:`recon.render.fused` compile it as it is.
+
+    The distance to each edge segment is ``h² + excess²``: h the signed distance to the edge line and
+    excess how far the foot point lies beyond the segment's ends. Both are affine in the pixel position,
+    so each is one broadcast sum of a per-column and a per-row term. Tensors are laid out (edge, row, col,
+    face) with faces innermost, so every elementwise pass is long and contiguous however small the window is.
+    """
+    px = torch.where(cols < width, cols * (2 / s) + x0, x_far)  # (kw, n)
+    py = torch.where(rows < height, rows * (-2 / s) + y0, y_far)
+
+    # h and u of the three edges at once: (2, 3, kh, kw, n), the normal's map first.
+    coef = table.coefficients[..., None, None, :]  # (x/y/c, normal/along, edge, 1, 1, n)
+    hu = (coef[0] * px + coef[2]) + coef[1] * py[:, None]
+    h, u = hu[0], hu[1]
+    foot = torch.minimum(u.relu(), table.length[:, None, None])  # (3, kh, kw, n)
+    excess = u.sub_(foot)
+    d2 = torch.addcmul(h * h, excess, excess)
+    return EdgeDistances(table, px, py, h, foot, excess, d2, hu)
+
+
+def cull_cells(e: EdgeDistances, threshold: float) -> Cells:
+    """The culling decision of every window cell of :func:`window_distances`' result.
+
+    The minimum over the three edges is the distance to the closed triangle, and for an interior pixel the
+    distance to the nearest edge line, as SoftRas computes. A cell is kept when it is strictly inside (all
+    three h above the face's interior bound) or nearer than √T; cells beyond the face's box lie farther.
+    """
+    best = e.d2.amin(0)
+    inside = (e.h.amin(0) - e.table.interior).sign_().relu_()
+    keep = (threshold - best).sign_().relu_()
+    keep = torch.maximum(keep, inside, out=keep)
+    return Cells(e, best, inside, keep)
 
 
 class WindowPlan(NamedTuple):

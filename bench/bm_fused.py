@@ -1,0 +1,113 @@
+"""Fused (compiled) against eager silhouette kernels: throughput, the face-count × image-size grid, first-call
+cost with a cold and a warm inductor cache, and operations dispatched per render call.
+
+Both paths run in the same ``make bench`` on the same machine, each configuration group in a fresh subprocess
+(``RECON_FUSED`` is read per call, but a fresh process keeps compile caches and allocator state apart). The
+operation count is the number of ``aten::`` operations the profiler records for one forward+backward call: the
+proxy for kernel launches on CUDA that can be measured on a CPU.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+_CHILD = r"""
+import json, sys, time, torch
+from recon.allocator import keep_freed_memory
+keep_freed_memory()
+from recon.mesh.template import icosphere
+from recon.render import RasterSettings, SoftRenderer, eye_from_angles, fused
+cfg = json.loads(sys.argv[1])
+if cfg.get("threads"):
+    torch.set_num_threads(cfg["threads"])
+dev = torch.device(cfg["device"])
+rows = []
+first_call = None
+for level, size, b, backward, repeats in cfg["configs"]:
+    vertices, faces = icosphere(level)
+    g = torch.Generator().manual_seed(0)
+    # A decoder-like deformation, as bench/bm_render.py.
+    scale = 0.35 * (1 + 0.25 * torch.rand(b, 1, 3, generator=g))
+    scale = scale * (1 + 0.05 * torch.randn(b, vertices.shape[0], 1, generator=g))
+    verts, faces = (vertices[None] * scale).to(dev), faces.to(dev)
+    eyes = eye_from_angles(2.732, 30.0, -15.0 * (torch.arange(b) % 24)).to(dev)
+    renderer = SoftRenderer(RasterSettings(image_size=size, sigma=1e-4 * (64 / size) ** 2, dist_eps=1e-10))
+
+    def step():
+        v = verts.clone().requires_grad_(backward)
+        alpha = renderer.silhouette(v, faces, eyes)
+        if backward:
+            alpha.sum().backward()
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+
+    t = time.perf_counter(); step(); t = time.perf_counter() - t
+    first_call = t if first_call is None else first_call
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter(); step(); times.append(time.perf_counter() - t)
+    row = {"faces": faces.shape[0], "image": size, "batch": b, "backward": backward,
+           "ms_per_batch": 1000 * min(times), "ms_per_image": 1000 * min(times) / b, "images_per_s": b / min(times)}
+    if cfg.get("count_ops"):
+        with torch.profiler.profile() as prof:
+            step()
+        names = [e.name for e in prof.events()]
+        row["aten_ops"] = sum(n.startswith("aten::") for n in names)
+        row["compiled_calls"] = sum(n.startswith("## Call CompiledFxGraph") for n in names)
+    rows.append(row)
+print(json.dumps({"rows": rows, "first_call_s": first_call, "failed": fused._failed}))
+"""
+
+
+def _measure(fused: bool, configs: list, device: str, threads: int | None, count_ops: bool = False,
+             cache_dir: str | None = None) -> dict:
+    env = {**os.environ, "RECON_FUSED": "1" if fused else "0"}
+    if cache_dir is not None:
+        env["TORCHINDUCTOR_CACHE_DIR"] = cache_dir
+    cfg = {"configs": configs, "device": device, "threads": threads, "count_ops": count_ops}
+    out = subprocess.run([sys.executable, "-c", _CHILD, json.dumps(cfg)], capture_output=True, text=True, env=env)
+    if out.returncode != 0:
+        return {"error": out.stderr.strip().splitlines()[-1][:120]}
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def run(quick: bool = False) -> list[dict]:
+    import torch
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    threads = None if device == "cuda" else 1  # one thread: the code's speed, not the shared machine's load
+    repeats = 2 if quick else 5
+    rows: list[dict] = []
+
+    # B=64 training setting (64², 1,280 faces): forward and forward+backward, with the op counts.
+    b64 = [[3, 64, 8 if quick else 64, backward, repeats] for backward in (False, True)]
+    for fused in (False, True):
+        res = _measure(fused, b64, device, threads, count_ops=True)
+        for row in res.get("rows", []):
+            rows.append({"bench": "fused", "table": "B=64", "path": "fused" if fused else "eager",
+                         "pass": "forward+backward" if row.pop("backward") else "forward", **row})
+        if "error" in res or res.get("failed"):
+            rows.append({"bench": "fused", "table": "B=64", "path": "fused" if fused else "eager",
+                         "error": res.get("error") or res["failed"][0][:120]})
+
+    # First call (compile) with an empty inductor cache and with the one just filled.
+    with tempfile.TemporaryDirectory() as cache:
+        for state in ("cold", "warm"):
+            res = _measure(True, [[3, 64, 8, True, 1]], device, threads, cache_dir=cache)
+            rows.append({"bench": "fused", "table": "first call", "path": f"fused, {state} cache",
+                         "first_call_s": res.get("first_call_s"), "error": res.get("error", "")})
+
+    # Face count × image size, forward+backward, ms per image at B=16.
+    levels = (3, 4) if quick else (3, 4, 5)
+    sizes = (64, 128) if quick else (64, 128, 256)
+    grid = [[level, size, 4 if quick else 16, True, 1 if quick else 2] for level in levels for size in sizes]
+    for fused in (False, True):
+        res = _measure(fused, grid, device, threads)
+        for row in res.get("rows", []):
+            row.pop("backward")
+            rows.append({"bench": "fused", "table": "grid fwd+bwd", "path": "fused" if fused else "eager", **row})
+    return rows
