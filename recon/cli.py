@@ -131,6 +131,11 @@ def run_cli(args: ArgsType = None) -> ReconCLI:
 
 def main(args: ArgsType = None) -> int:
     """Entry point of the ``recon`` console script: exit status 0 on success (errors raise or exit non-zero)."""
+    argv = sys.argv[1:] if args is None else args
+    if isinstance(argv, list) and argv[:1] == ["sweep"]:  # a search over `recon fit` runs, not a Lightning subcommand
+        from recon.sweep import main as sweep
+
+        return sweep(argv[1:])
     keep_freed_memory()  # megabyte-sized temporaries otherwise page-fault afresh every step
     run_cli(args)
     return 0
