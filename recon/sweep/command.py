@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -23,7 +24,7 @@ from rich.console import Console
 from recon.sweep.fit_args import check_fit_args
 from recon.sweep.options import SweepCommand, fit_flag, parse_command
 from recon.sweep.report import TEST_RESULT, best_trial, write_plots, write_tables
-from recon.sweep.runner import TrialFailed, TrialRunner
+from recon.sweep.runner import TrialFailed, TrialRunner, stop_running
 from recon.sweep.space import SearchSpaceError
 from recon.sweep.storage import storage_url
 from recon.sweep.study import count_trials, fail_orphans, open_study, retry_failed
@@ -38,7 +39,8 @@ class SweepStopped(RuntimeError):
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``recon sweep ...`` (``argv`` without the word ``sweep``): exit status 0, or 2 for a bad command or space."""
+    """``recon sweep ...`` (``argv`` without the word ``sweep``): exit status 0; 2 for a bad command or search
+    space (before any trial); 1 when trials keep failing; 130 when interrupted (Ctrl-C or SIGTERM)."""
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     try:
         command = parse_command(sys.argv[2:] if argv is None else argv)
@@ -57,14 +59,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     threads = max(1, _cpu_threads() // options.jobs)
     console.print(f"sweep {options.name}: {count_trials(study).finished} of {options.trials} trials finished; "
                   f"{options.jobs} at a time, {threads} threads each; folder {options.folder}", highlight=False)
+    previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         run_trials(study, TrialRunner(command, url, threads), command, url)
+        if options.test_best:
+            test_best(command, study, url)
+    except SweepStopped as error:
+        console.print(f"[red]error:[/red] {error}", highlight=False)
+        return 1
+    except KeyboardInterrupt:
+        console.print(f"sweep {options.name} interrupted; the same command continues it (interrupted trials are retried)")
+        return 130
     finally:
+        signal.signal(signal.SIGTERM, previous)
         write_tables(study, options.folder, url)
         write_plots(study, options.folder)
-    if options.test_best:
-        test_best(command, study, url)
-        write_tables(study, options.folder, url)
     best = best_trial(study)
     if best is not None:
         console.print(f"best: trial {best.number}, val/miou {best.value:.4f}, {best.params}; "
@@ -131,6 +140,13 @@ def test_best(command: SweepCommand, study: optuna.Study, url: str) -> None:
              "miou": results.get("miou"), "results": results}
     record.write_text(json.dumps(entry, indent=2) + "\n")
     console.print(f"--test-best: trial {best.number}: test/miou {results.get('miou')}", highlight=False)
+
+
+def _terminate(signum: int, frame: object) -> None:
+    """SIGTERM (a scheduler ending the job) is handled like Ctrl-C: the trial processes end too, their trials
+    are marked failed and retried when the sweep is run again."""
+    stop_running()
+    raise KeyboardInterrupt
 
 
 def _cpu_threads() -> int:

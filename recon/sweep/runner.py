@@ -21,6 +21,7 @@ from recon.sweep.options import SweepCommand
 from recon.sweep.study import claim
 
 FIT_LOG = "fit.log"
+RUNNING: set[subprocess.Popen] = set()  # the trial processes of this sweep, ended with it (see stop_running)
 
 
 class TrialFailed(RuntimeError):
@@ -59,6 +60,7 @@ class TrialRunner:
         with open(folder / FIT_LOG, "w") as log:
             process = subprocess.Popen([sys.executable, "-m", "recon", "fit", *args], stdout=log,
                                        stderr=subprocess.STDOUT, env=env)
+            RUNNING.add(process)
             claim(trial, process.pid)
             try:
                 status = process.wait()
@@ -66,7 +68,15 @@ class TrialRunner:
                 process.terminate()
                 process.wait()
                 raise
+            finally:
+                RUNNING.discard(process)
         return _score(trial, folder, status)
+
+
+def stop_running() -> None:
+    """Terminate every trial process still running (the sweep itself was told to stop); each is marked failed."""
+    for process in list(RUNNING):
+        process.terminate()
 
 
 def _score(trial: optuna.Trial, folder: Path, status: int) -> float:
