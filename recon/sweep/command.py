@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import warnings
 from collections.abc import Sequence
@@ -85,12 +86,14 @@ def run_trials(study: optuna.Study, runner: TrialRunner, command: SweepCommand, 
     """Run trials until the study holds ``trials`` finished ones (counting those other processes are running)."""
     options = command.options
     failures: list[int] = []
+    lock = threading.Lock()  # with --sweep.jobs, trials end in several threads: one retry per failure
 
     def after_trial(study: optuna.Study, trial: FrozenTrial) -> None:
-        failures[:] = [*failures, trial.number] if trial.state == TrialState.FAIL else []
-        if trial.state == TrialState.FAIL:
-            retry_failed(study)
-        write_tables(study, options.folder, url)
+        with lock:
+            failures[:] = [*failures, trial.number] if trial.state == TrialState.FAIL else []
+            if trial.state == TrialState.FAIL:
+                retry_failed(study)
+            write_tables(study, options.folder, url)
         counts = count_trials(study)
         if counts.finished + counts.running >= options.trials or len(failures) >= MAX_FAILURES_IN_A_ROW:
             study.stop()

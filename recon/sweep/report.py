@@ -58,8 +58,8 @@ def write_tables(study: optuna.Study, folder: Path, storage_url: str) -> None:
     writer.writerows(rows)
     write_atomic(folder / "trials.csv", out.getvalue())
     best = best_trial(study)
-    if best is not None:
-        write_best_config(best, folder)
+    if best is not None and Path(best.user_attrs.get("folder", "")).joinpath("config.yaml").is_file():
+        write_best_config(best, folder)  # else the best trial ran on another machine: that machine writes it
     write_atomic(folder / "summary.md", summary_markdown(study, folder, storage_url, keys, rows, best))
 
 
