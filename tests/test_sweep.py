@@ -20,6 +20,7 @@ import pytest
 import yaml
 
 from recon.sweep import main as sweep_main
+from recon.sweep.storage import open_storage
 
 pytestmark = pytest.mark.slow
 
@@ -58,6 +59,18 @@ def wandb_config_item(key: str, value: object) -> bytes:
     (field 1: the key; field 16: the value as JSON)."""
     text = json.dumps(value).encode()
     return b"\n" + bytes([len(key)]) + key.encode() + b"\x82\x01" + bytes([len(text)]) + text
+
+
+def wait_for_fit_pid(driver: subprocess.Popen, folder: Path, name: str, timeout: float = 240) -> int:
+    """The process id of trial 0's ``recon fit``, as the sweep records it in the study, once it has started."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and driver.poll() is None:
+        if (folder / "study.journal").is_file():
+            trials = optuna.load_study(study_name=name, storage=open_storage(str(folder / "study.journal"))).trials
+            if trials and "fit_pid" in trials[0].user_attrs:
+                return trials[0].user_attrs["fit_pid"]
+        time.sleep(0.5)
+    raise AssertionError("the sweep never started its first trial's recon fit")
 
 
 def val_miou_by_step(run: Path) -> dict[int, float]:
@@ -103,33 +116,33 @@ def test_sweep_writes_its_results_prunes_a_bad_region_and_best_yaml_retrains_the
     assert max(expected.values()) == pytest.approx(float(best["val_miou"]), abs=1e-6)
 
 
-def test_a_killed_trial_is_retried_once_and_a_rerun_adds_trials_to_the_same_study(shrink_flags, tmp_path):
+def test_a_killed_trial_is_retried_once_and_a_rerun_adds_trials_to_the_same_study_two_at_once(shrink_flags, tmp_path):
     root = tmp_path / "sweeps"
     space = write_space(tmp_path, {"sweep": {"name": "resume"}, **LR_SPACE})
     args = sweep_args(space, shrink_flags(), root)
     folder = root / "resume"
     driver = subprocess.Popen([sys.executable, "-m", "recon", "sweep", *args, "--sweep.trials", "1"],
                               env=child_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    fit_pid = None
-    deadline = time.monotonic() + 240
-    while fit_pid is None and time.monotonic() < deadline and driver.poll() is None:
-        time.sleep(0.5)
-        if (folder / "study.journal").is_file():
-            trials = optuna.load_study(study_name="resume", storage=str(folder / "study.journal")).trials
-            fit_pid = trials[0].user_attrs.get("fit_pid") if trials else None
-    assert fit_pid is not None, "the sweep never started its first trial's recon fit"
-    os.kill(fit_pid, signal.SIGKILL)
-    _, errors = driver.communicate(timeout=300)
+    try:
+        fit_pid = wait_for_fit_pid(driver, folder, "resume")
+        os.kill(fit_pid, signal.SIGKILL)
+        _, errors = driver.communicate(timeout=300)
+    finally:
+        driver.kill()
     assert driver.returncode == 0, errors.decode()[-3000:]
 
     first = read_trials(folder)
     assert [(row["trial"], row["state"], row["retry_of"]) for row in first] == [("0", "fail", ""), ("1", "complete", "0")]
     assert first[1]["model.lr"] == first[0]["model.lr"]  # the retry repeats the killed trial's values
 
-    assert sweep_main([*args, "--sweep.trials", "2"]) == 0
+    # The rerun continues the study: two more trials, run at once (--sweep.jobs 2).
+    assert sweep_main([*args, "--sweep.trials", "3", "--sweep.jobs", "2"]) == 0
     again = read_trials(folder)
-    assert [row["trial"] for row in again] == ["0", "1", "2"] and again[:2] == first
-    assert again[2]["state"] == "complete" and (folder / "trial-2" / "config.yaml").is_file()
+    assert [row["trial"] for row in again] == ["0", "1", "2", "3"] and again[:2] == first
+    assert [row["state"] for row in again[2:]] == ["complete", "complete"]
+    assert all((folder / f"trial-{n}" / "config.yaml").is_file() for n in (2, 3))
+    trials = optuna.load_study(study_name="resume", storage=open_storage(str(folder / "study.journal"))).trials
+    assert trials[2].datetime_start < trials[3].datetime_complete and trials[3].datetime_start < trials[2].datetime_complete
 
 
 def test_two_processes_share_one_study_without_losing_or_duplicating_a_trial(shrink_flags, tmp_path):
@@ -138,12 +151,16 @@ def test_two_processes_share_one_study_without_losing_or_duplicating_a_trial(shr
     args = sweep_args(space, shrink_flags(), root, "--sweep.trials", "3")
     drivers = [subprocess.Popen([sys.executable, "-m", "recon", "sweep", *args, "--sweep.seed", str(seed)],
                                 env=child_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) for seed in (0, 1)]
-    for driver in drivers:
-        _, errors = driver.communicate(timeout=600)
-        assert driver.returncode == 0, errors.decode()[-3000:]
+    try:
+        for driver in drivers:
+            _, errors = driver.communicate(timeout=600)
+            assert driver.returncode == 0, errors.decode()[-3000:]
+    finally:
+        for driver in drivers:
+            driver.kill()
 
     folder = root / "shared"
-    trials = optuna.load_study(study_name="shared", storage=str(folder / "study.journal")).trials
+    trials = optuna.load_study(study_name="shared", storage=open_storage(str(folder / "study.journal"))).trials
     numbers = [trial.number for trial in trials]
     assert numbers == list(range(len(trials))) and len(trials) >= 3
     assert all(trial.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED) for trial in trials)
