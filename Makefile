@@ -17,7 +17,7 @@ TABLE_RUNS ?= runs/table
 export WANDB_MODE ?= offline
 
 .DEFAULT_GOAL := help
-.PHONY: help setup data train reproduce-table test test-fast lint bench clean
+.PHONY: help setup data train reproduce-table sweep test test-fast lint bench clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}'
@@ -40,6 +40,9 @@ train: $(STAMP) ## the main job: synthetic data if missing, train the baseline o
 
 reproduce-table: $(STAMP) ## train+test the encoders (+ colour): PROFILE=quick|paper|smoke [DATA=file.h5] [ENCODERS="baseline resnet"] [REDO=1] → results/table.md
 	$(PY) -m recon.reproduce --profile $(PROFILE) --out $(TABLE_OUT) --runs $(TABLE_RUNS) $(if $(DATA),--data $(DATA)) $(if $(ENCODERS),--encoders $(ENCODERS)) $(if $(REDO),--redo) $(if $(ARGS),-- $(ARGS))
+
+sweep: $(STAMP) ## quick hyperparameter search on CPU (8 trials × 200 steps of lr, λ_lap, λ_flat, σ; est. 15–20 min on idle cores, 3 trials took 55 min on a loaded one) → runs/sweeps/quick/summary.md
+	$(VENV)/bin/recon sweep -c configs/default.yaml -c configs/sweep/quick.yaml $(ARGS)
 
 test: $(STAMP) ## run the whole test suite (slow end-to-end tests included)
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -195,15 +195,20 @@ def run_cli(args: ArgsType = None) -> ReconCLI:
 
 def main(args: ArgsType = None) -> int:
     """Entry point of the ``recon`` console script: exit status 0 on success, 1 on a user error (a bad path,
-    value or file: one line on stderr, the traceback only with ``RECON_DEBUG=1``), 2 on a command-line error."""
-    keep_freed_memory()  # megabyte-sized temporaries otherwise page-fault afresh every step
+    value or file: one line on stderr, the traceback only with ``RECON_DEBUG=1``), 2 on a command-line error.
+    ``recon sweep …`` is a search over ``recon fit`` runs (:mod:`recon.sweep`), not a Lightning subcommand."""
     argv = sys.argv[1:] if args is None else [str(arg) for arg in args]
+    if argv[:1] == ["sweep"]:
+        from recon.sweep import main as sweep
+
+        return sweep(argv[1:])
+    keep_freed_memory()  # megabyte-sized temporaries otherwise page-fault afresh every step
     subcommand = next((arg for arg in argv if not arg.startswith("-")), "")
     try:
         run_cli(args)
     except (UserError, *PATH_ERRORS) as error:
         if debug():
             raise
-        print(f"recon {subcommand}: error: {error}".replace("  ", " "), file=sys.stderr)
+        print(f"recon {subcommand}: error: {error}", file=sys.stderr)
         return 1
     return 0

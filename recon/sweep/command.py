@@ -1,0 +1,159 @@
+"""``recon sweep``: run the study's trials until it holds ``--sweep.trials`` finished ones, then report.
+
+One process runs ``--sweep.jobs`` trials at once (Optuna's threads, each waiting on its own ``recon fit``
+process, with ``OMP_NUM_THREADS`` divided among them). Several processes, on one machine or many, share a
+study through one storage; each stops once the finished and running trials reach the study's size.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+from rich.console import Console
+
+from recon.atomic import write_text
+from recon.sweep.fit_args import check_fit_args
+from recon.sweep.options import SweepCommand, fit_flag, parse_command
+from recon.sweep.report import TEST_RESULT, best_trial, write_plots, write_tables
+from recon.sweep.runner import TrialFailed, TrialRunner, stop_running
+from recon.sweep.space import SearchSpaceError
+from recon.sweep.storage import storage_url
+from recon.sweep.study import count_trials, fail_orphans, open_study, retry_failed
+
+MAX_FAILURES_IN_A_ROW = 3  # a sweep whose every trial fails (a broken config) stops instead of burning the budget
+
+console = Console(stderr=True, soft_wrap=True)  # paths stay whole, on one line
+
+
+class SweepStopped(RuntimeError):
+    """The sweep cannot make progress: its trials keep failing."""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``recon sweep ...`` (``argv`` without the word ``sweep``): exit status 0; 2 for a bad command or search
+    space (before any trial); 1 when trials keep failing; 130 when interrupted (Ctrl-C or SIGTERM)."""
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    try:
+        command = parse_command(sys.argv[2:] if argv is None else argv)
+        check_fit_args(command.fit_args, command.space)
+    except SearchSpaceError as error:
+        console.print(f"[red]error:[/red] {error}", highlight=False)
+        return 2
+    options = command.options
+    options.folder.mkdir(parents=True, exist_ok=True)
+    url = storage_url(options.storage, options.folder)
+    study = open_study(options.name, url, command.space, options.seed)
+    if orphans := fail_orphans(study):
+        console.print(f"trials {orphans} were left running by a sweep process that is gone: marked failed")
+    if retried := retry_failed(study):
+        console.print(f"failed trials {retried} queued once more")
+    threads = max(1, _cpu_threads() // options.jobs)
+    console.print(f"sweep {options.name}: {count_trials(study).finished} of {options.trials} trials finished; "
+                  f"{options.jobs} at a time, {threads} threads each; folder {options.folder}", highlight=False)
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        run_trials(study, TrialRunner(command, url, threads), command, url)
+        if options.test_best:
+            test_best(command, study, url)
+    except SweepStopped as error:
+        console.print(f"[red]error:[/red] {error}", highlight=False)
+        return 1
+    except KeyboardInterrupt:
+        console.print(f"sweep {options.name} interrupted; the same command continues it (interrupted trials are retried)")
+        return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        write_tables(study, options.folder, url)
+        write_plots(study, options.folder)
+    best = best_trial(study)
+    if best is not None:
+        console.print(f"best: trial {best.number}, val/miou {best.value:.4f}, {best.params}; "
+                      f"see {options.folder}/summary.md", highlight=False)
+    return 0
+
+
+def run_trials(study: optuna.Study, runner: TrialRunner, command: SweepCommand, url: str) -> None:
+    """Run trials until the study holds ``trials`` finished ones (counting those other processes are running)."""
+    options = command.options
+    failures: list[int] = []
+    lock = threading.Lock()  # with --sweep.jobs, trials end in several threads: one retry per failure
+
+    def after_trial(study: optuna.Study, trial: FrozenTrial) -> None:
+        with lock:
+            failures[:] = [*failures, trial.number] if trial.state == TrialState.FAIL else []
+            if trial.state == TrialState.FAIL:
+                retry_failed(study)
+            write_tables(study, options.folder, url)
+        counts = count_trials(study)
+        if counts.finished + counts.running >= options.trials or len(failures) >= MAX_FAILURES_IN_A_ROW:
+            study.stop()
+
+    while True:
+        counts = count_trials(study)
+        remaining = options.trials - counts.finished - counts.running
+        if remaining <= 0:
+            return
+        study.optimize(runner, n_trials=remaining, n_jobs=options.jobs, catch=(TrialFailed,),
+                       callbacks=[after_trial], gc_after_trial=False)
+        after = count_trials(study)
+        if len(failures) >= MAX_FAILURES_IN_A_ROW or (after.finished == counts.finished and not after.waiting):
+            raise SweepStopped(f"sweep {options.name}: trials {failures} failed in a row; see their fit.log in "
+                               f"{options.folder}")
+
+
+def test_best(command: SweepCommand, study: optuna.Study, url: str) -> None:
+    """Test the best trial's ``best.ckpt`` once (``recon test``, same configs and values); record the result
+    in ``test-best.json``. A best trial already tested is not tested again."""
+    options = command.options
+    best = best_trial(study)
+    if best is None:
+        console.print("--test-best: no complete trial to test")
+        return
+    record = options.folder / TEST_RESULT
+    if record.is_file() and json.loads(record.read_text()).get("trial") == best.number:
+        console.print(f"--test-best: trial {best.number} was already tested: {record}")
+        return
+    run = Path(best.user_attrs["folder"])
+    checkpoint = run / "checkpoints" / "best.ckpt"
+    if not checkpoint.is_file():
+        raise FileNotFoundError(f"{checkpoint}: the best trial has no best.ckpt (is ModelCheckpoint in the config?)")
+    args = [*command.fit_args, *(fit_flag(k, v) for k, v in best.params.items()),
+            f"--trainer.default_root_dir={run}", f"--ckpt_path={checkpoint}"]
+    env = {**os.environ, "WANDB_MODE": os.environ.get("WANDB_MODE", "offline"),
+           "WANDB_RUN_GROUP": f"sweep-{options.name}", "WANDB_TAGS": f"sweep,{options.name},test-best"}
+    written = run / "results.json"  # the results writer's file in the run folder
+    written.unlink(missing_ok=True)
+    with open(run / "test.log", "w") as log:
+        status = subprocess.run([sys.executable, "-m", "recon", "test", *args], stdout=log,
+                                stderr=subprocess.STDOUT, env=env).returncode
+    if status != 0:
+        raise RuntimeError(f"--test-best: recon test of trial {best.number} failed (exit status {status}); "
+                           f"see {run}/test.log")
+    results = json.loads(written.read_text()) if written.is_file() else {}
+    entry = {"trial": best.number, "val_miou": best.value, "checkpoint": str(checkpoint),
+             "miou": results.get("miou"), "results": results}
+    write_text(record, json.dumps(entry, indent=2) + "\n")
+    console.print(f"--test-best: trial {best.number}: test/miou {results.get('miou')}", highlight=False)
+
+
+def _terminate(signum: int, frame: object) -> None:
+    """SIGTERM (a scheduler ending the job) is handled like Ctrl-C: the trial processes end too, their trials
+    are marked failed and retried when the sweep is run again."""
+    stop_running()
+    raise KeyboardInterrupt
+
+
+def _cpu_threads() -> int:
+    if os.environ.get("OMP_NUM_THREADS", "").isdigit():
+        return int(os.environ["OMP_NUM_THREADS"])
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1

@@ -1,0 +1,101 @@
+"""The objective: one trial as one ``recon fit`` process, scored by the best ``val/miou`` of its validations.
+
+The test split is never read here: a trial is scored on validation only (the maximum over its
+validations, which is also the score of its ``checkpoints/best.ckpt``).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+
+from recon.sweep.callback import read_result
+from recon.sweep.fit_args import trial_args
+from recon.sweep.options import SweepCommand
+from recon.sweep.study import claim
+
+FIT_LOG = "fit.log"
+RUNNING: set[subprocess.Popen] = set()  # the trial processes of this sweep, ended with it (see stop_running)
+
+
+class TrialFailed(RuntimeError):
+    """A trial's ``recon fit`` exited with an error, was killed, or logged no ``val/miou``."""
+
+
+class TrialRunner:
+    """Optuna objective: draw the trial's values, run ``recon fit`` in ``<folder>/trial-<n>``, return its best
+    ``val/miou``; raise ``optuna.TrialPruned`` if its process stopped because the pruner said so.
+
+    Each process gets ``OMP_NUM_THREADS = threads`` (the machine's share for one of ``--sweep.jobs``), the W&B
+    group ``sweep-<name>`` and tags ``sweep``, ``<name>``; its output goes to ``trial-<n>/fit.log``.
+    """
+
+    def __init__(self, command: SweepCommand, storage_url: str, threads: int) -> None:
+        self.command = command
+        self.storage_url = storage_url
+        self.threads = threads
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        options = self.command.options
+        values = self.command.space.suggest(trial)
+        folder = options.folder / f"trial-{trial.number}"
+        _move_aside(folder)
+        folder.mkdir(parents=True)
+        args = trial_args(self.command.fit_args, values, folder, self.storage_url, options.name, trial.number,
+                          self.command.space.settings.get("pruner"))
+        env = {
+            **os.environ,
+            "WANDB_MODE": os.environ.get("WANDB_MODE", "offline"),
+            "WANDB_RUN_GROUP": f"sweep-{options.name}",
+            "WANDB_TAGS": ",".join(filter(None, ["sweep", options.name, os.environ.get("WANDB_TAGS", "")])),
+            "OMP_NUM_THREADS": str(self.threads),
+        }
+        trial.set_user_attr("folder", str(folder))
+        with open(folder / FIT_LOG, "w") as log:
+            process = subprocess.Popen([sys.executable, "-m", "recon", "fit", *args], stdout=log,
+                                       stderr=subprocess.STDOUT, env=env)
+            RUNNING.add(process)
+            claim(trial, process.pid)
+            try:
+                status = process.wait()
+            except BaseException:  # Ctrl-C or the sweep stopped: never leave the trial's process behind
+                process.terminate()
+                process.wait()
+                raise
+            finally:
+                RUNNING.discard(process)
+        return _score(trial, folder, status)
+
+
+def stop_running() -> None:
+    """Terminate every trial process still running (the sweep itself was told to stop); each is marked failed."""
+    for process in list(RUNNING):
+        process.terminate()
+
+
+def _score(trial: optuna.Trial, folder: Path, status: int) -> float:
+    log = folder / FIT_LOG
+    if status != 0:
+        how = f"killed by {signal.Signals(-status).name}" if status < 0 else f"exit status {status}"
+        raise TrialFailed(f"trial {trial.number}: recon fit failed ({how}); its output: {log}")
+    result = read_result(folder)
+    reports = (result or {}).get("reports") or {}
+    if not reports:
+        raise TrialFailed(f"trial {trial.number}: recon fit logged no val/miou (does trainer.val_check_interval "
+                          f"fit within trainer.max_steps?); its output: {log}")
+    trial.set_user_attr("steps", (result or {}).get("global_step"))
+    if result and result.get("pruned_at") is not None:
+        raise optuna.TrialPruned(f"trial {trial.number} pruned at step {result['pruned_at']}")
+    return max(reports.values())
+
+
+def _move_aside(folder: Path) -> None:
+    """A folder left by another study of the same name (its journal deleted) is kept, renamed, never reused."""
+    if folder.exists():
+        folder.rename(folder.with_name(f"{folder.name}.old-{time.strftime('%Y%m%d-%H%M%S')}"))

@@ -1,0 +1,116 @@
+"""The Optuna study of a sweep: created or continued, a seeded TPE sampler, a median pruner, and retries.
+
+A trial whose process failed (killed, crashed, or interrupted with the sweep) is marked failed and queued
+once more with the same values (Optuna's ``RetryHeartbeatStaleTrialCallback``, which keeps the chain in the
+new trial's ``retry_history``); a second failure is final. A trial left *running* by a sweep process that no
+longer exists on this machine (killed with SIGKILL) is failed, then retried, when the sweep is run again.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+import optuna
+from optuna.pruners import MedianPruner
+from optuna.samplers import TPESampler
+from optuna.storages import RetryHeartbeatStaleTrialCallback
+from optuna.trial import FrozenTrial, TrialState
+
+from recon.sweep.space import SearchSpace
+from recon.sweep.storage import open_storage
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+    RETRY = RetryHeartbeatStaleTrialCallback(max_retry=1)
+
+
+@dataclass(frozen=True)
+class TrialCounts:
+    """Trials of a study by state: finished (complete or pruned), running, waiting, failed."""
+
+    finished: int
+    running: int
+    waiting: int
+    failed: int
+
+
+def count_trials(study: optuna.Study) -> TrialCounts:
+    states = [trial.state for trial in study.get_trials(deepcopy=False)]
+    return TrialCounts(
+        finished=sum(state in (TrialState.COMPLETE, TrialState.PRUNED) for state in states),
+        running=states.count(TrialState.RUNNING),
+        waiting=states.count(TrialState.WAITING),
+        failed=states.count(TrialState.FAIL),
+    )
+
+
+def open_study(name: str, storage_url: str, space: SearchSpace, seed: int) -> optuna.Study:
+    """Create the study ``name`` (maximising ``val/miou``) or continue it.
+
+    The TPE sampler is seeded with ``seed`` plus the number of trials already in the study, so a fresh sweep
+    is reproducible and a continued one does not redraw its first trials' values. ``constant_liar`` keeps
+    processes that share the study from drawing the same values while their trials run.
+    """
+    storage = open_storage(storage_url, heartbeat=True)
+    pruner = MedianPruner(**(space.settings.get("pruner") or {}))
+    study = optuna.create_study(study_name=name, storage=storage, direction="maximize", load_if_exists=True,
+                                pruner=pruner)
+    existing = len(study.get_trials(deepcopy=False))
+    sampler = TPESampler(seed=seed + existing, constant_liar=True)
+    study = optuna.load_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner)
+    for values in space.enqueued:
+        study.enqueue_trial(values, skip_if_exists=True)
+    return study
+
+
+def claim(trial: optuna.Trial, fit_pid: int | None = None) -> None:
+    """Record which process runs ``trial``, so a later sweep can tell a trial whose process died."""
+    trial.set_user_attr("host", socket.gethostname())
+    trial.set_user_attr("sweep_pid", os.getpid())
+    if fit_pid is not None:
+        trial.set_user_attr("fit_pid", fit_pid)
+
+
+def fail_orphans(study: optuna.Study) -> list[int]:
+    """Fail the running trials whose sweep process on this machine no longer exists; return their numbers."""
+    orphans = []
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        attrs = trial.user_attrs
+        if attrs.get("host") == socket.gethostname() and not _alive(attrs.get("sweep_pid")):
+            study.tell(trial.number, state=TrialState.FAIL)
+            orphans.append(trial.number)
+    return orphans
+
+
+def retry_failed(study: optuna.Study) -> list[int]:
+    """Queue once more every failed trial that has not been retried yet (and is not itself a failed retry)."""
+    trials = study.get_trials(deepcopy=False)
+    retried = {number for trial in trials if (number := retry_of(trial)) is not None}
+    queued = []
+    for trial in trials:
+        if trial.state == TrialState.FAIL and trial.number not in retried and retry_of(trial) is None:
+            RETRY(study, trial)
+            queued.append(trial.number)
+    return queued
+
+
+def retry_of(trial: FrozenTrial) -> int | None:
+    """The number of the failed trial that ``trial`` repeats, or None (the chain is Optuna's ``retry_history``)."""
+    history = trial.system_attrs.get("retry_history") or []
+    return history[-1] if history else None
+
+
+def _alive(pid: Any) -> bool:
+    if not isinstance(pid, int):
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: alive
+        return True
+    return True

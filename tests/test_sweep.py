@@ -1,0 +1,189 @@
+"""``recon sweep``: real Optuna studies whose trials are real ``recon fit`` processes on the tiny file.
+
+Each trial is 2-4 steps; the whole file is a dozen short fits. No mocks: the pruning, the retry of a killed
+trial and the sharing of a study between processes all happen for real.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+
+from recon.sweep import main as sweep_main
+from recon.sweep.storage import open_storage
+
+pytestmark = pytest.mark.slow
+
+DEFAULT = "configs/default.yaml"
+# Trials 0 and 1 train sensibly; trial 2's learning rate wrecks the mesh in two steps (val/miou ~0.05 against
+# ~0.16), so the median pruner, live from the third trial on, stops it at its first validation.
+PRUNING_SPACE = {
+    "sweep": {"name": "tiny", "pruner": {"n_startup_trials": 2, "n_warmup_steps": 0},
+              "enqueue": [{"model.lr": 1.0e-4}, {"model.lr": 2.0e-4}, {"model.lr": 1.0}]},
+    "model.lr": {"type": "float", "low": 1.0e-5, "high": 1.0, "log": True},
+}
+LR_SPACE = {"model.lr": {"type": "float", "low": 1.0e-5, "high": 1.0e-3, "log": True}}
+
+
+def write_space(tmp_path: Path, space: dict, name: str = "space.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(space, sort_keys=False))
+    return path
+
+
+def sweep_args(space: Path, flags: list[str], root: Path, *extra: str) -> list[str]:
+    return ["-c", DEFAULT, "-c", str(space), *flags, "--sweep.root", str(root), *extra]
+
+
+def read_trials(folder: Path) -> list[dict[str, str]]:
+    with open(folder / "trials.csv", newline="") as file:
+        return list(csv.DictReader(file))
+
+
+def child_env() -> dict[str, str]:
+    return {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline"}
+
+
+def wandb_config_item(key: str, value: object) -> bytes:
+    """A W&B config entry as it lies in an offline run's ``.wandb`` log: the protobuf ``ConfigItem``
+    (field 1: the key; field 16: the value as JSON)."""
+    text = json.dumps(value).encode()
+    return b"\n" + bytes([len(key)]) + key.encode() + b"\x82\x01" + bytes([len(text)]) + text
+
+
+def wait_for_fit_pid(driver: subprocess.Popen, folder: Path, name: str, timeout: float = 240) -> int:
+    """The process id of trial 0's ``recon fit``, as the sweep records it in the study, once it has started."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and driver.poll() is None:
+        if (folder / "study.journal").is_file():
+            trials = optuna.load_study(study_name=name, storage=open_storage(str(folder / "study.journal"))).trials
+            if trials and "fit_pid" in trials[0].user_attrs:
+                return trials[0].user_attrs["fit_pid"]
+        time.sleep(0.5)
+    raise AssertionError("the sweep never started its first trial's recon fit")
+
+
+def val_miou_by_step(run: Path) -> dict[int, float]:
+    """``val/miou`` per global step from the run's CSVLogger file."""
+    (metrics,) = run.glob("logs/version_*/metrics.csv")
+    with open(metrics, newline="") as file:
+        return {int(row["step"]): float(row["val/miou"]) for row in csv.DictReader(file) if row.get("val/miou")}
+
+
+def test_sweep_writes_its_results_prunes_a_bad_region_and_best_yaml_retrains_the_best_trial(shrink_flags, tmp_path):
+    root = tmp_path / "sweeps"
+    space = write_space(tmp_path, PRUNING_SPACE)
+    flags = shrink_flags({"trainer.max_steps": 4})
+    assert sweep_main(sweep_args(space, flags, root, "--sweep.trials", "3")) == 0
+
+    folder = root / "tiny"
+    for name in ("summary.md", "trials.csv", "best.yaml", "study.journal", "history.png", "parallel_coordinates.png"):
+        assert (folder / name).is_file(), name
+    rows = read_trials(folder)
+    assert [row["trial"] for row in rows] == ["0", "1", "2"]
+    assert [float(row["model.lr"]) for row in rows] == [1.0e-4, 2.0e-4, 1.0]
+    assert [row["state"] for row in rows] == ["complete", "complete", "pruned"]
+    assert rows[2]["last_step"] == "2"  # stopped at its first validation, not trained to step 4
+    assert float(rows[2]["val_miou"]) < min(float(rows[0]["val_miou"]), float(rows[1]["val_miou"]))
+    assert "pruned" in (folder / "summary.md").read_text()
+
+    for number, row in enumerate(rows):
+        run = folder / f"trial-{number}"
+        assert Path(row["folder"]) == run and (run / "config.yaml").is_file()
+        (record,) = run.glob("wandb/offline-run-*/run-*.wandb")
+        data = record.read_bytes()
+        assert b"sweep-tiny" in data and f"tiny-trial-{number}".encode() in data  # group and run name
+        assert wandb_config_item("model.lr", float(row["model.lr"])) in data  # the trial's value in its config
+
+    # best.yaml is the best trial's whole config: with the default config first it retrains that trial exactly.
+    best = max(rows[:2], key=lambda row: float(row["val_miou"]))
+    refit = tmp_path / "refit"
+    subprocess.run([sys.executable, "-m", "recon", "fit", "-c", DEFAULT, "-c", str(folder / "best.yaml"),
+                    f"--trainer.default_root_dir={refit}"], env=child_env(), check=True, capture_output=True)
+    expected = val_miou_by_step(folder / f"trial-{best['trial']}")
+    assert len(expected) == 2  # validations at steps 2 and 4
+    assert val_miou_by_step(refit) == expected
+    assert max(expected.values()) == pytest.approx(float(best["val_miou"]), abs=1e-6)
+
+
+def test_a_killed_trial_is_retried_once_and_a_rerun_adds_trials_to_the_same_study_two_at_once(shrink_flags, tmp_path):
+    root = tmp_path / "sweeps"
+    space = write_space(tmp_path, {"sweep": {"name": "resume"}, **LR_SPACE})
+    args = sweep_args(space, shrink_flags(), root)
+    folder = root / "resume"
+    driver = subprocess.Popen([sys.executable, "-m", "recon", "sweep", *args, "--sweep.trials", "1"],
+                              env=child_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        fit_pid = wait_for_fit_pid(driver, folder, "resume")
+        os.kill(fit_pid, signal.SIGKILL)
+        _, errors = driver.communicate(timeout=300)
+    finally:
+        driver.kill()
+    assert driver.returncode == 0, errors.decode()[-3000:]
+
+    first = read_trials(folder)
+    assert [(row["trial"], row["state"], row["retry_of"]) for row in first] == [("0", "fail", ""), ("1", "complete", "0")]
+    assert first[1]["model.lr"] == first[0]["model.lr"]  # the retry repeats the killed trial's values
+
+    # The rerun continues the study: two more trials, run at once (--sweep.jobs 2).
+    assert sweep_main([*args, "--sweep.trials", "3", "--sweep.jobs", "2"]) == 0
+    again = read_trials(folder)
+    assert [row["trial"] for row in again] == ["0", "1", "2", "3"] and again[:2] == first
+    assert [row["state"] for row in again[2:]] == ["complete", "complete"]
+    assert all((folder / f"trial-{n}" / "config.yaml").is_file() for n in (2, 3))
+    trials = optuna.load_study(study_name="resume", storage=open_storage(str(folder / "study.journal"))).trials
+    assert trials[2].datetime_start < trials[3].datetime_complete and trials[3].datetime_start < trials[2].datetime_complete
+
+
+def test_two_processes_share_one_study_without_losing_or_duplicating_a_trial(shrink_flags, tmp_path):
+    root = tmp_path / "sweeps"
+    space = write_space(tmp_path, {"sweep": {"name": "shared"}, **LR_SPACE})
+    args = sweep_args(space, shrink_flags(), root, "--sweep.trials", "3")
+    drivers = [subprocess.Popen([sys.executable, "-m", "recon", "sweep", *args, "--sweep.seed", str(seed)],
+                                env=child_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) for seed in (0, 1)]
+    try:
+        for driver in drivers:
+            _, errors = driver.communicate(timeout=600)
+            assert driver.returncode == 0, errors.decode()[-3000:]
+    finally:
+        for driver in drivers:
+            driver.kill()
+
+    folder = root / "shared"
+    trials = optuna.load_study(study_name="shared", storage=open_storage(str(folder / "study.journal"))).trials
+    numbers = [trial.number for trial in trials]
+    assert numbers == list(range(len(trials))) and len(trials) >= 3
+    assert all(trial.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED) for trial in trials)
+    assert len({trial.user_attrs["sweep_pid"] for trial in trials}) == 2  # both processes ran trials
+    assert len({trial.user_attrs["fit_pid"] for trial in trials}) == len(trials)
+    assert sorted(p.name for p in folder.glob("trial-*")) == sorted(f"trial-{n}" for n in numbers)
+    assert [int(row["trial"]) for row in read_trials(folder)] == numbers
+
+
+@pytest.mark.parametrize(
+    ("space", "message"),
+    [
+        ({"model.no_such_key": {"type": "float", "low": 0.1, "high": 1.0}}, "model.no_such_key"),
+        ({"model.lr": {"type": "float", "low": 1.0e-2, "high": 1.0e-4}}, "low (0.01) > high (0.0001)"),
+        ({"model.color_loss": {"type": "categorical", "choices": []}}, "choices must be a non-empty list"),
+        ({"trainer.max_steps": {"type": "categorical", "choices": [4, "many"]}}, "trainer.max_steps"),
+    ],
+    ids=["unknown-key", "low-above-high", "empty-choices", "value-recon-fit-rejects"],
+)
+def test_a_bad_search_space_fails_with_one_message_before_any_trial(space, message, shrink_flags, tmp_path, capsys):
+    root = tmp_path / "sweeps"
+    path = write_space(tmp_path, {"sweep": {"name": "bad"}, **space})
+    assert sweep_main(sweep_args(path, shrink_flags(), root)) == 2
+    error = " ".join(capsys.readouterr().err.split())
+    assert message in error and str(path) in error
+    assert not root.exists()  # no study, no trial folder
