@@ -4,8 +4,9 @@ SoftRas's kernel visits every face for every pixel and drops a pair when the pix
 and its squared NDC distance to it is at least ``T = σ·ln(1/dist_eps − 1)`` (then ``D ≤ dist_eps``). Here each
 face only visits the pixels inside its bounding box grown by ``√T``: faces are grouped by box size into a few
 buckets, and each bucket is evaluated as a dense (faces, rows, cols) window, which needs no gather and only
-broadcasts per-face constants. :meth:`Window.cells` is the one culling decision per cell; the pair lists
-(:mod:`recon.render.pairs`) and the silhouette kernel (:mod:`recon.render.silhouette`) both read it.
+broadcasts per-face constants. :meth:`Window.cells` is the one culling decision per cell
+(:mod:`recon.render.cells`); the pair lists (:mod:`recon.render.pairs`) and the silhouette kernel
+(:mod:`recon.render.silhouette`) both read it.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
+from recon.render.cells import Cells, EdgeDistances, WindowSlice, cull_cells, window_distances
 from recon.render.edges import EdgeTable, edge_table
 
 # Window sizes (pixels) of the face buckets: a face whose grown box is h×w pixels is evaluated in the smallest
@@ -45,32 +47,6 @@ class Chunk(NamedTuple):
     hi: int
     kh: int
     kw: int
-
-
-class EdgeDistances(NamedTuple):
-    """One chunk's windows against the three edges, (edge, row, col, face) with faces innermost."""
-
-    table: EdgeTable  # the chunk's faces
-    px: Tensor  # (kw, n) pixel-centre x of each column (x_far beyond the face's box)
-    py: Tensor  # (kh, n) pixel-centre y of each row (y_far beyond the face's box)
-    h: Tensor  # (3, kh, kw, n) signed distance to each edge line, positive inwards
-    foot: Tensor  # (3, kh, kw, n) foot point's position along each edge, in [0, length]
-    excess: Tensor  # (3, kh, kw, n) how far the pixel lies beyond the edge's ends, along it
-    d2: Tensor  # (3, kh, kw, n) squared distance to each edge segment
-    h_excess: Tensor  # (2, 3, kh, kw, n): h and excess stacked (they are its two halves)
-
-
-class Cells(NamedTuple):
-    """The culling decision of every cell of one chunk's windows, (row, col, face) with faces innermost.
-
-    Masks are 0/1 floats: on CPU a comparison, ``where`` or ``masked_fill`` on bool tensors costs 5–20× a float
-    multiply, so they are built as ``relu(sign(·))`` and applied by multiplication.
-    """
-
-    edges: EdgeDistances
-    best: Tensor  # (kh, kw, n) squared distance to the closed triangle
-    inside: Tensor  # (kh, kw, n) 1 strictly inside the triangle, else 0
-    keep: Tensor  # (kh, kw, n) 1 for a pair SoftRas's kernel keeps, 0 for a culled or out-of-box cell
 
 
 class Window(NamedTuple):
@@ -114,21 +90,6 @@ class Window(NamedTuple):
         return self.origin[chunk.lo : chunk.hi] + self.ramps[key]
 
 
-class WindowSlice(NamedTuple):
-    """One chunk's slices of :class:`Window`'s per-face tables, the arguments of :func:`window_distances`."""
-
-    table: EdgeTable  # (25, n)
-    x0: Tensor  # (n,)
-    y0: Tensor
-    width: Tensor
-    height: Tensor
-    x_far: Tensor
-    y_far: Tensor
-    cols: Tensor  # (kw, 1) 0 … kw − 1
-    rows: Tensor  # (kh, 1) 0 … kh − 1
-    s: int
-
-
 def window_slice(window: Window, chunk: Chunk) -> WindowSlice:
     """The faces lo … hi − 1 of the window's tables, and the chunk's ramps."""
     lo, hi = chunk.lo, chunk.hi
@@ -136,48 +97,6 @@ def window_slice(window: Window, chunk: Chunk) -> WindowSlice:
         window.table.faces(lo, hi), window.x0[lo:hi], window.y0[lo:hi], window.width[lo:hi], window.height[lo:hi],
         window.x_far[lo:hi], window.y_far[lo:hi], window.ramp(chunk.kw), window.ramp(chunk.kh, rows=True), window.s,
     )
-
-
-def window_distances(
-    table: EdgeTable, x0: Tensor, y0: Tensor, width: Tensor, height: Tensor, x_far: Tensor, y_far: Tensor,
-    cols: Tensor, rows: Tensor, s: int,
-) -> EdgeDistances:
-    """Evaluate n faces over their (kh, kw) pixel windows: the distances to every edge.
-
-    Args: the n faces' slices of :class:`Window`'s per-face tables; cols (kw, 1) and rows (kh, 1) the ramps
-    0 … k − 1 as floats; s the image side. Pure tensor arithmetic on these arguments (no Python state), so the
-    fused kernels of :mod:`recon.render.fused` compile it as it is.
-
-    The distance to each edge segment is ``h² + excess²``: h the signed distance to the edge line and
-    excess how far the foot point lies beyond the segment's ends. Both are affine in the pixel position,
-    so each is one broadcast sum of a per-column and a per-row term. Tensors are laid out (edge, row, col,
-    face) with faces innermost, so every elementwise pass is long and contiguous however small the window is.
-    """
-    px = torch.where(cols < width, cols * (2 / s) + x0, x_far)  # (kw, n)
-    py = torch.where(rows < height, rows * (-2 / s) + y0, y_far)
-
-    # h and u of the three edges at once: (2, 3, kh, kw, n), the normal's map first.
-    coef = table.coefficients[..., None, None, :]  # (x/y/c, normal/along, edge, 1, 1, n)
-    hu = (coef[0] * px + coef[2]) + coef[1] * py[:, None]
-    h, u = hu[0], hu[1]
-    foot = torch.minimum(u.relu(), table.length[:, None, None])  # (3, kh, kw, n)
-    excess = u.sub_(foot)
-    d2 = torch.addcmul(h * h, excess, excess)
-    return EdgeDistances(table, px, py, h, foot, excess, d2, hu)
-
-
-def cull_cells(e: EdgeDistances, threshold: float) -> Cells:
-    """The culling decision of every window cell of :func:`window_distances`' result.
-
-    The minimum over the three edges is the distance to the closed triangle, and for an interior pixel the
-    distance to the nearest edge line, as SoftRas computes. A cell is kept when it is strictly inside (all
-    three h above the face's interior bound) or nearer than √T; cells beyond the face's box lie farther.
-    """
-    best = e.d2.amin(0)
-    inside = (e.h.amin(0) - e.table.interior).sign_().relu_()
-    keep = (threshold - best).sign_().relu_()
-    keep = torch.maximum(keep, inside, out=keep)
-    return Cells(e, best, inside, keep)
 
 
 class WindowPlan(NamedTuple):

@@ -26,7 +26,7 @@ from typing import Any, NamedTuple, TypeVar
 
 import torch
 
-from recon.render.culling import WindowSlice
+from recon.render.cells import WindowSlice
 
 log = logging.getLogger(__name__)
 

@@ -21,15 +21,8 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from recon.render import fused
-from recon.render.culling import (
-    Cells,
-    WindowPlan,
-    WindowSlice,
-    cull_cells,
-    plan_windows,
-    window_distances,
-    window_slice,
-)
+from recon.render.cells import Cells, WindowSlice, cull_cells, window_distances
+from recon.render.culling import WindowPlan, plan_windows, window_slice
 from recon.render.settings import RasterSettings
 
 SILHOUETTE_MODES = ("prod", "sum")
