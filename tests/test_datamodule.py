@@ -67,7 +67,8 @@ def _epoch(loader: torch.utils.data.DataLoader) -> dict[str, torch.Tensor]:
 
 @pytest.mark.parametrize(("num_workers", "persistent"), [(0, False), (2, False), (2, True)])
 def test_batches_hold_the_files_content(random_file: Path, num_workers: int, persistent: bool) -> None:
-    dm = ViewPairDataModule(str(random_file), batch_size=4, num_workers=num_workers, persistent_workers=persistent)
+    dm = ViewPairDataModule(str(random_file), batch_size=4, num_workers=num_workers, persistent_workers=persistent,
+                            train_voxels=True)
     dm.setup("fit")
     assert dm.category_names == ["airplane", "chair", "table"] and dm.num_categories == 3
     train = dm.train_dataloader()
@@ -84,6 +85,7 @@ def test_batches_hold_the_files_content(random_file: Path, num_workers: int, per
     reference = ViewPairDataModule(str(random_file), batch_size=3)
     reference.setup("fit")
     same = _epoch(reference.train_dataloader())  # worker count and batch size do not change the draws
+    assert "voxels" not in same  # by default training batches leave the voxels out: training never reads them
     assert all(torch.equal(keys[k], same[k]) for k in ("object_index", "views_a", "views_b"))
     train.sampler.set_epoch(1)
     for i, _ in enumerate(train):  # stop an epoch early, then read a full one: nothing stale or torn
