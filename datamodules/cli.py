@@ -104,15 +104,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal number (130, 143)."""
     with stop_signals_interrupt() as received:
         try:
-            return _run(argv)
-        except KeyboardInterrupt:
+            return _run(argv, received)
+        except BaseException as error:
+            # A stop signal can surface as another error when it lands inside a library call that converts
+            # exceptions (h5py's type checks raise TypeError): once one was received, it is the reason.
+            if not isinstance(error, KeyboardInterrupt) and not received:
+                raise
             name = "terminated (SIGTERM)" if received and received[-1] == signal.SIGTERM else "interrupted"
             Console(stderr=True, soft_wrap=True).print(f"[red]recon-data: {name}[/red]; no output file was written",
                                                        highlight=False)
             return 128 + (received[-1] if received else signal.SIGINT)
 
 
-def _run(argv: Sequence[str] | None) -> int:
+def _run(argv: Sequence[str] | None, received: list[int]) -> int:
     args = _parser().parse_args(argv)
     if args.command in ("synth", "render"):
         from recon.allocator import keep_freed_memory
@@ -144,6 +148,8 @@ def _run(argv: Sequence[str] | None) -> int:
         else:
             print_info(read_info(args.file), console)
     except (FileNotFoundError, FileExistsError, ValueError) as error:
+        if received:  # a stop signal that surfaced as this error: report the stop, not the error
+            raise KeyboardInterrupt from error
         errors.print(f"[red]recon-data {args.command}: error:[/red] {escape(str(error))}", highlight=False)
         return 1
     return 0
