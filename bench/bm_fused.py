@@ -1,7 +1,8 @@
-"""Fused (compiled) against eager silhouette kernels: throughput, the face-count × image-size grid, first-call
-cost with a cold and a warm inductor cache, and operations dispatched per render call.
+"""The rasterizer's kernels against each other: eager, numba (the CPU default) and inductor (``RECON_FUSED``).
 
-Both paths run in the same ``make bench`` on the same machine, each configuration group in a fresh subprocess
+Throughput of the silhouette and of the RGBA ('softmax') render at the training batch, the face-count ×
+image-size grid, first-call cost with a cold and a warm compile cache, and operations dispatched per render call.
+All paths run in the same ``make bench`` on the same machine, each configuration group in a fresh subprocess
 (``RECON_FUSED`` is read per call, but a fresh process keeps compile caches and allocator state apart). The
 operation count is the number of ``aten::`` operations the profiler records for one forward+backward call: the
 proxy for kernel launches on CUDA that can be measured on a CPU.
@@ -36,12 +37,16 @@ for level, size, b, backward, repeats in cfg["configs"]:
     verts, faces = (vertices[None] * scale).to(dev), faces.to(dev)
     eyes = eye_from_angles(2.732, 30.0, -15.0 * (torch.arange(b) % 24)).to(dev)
     renderer = SoftRenderer(RasterSettings(image_size=size, sigma=1e-4 * (64 / size) ** 2, dist_eps=1e-10))
+    colors = torch.rand(b, faces.shape[0], 3, generator=g).to(dev)
 
     def step():
         v = verts.clone().requires_grad_(backward)
-        alpha = renderer.silhouette(v, faces, eyes)
+        if cfg.get("rgba"):
+            image = renderer(v, faces, eyes, colors=colors)
+        else:
+            image = renderer.silhouette(v, faces, eyes)
         if backward:
-            alpha.sum().backward()
+            image.sum().backward()
         if dev.type == "cuda":
             torch.cuda.synchronize()
 
@@ -50,7 +55,8 @@ for level, size, b, backward, repeats in cfg["configs"]:
     times = []
     for _ in range(repeats):
         t = time.perf_counter(); step(); times.append(time.perf_counter() - t)
-    row = {"faces": faces.shape[0], "image": size, "batch": b, "backward": backward,
+    row = {"render": "RGBA" if cfg.get("rgba") else "silhouette", "faces": faces.shape[0], "image": size, "batch": b,
+           "backward": backward,
            "ms_per_batch": 1000 * min(times), "ms_per_image": 1000 * min(times) / b, "images_per_s": b / min(times)}
     if cfg.get("count_ops"):
         with torch.profiler.profile() as prof:
@@ -59,55 +65,69 @@ for level, size, b, backward, repeats in cfg["configs"]:
         row["aten_ops"] = sum(n.startswith("aten::") for n in names)
         row["compiled_calls"] = sum(n.startswith("## Call CompiledFxGraph") for n in names)
     rows.append(row)
-print(json.dumps({"rows": rows, "first_call_s": first_call, "failed": fused._failed}))
+print(json.dumps({"rows": rows, "first_call_s": first_call, "failed": fused._failed + fused._numba_failed}))
 """
 
 
-def _measure(fused: bool, configs: list, device: str, threads: int | None, count_ops: bool = False,
-             cache_dir: str | None = None) -> dict:
-    env = {**os.environ, "RECON_FUSED": "1" if fused else "0"}
+PATHS = {"eager": "0", "numba": "auto", "inductor": "inductor"}
+
+
+def _measure(path: str, configs: list, device: str, threads: int | None, count_ops: bool = False,
+             cache_dir: str | None = None, rgba: bool = False) -> dict:
+    env = {**os.environ, "RECON_FUSED": PATHS[path]}
     if cache_dir is not None:
-        env["TORCHINDUCTOR_CACHE_DIR"] = cache_dir
-    cfg = {"configs": configs, "device": device, "threads": threads, "count_ops": count_ops}
+        env["TORCHINDUCTOR_CACHE_DIR"] = env["NUMBA_CACHE_DIR"] = cache_dir
+    cfg = {"configs": configs, "device": device, "threads": threads, "count_ops": count_ops, "rgba": rgba}
     out = subprocess.run([sys.executable, "-c", _CHILD, json.dumps(cfg)], capture_output=True, text=True, env=env)
     if out.returncode != 0:
         return {"error": out.stderr.strip().splitlines()[-1][:120]}
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def _rows(res: dict, path: str, table: str, **extra) -> list[dict]:
+    rows = []
+    for row in res.get("rows", []):
+        kind = "forward+backward" if row.pop("backward") else "forward"
+        rows.append({"bench": "fused", "table": table, "path": path, "pass": kind, **extra, **row})
+    if "error" in res or res.get("failed"):
+        error = res.get("error") or res["failed"][0][:120]
+        rows.append({"bench": "fused", "table": table, "path": path, "error": error})
+    return rows
+
+
 def run(quick: bool = False) -> list[dict]:
     import torch
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    threads = None if device == "cuda" else 1  # one thread: the code's speed, not the shared machine's load
     repeats = 2 if quick else 5
+    b = 8 if quick else 64
     rows: list[dict] = []
 
-    # B=64 training setting (64², 1,280 faces): forward and forward+backward, with the op counts.
-    b64 = [[3, 64, 8 if quick else 64, backward, repeats] for backward in (False, True)]
-    for fused in (False, True):
-        res = _measure(fused, b64, device, threads, count_ops=True)
-        for row in res.get("rows", []):
-            rows.append({"bench": "fused", "table": "B=64", "path": "fused" if fused else "eager",
-                         "pass": "forward+backward" if row.pop("backward") else "forward", **row})
-        if "error" in res or res.get("failed"):
-            rows.append({"bench": "fused", "table": "B=64", "path": "fused" if fused else "eager",
-                         "error": res.get("error") or res["failed"][0][:120]})
+    # B=64 training setting (64², 1,280 faces): silhouette forward and forward+backward with the op counts, on
+    # one thread (the code's speed, not the shared machine's load) and on every thread; the RGBA render.
+    b64 = [[3, 64, b, backward, repeats] for backward in (False, True)]
+    thread_counts = [None] if device == "cuda" else [1, torch.get_num_threads()]
+    for threads in dict.fromkeys(thread_counts):
+        for path in PATHS if threads == 1 or device == "cuda" else ("eager", "numba"):
+            res = _measure(path, b64, device, threads, count_ops=threads in (1, None))
+            rows += _rows(res, path, f"B={b}", threads=threads or "all")
+    for path in ("eager", "numba"):
+        res = _measure(path, [[3, 64, b, True, 2 if quick else 3]], device, 1 if device == "cpu" else None,
+                       count_ops=True, rgba=True)
+        rows += _rows(res, path, f"B={b}", threads=1 if device == "cpu" else "all")
 
-    # First call (compile) with an empty inductor cache and with the one just filled.
-    with tempfile.TemporaryDirectory() as cache:
-        for state in ("cold", "warm"):
-            res = _measure(True, [[3, 64, 8, True, 1]], device, threads, cache_dir=cache)
-            rows.append({"bench": "fused", "table": "first call", "path": f"fused, {state} cache",
-                         "first_call_s": res.get("first_call_s"), "error": res.get("error", "")})
+    # First call (compile) with an empty cache and with the one just filled.
+    for path in ("numba", "inductor"):
+        with tempfile.TemporaryDirectory() as cache:
+            for state in ("cold", "warm"):
+                res = _measure(path, [[3, 64, 8, True, 1]], device, 1, cache_dir=cache)
+                rows.append({"bench": "fused", "table": "first call", "path": f"{path}, {state} cache",
+                             "first_call_s": res.get("first_call_s"), "error": res.get("error", "")})
 
-    # Face count × image size, forward+backward, ms per image at B=16.
+    # Face count × image size, forward+backward, ms per image at B=16, one thread.
     levels = (3, 4) if quick else (3, 4, 5)
     sizes = (64, 128) if quick else (64, 128, 256)
     grid = [[level, size, 4 if quick else 16, True, 1 if quick else 2] for level in levels for size in sizes]
-    for fused in (False, True):
-        res = _measure(fused, grid, device, threads)
-        for row in res.get("rows", []):
-            row.pop("backward")
-            rows.append({"bench": "fused", "table": "grid fwd+bwd", "path": "fused" if fused else "eager", **row})
+    for path in ("eager", "numba"):
+        rows += _rows(_measure(path, grid, device, 1 if device == "cpu" else None), path, "grid fwd+bwd")
     return rows

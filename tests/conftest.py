@@ -10,10 +10,10 @@ import pytest
 
 # W&B must never reach for the network from a test (an online wandb.init waits on it)
 os.environ.setdefault("WANDB_MODE", "offline")
-# The eager rasterizer kernels for the whole session (also the default; explicit in case the caller's shell sets
-# RECON_FUSED=1): compiling the fused ones costs seconds to tens of seconds a process. tests/test_fused.py turns
-# them on for itself, at small sizes.
-os.environ.setdefault("RECON_FUSED", "0")
+# The default rasterizer kernels (numba's on CPU) for the whole session, as users get them, unless the caller's
+# shell chose others. tests/test_numba_kernels.py compares them with the eager ones; tests/test_fused.py turns the
+# inductor ones on for itself, at small sizes.
+os.environ.setdefault("RECON_FUSED", "auto")
 
 TINY_CATEGORIES = ("airplane", "chair")
 TINY_COUNTS = {"train": 2, "val": 1, "test": 1}

@@ -1,7 +1,8 @@
-"""The fused (compiled) silhouette kernels against the eager ones and the dense reference; the eager fallback.
+"""The inductor-compiled silhouette kernels (``RECON_FUSED=inductor``) against the eager ones and the dense
+reference; the eager fallback. (The default CPU kernels, numba's, are tests/test_numba_kernels.py.)
 
-The session runs with ``RECON_FUSED=0`` (conftest); these tests turn the fused kernels on, at small sizes, so the
-compile cost (seconds with a warm inductor cache, tens of seconds cold) is paid once per test run.
+These tests turn the inductor kernels on at small sizes, so the compile cost (seconds with a warm inductor cache,
+tens of seconds cold) is paid once per test run.
 """
 
 import logging
@@ -30,7 +31,7 @@ def _both_paths(monkeypatch, fv, weight, **kwargs):
     """(alpha, grad) eager, then fused; asserts the fused kernels really ran."""
     monkeypatch.setenv("RECON_FUSED", "0")
     eager = _alpha_and_grad(fv, weight, **kwargs)
-    monkeypatch.setenv("RECON_FUSED", "1")
+    monkeypatch.setenv("RECON_FUSED", "inductor")
     before = sum(fused.compiled_calls.values())
     fast = _alpha_and_grad(fv, weight, **kwargs)
     assert not fused._failed, fused._failed
@@ -121,7 +122,7 @@ def test_failed_compilation_falls_back_to_eager_with_one_log_line(monkeypatch, c
     monkeypatch.setattr(fused, "compile_kernel", broken)
     monkeypatch.setattr(fused, "_compiled", {})
     monkeypatch.setattr(fused, "_failed", [])
-    monkeypatch.setenv("RECON_FUSED", "1")
+    monkeypatch.setenv("RECON_FUSED", "inductor")
     fv = _random_face_vertices(b=2, f=12, scale=0.4, seed=5)
     weight = torch.rand(2, 1, 24, 24, generator=torch.Generator().manual_seed(2))
     with caplog.at_level(logging.WARNING, logger="recon.render.fused"):
@@ -154,7 +155,7 @@ def test_missing_cxx_compiler_falls_back_to_eager_in_a_fresh_process(tmp_path):
         print("EQUAL", torch.equal(fused.detach(), eager), bool(torch.isfinite(fv.grad).all()))
         """
     )
-    env = {**os.environ, "RECON_FUSED": "1", "CXX": str(tmp_path / "no-such-c++"),
+    env = {**os.environ, "RECON_FUSED": "inductor", "CXX": str(tmp_path / "no-such-c++"),
            "TORCHINDUCTOR_CACHE_DIR": str(tmp_path / "inductor"), "OMP_NUM_THREADS": "1"}
     out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]

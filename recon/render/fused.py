@@ -1,18 +1,20 @@
-"""Fused window kernels: the per-chunk cell work of the silhouette compiled by ``torch.compile``, or eager.
+"""Which rasterization kernels run: numba's compiled CPU kernels, inductor's compiled window kernels, or eager.
 
-The silhouette kernel (:mod:`recon.render.silhouette`) evaluates each chunk of culling's windows with a few dozen
-elementwise tensor operations, each reading and writing every cell. Compiled by inductor (C++/OpenMP on CPU,
-Triton on CUDA) they become a few loops that keep each cell in registers: the same arithmetic, fewer passes over
-memory and far fewer dispatched operations. Shapes are compiled dynamic (the chunk's face count and window
-size are symbols), so chunks of every size share a handful of compiled variants; σ and the culling threshold
-are arguments, so a new σ does not recompile; a new dtype (float64) or device does.
+``RECON_FUSED`` chooses, read at every call:
 
-Switch: ``RECON_FUSED=1`` uses the compiled kernels where compilation works; unset or ``RECON_FUSED=0`` (the
-default) keeps the eager ones. Off by default because, measured on a 2-core CPU, the compiled kernels make a
-whole silhouette call only 1.1–1.4× faster while the first call in every process compiles for ~25 s with an
-empty cache and ~9 s with a warm one; they are exact either way (tests/test_fused.py). Inductor caches its
-output under ``TORCHINDUCTOR_CACHE_DIR`` (left at torch's default, ``/tmp/torchinductor_<user>``). If compiling
-or running the compiled code fails (no C++ compiler, no Triton, an inductor error) the process logs one warning
+- unset, ``auto`` or ``1`` (the default): on CPU, the numba kernels of :mod:`recon.render.numba_path` for the
+  silhouette and the 'softmax' RGBA path (the whole call in two compiled loops, a few dozen dispatched
+  operations instead of thousands); elsewhere (CUDA) and for 'hard' aggregation, the eager kernels.
+- ``0`` (or ``eager``, ``off``): the eager kernels everywhere. They are the reference the compiled ones are
+  tested against.
+- ``inductor``: the silhouette's per-chunk window work compiled by ``torch.compile`` (C++/OpenMP on CPU, Triton on
+  CUDA), dynamic shapes so chunks of every size share a few variants. Opt-in: on a 2-core CPU it made a call only
+  1.1–1.4× faster and compiles for ~25 s with an empty cache (~9 s warm), under ``TORCHINDUCTOR_CACHE_DIR``.
+
+numba needs no compiler (LLVM comes in its wheel); it compiles each kernel on first use for each dtype and caches
+the machine code on disk (``__pycache__`` beside :mod:`recon.render.cpu_kernels`, or ``NUMBA_CACHE_DIR``), so the
+first call in a fresh environment takes ~5 s per path and later processes load it in well under a second. When
+numba is missing or a kernel fails to compile (or inductor fails, with ``inductor``), the process logs one warning
 and uses the eager kernels from then on; nothing is raised.
 """
 
@@ -67,12 +69,61 @@ def compile_kernel(fn: Callable[..., T]) -> Callable[..., T]:
     return call
 
 
+def mode() -> str:
+    """``RECON_FUSED`` read now: 'auto', 'eager' or 'inductor'. An unknown value means 'auto', with a warning."""
+    value = os.environ.get("RECON_FUSED", "").strip().lower()
+    if value in ("0", "eager", "off", "false", "no"):
+        return "eager"
+    if value == "inductor":
+        return "inductor"
+    if value not in ("", "auto", "1", "on", "true", "yes", "numba") and value not in _warned_values:
+        _warned_values.add(value)
+        log.warning("RECON_FUSED=%s is not one of auto, 0, inductor: using auto", value)
+    return "auto"
+
+
+_warned_values: set[str] = set()
+
+
 def fused_enabled() -> bool:
-    """Whether the next call tries the compiled kernels: only with ``RECON_FUSED=1``, not after a failure, and
-    not while an outer ``torch.compile`` traces the caller (it compiles the eager kernels itself)."""
-    if os.environ.get("RECON_FUSED", "0").strip().lower() not in ("1", "true", "yes", "on"):
+    """Whether the silhouette's eager window kernels are swapped for inductor's: only with
+    ``RECON_FUSED=inductor``, not after a failure, and not while an outer ``torch.compile`` traces the caller
+    (it compiles the eager kernels itself)."""
+    return mode() == "inductor" and not _failed and not torch.compiler.is_compiling()
+
+
+_numba_ready: dict[tuple[str, str], bool] = {}  # (path, dtype) → the numba kernels compiled and ran
+_numba_failed: list[str] = []  # the reason numba kernels were given up in this process, once set
+numba_calls: Counter[str] = Counter()  # per path: calls the numba kernels served (tests read it)
+
+
+def numba_kernels(path: str, face_vertices: torch.Tensor) -> bool:
+    """Whether this call of ``path`` ('silhouette' or 'rgba') runs on the numba CPU kernels: CPU tensors of
+    float32/float64, ``RECON_FUSED`` auto, numba usable. The first time for a path and dtype, the kernels compile
+    (or load from the disk cache) and run on a tiny mesh, forward and backward; any failure is logged once and
+    the eager path serves every later call."""
+    if face_vertices.device.type != "cpu" or face_vertices.dtype not in (torch.float32, torch.float64):
         return False
-    return not _failed and not torch.compiler.is_compiling()
+    if _numba_failed or mode() != "auto" or torch.compiler.is_compiling():
+        return False
+    key = (path, str(face_vertices.dtype))
+    if key not in _numba_ready:
+        try:
+            from recon.render.numba_path import warm_up
+
+            warm_up(path, face_vertices.dtype)
+            _numba_ready[key] = True
+        except Exception as error:  # noqa: BLE001 (no numba, no cache directory, a compile error: use eager)
+            _numba_failed.append(_reason(error))
+            log.warning("numba rasterizer kernels unavailable, using the eager path (%s)", _numba_failed[0])
+            return False
+    numba_calls[path] += 1
+    return True
+
+
+def _reason(error: BaseException) -> str:
+    text = str(error).strip()
+    return f"{type(error).__name__}: {text.splitlines()[0][:200] if text else ''}"
 
 
 def run(work: Callable[..., T], eager: Kernels, *args: Any) -> T:
@@ -87,7 +138,7 @@ def run(work: Callable[..., T], eager: Kernels, *args: Any) -> T:
         kernels = Kernels(*(_compiled.get(fn) or _compiled.setdefault(fn, compile_kernel(fn)) for fn in eager))
         return work(*args, kernels=kernels)
     except Exception as error:  # noqa: BLE001 (any failure of the compiler stack means: use the eager path)
-        reason = f"{type(error).__name__}: {str(error).strip().splitlines()[0][:200] if str(error).strip() else ''}"
+        reason = _reason(error)
         _failed.append(reason)
-        log.warning("fused rasterizer kernels unavailable, using the eager path (%s)", reason)
+        log.warning("inductor rasterizer kernels unavailable, using the eager path (%s)", reason)
         return work(*args, kernels=eager)

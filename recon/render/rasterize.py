@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from recon.render import fused
+from recon.render.numba_path import SoftRGBA
 from recon.render.pairs import PixelFacePairs, find_pairs
 from recon.render.rgb import aggregate_rgb
 from recon.render.settings import AlphaAggregation, RasterSettings, resolve_settings
@@ -81,13 +83,20 @@ def soft_rasterize(
     Returns:
         (B, 4, S, S) RGBA when colours are given, else (B, 1, S, S) alpha; row 0 is the top of the image.
         Alpha without colours ('prod' or 'sum') comes from the window kernel of :mod:`recon.render.silhouette`,
-        several times faster than the pair lists that RGB needs; the values agree.
+        several times faster than the pair lists; on CPU both it and 'softmax' RGBA run on the numba kernels of
+        :mod:`recon.render.numba_path` unless ``RECON_FUSED=0``. The values agree.
     """
     settings = resolve_settings(settings, overrides)
     b, f = face_vertices.shape[:2]
     s = settings.image_size
     if face_colors is None and settings.aggr_alpha in SILHOUETTE_MODES:
         return soft_silhouette(face_vertices, settings)
+    if (
+        face_colors is not None and settings.aggr_rgb == "softmax" and settings.aggr_alpha in SILHOUETTE_MODES
+        and face_vertices.shape[-1] == 3 and face_colors.shape == face_vertices.shape
+        and fused.numba_kernels("rgba", face_vertices)
+    ):
+        return SoftRGBA.apply(face_vertices, face_colors.to(face_vertices.dtype), settings)
     xy = face_vertices[..., :2].reshape(b * f, 3, 2)
     pairs = find_pairs(xy, f, s, settings.culling_threshold)
     logits = signed_squared_distance(xy, pairs) / settings.sigma

@@ -7,8 +7,10 @@ tables), recomputes the cells (nothing of size pixels × faces or pairs is kept 
 SoftRas's gradient — ``∂d²/∂p_a = 2(1 − t)(q − p)``, ``∂d²/∂p_b = 2t(q − p)`` for the nearest edge (a, b), foot point q,
 t held constant — over each face's window, so the corner gradients come out of sums rather than scatters.
 
-The per-chunk cell work is two pure functions, :func:`chunk_values` and :func:`chunk_face_gradients`; where
-``torch.compile`` works they run compiled (:mod:`recon.render.fused`, ``RECON_FUSED=0`` for eager).
+The per-chunk cell work is two pure functions, :func:`chunk_values` and :func:`chunk_face_gradients`, which
+``RECON_FUSED=inductor`` compiles. On CPU the default is neither: the numba kernels of
+:mod:`recon.render.numba_path` serve the whole call (:mod:`recon.render.fused` decides); this eager path is
+their reference and fallback.
 
 This is what training uses; :func:`recon.render.soft_rasterize` with colours still goes through the pairs.
 """
@@ -33,6 +35,10 @@ def soft_silhouette(face_vertices: Tensor, settings: RasterSettings) -> Tensor:
     :func:`recon.render.soft_rasterize` without colours, for 'prod' and 'sum' aggregation."""
     if settings.aggr_alpha not in SILHOUETTE_MODES:
         raise ValueError(f"soft_silhouette aggregates alpha by {SILHOUETTE_MODES}, got {settings.aggr_alpha!r}")
+    if fused.numba_kernels("silhouette", face_vertices):
+        from recon.render.numba_path import SoftSilhouette
+
+        return SoftSilhouette.apply(face_vertices, settings)
     b, f = face_vertices.shape[:2]
     s = settings.image_size
     xy = face_vertices[..., :2].reshape(b * f, 3, 2)

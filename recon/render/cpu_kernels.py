@@ -1,0 +1,462 @@
+"""The soft rasterizer's CPU kernels, compiled by numba: every face's pixel window evaluated cell by cell.
+
+The same arithmetic as the eager window kernels (:mod:`recon.render.cells`, :mod:`recon.render.silhouette`,
+:mod:`recon.render.rgb`), written as loops: each cell's edge distances, culling decision, soft coverage and
+colour stay in registers, and each cell is visited once in the forward and once in the backward. Nothing of
+size pixels × faces is stored. Arithmetic is float64 whatever the input dtype.
+
+Parallel work: the forward splits each image into bands of rows, one (image, band) per task, so that every
+pixel is written by one thread in a fixed face order (the sums are deterministic); the backward gives each
+task whole faces, which own their gradients. Faces whose corners are not all finite add nothing.
+
+Per-face tables (:func:`face_frames`): columns of ``frames`` and ``boxes`` below.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit
+
+# frames[i]: per edge k (corner k → k + 1): inward normal (NX, NY), h's constant (HC), unit direction (UX, UY),
+# u's constant (UC), length (LEN), 1/length or 0 (INV); then the interior bound, the barycentric inverse (3×3,
+# row k gives w_k), the clamped corner depths, the front-facing flag and the inverse clamped depths.
+NX, NY, HC, UX, UY, UC, LEN, INV = 0, 3, 6, 9, 12, 15, 18, 21
+INTERIOR, BARY, DEPTH, FRONT, INV_DEPTH = 24, 25, 34, 37, 38
+FRAME_SIZE = 41
+MIN_DET, MIN_DEPTH, MIN_INV_Z, MIN_WEIGHT_SUM = 1e-10, 1e-6, 1e-12, 1e-5
+
+
+@njit(cache=True, nogil=True)
+def face_frames(fv, s, radius, frames, boxes, lo, hi):  # pragma: no cover (compiled; tested against the eager path)
+    """Fill frames (N, FRAME_SIZE) and boxes (N, 4) = (first col, last col, first row, last row) for fv
+    (N, 3, ≥2) corners (x_ndc, y_ndc[, z_view]). An empty box has last < first."""
+    has_depth = fv.shape[2] > 2
+    for i in range(lo, hi):
+        x0, x1, x2 = float(fv[i, 0, 0]), float(fv[i, 1, 0]), float(fv[i, 2, 0])
+        y0, y1, y2 = float(fv[i, 0, 1]), float(fv[i, 1, 1]), float(fv[i, 2, 1])
+        finite = True
+        for v in (x0, x1, x2, y0, y1, y2):
+            if not math.isfinite(v):
+                finite = False
+        if not finite:
+            boxes[i, 0], boxes[i, 1], boxes[i, 2], boxes[i, 3] = 0, -1, 0, -1
+            continue
+        # Pixel centre c has x = (2c + 1 − S)/S; row r has y = (S − 1 − 2r)/S (row 0 at the top).
+        c_lo = ((min(x0, x1, x2) - radius) * s + s - 1) / 2
+        c_hi = ((max(x0, x1, x2) + radius) * s + s - 1) / 2
+        r_lo = (s - 1 - (max(y0, y1, y2) + radius) * s) / 2
+        r_hi = (s - 1 - (min(y0, y1, y2) - radius) * s) / 2
+        boxes[i, 0] = int(math.ceil(min(max(c_lo, 0.0), float(s))))
+        boxes[i, 1] = int(math.floor(min(max(c_hi, -1.0), float(s - 1))))
+        boxes[i, 2] = int(math.ceil(min(max(r_lo, 0.0), float(s))))
+        boxes[i, 3] = int(math.floor(min(max(r_hi, -1.0), float(s - 1))))
+
+        xs, ys = (x0, x1, x2), (y0, y1, y2)
+        det = (x1 - x0) * (y2 - y0) - (y1 - y0) * (x2 - x0)
+        orient = -1.0 if det < 0 else 1.0
+        for k in range(3):
+            xa, ya = xs[k], ys[k]
+            xb, yb = xs[(k + 1) % 3], ys[(k + 1) % 3]
+            ex, ey = xb - xa, yb - ya
+            length = math.hypot(ex, ey)
+            ux, uy = (ex / length, ey / length) if length > 0 else (1.0, 0.0)
+            nx, ny = -uy * orient, ux * orient
+            frames[i, NX + k], frames[i, NY + k], frames[i, HC + k] = nx, ny, -(nx * xa + ny * ya)
+            frames[i, UX + k], frames[i, UY + k], frames[i, UC + k] = ux, uy, -(ux * xa + uy * ya)
+            frames[i, LEN + k] = length
+            frames[i, INV + k] = 1 / length if length > 0 else 0.0
+        frames[i, INTERIOR] = math.inf if det == 0 else 0.0
+
+        # Barycentrics from the clamped-determinant inverse (|det| ≥ 1e-10, sign kept), as SoftRas.
+        bdet = x2 * (y0 - y1) + x0 * (y1 - y2) + x1 * (y2 - y0)
+        bdet = max(bdet, MIN_DET) if bdet > 0 else min(bdet, -MIN_DET)
+        adj = (
+            y1 - y2, x2 - x1, x1 * y2 - x2 * y1,
+            y2 - y0, x0 - x2, x2 * y0 - x0 * y2,
+            y0 - y1, x1 - x0, x0 * y1 - x1 * y0,
+        )
+        for j in range(9):
+            frames[i, BARY + j] = adj[j] / bdet
+        for k in range(3):
+            z = float(fv[i, k, 2]) if has_depth else 1.0
+            z = max(z, MIN_DEPTH) if z >= 0 else min(z, -MIN_DEPTH)
+            frames[i, DEPTH + k], frames[i, INV_DEPTH + k] = z, 1 / z
+        frames[i, FRONT] = 1.0 if (y2 - y0) * (x1 - x0) < (y1 - y0) * (x2 - x0) else 0.0
+
+
+@njit(inline="always")
+def _face(fr, i):  # pragma: no cover
+    """Face i's frame as a tuple: read once per face, kept in registers over its window."""
+    return (
+        fr[i, 0], fr[i, 1], fr[i, 2], fr[i, 3], fr[i, 4], fr[i, 5], fr[i, 6], fr[i, 7], fr[i, 8],
+        fr[i, 9], fr[i, 10], fr[i, 11], fr[i, 12], fr[i, 13], fr[i, 14], fr[i, 15], fr[i, 16], fr[i, 17],
+        fr[i, 18], fr[i, 19], fr[i, 20], fr[i, 21], fr[i, 22], fr[i, 23], fr[i, 24],
+    )
+
+
+@njit(inline="always")
+def _edge(nx, ny, hc, ux, uy, uc, length, px, py):  # pragma: no cover
+    """(d², h, excess, foot) of pixel (px, py) against one edge segment."""
+    h = nx * px + ny * py + hc
+    u = ux * px + uy * py + uc
+    foot = min(max(u, 0.0), length)
+    excess = u - foot
+    return h * h + excess * excess, h, excess, foot
+
+
+@njit(inline="always")
+def _edges(t, px, py):  # pragma: no cover
+    """(d², h, excess, foot) of pixel (px, py) against the three edges of the face of frame t, 12 values."""
+    d0, h0, e0, f0 = _edge(t[NX], t[NY], t[HC], t[UX], t[UY], t[UC], t[LEN], px, py)
+    d1, h1, e1, f1 = _edge(t[NX + 1], t[NY + 1], t[HC + 1], t[UX + 1], t[UY + 1], t[UC + 1], t[LEN + 1], px, py)
+    d2, h2, e2, f2 = _edge(t[NX + 2], t[NY + 2], t[HC + 2], t[UX + 2], t[UY + 2], t[UC + 2], t[LEN + 2], px, py)
+    return d0, h0, e0, f0, d1, h1, e1, f1, d2, h2, e2, f2
+
+
+@njit(inline="always")
+def _best(t, px, py):  # pragma: no cover
+    """(d² to the closed triangle, strictly inside) of pixel (px, py): the culling decision's inputs."""
+    d0, h0, _, _, d1, h1, _, _, d2, h2, _, _ = _edges(t, px, py)
+    return min(d0, d1, d2), min(h0, h1, h2) > t[INTERIOR]
+
+
+@njit(inline="always")
+def _row_span(t, py, c_lo, c_hi, s, radius):  # pragma: no cover
+    """The columns of row y = py, within c_lo … c_hi, that can be kept: a pixel more than √T outside any edge
+    line of a (non-degenerate) face is farther than √T from it. Conservative by a hair against rounding."""
+    if t[INTERIOR] != 0:  # zero area: its "inward" normals bound nothing
+        return c_lo, c_hi
+    lo, hi = -math.inf, math.inf
+    for k in range(3):
+        nx = t[NX + k]
+        rest = t[NY + k] * py + t[HC + k] + radius + 1e-9  # h + √T ≥ 0  ⇔  nx·px ≥ −rest
+        if nx > 0:
+            lo = max(lo, -rest / nx)
+        elif nx < 0:
+            hi = min(hi, -rest / nx)
+        elif rest < 0:
+            return 0, -1
+    # Pixel centre c has x = (2c + 1 − S)/S.
+    c0 = c_lo if lo == -math.inf else max(c_lo, int(math.ceil(max((lo * s + s - 1) / 2, -1.0))))
+    c1 = c_hi if hi == math.inf else min(c_hi, int(math.floor(min((hi * s + s - 1) / 2, float(s)))))
+    return c0, c1
+
+
+@njit(inline="always")
+def _nearest(d0, d1, d2, coef):  # pragma: no cover
+    """coef on the nearest edge (the lowest index on ties), 0 on the others: selects, not branches (the winner
+    changes across a face's window in no order a branch predictor could follow)."""
+    return (
+        coef if (d0 <= d1) & (d0 <= d2) else 0.0,
+        coef if (d1 < d0) & (d1 <= d2) else 0.0,
+        coef if (d2 < d0) & (d2 < d1) else 0.0,
+    )
+
+
+@njit(inline="always")
+def _write_gradients(grad, t, i, sums):  # pragma: no cover
+    """grad[i] (3, ≥2) −= from a face's window sums: per edge k, Σw·h, Σw·excess, Σw·foot·h, Σw·foot·excess with
+    w = 2·∂loss/∂d² on the cells where k is nearest. SoftRas's gradient ∂d²/∂p_a = 2(1 − t)(q − p),
+    ∂d²/∂p_b = 2t(q − p) onto edge k = (a, b), with q − p = −(h·n̂ + excess·û) and t = foot/length held constant."""
+    for k in range(3):
+        sh, se = sums[4 * k], sums[4 * k + 1]
+        th, te = sums[4 * k + 2] * t[INV + k], sums[4 * k + 3] * t[INV + k]  # the t-weighted sums
+        nx, ny, ux, uy = t[NX + k], t[NY + k], t[UX + k], t[UY + k]
+        kb = (k + 1) % 3
+        grad[i, k, 0] -= (sh - th) * nx + (se - te) * ux
+        grad[i, k, 1] -= (sh - th) * ny + (se - te) * uy
+        grad[i, kb, 0] -= th * nx + te * ux
+        grad[i, kb, 1] -= th * ny + te * uy
+
+
+@njit(cache=True, nogil=True)
+def silhouette_forward(fr, boxes, f, s, sigma, threshold, prod, bands, acc, lo, hi):  # pragma: no cover
+    """acc (B·S²): Π(1 − D) over each pixel's kept cells ('prod', acc starts at 1) or Σ D ('sum', from 0)."""
+    step, x_first, radius = 2 / s, (1 - s) / s, math.sqrt(threshold)
+    inv_sigma = 1 / sigma
+    for unit in range(lo, hi):
+        img = unit // bands
+        band = unit - img * bands
+        band_lo, band_hi = band * s // bands, (band + 1) * s // bands - 1
+        for i in range(img * f, img * f + f):
+            r0, r1 = max(boxes[i, 2], band_lo), min(boxes[i, 3], band_hi)
+            if r0 > r1:
+                continue
+            t = _face(fr, i)
+            for r in range(r0, r1 + 1):
+                py = (s - 1 - 2 * r) / s
+                row = (img * s + r) * s
+                c0, c1 = _row_span(t, py, boxes[i, 0], boxes[i, 1], s, radius)
+                for c in range(c0, c1 + 1):
+                    best, inside = _best(t, c * step + x_first, py)
+                    if not (inside or best < threshold):
+                        continue
+                    sign = 1.0 if inside else -1.0
+                    e = math.exp(-sign * best * inv_sigma)  # exp(−x), x = sign·d²/σ
+                    d = 1 / (1 + e)
+                    if prod:
+                        acc[row + c] *= e * d  # 1 − D = sigmoid(−x)
+                    else:
+                        acc[row + c] += d  # D = sigmoid(x)
+
+
+@njit(cache=True, nogil=True)
+def silhouette_backward(fr, boxes, f, s, sigma, threshold, prod, per_pixel, grad, lo, hi):  # pragma: no cover
+    """grad (N, 3, ≥2) −= ∂loss/∂corners, per_pixel (B·S²): ∂loss/∂alpha·(1 − alpha) ('prod') or ∂loss/∂alpha/F."""
+    step, x_first, radius = 2 / s, (1 - s) / s, math.sqrt(threshold)
+    for i in range(lo, hi):
+        base = (i // f) * s * s
+        t = _face(fr, i)
+        s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = s8 = s9 = s10 = s11 = 0.0
+        for r in range(boxes[i, 2], boxes[i, 3] + 1):
+            py = (s - 1 - 2 * r) / s
+            c0, c1 = _row_span(t, py, boxes[i, 0], boxes[i, 1], s, radius)
+            for c in range(c0, c1 + 1):
+                pp = per_pixel[base + r * s + c]
+                d0, h0, e0, f0, d1, h1, e1, f1, d2, h2, e2, f2 = _edges(t, c * step + x_first, py)
+                best, inside = min(d0, d1, d2), min(h0, h1, h2) > t[INTERIOR]
+                if not (inside or best < threshold):
+                    continue
+                sign = 1.0 if inside else -1.0
+                e = math.exp(-sign * best / sigma)
+                d = 1 / (1 + e)
+                dx = pp * d if prod else pp * d * (1 - d)  # ∂loss/∂x
+                w0, w1, w2 = _nearest(d0, d1, d2, dx * 2 * sign / sigma)
+                s0, s1, s2, s3 = s0 + w0 * h0, s1 + w0 * e0, s2 + w0 * f0 * h0, s3 + w0 * f0 * e0
+                s4, s5, s6, s7 = s4 + w1 * h1, s5 + w1 * e1, s6 + w1 * f1 * h1, s7 + w1 * f1 * e1
+                s8, s9, s10, s11 = s8 + w2 * h2, s9 + w2 * e2, s10 + w2 * f2 * h2, s11 + w2 * f2 * e2
+        _write_gradients(grad, t, i, (s0, s1, s2, s3, s4, s5, s6, s7, s8, s9, s10, s11))
+
+
+@njit(cache=True, nogil=True)
+def silhouette_forward_saving(fr, boxes, offsets, f, s, sigma, threshold, prod, bands, acc, saved, nearest, lo,
+                              hi):  # pragma: no cover
+    """:func:`silhouette_forward`, also saving what the backward needs of every cell of the faces' boxes:
+    ``saved[j] = q·(h, excess, foot·h, foot·excess)`` of the nearest edge ``nearest[j]``, q = ∂x/∂acc-term·2·sign/σ
+    (0 for a culled cell), j = offsets[i] + (r − first row)·box width + (c − first col)."""
+    step, x_first, radius = 2 / s, (1 - s) / s, math.sqrt(threshold)
+    inv_sigma = 1 / sigma
+    for unit in range(lo, hi):
+        img = unit // bands
+        band = unit - img * bands
+        band_lo, band_hi = band * s // bands, (band + 1) * s // bands - 1
+        for i in range(img * f, img * f + f):
+            r0, r1 = max(boxes[i, 2], band_lo), min(boxes[i, 3], band_hi)
+            if r0 > r1:
+                continue
+            t = _face(fr, i)
+            width = boxes[i, 1] - boxes[i, 0] + 1
+            for r in range(r0, r1 + 1):
+                py = (s - 1 - 2 * r) / s
+                row = (img * s + r) * s
+                c0, c1 = _row_span(t, py, boxes[i, 0], boxes[i, 1], s, radius)
+                j = offsets[i] + (r - boxes[i, 2]) * width - boxes[i, 0]
+                for c in range(boxes[i, 0], boxes[i, 1] + 1):  # the row beyond the span adds nothing
+                    if c < c0 or c > c1:
+                        saved[j + c, 0] = saved[j + c, 1] = saved[j + c, 2] = saved[j + c, 3] = 0.0
+                        nearest[j + c] = 0
+                for c in range(c0, c1 + 1):
+                    d0, h0, e0, f0, d1, h1, e1, f1, d2, h2, e2, f2 = _edges(t, c * step + x_first, py)
+                    best, inside = min(d0, d1, d2), min(h0, h1, h2) > t[INTERIOR]
+                    keep = inside or best < threshold
+                    sign = 1.0 if inside else -1.0
+                    e = math.exp(-sign * best * inv_sigma) if keep else 1.0
+                    d = 1 / (1 + e)
+                    if keep:
+                        if prod:
+                            acc[row + c] *= e * d  # 1 − D = sigmoid(−x)
+                        else:
+                            acc[row + c] += d  # D = sigmoid(x)
+                    # ∂loss/∂x = per_pixel·D ('prod') or per_pixel·D(1 − D) ('sum'); ∂x/∂d² = sign/σ; the 2 of ∂d².
+                    q = (d if prod else d * (1 - d)) * 2 * sign * inv_sigma if keep else 0.0
+                    k = 0 if (d0 <= d1) & (d0 <= d2) else (1 if d1 <= d2 else 2)
+                    h = h0 if k == 0 else (h1 if k == 1 else h2)
+                    ex = e0 if k == 0 else (e1 if k == 1 else e2)
+                    fo = f0 if k == 0 else (f1 if k == 1 else f2)
+                    saved[j + c, 0] = q * h
+                    saved[j + c, 1] = q * ex
+                    saved[j + c, 2] = q * fo * h
+                    saved[j + c, 3] = q * fo * ex
+                    nearest[j + c] = k
+
+
+@njit(cache=True, nogil=True)
+def silhouette_backward_saved(fr, boxes, offsets, f, s, per_pixel, saved, nearest, grad, lo,
+                              hi):  # pragma: no cover
+    """:func:`silhouette_backward` from what :func:`silhouette_forward_saving` saved: no cell is evaluated again."""
+    sums = np.zeros(12)  # per edge k: Σ of saved[·, 0…3]·per_pixel where k is nearest, at 4k … 4k + 3
+    for i in range(lo, hi):
+        c_lo, width = boxes[i, 0], boxes[i, 1] - boxes[i, 0] + 1
+        sums[:] = 0.0
+        j = offsets[i]
+        for r in range(boxes[i, 2], boxes[i, 3] + 1):
+            pix = ((i // f) * s + r) * s + c_lo
+            for c in range(width):
+                pp = per_pixel[pix + c]
+                slot = 4 * nearest[j]
+                sums[slot] += saved[j, 0] * pp
+                sums[slot + 1] += saved[j, 1] * pp
+                sums[slot + 2] += saved[j, 2] * pp
+                sums[slot + 3] += saved[j, 3] * pp
+                j += 1
+        _write_gradients(grad, _face(fr, i), i, (sums[0], sums[1], sums[2], sums[3], sums[4], sums[5], sums[6],
+                                                 sums[7], sums[8], sums[9], sums[10], sums[11]))
+
+
+@njit(inline="always")
+def _surface(fr, i, px, py, near, far, double_sided):  # pragma: no cover
+    """(usable, z, inv_z, w̄0, w̄1, w̄2): clipped, renormalised barycentrics and the perspective-correct depth."""
+    w0 = fr[i, BARY + 0] * px + fr[i, BARY + 1] * py + fr[i, BARY + 2]
+    w1 = fr[i, BARY + 3] * px + fr[i, BARY + 4] * py + fr[i, BARY + 5]
+    w2 = fr[i, BARY + 6] * px + fr[i, BARY + 7] * py + fr[i, BARY + 8]
+    w0, w1, w2 = min(max(w0, 0.0), 1.0), min(max(w1, 0.0), 1.0), min(max(w2, 0.0), 1.0)
+    scale = 1 / max(w0 + w1 + w2, MIN_WEIGHT_SUM)
+    w0, w1, w2 = w0 * scale, w1 * scale, w2 * scale
+    inv_z = w0 * fr[i, INV_DEPTH] + w1 * fr[i, INV_DEPTH + 1] + w2 * fr[i, INV_DEPTH + 2]
+    z = 1 / (max(inv_z, MIN_INV_Z) if inv_z >= 0 else min(inv_z, -MIN_INV_Z))
+    usable = (near <= z) & (z <= far) & (double_sided | (fr[i, FRONT] > 0))
+    return usable, z, inv_z, w0, w1, w2
+
+
+@njit(inline="always")
+def _colors(colors, i):  # pragma: no cover
+    """Face i's corner colours, (corner, channel) flattened: read once per face."""
+    return (
+        colors[i, 0, 0], colors[i, 0, 1], colors[i, 0, 2], colors[i, 1, 0], colors[i, 1, 1], colors[i, 1, 2],
+        colors[i, 2, 0], colors[i, 2, 1], colors[i, 2, 2],
+    )
+
+
+@njit(cache=True, nogil=True)
+def rgba_forward(fr, boxes, colors, f, s, sigma, threshold, prod, gamma, near, far, eps, background,
+                 double_sided, bands, acc, shift, den, num, lo, hi):  # pragma: no cover
+    """Alpha as :func:`silhouette_forward` into acc; the soft z-buffer's running maximum (shift, from eps),
+    denominator and numerator (den from exp(eps/γ), num = den·background) per pixel, by an online softmax."""
+    step, x_first, radius = 2 / s, (1 - s) / s, math.sqrt(threshold)
+    inv_sigma, inv_gamma, inv_range = 1 / sigma, 1 / gamma, 1 / (far - near)
+    for unit in range(lo, hi):
+        img = unit // bands
+        band = unit - img * bands
+        band_lo, band_hi = band * s // bands, (band + 1) * s // bands - 1
+        for i in range(img * f, img * f + f):
+            r0, r1 = max(boxes[i, 2], band_lo), min(boxes[i, 3], band_hi)
+            if r0 > r1:
+                continue
+            t = _face(fr, i)
+            cc = _colors(colors, i)
+            for r in range(r0, r1 + 1):
+                py = (s - 1 - 2 * r) / s
+                c0, c1 = _row_span(t, py, boxes[i, 0], boxes[i, 1], s, radius)
+                for c in range(c0, c1 + 1):
+                    px = c * step + x_first
+                    best, inside = _best(t, px, py)
+                    if not (inside or best < threshold):
+                        continue
+                    p = (img * s + r) * s + c
+                    sign = 1.0 if inside else -1.0
+                    e = math.exp(-sign * best * inv_sigma)
+                    d = 1 / (1 + e)
+                    if prod:
+                        acc[p] *= e * d  # 1 − D
+                    else:
+                        acc[p] += d
+                    usable, z, _, w0, w1, w2 = _surface(fr, i, px, py, near, far, double_sided)
+                    if not usable:
+                        continue
+                    zn = (far - z) * inv_range
+                    m = shift[p]
+                    if zn > m:
+                        rescale = math.exp((m - zn) * inv_gamma)
+                        den[p] *= rescale
+                        num[0, p] *= rescale
+                        num[1, p] *= rescale
+                        num[2, p] *= rescale
+                        shift[p] = m = zn
+                    weight = d * math.exp((zn - m) * inv_gamma)
+                    den[p] += weight
+                    num[0, p] += weight * (w0 * cc[0] + w1 * cc[3] + w2 * cc[6])
+                    num[1, p] += weight * (w0 * cc[1] + w1 * cc[4] + w2 * cc[7])
+                    num[2, p] += weight * (w0 * cc[2] + w1 * cc[5] + w2 * cc[8])
+
+
+@njit(cache=True, nogil=True)
+def rgba_backward(fr, boxes, colors, f, s, sigma, threshold, prod, gamma, near, far, double_sided,
+                  per_pixel, shift, g_over_den, h_term, grad_fv, grad_colors, lo, hi):  # pragma: no cover
+    """grad_fv (N, 3, 3) and grad_colors (N, 3, 3) = ∂loss/∂(corners, depths) and ∂loss/∂colours (written, not
+    added).
+
+    per_pixel: as in :func:`silhouette_backward`, for alpha. g_over_den (3, B·S²): ∂loss/∂rgb / den;
+    h_term (B·S²): Σ ∂loss/∂rgb·rgb / den, so that ∂loss/∂weight = Σ g_over_den·colour − h_term.
+    """
+    step, x_first, radius = 2 / s, (1 - s) / s, math.sqrt(threshold)
+    inv_sigma, inv_gamma, inv_range = 1 / sigma, 1 / gamma, 1 / (far - near)
+    for i in range(lo, hi):
+        base = (i // f) * s * s
+        t = _face(fr, i)
+        cc = _colors(colors, i)
+        s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = s8 = s9 = s10 = s11 = 0.0
+        q00 = q01 = q02 = q10 = q11 = q12 = q20 = q21 = q22 = 0.0  # Σ g_c·weight·w̄_k per corner k, channel c
+        z0 = z1 = z2 = 0.0  # Σ ∂loss/∂inv_z·w̄_k
+        for r in range(boxes[i, 2], boxes[i, 3] + 1):
+            py = (s - 1 - 2 * r) / s
+            c0, c1 = _row_span(t, py, boxes[i, 0], boxes[i, 1], s, radius)
+            for c in range(c0, c1 + 1):
+                px = c * step + x_first
+                d0, h0, e0, f0, d1, h1, e1, f1, d2, h2, e2, f2 = _edges(t, px, py)
+                best, inside = min(d0, d1, d2), min(h0, h1, h2) > t[INTERIOR]
+                if not (inside or best < threshold):
+                    continue
+                p = base + r * s + c
+                sign = 1.0 if inside else -1.0
+                e = math.exp(-sign * best * inv_sigma)
+                d = 1 / (1 + e)
+                dx = per_pixel[p] * d if prod else per_pixel[p] * d * (1 - d)
+                usable, z, inv_z, w0, w1, w2 = _surface(fr, i, px, py, near, far, double_sided)
+                if usable:
+                    ez = math.exp(((far - z) * inv_range - shift[p]) * inv_gamma)
+                    weight = d * ez
+                    g0, g1, g2 = g_over_den[0, p], g_over_den[1, p], g_over_den[2, p]
+                    g_weight = (
+                        g0 * (w0 * cc[0] + w1 * cc[3] + w2 * cc[6]) + g1 * (w0 * cc[1] + w1 * cc[4] + w2 * cc[7])
+                        + g2 * (w0 * cc[2] + w1 * cc[5] + w2 * cc[8]) - h_term[p]
+                    )
+                    a0, a1, a2 = g0 * weight, g1 * weight, g2 * weight
+                    q00, q01, q02 = q00 + a0 * w0, q01 + a1 * w0, q02 + a2 * w0
+                    q10, q11, q12 = q10 + a0 * w1, q11 + a1 * w1, q12 + a2 * w1
+                    q20, q21, q22 = q20 + a0 * w2, q21 + a1 * w2, q22 + a2 * w2
+                    dx += g_weight * ez * d * (1 - d)
+                    # weight = D·exp((zn − M)/γ), zn = (far − z)/(far − near), z = 1/inv_z, inv_z = Σ w̄_k/z_k.
+                    if abs(inv_z) >= MIN_INV_Z:
+                        g_inv_z = g_weight * weight * inv_gamma * inv_range * z * z
+                        z0, z1, z2 = z0 + g_inv_z * w0, z1 + g_inv_z * w1, z2 + g_inv_z * w2
+                v0, v1, v2 = _nearest(d0, d1, d2, dx * 2 * sign * inv_sigma)
+                s0, s1, s2, s3 = s0 + v0 * h0, s1 + v0 * e0, s2 + v0 * f0 * h0, s3 + v0 * f0 * e0
+                s4, s5, s6, s7 = s4 + v1 * h1, s5 + v1 * e1, s6 + v1 * f1 * h1, s7 + v1 * f1 * e1
+                s8, s9, s10, s11 = s8 + v2 * h2, s9 + v2 * e2, s10 + v2 * f2 * h2, s11 + v2 * f2 * e2
+        _write_gradients(grad_fv, t, i, (s0, s1, s2, s3, s4, s5, s6, s7, s8, s9, s10, s11))
+        grad_colors[i, 0, 0], grad_colors[i, 0, 1], grad_colors[i, 0, 2] = q00, q01, q02
+        grad_colors[i, 1, 0], grad_colors[i, 1, 1], grad_colors[i, 1, 2] = q10, q11, q12
+        grad_colors[i, 2, 0], grad_colors[i, 2, 1], grad_colors[i, 2, 2] = q20, q21, q22
+        # ∂inv_z/∂z_k = −w̄_k/z_k², where z_k was not clamped away from 0.
+        for k, zk_sum in ((0, z0), (1, z1), (2, z2)):
+            zk = fr[i, DEPTH + k]
+            grad_fv[i, k, 2] = -zk_sum / (zk * zk) if abs(zk) > MIN_DEPTH else 0.0
+
+
+@njit(cache=True, nogil=True)
+def finish_rgba(acc, shift, den, num, prod, f, out, lo, hi):  # pragma: no cover
+    """out (B, 4, S·S) for images lo … hi − 1: RGB = num/den and alpha from acc."""
+    pixels = out.shape[2]
+    for img in range(lo, hi):
+        for q in range(pixels):
+            p = img * pixels + q
+            for ch in range(3):
+                out[img, ch, q] = num[ch, p] / den[p]
+            out[img, 3, q] = 1 - acc[p] if prod else acc[p] / f
+
+
+def empty_state(pixels: int, prod: bool) -> np.ndarray:
+    """acc for :func:`silhouette_forward` / :func:`rgba_forward`."""
+    return np.ones(pixels) if prod else np.zeros(pixels)

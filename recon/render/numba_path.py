@@ -1,0 +1,215 @@
+"""The silhouette and the RGBA soft rasterizer on CPU through the numba kernels (:mod:`recon.render.cpu_kernels`).
+
+Each call is one autograd function: a forward that plans nothing in PyTorch (per-face tables and culling
+happen inside the kernels) and a backward that evaluates the cells again and writes each face's gradients.
+Same values and gradients as the eager path, which stays the reference and the fallback
+(:func:`recon.render.fused.numba_kernels` decides which runs).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.autograd.function import once_differentiable
+
+from recon.render.settings import RasterSettings
+
+_pool: tuple[int, int, ThreadPoolExecutor] | None = None  # (pid, workers, pool): a forked child makes its own
+
+
+def _kernels():
+    from recon.render import cpu_kernels  # numba compiles on first use (cached on disk), so import it late
+
+    return cpu_kernels
+
+
+def _parallel(fn, bounds: list[int], *args) -> None:
+    """``fn(*args, lo, hi)`` for the consecutive pieces of ``bounds``, on torch's number of threads (the kernels
+    release the GIL). More pieces than threads: a thread that finishes early takes the next piece."""
+    global _pool
+    pieces = [(lo, hi) for lo, hi in zip(bounds[:-1], bounds[1:], strict=True) if hi > lo]
+    threads = min(torch.get_num_threads(), len(pieces))
+    if threads <= 1:
+        for lo, hi in pieces:
+            fn(*args, lo, hi)
+        return
+    if _pool is None or _pool[0] != os.getpid() or _pool[1] < threads:
+        _pool = (os.getpid(), threads, ThreadPoolExecutor(threads, thread_name_prefix="recon-raster"))
+    for future in [_pool[2].submit(fn, *args, lo, hi) for lo, hi in pieces]:
+        future.result()
+
+
+def _split(cells: np.ndarray, parts: int) -> list[int]:
+    """Bounds of ``parts`` consecutive pieces of about equal work, given each item's work."""
+    if parts <= 1 or cells.shape[0] <= 1:
+        return [0, cells.shape[0]]
+    total = np.cumsum(cells)
+    inner = np.searchsorted(total, total[-1] * np.arange(1, parts) / parts).tolist()
+    return [0, *inner, cells.shape[0]]
+
+
+def _even(n: int, parts: int) -> list[int]:
+    return [n * i // parts for i in range(parts + 1)]
+
+
+PIECES_PER_THREAD = 4
+
+# A silhouette forward saves its cells' backward factors when they take at most this much memory; beyond, the
+# backward evaluates the cells again (RECON_RASTER_SAVE_MB sets it; 0 always recomputes).
+SAVE_LIMIT_BYTES = int(float(os.environ.get("RECON_RASTER_SAVE_MB", "1024")) * 2**20)
+
+
+def _bands(images: int, size: int, threads: int) -> int:
+    """Row bands per image in the forward: enough (image, band) tasks to keep every thread busy."""
+    return 1 if images >= 4 * threads else max(1, min(size, math.ceil(4 * threads / max(images, 1))))
+
+
+class _Plan:
+    """Per-face tables of one call, shared by its forward and backward."""
+
+    def __init__(self, fv: np.ndarray, settings: RasterSettings, threads: int) -> None:
+        k = _kernels()
+        n = fv.shape[0]
+        self.threads = threads
+        self.frames = np.empty((n, k.FRAME_SIZE))
+        self.boxes = np.empty((n, 4), dtype=np.int64)
+        radius = math.sqrt(settings.culling_threshold)
+        _parallel(k.face_frames, _even(n, threads), fv, settings.image_size, radius, self.frames, self.boxes)
+        boxes = self.boxes
+        area = np.maximum(boxes[:, 1] - boxes[:, 0] + 1, 0) * np.maximum(boxes[:, 3] - boxes[:, 2] + 1, 0)
+        self.offsets = np.zeros(n + 1, dtype=np.int64)
+        np.cumsum(area, out=self.offsets[1:])
+        # Window cells of every face, plus its fixed cost (in cells): the work the pieces are balanced on.
+        self.cells = area + 4
+        self.face_bounds = _split(self.cells, PIECES_PER_THREAD * threads)
+
+    def unit_bounds(self, images: int, faces: int, bands: int) -> list[int]:
+        """Pieces of the forward's (image, band) units; whole images balanced on their cells when unbanded."""
+        if bands > 1:
+            return _even(images * bands, PIECES_PER_THREAD * self.threads)
+        return _split(self.cells.reshape(images, faces).sum(1), PIECES_PER_THREAD * self.threads)
+
+
+def _flat(face_vertices: Tensor) -> np.ndarray:
+    """(B·F, 3, D) float64 numpy view or copy: the kernels compute in float64 whatever the input dtype (and are
+    compiled once, for float64)."""
+    b, f = face_vertices.shape[:2]
+    return face_vertices.detach().reshape(b * f, 3, face_vertices.shape[-1]).to(torch.float64).contiguous().numpy()
+
+
+class SoftSilhouette(torch.autograd.Function):
+    """(B, F, 3, ≥2) face corners → (B, 1, S, S) alpha, 'prod' or 'sum'."""
+
+    @staticmethod
+    def forward(ctx, face_vertices: Tensor, settings: RasterSettings) -> Tensor:
+        b, f = face_vertices.shape[:2]
+        s, prod = settings.image_size, settings.aggr_alpha == "prod"
+        k, threads = _kernels(), torch.get_num_threads()
+        plan = _Plan(_flat(face_vertices), settings, threads)
+        acc = k.empty_state(b * s * s, prod)
+        bands = _bands(b, s, threads)
+        units = plan.unit_bounds(b, f, bands)
+        cells = int(plan.offsets[-1])
+        dtype = np.float32 if face_vertices.dtype == torch.float32 else np.float64
+        ctx.saved = None
+        if ctx.needs_input_grad[0] and cells * (4 * np.dtype(dtype).itemsize + 1) <= SAVE_LIMIT_BYTES:
+            # The backward's factors of every window cell (~17 bytes a cell in float32): no cell is evaluated twice.
+            ctx.saved = (np.empty((cells, 4), dtype=dtype), np.empty(cells, dtype=np.int8))
+            _parallel(k.silhouette_forward_saving, units, plan.frames, plan.boxes, plan.offsets, f, s, settings.sigma,
+                      settings.culling_threshold, prod, bands, acc, *ctx.saved)
+        else:
+            _parallel(k.silhouette_forward, units, plan.frames, plan.boxes, f, s, settings.sigma,
+                      settings.culling_threshold, prod, bands, acc)
+        ctx.plan, ctx.settings, ctx.shape = plan, settings, face_vertices.shape
+        ctx.acc = acc
+        alpha = 1 - acc if prod else acc / f
+        return torch.from_numpy(alpha).to(face_vertices.dtype).view(b, 1, s, s)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_alpha: Tensor) -> tuple[Tensor | None, None]:
+        settings, (b, f, _, dims) = ctx.settings, ctx.shape
+        prod = settings.aggr_alpha == "prod"
+        g = grad_alpha.detach().reshape(-1).to(torch.float64).numpy()
+        per_pixel = g * ctx.acc if prod else g / f  # ∂loss/∂alpha·(1 − alpha), or ∂loss/∂alpha / F
+        grad = np.zeros((b * f, 3, dims))
+        plan, k = ctx.plan, _kernels()
+        if ctx.saved is not None:
+            _parallel(k.silhouette_backward_saved, plan.face_bounds, plan.frames, plan.boxes, plan.offsets, f,
+                      settings.image_size, np.ascontiguousarray(per_pixel), *ctx.saved, grad)
+        else:
+            _parallel(k.silhouette_backward, plan.face_bounds, plan.frames, plan.boxes, f, settings.image_size,
+                      settings.sigma, settings.culling_threshold, prod, np.ascontiguousarray(per_pixel), grad)
+        return torch.from_numpy(grad).to(grad_alpha.dtype).view(b, f, 3, dims), None
+
+
+class SoftRGBA(torch.autograd.Function):
+    """(B, F, 3, 3) corners and (B, F, 3, 3) corner colours → (B, 4, S, S) RGBA, 'softmax' RGB."""
+
+    @staticmethod
+    def forward(ctx, face_vertices: Tensor, face_colors: Tensor, settings: RasterSettings) -> Tensor:
+        b, f = face_vertices.shape[:2]
+        s, prod = settings.image_size, settings.aggr_alpha == "prod"
+        pixels = b * s * s
+        k, threads = _kernels(), torch.get_num_threads()
+        colors = _flat(face_colors)
+        plan = _Plan(_flat(face_vertices), settings, threads)
+        acc = k.empty_state(pixels, prod)
+        shift = np.full(pixels, settings.eps)
+        den = np.full(pixels, math.exp(settings.eps / settings.gamma))
+        num = np.asarray(settings.background, dtype=np.float64)[:, None] * den[None]
+        bands = _bands(b, s, threads)
+        _parallel(k.rgba_forward, plan.unit_bounds(b, f, bands), plan.frames, plan.boxes, colors, f, s, settings.sigma,
+                  settings.culling_threshold, prod, settings.gamma, settings.near, settings.far, settings.eps,
+                  np.asarray(settings.background), settings.double_sided, bands, acc, shift, den, num)
+        out = np.empty((b, 4, s * s))
+        _parallel(k.finish_rgba, _even(b, threads), acc, shift, den, num, prod, f, out)
+        ctx.plan, ctx.settings, ctx.shape, ctx.colors = plan, settings, (b, f), colors
+        ctx.state = (acc, shift, den, out)
+        return torch.from_numpy(out).to(face_vertices.dtype).view(b, 4, s, s)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_out: Tensor) -> tuple[Tensor | None, Tensor | None, None]:
+        settings, (b, f) = ctx.settings, ctx.shape
+        prod = settings.aggr_alpha == "prod"
+        acc, shift, den, out = ctx.state
+        g = grad_out.detach().to(torch.float64).reshape(b, 4, -1).numpy()
+        g_alpha = g[:, 3].reshape(-1)
+        per_pixel = g_alpha * acc if prod else g_alpha / f
+        g_rgb = g[:, :3].transpose(1, 0, 2).reshape(3, -1)  # (3, B·S²)
+        g_over_den = g_rgb / den
+        h_term = (g_over_den * out[:, :3].transpose(1, 0, 2).reshape(3, -1)).sum(0)
+        grad_fv = np.zeros((b * f, 3, 3))
+        grad_colors = np.zeros((b * f, 3, 3))
+        plan = ctx.plan
+        _parallel(_kernels().rgba_backward, plan.face_bounds, plan.frames, plan.boxes, ctx.colors, f,
+                  settings.image_size, settings.sigma, settings.culling_threshold, prod, settings.gamma, settings.near,
+                  settings.far, settings.double_sided, np.ascontiguousarray(per_pixel), shift,
+                  np.ascontiguousarray(g_over_den), h_term, grad_fv, grad_colors)
+        dtype = grad_out.dtype
+        return (torch.from_numpy(grad_fv).to(dtype).view(b, f, 3, 3),
+                torch.from_numpy(grad_colors).to(dtype).view(b, f, 3, 3), None)
+
+
+def warm_up(path: str, dtype: torch.dtype) -> None:
+    """Compile (or load from the disk cache) and run ``path``'s kernels for ``dtype`` on one small face, forward
+    and backward: a failure surfaces here, where the caller can still choose the eager path."""
+    from recon.render.settings import RasterSettings
+
+    fv = torch.tensor([[[[-0.5, -0.5, 2.0], [0.5, -0.4, 2.5], [0.0, 0.6, 3.0]]]], dtype=dtype, requires_grad=True)
+    settings = RasterSettings(image_size=8, sigma=1e-2)
+    if path == "silhouette":
+        out = SoftSilhouette.apply(fv, settings)
+        (grad,) = torch.autograd.grad(out.sum(), fv)
+    else:
+        colors = torch.full_like(fv, 0.5).requires_grad_()
+        out = SoftRGBA.apply(fv, colors, settings)
+        grad = torch.cat(torch.autograd.grad(out.sum(), (fv, colors)))
+    if not (out.detach().isfinite().all() and grad.isfinite().all() and out.detach()[:, -1].sum() > 0):
+        raise RuntimeError(f"the numba {path} kernels gave a wrong result on a test face")

@@ -1,0 +1,260 @@
+"""The numba CPU kernels (the default on CPU) against the eager kernels and the dense literal reference.
+
+Tolerances are the eager path's own against the reference: alpha 1e-5, gradients 1e-4 of their largest value, on
+random faces, SoftRas's degenerate cases and faces larger than the image; float64 gradients against the
+reference and a float64 gradcheck; the same bits on any number of threads; the eager fallback.
+"""
+
+import multiprocessing
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+from test_rasterize import _colors, _random_face_vertices
+
+from recon.render import SoftRenderer, eye_from_angles, fused, numba_path, soft_rasterize
+from recon.render.reference import dense_soft_rasterize
+
+
+def _render_and_grad(fv, colors, weight, raster=soft_rasterize, **kwargs):
+    """(image, ∂(Σ weight·image)/∂fv, ∂…/∂colors or None) of one rasterizer."""
+    fv = fv.detach().requires_grad_()
+    inputs = (fv,) if colors is None else (fv, colors.detach().requires_grad_())
+    out = raster(*inputs, **kwargs) if colors is not None else raster(fv, None, **kwargs)
+    grads = torch.autograd.grad((out * weight[:, : out.shape[1]]).sum(), inputs)
+    return (out.detach(), *grads) if colors is not None else (out.detach(), grads[0], None)
+
+
+def _numba_and_eager(monkeypatch, fv, colors, weight, **kwargs):
+    """(numba, eager) results; asserts the numba kernels served the first and not the second."""
+    path = "silhouette" if colors is None else "rgba"
+    monkeypatch.setenv("RECON_FUSED", "auto")
+    before = fused.numba_calls[path]
+    fast = _render_and_grad(fv, colors, weight, **kwargs)
+    assert fused.numba_calls[path] == before + 1 and not fused._numba_failed
+    monkeypatch.setenv("RECON_FUSED", "0")
+    slow = _render_and_grad(fv, colors, weight, **kwargs)
+    assert fused.numba_calls[path] == before + 1
+    return fast, slow
+
+
+def _assert_close(fast, slow, atol=1e-5, rtol=1e-4):
+    image_f, *grads_f = fast
+    image_s, *grads_s = slow
+    assert torch.allclose(image_f, image_s.to(image_f.dtype), atol=atol)
+    for got, want in zip(grads_f, grads_s, strict=True):
+        if want is None:
+            continue
+        scale = want.abs().max()
+        assert scale > 0
+        assert (got - want.to(got.dtype)).abs().max() <= rtol * scale, ((got - want).abs().max(), scale)
+
+
+def _weight(fv, size, channels, seed=1):
+    return torch.rand(fv.shape[0], channels, size, size, generator=torch.Generator().manual_seed(seed), dtype=fv.dtype)
+
+
+def _degenerate_faces():
+    # Zero-area faces, a face crossing the eye's depth, a vertex at the eye, and faces larger than the image.
+    v = torch.tensor(
+        [
+            [0.0, 0.0, 0.0], [0.2, 0.0, 0.0], [0.4, 0.0, 0.0],
+            [0.1, 0.1, 0.1], [0.1, 0.1, 0.1], [0.1, 0.1, 0.1],
+            [0.0, 0.3, -2.2], [0.2, 0.3, -2.9], [0.0, -0.3, -3.1],
+            [0.0, 1.366, -2.366], [0.1, 1.3, -2.3], [0.0, 0.0, 0.0],
+            [-0.3, -0.2, 0.0], [0.3, -0.2, 0.1], [0.0, 0.3, 0.0],
+        ]
+    )[None]
+    fv = SoftRenderer(image_size=32).face_vertices(v, torch.arange(15).reshape(5, 3), eye_from_angles(2.732, 30.0, 0.0))
+    big = torch.tensor(
+        [[[[-3.0, -3.0, 2.0], [4.0, -2.5, 2.0], [0.5, 3.0, 2.0]], [[0.2, 0.2, 3.0], [0.9, 0.3, 3.0], [0.4, 0.8, 3.0]]]]
+    )
+    return ((fv, 32), (big, 50), (big, 17))
+
+
+@pytest.mark.parametrize("save", [True, False], ids=["saved-cells", "recomputed-cells"])
+@pytest.mark.parametrize("aggr_alpha", ["prod", "sum"])
+def test_silhouette_equals_eager_and_dense_reference(monkeypatch, aggr_alpha, save):
+    # The backward reads the cells' factors saved by the forward, or evaluates the cells again when they would
+    # take more memory than RECON_RASTER_SAVE_MB (here 0).
+    if not save:
+        monkeypatch.setattr(numba_path, "SAVE_LIMIT_BYTES", 0)
+    fv = _random_face_vertices(b=2, f=40, scale=0.4, seed=13)
+    kwargs = dict(image_size=24, sigma=1e-4, aggr_alpha=aggr_alpha)
+    fast, slow = _numba_and_eager(monkeypatch, fv, None, _weight(fv, 24, 1), **kwargs)
+    assert (slow[0] > 1e-3).float().mean() > 0.05  # faces cover the image: not a vacuous comparison
+    _assert_close(fast, slow)
+    assert torch.allclose(fast[0], dense_soft_rasterize(fv, None, **kwargs), atol=1e-5)
+    # A new σ is an argument, not a constant of the compiled code.
+    fast, slow = _numba_and_eager(monkeypatch, fv, None, _weight(fv, 24, 1), **{**kwargs, "sigma": 3e-4})
+    _assert_close(fast, slow)
+
+
+@pytest.mark.parametrize("aggr_alpha", ["prod", "sum"])
+def test_silhouette_on_degenerate_faces_and_faces_larger_than_the_image(monkeypatch, aggr_alpha):
+    for faces, size in _degenerate_faces():
+        kwargs = dict(image_size=size, sigma=1e-3, aggr_alpha=aggr_alpha)
+        weight = _weight(faces, size, 1, seed=size)
+        fast, slow = _numba_and_eager(monkeypatch, faces, None, weight, **kwargs)
+        assert torch.isfinite(fast[0]).all() and torch.isfinite(fast[1]).all()
+        assert torch.allclose(fast[0], slow[0], atol=1e-5)
+        # Gradients in float64 on both sides: float32 sums over these large windows round at ~1e-3 relative on the
+        # eager path (the numba kernels sum in float64).
+        fast64, slow64 = _numba_and_eager(monkeypatch, faces.double(), None, weight.double(), **kwargs)
+        _assert_close(fast64, slow64, atol=1e-10, rtol=1e-8)
+        assert (fast[1].double() - slow64[1]).abs().max() <= 1e-4 * slow64[1].abs().max()
+        dense = _render_and_grad(faces.double(), None, weight.double(), dense_soft_rasterize, **kwargs)
+        assert torch.allclose(fast64[0], dense[0], atol=1e-10)
+        if size != 32:  # zero-area faces: the reference's autograd splits a tie between edges, SoftRas takes one
+            _assert_close(fast64, dense, atol=1e-10, rtol=1e-8)
+
+
+@pytest.mark.parametrize("aggr_alpha", ["prod", "sum"])
+@pytest.mark.parametrize("double_sided", [True, False])
+def test_rgba_equals_eager_and_dense_reference_in_float64(monkeypatch, aggr_alpha, double_sided):
+    fv = _random_face_vertices(b=2, f=30, scale=0.5, seed=3, dtype=torch.float64)
+    colors = _colors(fv)
+    kwargs = dict(image_size=24, sigma=1e-4, gamma=1e-4, aggr_alpha=aggr_alpha, double_sided=double_sided,
+                  background=(0.2, 0.3, 0.4))
+    fast, slow = _numba_and_eager(monkeypatch, fv, colors, _weight(fv, 24, 4), **kwargs)
+    _assert_close(fast, slow, atol=1e-10, rtol=1e-8)
+    # The dense reference's autograd overflows (NaN gradients) for small γ: compare with it at γ = 1e-2.
+    kwargs["gamma"] = 1e-2
+    dense = _render_and_grad(fv, colors, _weight(fv, 24, 4), dense_soft_rasterize, **kwargs)
+    monkeypatch.setenv("RECON_FUSED", "auto")
+    _assert_close(_render_and_grad(fv, colors, _weight(fv, 24, 4), **kwargs), dense, atol=1e-10, rtol=1e-8)
+    # Not vacuous: face colours, the background and soft edges all appear.
+    assert (fast[0][:, :3] - torch.tensor([0.2, 0.3, 0.4], dtype=fv.dtype)[:, None, None]).abs().amax() > 0.1
+    assert ((fast[0][:, 3] > 0.05) & (fast[0][:, 3] < 0.95)).any()
+
+
+def test_rgba_in_float32_is_within_the_eager_paths_rounding_of_the_float64_reference(monkeypatch):
+    # With γ = 1e-4 the soft z-buffer's weights exp(z/γ) amplify float32 rounding of the depth ~1e4 times: the
+    # eager float32 path itself is ~1e-4 from the float64 one. The numba kernels compute in float64.
+    fv = _random_face_vertices(b=2, f=30, scale=0.5, seed=3)
+    colors = _colors(fv)
+    kwargs = dict(image_size=24, sigma=1e-4, gamma=1e-4, background=(0.2, 0.3, 0.4))
+    weight = _weight(fv, 24, 4)
+    fast, slow = _numba_and_eager(monkeypatch, fv, colors, weight, **kwargs)
+    monkeypatch.setenv("RECON_FUSED", "0")
+    exact = _render_and_grad(fv.double(), colors.double(), weight.double(), **kwargs)  # eager float64 = dense
+    eager_error = (slow[0].double() - exact[0]).abs().max()
+    assert (fast[0].double() - exact[0]).abs().max() <= max(1e-6, eager_error)
+    for k in (1, 2):
+        assert (fast[k].double() - exact[k]).abs().max() <= 1e-5 * exact[k].abs().max()
+    _assert_close(fast, slow, atol=2e-4, rtol=1e-3)
+
+
+def test_rgba_on_degenerate_faces(monkeypatch):
+    for faces, size in _degenerate_faces():
+        faces = faces.double()
+        colors = _colors(faces)
+        kwargs = dict(image_size=size, sigma=1e-3, gamma=1e-3)
+        fast, slow = _numba_and_eager(monkeypatch, faces, colors, _weight(faces, size, 4, seed=size), **kwargs)
+        assert all(torch.isfinite(x).all() for x in fast)
+        _assert_close(fast, slow, atol=1e-9, rtol=1e-7)
+
+
+def test_backward_from_saved_cells_equals_evaluating_them_again(monkeypatch):
+    monkeypatch.setenv("RECON_FUSED", "auto")
+    for dtype, rtol in ((torch.float64, 1e-12), (torch.float32, 1e-6)):
+        fv = _random_face_vertices(b=2, f=40, scale=0.4, seed=13, dtype=dtype)
+        weight = _weight(fv, 24, 1)
+        saved = _render_and_grad(fv, None, weight, image_size=24)
+        with monkeypatch.context() as patch:
+            patch.setattr(numba_path, "SAVE_LIMIT_BYTES", 0)
+            again = _render_and_grad(fv, None, weight, image_size=24)
+        assert torch.equal(saved[0], again[0])
+        _assert_close(saved, again, atol=0, rtol=rtol)
+
+
+def test_float64_gradcheck(monkeypatch):
+    monkeypatch.setenv("RECON_FUSED", "auto")
+    before = dict(fused.numba_calls)
+    fv = _random_face_vertices(b=1, f=3, scale=0.9, seed=7, dtype=torch.float64).requires_grad_()
+    for aggr_alpha in ("prod", "sum"):
+        assert torch.autograd.gradcheck(
+            lambda v, a=aggr_alpha: soft_rasterize(v, None, image_size=12, sigma=1e-2, aggr_alpha=a), (fv,)
+        )
+    # RGBA: with respect to the colours and the depths (the barycentrics are held constant in SoftRas's backward,
+    # so the screen positions are checked against the dense reference instead, above).
+    xy = fv.detach()[..., :2]
+    colors = _colors(fv).requires_grad_()
+    z = fv.detach()[..., 2:].clone().requires_grad_()
+    assert torch.autograd.gradcheck(
+        lambda c, d: soft_rasterize(torch.cat((xy, d), -1), c, image_size=12, sigma=1e-2, gamma=3e-2), (colors, z)
+    )
+    assert fused.numba_calls["silhouette"] > before.get("silhouette", 0)
+    assert fused.numba_calls["rgba"] > before.get("rgba", 0)
+
+
+def test_same_bits_on_any_number_of_threads_and_banded_small_batches(monkeypatch):
+    monkeypatch.setenv("RECON_FUSED", "auto")
+    fv = _random_face_vertices(b=3, f=60, scale=0.3, seed=2)
+    colors = _colors(fv)
+    weight = _weight(fv, 40, 4)
+    threads = torch.get_num_threads()
+    results = []
+    try:
+        for n in (1, 2, 5):  # 3 images on 5 threads: each image is cut into bands of rows
+            torch.set_num_threads(n)
+            results.append([_render_and_grad(fv, None, weight, image_size=40),
+                            _render_and_grad(fv, colors, weight, image_size=40, gamma=1e-3)])
+    finally:
+        torch.set_num_threads(threads)
+    for other in results[1:]:
+        for got, want in zip(other, results[0], strict=True):
+            assert all(torch.equal(a, b) for a, b in zip(got, want, strict=True) if b is not None)
+    monkeypatch.setenv("RECON_FUSED", "0")  # against eager float64 (float32 eager rounds at ~1e-4 here)
+    _assert_close(results[-1][0], _render_and_grad(fv.double(), None, weight.double(), image_size=40))
+
+
+def _render_in_child(queue):
+    fv = _random_face_vertices(b=2, f=20, scale=0.4, seed=4)
+    queue.put(soft_rasterize(fv, None, image_size=16).sum().item())
+
+
+def test_a_forked_child_renders_after_its_parent_did(monkeypatch):
+    # DataLoader workers and ddp_fork fork a process that has rendered: its thread pool must not be inherited.
+    monkeypatch.setenv("RECON_FUSED", "auto")
+    torch.set_num_threads(max(torch.get_num_threads(), 2))
+    expected = soft_rasterize(_random_face_vertices(b=2, f=20, scale=0.4, seed=4), None, image_size=16).sum().item()
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.Queue()
+    child = ctx.Process(target=_render_in_child, args=(queue,))
+    child.start()
+    child.join(60)
+    assert child.exitcode == 0
+    assert queue.get(timeout=5) == expected
+
+
+@pytest.mark.slow
+def test_without_numba_the_eager_path_serves_with_one_log_line(tmp_path):
+    script = textwrap.dedent(
+        """
+        import logging, os, sys, torch
+        sys.modules["numba"] = None  # as if numba were not installed
+        logging.basicConfig(level=logging.WARNING, format="%(name)s %(message)s")
+        from recon.render import soft_rasterize
+        g = torch.Generator().manual_seed(0)
+        xy = (torch.rand(1, 30, 3, 2, generator=g) - 0.5) * 1.2
+        fv = torch.cat((xy, 2 + torch.rand(1, 30, 3, 1, generator=g)), -1).requires_grad_()
+        colors = torch.rand(1, 30, 3, 3, generator=g)
+        first = [soft_rasterize(fv, None, image_size=24), soft_rasterize(fv, colors, image_size=24)]
+        (first[0].sum() + first[1].sum()).backward()
+        again = soft_rasterize(fv, None, image_size=24)
+        os.environ["RECON_FUSED"] = "0"
+        eager = soft_rasterize(fv.detach(), None, image_size=24)
+        print("EQUAL", torch.equal(first[0].detach(), eager), torch.equal(again.detach(), eager),
+              bool(torch.isfinite(fv.grad).all()))
+        """
+    )
+    env = {**os.environ, "RECON_FUSED": "auto", "OMP_NUM_THREADS": "1"}
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "EQUAL True True True" in out.stdout
+    lines = [line for line in out.stderr.splitlines() if line.startswith("recon.render.fused")]
+    assert len(lines) == 1 and "eager path" in lines[0] and "numba" in lines[0], out.stderr[-2000:]
