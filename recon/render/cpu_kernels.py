@@ -20,18 +20,20 @@ import numpy as np
 from numba import njit
 
 # frames[i]: per edge k (corner k → k + 1): inward normal (NX, NY), h's constant (HC), unit direction (UX, UY),
-# u's constant (UC), length (LEN), 1/length or 0 (INV); then the interior bound, the barycentric inverse (3×3,
-# row k gives w_k), the clamped corner depths, the front-facing flag and the inverse clamped depths.
+# u's constant (UC), length (LEN), 1/length or 0 (INV); then the interior bound, 1/NX per edge (0 where NX = 0), the
+# barycentric inverse (3×3, row k gives w_k), the clamped corner depths, the front-facing flag and the inverse
+# clamped depths. The columns from BARY on are filled only for the RGBA path.
 NX, NY, HC, UX, UY, UC, LEN, INV = 0, 3, 6, 9, 12, 15, 18, 21
-INTERIOR, BARY, DEPTH, FRONT, INV_DEPTH = 24, 25, 34, 37, 38
-FRAME_SIZE = 41
+INTERIOR, INV_NX, BARY, DEPTH, FRONT, INV_DEPTH = 24, 25, 28, 37, 40, 41
+FRAME_SIZE = 44
 MIN_DET, MIN_DEPTH, MIN_INV_Z, MIN_WEIGHT_SUM = 1e-10, 1e-6, 1e-12, 1e-5
 
 
 @njit(cache=True, nogil=True)
-def face_frames(fv, s, radius, frames, boxes, lo, hi):  # pragma: no cover (compiled; tested against the eager path)
+def face_frames(fv, s, radius, surface, frames, boxes, lo, hi):  # pragma: no cover (compiled; tested vs eager)
     """Fill frames (N, FRAME_SIZE) and boxes (N, 4) = (first col, last col, first row, last row) for fv
-    (N, 3, ≥2) corners (x_ndc, y_ndc[, z_view]). An empty box has last < first."""
+    (N, 3, ≥2) corners (x_ndc, y_ndc[, z_view]); the surface columns (barycentrics, depths) only with surface.
+    An empty box has last < first."""
     has_depth = fv.shape[2] > 2
     for i in range(lo, hi):
         x0, x1, x2 = float(fv[i, 0, 0]), float(fv[i, 1, 0]), float(fv[i, 2, 0])
@@ -60,14 +62,17 @@ def face_frames(fv, s, radius, frames, boxes, lo, hi):  # pragma: no cover (comp
             xa, ya = xs[k], ys[k]
             xb, yb = xs[(k + 1) % 3], ys[(k + 1) % 3]
             ex, ey = xb - xa, yb - ya
-            length = math.hypot(ex, ey)
+            length = math.sqrt(ex * ex + ey * ey)
             ux, uy = (ex / length, ey / length) if length > 0 else (1.0, 0.0)
             nx, ny = -uy * orient, ux * orient
             frames[i, NX + k], frames[i, NY + k], frames[i, HC + k] = nx, ny, -(nx * xa + ny * ya)
             frames[i, UX + k], frames[i, UY + k], frames[i, UC + k] = ux, uy, -(ux * xa + uy * ya)
             frames[i, LEN + k] = length
             frames[i, INV + k] = 1 / length if length > 0 else 0.0
+            frames[i, INV_NX + k] = 1 / nx if nx != 0 else 0.0
         frames[i, INTERIOR] = math.inf if det == 0 else 0.0
+        if not surface:
+            continue
 
         # Barycentrics from the clamped-determinant inverse (|det| ≥ 1e-10, sign kept), as SoftRas.
         bdet = x2 * (y0 - y1) + x0 * (y1 - y2) + x1 * (y2 - y0)
@@ -77,8 +82,9 @@ def face_frames(fv, s, radius, frames, boxes, lo, hi):  # pragma: no cover (comp
             y2 - y0, x0 - x2, x2 * y0 - x0 * y2,
             y0 - y1, x1 - x0, x0 * y1 - x1 * y0,
         )
+        inv_det = 1 / bdet
         for j in range(9):
-            frames[i, BARY + j] = adj[j] / bdet
+            frames[i, BARY + j] = adj[j] * inv_det
         for k in range(3):
             z = float(fv[i, k, 2]) if has_depth else 1.0
             z = max(z, MIN_DEPTH) if z >= 0 else min(z, -MIN_DEPTH)
@@ -88,11 +94,12 @@ def face_frames(fv, s, radius, frames, boxes, lo, hi):  # pragma: no cover (comp
 
 @njit(inline="always")
 def _face(fr, i):  # pragma: no cover
-    """Face i's frame as a tuple: read once per face, kept in registers over its window."""
+    """Face i's edge frame (columns 0 … INV_NX + 2) as a tuple: read once per face, kept in registers."""
     return (
         fr[i, 0], fr[i, 1], fr[i, 2], fr[i, 3], fr[i, 4], fr[i, 5], fr[i, 6], fr[i, 7], fr[i, 8],
         fr[i, 9], fr[i, 10], fr[i, 11], fr[i, 12], fr[i, 13], fr[i, 14], fr[i, 15], fr[i, 16], fr[i, 17],
-        fr[i, 18], fr[i, 19], fr[i, 20], fr[i, 21], fr[i, 22], fr[i, 23], fr[i, 24],
+        fr[i, 18], fr[i, 19], fr[i, 20], fr[i, 21], fr[i, 22], fr[i, 23], fr[i, 24], fr[i, 25], fr[i, 26],
+        fr[i, 27],
     )
 
 
@@ -133,9 +140,9 @@ def _row_span(t, py, c_lo, c_hi, s, radius):  # pragma: no cover
         nx = t[NX + k]
         rest = t[NY + k] * py + t[HC + k] + radius + 1e-9  # h + √T ≥ 0  ⇔  nx·px ≥ −rest
         if nx > 0:
-            lo = max(lo, -rest / nx)
+            lo = max(lo, -rest * t[INV_NX + k])
         elif nx < 0:
-            hi = min(hi, -rest / nx)
+            hi = min(hi, -rest * t[INV_NX + k])
         elif rest < 0:
             return 0, -1
     # Pixel centre c has x = (2c + 1 − S)/S.

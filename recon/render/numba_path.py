@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import math
 import os
+import threading
+import weakref
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -20,6 +22,43 @@ from torch.autograd.function import once_differentiable
 from recon.render.settings import RasterSettings
 
 _pool: tuple[int, int, ThreadPoolExecutor] | None = None  # (pid, workers, pool): a forked child makes its own
+
+
+class _Buffers:
+    """Reusable memory for the big per-call arrays (per-face tables, saved cells: tens of MB at batch 64).
+
+    Fresh arrays that large are fresh ``mmap`` pages on every call (glibc serves blocks above 32 MiB that way
+    whatever ``recon.allocator`` sets), and each page faults in on first touch: measured ~15 ms a call on a
+    2-core VM. A call takes its buffers here and gives them back when its backward is done (or at once when no
+    backward will come): when its plan is dropped, with the autograd graph that held it.
+    """
+
+    KEEP = 6
+
+    def __init__(self) -> None:
+        self._free: list[np.ndarray] = []
+        self._lock = threading.Lock()
+
+    def take(self, shape: tuple[int, ...], dtype: type) -> np.ndarray:
+        nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
+        with self._lock:
+            fits = [b for b in self._free if nbytes <= b.nbytes <= 2 * nbytes + (1 << 20)]
+            raw = min(fits, key=lambda b: b.nbytes) if fits else None
+            if raw is not None:
+                self._free = [b for b in self._free if b is not raw]
+        if raw is None:
+            raw = np.empty(nbytes, dtype=np.uint8)
+        return raw[:nbytes].view(dtype).reshape(shape)
+
+    def give(self, *arrays: np.ndarray | None) -> None:
+        with self._lock:
+            for array in arrays:
+                if array is not None:
+                    self._free.append(array.base if array.base is not None else array)
+            self._free = sorted(self._free, key=lambda b: b.nbytes)[-self.KEEP :]
+
+
+_buffers = _Buffers()
 
 
 def _kernels():
@@ -72,14 +111,16 @@ def _bands(images: int, size: int, threads: int) -> int:
 class _Plan:
     """Per-face tables of one call, shared by its forward and backward."""
 
-    def __init__(self, fv: np.ndarray, settings: RasterSettings, threads: int) -> None:
+    def __init__(self, fv: np.ndarray, settings: RasterSettings, threads: int, surface: bool = False) -> None:
         k = _kernels()
         n = fv.shape[0]
         self.threads = threads
-        self.frames = np.empty((n, k.FRAME_SIZE))
-        self.boxes = np.empty((n, 4), dtype=np.int64)
+        self.frames = _buffers.take((n, k.FRAME_SIZE), np.float64)
+        self.boxes = _buffers.take((n, 4), np.int64)
+        self.keep(self.frames, self.boxes)
         radius = math.sqrt(settings.culling_threshold)
-        _parallel(k.face_frames, _even(n, threads), fv, settings.image_size, radius, self.frames, self.boxes)
+        _parallel(k.face_frames, _even(n, threads), fv, settings.image_size, radius, surface, self.frames,
+                  self.boxes)
         boxes = self.boxes
         area = np.maximum(boxes[:, 1] - boxes[:, 0] + 1, 0) * np.maximum(boxes[:, 3] - boxes[:, 2] + 1, 0)
         self.offsets = np.zeros(n + 1, dtype=np.int64)
@@ -87,6 +128,11 @@ class _Plan:
         # Window cells of every face, plus its fixed cost (in cells): the work the pieces are balanced on.
         self.cells = area + 4
         self.face_bounds = _split(self.cells, PIECES_PER_THREAD * threads)
+
+    def keep(self, *arrays: np.ndarray) -> tuple[np.ndarray, ...]:
+        """``arrays`` (from the pool) go back to the pool with the plan's tables when the plan is dropped."""
+        weakref.finalize(self, _buffers.give, *arrays)
+        return arrays
 
     def unit_bounds(self, images: int, faces: int, bands: int) -> list[int]:
         """Pieces of the forward's (image, band) units; whole images balanced on their cells when unbanded."""
@@ -119,7 +165,7 @@ class SoftSilhouette(torch.autograd.Function):
         ctx.saved = None
         if ctx.needs_input_grad[0] and cells * (4 * np.dtype(dtype).itemsize + 1) <= SAVE_LIMIT_BYTES:
             # The backward's factors of every window cell (~17 bytes a cell in float32): no cell is evaluated twice.
-            ctx.saved = (np.empty((cells, 4), dtype=dtype), np.empty(cells, dtype=np.int8))
+            ctx.saved = plan.keep(_buffers.take((cells, 4), dtype), _buffers.take((cells,), np.int8))
             _parallel(k.silhouette_forward_saving, units, plan.frames, plan.boxes, plan.offsets, f, s, settings.sigma,
                       settings.culling_threshold, prod, bands, acc, *ctx.saved)
         else:
@@ -158,7 +204,7 @@ class SoftRGBA(torch.autograd.Function):
         pixels = b * s * s
         k, threads = _kernels(), torch.get_num_threads()
         colors = _flat(face_colors)
-        plan = _Plan(_flat(face_vertices), settings, threads)
+        plan = _Plan(_flat(face_vertices), settings, threads, surface=True)
         acc = k.empty_state(pixels, prod)
         shift = np.full(pixels, settings.eps)
         den = np.full(pixels, math.exp(settings.eps / settings.gamma))
