@@ -212,6 +212,23 @@ def test_same_bits_on_any_number_of_threads_and_banded_small_batches(monkeypatch
     _assert_close(results[-1][0], _render_and_grad(fv.double(), None, weight.double(), image_size=40))
 
 
+@pytest.mark.parametrize("context", ["no_grad", "inference_mode"])
+def test_the_first_call_may_come_without_gradients(monkeypatch, context):
+    # Lightning's validation renders under inference mode; the first call's compile check must still work there.
+    monkeypatch.setenv("RECON_FUSED", "auto")
+    monkeypatch.setattr(fused, "_numba_ready", {})
+    monkeypatch.setattr(fused, "_numba_failed", [])
+    fv = _random_face_vertices(b=2, f=20, scale=0.4, seed=4)
+    with torch.no_grad() if context == "no_grad" else torch.inference_mode():
+        silhouette = soft_rasterize(fv, None, image_size=16)
+        rgba = soft_rasterize(fv, _colors(fv), image_size=16)
+    assert not fused._numba_failed and set(fused._numba_ready) == {("silhouette", "torch.float32"),
+                                                                    ("rgba", "torch.float32")}
+    monkeypatch.setenv("RECON_FUSED", "0")
+    assert torch.allclose(silhouette, soft_rasterize(fv, None, image_size=16), atol=1e-5)
+    assert torch.allclose(rgba, soft_rasterize(fv, _colors(fv), image_size=16), atol=1e-4)
+
+
 def _render_in_child(queue):
     fv = _random_face_vertices(b=2, f=20, scale=0.4, seed=4)
     queue.put(soft_rasterize(fv, None, image_size=16).sum().item())
@@ -227,6 +244,8 @@ def test_a_forked_child_renders_after_its_parent_did(monkeypatch):
     child = ctx.Process(target=_render_in_child, args=(queue,))
     child.start()
     child.join(60)
+    if child.is_alive():
+        child.kill()
     assert child.exitcode == 0
     assert queue.get(timeout=5) == expected
 

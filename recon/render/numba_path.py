@@ -248,14 +248,16 @@ def warm_up(path: str, dtype: torch.dtype) -> None:
     and backward: a failure surfaces here, where the caller can still choose the eager path."""
     from recon.render.settings import RasterSettings
 
-    fv = torch.tensor([[[[-0.5, -0.5, 2.0], [0.5, -0.4, 2.5], [0.0, 0.6, 3.0]]]], dtype=dtype, requires_grad=True)
-    settings = RasterSettings(image_size=8, sigma=1e-2)
-    if path == "silhouette":
-        out = SoftSilhouette.apply(fv, settings)
-        (grad,) = torch.autograd.grad(out.sum(), fv)
-    else:
-        colors = torch.full_like(fv, 0.5).requires_grad_()
-        out = SoftRGBA.apply(fv, colors, settings)
-        grad = torch.cat(torch.autograd.grad(out.sum(), (fv, colors)))
+    # Callers may be under no_grad or inference mode (validation): the check needs a graph of its own.
+    with torch.inference_mode(False), torch.enable_grad():
+        fv = torch.tensor([[[[-0.5, -0.5, 2.0], [0.5, -0.4, 2.5], [0.0, 0.6, 3.0]]]], dtype=dtype, requires_grad=True)
+        settings = RasterSettings(image_size=8, sigma=1e-2)
+        if path == "silhouette":
+            out = SoftSilhouette.apply(fv, settings)
+            (grad,) = torch.autograd.grad(out.sum(), fv)
+        else:
+            colors = torch.full_like(fv, 0.5).requires_grad_()
+            out = SoftRGBA.apply(fv, colors, settings)
+            grad = torch.cat(torch.autograd.grad(out.sum(), (fv, colors)))
     if not (out.detach().isfinite().all() and grad.isfinite().all() and out.detach()[:, -1].sum() > 0):
         raise RuntimeError(f"the numba {path} kernels gave a wrong result on a test face")
