@@ -17,17 +17,27 @@ import sys
 import tempfile
 
 _CHILD = r"""
-import json, sys, time, torch
+import json, os, sys, time, torch
 from recon.allocator import keep_freed_memory
 keep_freed_memory()
 from recon.mesh.template import icosphere
-from recon.render import RasterSettings, SoftRenderer, eye_from_angles, fused
+from recon.render import RasterSettings, SoftRenderer, eye_from_angles, fused, soft_rasterize
 cfg = json.loads(sys.argv[1])
 if cfg.get("threads"):
     torch.set_num_threads(cfg["threads"])
 dev = torch.device(cfg["device"])
+paths = cfg["paths"]  # RECON_FUSED values, measured alternately in this process: the same machine state for each
 rows = []
 first_call = None
+
+
+def count_ops(fn):
+    with torch.profiler.profile() as prof:
+        fn()
+    names = [e.name for e in prof.events()]
+    return sum(n.startswith("aten::") for n in names), sum(n.startswith("## Call CompiledFxGraph") for n in names)
+
+
 for level, size, b, backward, repeats in cfg["configs"]:
     vertices, faces = icosphere(level)
     g = torch.Generator().manual_seed(0)
@@ -38,6 +48,8 @@ for level, size, b, backward, repeats in cfg["configs"]:
     eyes = eye_from_angles(2.732, 30.0, -15.0 * (torch.arange(b) % 24)).to(dev)
     renderer = SoftRenderer(RasterSettings(image_size=size, sigma=1e-4 * (64 / size) ** 2, dist_eps=1e-10))
     colors = torch.rand(b, faces.shape[0], 3, generator=g).to(dev)
+    projected = renderer.face_vertices(verts, faces, eyes).detach()
+    corner_colors = torch.rand(*projected.shape[:2], 3, 3, generator=g).to(dev)
 
     def step():
         v = verts.clone().requires_grad_(backward)
@@ -50,21 +62,33 @@ for level, size, b, backward, repeats in cfg["configs"]:
         if dev.type == "cuda":
             torch.cuda.synchronize()
 
-    t = time.perf_counter(); step(); t = time.perf_counter() - t
-    first_call = t if first_call is None else first_call
-    times = []
+    def raster_only():  # the rasterizer alone, on projected faces: no camera, lighting or checks
+        fv = projected.clone().requires_grad_(backward)
+        image = soft_rasterize(fv, corner_colors if cfg.get("rgba") else None, renderer.settings)
+        if backward:
+            image.sum().backward()
+
+    times = {path: [] for path in paths}
+    for path in paths:  # warm-up (and, for the first, the first-call cost)
+        os.environ["RECON_FUSED"] = path
+        t = time.perf_counter(); step(); t = time.perf_counter() - t
+        first_call = t if first_call is None else first_call
     for _ in range(repeats):
-        t = time.perf_counter(); step(); times.append(time.perf_counter() - t)
-    row = {"render": "RGBA" if cfg.get("rgba") else "silhouette", "faces": faces.shape[0], "image": size, "batch": b,
-           "backward": backward,
-           "ms_per_batch": 1000 * min(times), "ms_per_image": 1000 * min(times) / b, "images_per_s": b / min(times)}
-    if cfg.get("count_ops"):
-        with torch.profiler.profile() as prof:
-            step()
-        names = [e.name for e in prof.events()]
-        row["aten_ops"] = sum(n.startswith("aten::") for n in names)
-        row["compiled_calls"] = sum(n.startswith("## Call CompiledFxGraph") for n in names)
-    rows.append(row)
+        for path in paths:
+            os.environ["RECON_FUSED"] = path
+            t = time.perf_counter(); step(); times[path].append(time.perf_counter() - t)
+    for path in paths:
+        os.environ["RECON_FUSED"] = path
+        best = min(times[path])
+        row = {"path": path, "render": "RGBA" if cfg.get("rgba") else "silhouette", "faces": faces.shape[0],
+               "image": size, "batch": b, "backward": backward, "ms_per_batch": 1000 * best,
+               "ms_per_image": 1000 * best / b, "images_per_s": b / best}
+        if len(paths) > 1:
+            row["x_eager"] = min(times[paths[0]]) / best
+        if cfg.get("count_ops"):
+            row["aten_ops"], row["compiled_calls"] = count_ops(step)
+            row["aten_ops_rasterizer"], _ = count_ops(raster_only)
+        rows.append(row)
 print(json.dumps({"rows": rows, "first_call_s": first_call, "failed": fused._failed + fused._numba_failed}))
 """
 
@@ -72,26 +96,31 @@ print(json.dumps({"rows": rows, "first_call_s": first_call, "failed": fused._fai
 PATHS = {"eager": "0", "numba": "auto", "inductor": "inductor"}
 
 
-def _measure(path: str, configs: list, device: str, threads: int | None, count_ops: bool = False,
+def _measure(paths: list[str], configs: list, device: str, threads: int | None, count_ops: bool = False,
              cache_dir: str | None = None, rgba: bool = False) -> dict:
-    env = {**os.environ, "RECON_FUSED": PATHS[path]}
+    env = dict(os.environ)
     if cache_dir is not None:
         env["TORCHINDUCTOR_CACHE_DIR"] = env["NUMBA_CACHE_DIR"] = cache_dir
-    cfg = {"configs": configs, "device": device, "threads": threads, "count_ops": count_ops, "rgba": rgba}
+    cfg = {"configs": configs, "device": device, "threads": threads, "count_ops": count_ops, "rgba": rgba,
+           "paths": [PATHS[p] for p in paths]}
     out = subprocess.run([sys.executable, "-c", _CHILD, json.dumps(cfg)], capture_output=True, text=True, env=env)
     if out.returncode != 0:
         return {"error": out.stderr.strip().splitlines()[-1][:120]}
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    names = {value: name for name, value in PATHS.items()}
+    for row in result["rows"]:
+        row["path"] = names[row["path"]]
+    return result
 
 
-def _rows(res: dict, path: str, table: str, **extra) -> list[dict]:
+def _rows(res: dict, table: str, **extra) -> list[dict]:
     rows = []
     for row in res.get("rows", []):
         kind = "forward+backward" if row.pop("backward") else "forward"
-        rows.append({"bench": "fused", "table": table, "path": path, "pass": kind, **extra, **row})
+        rows.append({"bench": "fused", "table": table, "path": row.pop("path"), "pass": kind, **extra, **row})
     if "error" in res or res.get("failed"):
         error = res.get("error") or res["failed"][0][:120]
-        rows.append({"bench": "fused", "table": table, "path": path, "error": error})
+        rows.append({"bench": "fused", "table": table, "error": error})
     return rows
 
 
@@ -99,35 +128,35 @@ def run(quick: bool = False) -> list[dict]:
     import torch
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    repeats = 2 if quick else 5
+    repeats = 2 if quick else 6
     b = 8 if quick else 64
     rows: list[dict] = []
+    fast = ["eager", "numba"] if device == "cpu" else ["eager"]  # numba's kernels are CPU kernels
 
-    # B=64 training setting (64², 1,280 faces): silhouette forward and forward+backward with the op counts, on
-    # one thread (the code's speed, not the shared machine's load) and on every thread; the RGBA render.
+    # B=64 training setting (64², 1,280 faces): silhouette forward and forward+backward, the paths measured
+    # alternately in one process, with the op counts; on one thread (the code's speed, not the shared machine's
+    # load) and on every thread. Then the RGBA render, and inductor's kernels (their own process: they compile).
     b64 = [[3, 64, b, backward, repeats] for backward in (False, True)]
-    thread_counts = [None] if device == "cuda" else [1, torch.get_num_threads()]
-    for threads in dict.fromkeys(thread_counts):
-        for path in PATHS if threads == 1 or device == "cuda" else ("eager", "numba"):
-            res = _measure(path, b64, device, threads, count_ops=threads in (1, None))
-            rows += _rows(res, path, f"B={b}", threads=threads or "all")
-    for path in ("eager", "numba"):
-        res = _measure(path, [[3, 64, b, True, 2 if quick else 3]], device, 1 if device == "cpu" else None,
-                       count_ops=True, rgba=True)
-        rows += _rows(res, path, f"B={b}", threads=1 if device == "cpu" else "all")
+    thread_counts = [None] if device == "cuda" else list(dict.fromkeys([1, torch.get_num_threads()]))
+    for threads in thread_counts:
+        res = _measure(fast, b64, device, threads, count_ops=threads in (1, None))
+        rows += _rows(res, f"B={b}", threads=threads or "all")
+    one = 1 if device == "cpu" else None
+    res = _measure(fast, [[3, 64, b, True, 2 if quick else 4]], device, one, count_ops=True, rgba=True)
+    rows += _rows(res, f"B={b}", threads=one or "all")
+    rows += _rows(_measure(["inductor"], b64, device, one, count_ops=True), f"B={b}", threads=one or "all")
 
     # First call (compile) with an empty cache and with the one just filled.
-    for path in ("numba", "inductor"):
+    for path in ("numba", "inductor") if device == "cpu" else ("inductor",):
         with tempfile.TemporaryDirectory() as cache:
             for state in ("cold", "warm"):
-                res = _measure(path, [[3, 64, 8, True, 1]], device, 1, cache_dir=cache)
+                res = _measure([path], [[3, 64, 8, True, 1]], device, 1, cache_dir=cache)
                 rows.append({"bench": "fused", "table": "first call", "path": f"{path}, {state} cache",
                              "first_call_s": res.get("first_call_s"), "error": res.get("error", "")})
 
-    # Face count × image size, forward+backward, ms per image at B=16, one thread.
+    # Face count × image size, forward+backward, ms per image at B=16, one thread, the paths alternately.
     levels = (3, 4) if quick else (3, 4, 5)
     sizes = (64, 128) if quick else (64, 128, 256)
-    grid = [[level, size, 4 if quick else 16, True, 1 if quick else 2] for level in levels for size in sizes]
-    for path in ("eager", "numba"):
-        rows += _rows(_measure(path, grid, device, 1 if device == "cpu" else None), path, "grid fwd+bwd")
+    grid = [[level, size, 4 if quick else 16, True, 1 if quick else 3] for level in levels for size in sizes]
+    rows += _rows(_measure(fast, grid, device, one), "grid fwd+bwd")
     return rows

@@ -1,4 +1,7 @@
-"""SoftRas in pure PyTorch: camera, lighting and the soft rasterizer, on CPU and CUDA.
+"""SoftRas in PyTorch: camera, lighting and the soft rasterizer, on CPU and CUDA.
+
+On CPU the rasterizer runs numba-compiled kernels by default (:mod:`recon.render.numba_path`); elsewhere, and
+with ``RECON_FUSED=0``, PyTorch tensor operations (:mod:`recon.render.fused` explains the switch).
 
 The public surface: :class:`SoftRenderer` (camera + lighting + rasterizer as one module), its settings
 (:class:`RasterSettings`, :class:`Lighting`), the camera functions and :func:`soft_rasterize` for faces already

@@ -17,8 +17,8 @@ from recon.render.settings import RasterSettings, resolve_settings
 class SoftRenderer(nn.Module):
     """Render meshes seen from eye positions into soft images, differentiably, on the inputs' device.
 
-    **For a silhouette call** :meth:`silhouette`: alpha only, from the window kernel, 5–10× faster than
-    ``renderer(vertices, faces, eyes)[:, 3]``, which also computes the lit RGB through per-pair lists.
+    **For a silhouette call** :meth:`silhouette`: alpha only, 2–10× faster than ``renderer(vertices, faces,
+    eyes)[:, 3]``, which also computes the lit RGB.
 
     Args:
         settings: how faces become pixels (:class:`RasterSettings`; its defaults are SoftRas's reconstruction
@@ -74,7 +74,7 @@ class SoftRenderer(nn.Module):
             colors: per face (B, F, 3) or per vertex (B, V, 3), RGB in [0, 1]; ``color_mode`` says which when
                 F == V. None renders a white mesh, with a warning: for alpha alone :meth:`silhouette` is the
                 fast call. The RGB of a white mesh is its lighting blended through the depth soft z-buffer, which
-                only the pair path computes; pass ``colors`` explicitly to render it without the warning.
+                the colour path computes; pass ``colors`` explicitly to render it without the warning.
 
         Returns:
             (B, 4, S, S): RGB (lit colours over the background) and alpha, the soft silhouette, last.
@@ -82,9 +82,9 @@ class SoftRenderer(nn.Module):
         vertices, faces, eyes = self._check(vertices, faces, eyes)
         if colors is None:
             warnings.warn(
-                "SoftRenderer(vertices, faces, eyes) without colors renders lit white RGBA through the slow pair "
-                "path; for the silhouette call renderer.silhouette(vertices, faces, eyes) (5-10x faster, same "
-                "alpha), or pass colors to render RGB",
+                "SoftRenderer(vertices, faces, eyes) without colors renders lit white RGBA, which costs 2-10x a "
+                "silhouette; for the silhouette call renderer.silhouette(vertices, faces, eyes) (same alpha), or "
+                "pass colors to render RGB",
                 stacklevel=2,
             )
             colors, color_mode = vertices.new_ones(vertices.shape[0], faces.shape[1], 3), "face"
