@@ -78,6 +78,8 @@ def _parallel(fn, bounds: list[int], *args) -> None:
             fn(*args, lo, hi)
         return
     if _pool is None or _pool[0] != os.getpid() or _pool[1] < threads:
+        if _pool is not None and _pool[0] == os.getpid():
+            _pool[2].shutdown(wait=False)  # torch's thread count grew: a bigger pool replaces this one
         _pool = (os.getpid(), threads, ThreadPoolExecutor(threads, thread_name_prefix="recon-raster"))
     for future in [_pool[2].submit(fn, *args, lo, hi) for lo, hi in pieces]:
         future.result()
