@@ -13,9 +13,10 @@ import textwrap
 
 import pytest
 import torch
+from test_numba_kernels import _degenerate_faces
 from test_rasterize import _random_face_vertices
 
-from recon.render import SoftRenderer, eye_from_angles, fused, soft_rasterize
+from recon.render import fused, soft_rasterize
 from recon.render.reference import dense_soft_rasterize
 
 
@@ -85,22 +86,9 @@ def test_fused_float64_gradients_equal_the_dense_reference_and_pass_gradcheck(mo
 
 @pytest.mark.parametrize("aggr_alpha", ["prod", "sum"])
 def test_fused_silhouette_on_degenerate_faces_and_faces_larger_than_the_image(monkeypatch, aggr_alpha):
-    # test_rasterize's degenerate cases: zero-area faces, a face crossing the eye's depth, a vertex at the eye,
-    # and faces larger than the image (windows wider than S must not wrap onto the next row).
-    v = torch.tensor(
-        [
-            [0.0, 0.0, 0.0], [0.2, 0.0, 0.0], [0.4, 0.0, 0.0],
-            [0.1, 0.1, 0.1], [0.1, 0.1, 0.1], [0.1, 0.1, 0.1],
-            [0.0, 0.3, -2.2], [0.2, 0.3, -2.9], [0.0, -0.3, -3.1],
-            [0.0, 1.366, -2.366], [0.1, 1.3, -2.3], [0.0, 0.0, 0.0],
-            [-0.3, -0.2, 0.0], [0.3, -0.2, 0.1], [0.0, 0.3, 0.0],
-        ]
-    )[None]
-    fv = SoftRenderer(image_size=32).face_vertices(v, torch.arange(15).reshape(5, 3), eye_from_angles(2.732, 30.0, 0.0))
-    big = torch.tensor(
-        [[[[-3.0, -3.0, 2.0], [4.0, -2.5, 2.0], [0.5, 3.0, 2.0]], [[0.2, 0.2, 3.0], [0.9, 0.3, 3.0], [0.4, 0.8, 3.0]]]]
-    )
-    for faces, size in ((fv, 32), (big, 50), (big, 17)):
+    # Zero-area faces, a face crossing the eye's depth, a vertex at the eye, and faces larger than the image
+    # (windows wider than S must not wrap onto the next row).
+    for faces, size in _degenerate_faces():
         weight = torch.rand(1, 1, size, size, generator=torch.Generator().manual_seed(size))
         kwargs = dict(image_size=size, sigma=1e-3, aggr_alpha=aggr_alpha)
         eager, fast = _both_paths(monkeypatch, faces, weight, **kwargs)
