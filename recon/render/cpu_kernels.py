@@ -178,11 +178,51 @@ def _write_gradients(grad, t, i, sums):  # pragma: no cover
         grad[i, kb, 1] -= th * ny + te * uy
 
 
+@njit(inline="always")
+def _save_row(t, py, row, c0, c1, c_first, c_last, j, step, x_first, inv_sigma, threshold, prod, acc, saved,
+              nearest):  # pragma: no cover
+    """One box row of :func:`silhouette_forward` with saving: cells beyond the span save zeros."""
+    for c in range(c_first, c_last + 1):
+        if c < c0 or c > c1:
+            saved[j + c, 0] = saved[j + c, 1] = saved[j + c, 2] = saved[j + c, 3] = 0.0
+            nearest[j + c] = 0
+    for c in range(c0, c1 + 1):
+        d0, h0, e0, f0, d1, h1, e1, f1, d2, h2, e2, f2 = _edges(t, c * step + x_first, py)
+        best, inside = min(d0, d1, d2), min(h0, h1, h2) > t[INTERIOR]
+        keep = inside or best < threshold
+        sign = 1.0 if inside else -1.0
+        e = math.exp(-sign * best * inv_sigma) if keep else 1.0
+        d = 1 / (1 + e)
+        if keep:
+            if prod:
+                acc[row + c] *= e * d  # 1 − D = sigmoid(−x)
+            else:
+                acc[row + c] += d  # D = sigmoid(x)
+        # ∂loss/∂x = per_pixel·D ('prod') or per_pixel·D(1 − D) ('sum'); ∂x/∂d² = sign/σ; the 2 of ∂d².
+        q = (d if prod else d * (1 - d)) * 2 * sign * inv_sigma if keep else 0.0
+        k = 0 if (d0 <= d1) & (d0 <= d2) else (1 if d1 <= d2 else 2)
+        h = h0 if k == 0 else (h1 if k == 1 else h2)
+        ex = e0 if k == 0 else (e1 if k == 1 else e2)
+        fo = f0 if k == 0 else (f1 if k == 1 else f2)
+        saved[j + c, 0] = q * h
+        saved[j + c, 1] = q * ex
+        saved[j + c, 2] = q * fo * h
+        saved[j + c, 3] = q * fo * ex
+        nearest[j + c] = k
+
+
 @njit(cache=True, nogil=True)
-def silhouette_forward(fr, boxes, f, s, sigma, threshold, prod, bands, acc, lo, hi):  # pragma: no cover
-    """acc (B·S²): Π(1 − D) over each pixel's kept cells ('prod', acc starts at 1) or Σ D ('sum', from 0)."""
+def silhouette_forward(fr, boxes, offsets, f, s, sigma, threshold, prod, bands, acc, saved, nearest, lo,
+                       hi):  # pragma: no cover
+    """acc (B·S²): Π(1 − D) over each pixel's kept cells ('prod', acc starts at 1) or Σ D ('sum', from 0), for
+    the (image, row band) units lo … hi − 1.
+
+    With a non-empty ``saved`` (cells, 4), also saves what the backward needs of every cell of the faces' boxes:
+    ``saved[j] = q·(h, excess, foot·h, foot·excess)`` of the nearest edge ``nearest[j]``, q = ∂x/∂acc-term·2·sign/σ
+    (0 for a culled cell), j = offsets[i] + (r − first row)·box width + (c − first col)."""
     step, x_first, radius = 2 / s, (1 - s) / s, math.sqrt(threshold)
     inv_sigma = 1 / sigma
+    save = saved.shape[0] > 0
     for unit in range(lo, hi):
         img = unit // bands
         band = unit - img * bands
@@ -192,10 +232,16 @@ def silhouette_forward(fr, boxes, f, s, sigma, threshold, prod, bands, acc, lo, 
             if r0 > r1:
                 continue
             t = _face(fr, i)
+            width = boxes[i, 1] - boxes[i, 0] + 1
             for r in range(r0, r1 + 1):
                 py = (s - 1 - 2 * r) / s
                 row = (img * s + r) * s
                 c0, c1 = _row_span(t, py, boxes[i, 0], boxes[i, 1], s, radius)
+                if save:
+                    j = offsets[i] + (r - boxes[i, 2]) * width - boxes[i, 0]
+                    _save_row(t, py, row, c0, c1, boxes[i, 0], boxes[i, 1], j, step, x_first, inv_sigma, threshold,
+                              prod, acc, saved, nearest)
+                    continue
                 for c in range(c0, c1 + 1):
                     best, inside = _best(t, c * step + x_first, py)
                     if not (inside or best < threshold):
@@ -238,61 +284,9 @@ def silhouette_backward(fr, boxes, f, s, sigma, threshold, prod, per_pixel, grad
 
 
 @njit(cache=True, nogil=True)
-def silhouette_forward_saving(fr, boxes, offsets, f, s, sigma, threshold, prod, bands, acc, saved, nearest, lo,
-                              hi):  # pragma: no cover
-    """:func:`silhouette_forward`, also saving what the backward needs of every cell of the faces' boxes:
-    ``saved[j] = q·(h, excess, foot·h, foot·excess)`` of the nearest edge ``nearest[j]``, q = ∂x/∂acc-term·2·sign/σ
-    (0 for a culled cell), j = offsets[i] + (r − first row)·box width + (c − first col)."""
-    step, x_first, radius = 2 / s, (1 - s) / s, math.sqrt(threshold)
-    inv_sigma = 1 / sigma
-    for unit in range(lo, hi):
-        img = unit // bands
-        band = unit - img * bands
-        band_lo, band_hi = band * s // bands, (band + 1) * s // bands - 1
-        for i in range(img * f, img * f + f):
-            r0, r1 = max(boxes[i, 2], band_lo), min(boxes[i, 3], band_hi)
-            if r0 > r1:
-                continue
-            t = _face(fr, i)
-            width = boxes[i, 1] - boxes[i, 0] + 1
-            for r in range(r0, r1 + 1):
-                py = (s - 1 - 2 * r) / s
-                row = (img * s + r) * s
-                c0, c1 = _row_span(t, py, boxes[i, 0], boxes[i, 1], s, radius)
-                j = offsets[i] + (r - boxes[i, 2]) * width - boxes[i, 0]
-                for c in range(boxes[i, 0], boxes[i, 1] + 1):  # the row beyond the span adds nothing
-                    if c < c0 or c > c1:
-                        saved[j + c, 0] = saved[j + c, 1] = saved[j + c, 2] = saved[j + c, 3] = 0.0
-                        nearest[j + c] = 0
-                for c in range(c0, c1 + 1):
-                    d0, h0, e0, f0, d1, h1, e1, f1, d2, h2, e2, f2 = _edges(t, c * step + x_first, py)
-                    best, inside = min(d0, d1, d2), min(h0, h1, h2) > t[INTERIOR]
-                    keep = inside or best < threshold
-                    sign = 1.0 if inside else -1.0
-                    e = math.exp(-sign * best * inv_sigma) if keep else 1.0
-                    d = 1 / (1 + e)
-                    if keep:
-                        if prod:
-                            acc[row + c] *= e * d  # 1 − D = sigmoid(−x)
-                        else:
-                            acc[row + c] += d  # D = sigmoid(x)
-                    # ∂loss/∂x = per_pixel·D ('prod') or per_pixel·D(1 − D) ('sum'); ∂x/∂d² = sign/σ; the 2 of ∂d².
-                    q = (d if prod else d * (1 - d)) * 2 * sign * inv_sigma if keep else 0.0
-                    k = 0 if (d0 <= d1) & (d0 <= d2) else (1 if d1 <= d2 else 2)
-                    h = h0 if k == 0 else (h1 if k == 1 else h2)
-                    ex = e0 if k == 0 else (e1 if k == 1 else e2)
-                    fo = f0 if k == 0 else (f1 if k == 1 else f2)
-                    saved[j + c, 0] = q * h
-                    saved[j + c, 1] = q * ex
-                    saved[j + c, 2] = q * fo * h
-                    saved[j + c, 3] = q * fo * ex
-                    nearest[j + c] = k
-
-
-@njit(cache=True, nogil=True)
 def silhouette_backward_saved(fr, boxes, offsets, f, s, per_pixel, saved, nearest, grad, lo,
                               hi):  # pragma: no cover
-    """:func:`silhouette_backward` from what :func:`silhouette_forward_saving` saved: no cell is evaluated again."""
+    """:func:`silhouette_backward` from what :func:`silhouette_forward` saved: no cell is evaluated again."""
     sums = np.zeros(12)  # per edge k: Σ of saved[·, 0…3]·per_pixel where k is nearest, at 4k … 4k + 3
     for i in range(lo, hi):
         c_lo, width = boxes[i, 0], boxes[i, 1] - boxes[i, 0] + 1

@@ -168,11 +168,9 @@ class SoftSilhouette(torch.autograd.Function):
         if ctx.needs_input_grad[0] and cells * (4 * np.dtype(dtype).itemsize + 1) <= SAVE_LIMIT_BYTES:
             # The backward's factors of every window cell (~17 bytes a cell in float32): no cell is evaluated twice.
             ctx.saved = plan.keep(_buffers.take((cells, 4), dtype), _buffers.take((cells,), np.int8))
-            _parallel(k.silhouette_forward_saving, units, plan.frames, plan.boxes, plan.offsets, f, s, settings.sigma,
-                      settings.culling_threshold, prod, bands, acc, *ctx.saved)
-        else:
-            _parallel(k.silhouette_forward, units, plan.frames, plan.boxes, f, s, settings.sigma,
-                      settings.culling_threshold, prod, bands, acc)
+        saved = ctx.saved or (np.empty((0, 4), dtype), np.empty(0, np.int8))
+        _parallel(k.silhouette_forward, units, plan.frames, plan.boxes, plan.offsets, f, s, settings.sigma,
+                  settings.culling_threshold, prod, bands, acc, *saved)
         ctx.plan, ctx.settings, ctx.shape = plan, settings, face_vertices.shape
         ctx.acc = acc
         alpha = 1 - acc if prod else acc / f
