@@ -1,7 +1,8 @@
 """The silhouette and the RGBA soft rasterizer on CPU through the numba kernels (:mod:`recon.render.cpu_kernels`).
 
 Each call is one autograd function: a forward that plans nothing in PyTorch (per-face tables and culling
-happen inside the kernels) and a backward that evaluates the cells again and writes each face's gradients.
+happen inside the kernels) and a backward that writes each face's gradients, from the cells' factors the
+silhouette's forward saved, or by evaluating the cells again (RGBA, or a silhouette too big to save).
 Same values and gradients as the eager path, which stays the reference and the fallback
 (:func:`recon.render.fused.numba_kernels` decides which runs).
 """
@@ -29,8 +30,8 @@ class _Buffers:
 
     Fresh arrays that large are fresh ``mmap`` pages on every call (glibc serves blocks above 32 MiB that way
     whatever ``recon.allocator`` sets), and each page faults in on first touch: measured ~15 ms a call on a
-    2-core VM. A call takes its buffers here and gives them back when its backward is done (or at once when no
-    backward will come): when its plan is dropped, with the autograd graph that held it.
+    2-core VM. A call takes its buffers here, and they come back when its plan is dropped: with the autograd graph
+    that holds it (after the backward, unless the graph is retained), or at once for a call without gradients.
     """
 
     KEEP = 6
