@@ -9,7 +9,7 @@
   tested against.
 - ``inductor``: the silhouette's per-chunk window work compiled by ``torch.compile`` (C++/OpenMP on CPU, Triton on
   CUDA), dynamic shapes so chunks of every size share a few variants. Opt-in: on a 2-core CPU it made a call only
-  1.1–1.4× faster and compiles for ~25 s with an empty cache (~9 s warm), under ``TORCHINDUCTOR_CACHE_DIR``.
+  1.1–1.4× faster and compiles for 25–36 s with an empty cache (8–9 s warm), under ``TORCHINDUCTOR_CACHE_DIR``.
 
 numba needs no compiler (LLVM comes in its wheel); it compiles each kernel on first use for each dtype and caches
 the machine code on disk (``__pycache__`` beside :mod:`recon.render.cpu_kernels`, or ``NUMBA_CACHE_DIR``), so the
