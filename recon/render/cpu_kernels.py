@@ -2,12 +2,15 @@
 
 The same arithmetic as the eager window kernels (:mod:`recon.render.cells`, :mod:`recon.render.silhouette`,
 :mod:`recon.render.rgb`), written as loops: each cell's edge distances, culling decision, soft coverage and
-colour stay in registers, and each cell is visited once in the forward and once in the backward. Nothing of
+colour stay in registers. Each face visits the cells of its box grown by √T, row by row within the span that
+can lie within √T of all three edge lines. The silhouette's forward can save four gradient factors per box cell
+for its backward (:func:`silhouette_backward_saved`); otherwise a backward evaluates the cells again. Nothing of
 size pixels × faces is stored. Arithmetic is float64 whatever the input dtype.
 
-Parallel work: the forward splits each image into bands of rows, one (image, band) per task, so that every
-pixel is written by one thread in a fixed face order (the sums are deterministic); the backward gives each
-task whole faces, which own their gradients. Faces whose corners are not all finite add nothing.
+Parallel work (the callers in :mod:`recon.render.numba_path` run pieces on threads; the kernels release the GIL):
+the forward splits each image into bands of rows, one (image, band) per unit, so that every pixel is written by
+one thread in a fixed face order (the sums are deterministic); the backward gives each piece whole faces, which
+own their gradients. Faces whose corners are not all finite add nothing.
 
 Per-face tables (:func:`face_frames`): columns of ``frames`` and ``boxes`` below.
 """
