@@ -182,6 +182,14 @@ def _write_gradients(grad, t, i, sums):  # pragma: no cover
 
 
 @njit(inline="always")
+def _unit(unit, bands, s):  # pragma: no cover
+    """(image, first row, last row) of a forward's (image, row band) unit."""
+    img = unit // bands
+    band = unit - img * bands
+    return img, band * s // bands, (band + 1) * s // bands - 1
+
+
+@njit(inline="always")
 def _save_row(t, py, row, c0, c1, c_first, c_last, j, step, x_first, inv_sigma, threshold, prod, acc, saved,
               nearest):  # pragma: no cover
     """One box row of :func:`silhouette_forward` with saving: cells beyond the span save zeros."""
@@ -227,9 +235,7 @@ def silhouette_forward(fr, boxes, offsets, f, s, sigma, threshold, prod, bands, 
     inv_sigma = 1 / sigma
     save = saved.shape[0] > 0
     for unit in range(lo, hi):
-        img = unit // bands
-        band = unit - img * bands
-        band_lo, band_hi = band * s // bands, (band + 1) * s // bands - 1
+        img, band_lo, band_hi = _unit(unit, bands, s)
         for i in range(img * f, img * f + f):
             r0, r1 = max(boxes[i, 2], band_lo), min(boxes[i, 3], band_hi)
             if r0 > r1:
@@ -341,9 +347,7 @@ def rgba_forward(fr, boxes, colors, f, s, sigma, threshold, prod, gamma, near, f
     step, x_first, radius = 2 / s, (1 - s) / s, math.sqrt(threshold)
     inv_sigma, inv_gamma, inv_range = 1 / sigma, 1 / gamma, 1 / (far - near)
     for unit in range(lo, hi):
-        img = unit // bands
-        band = unit - img * bands
-        band_lo, band_hi = band * s // bands, (band + 1) * s // bands - 1
+        img, band_lo, band_hi = _unit(unit, bands, s)
         for i in range(img * f, img * f + f):
             r0, r1 = max(boxes[i, 2], band_lo), min(boxes[i, 3], band_hi)
             if r0 > r1:
