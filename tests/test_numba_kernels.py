@@ -112,11 +112,12 @@ def test_silhouette_on_degenerate_faces_and_faces_larger_than_the_image(monkeypa
             _assert_close(fast64, dense, atol=1e-10, rtol=1e-8)
 
 
+@pytest.mark.parametrize("layout", ["per-corner", "per-face"])
 @pytest.mark.parametrize("aggr_alpha", ["prod", "sum"])
 @pytest.mark.parametrize("double_sided", [True, False])
-def test_rgba_equals_eager_and_dense_reference_in_float64(monkeypatch, aggr_alpha, double_sided):
+def test_rgba_equals_eager_and_dense_reference_in_float64(monkeypatch, aggr_alpha, double_sided, layout):
     fv = _random_face_vertices(b=2, f=30, scale=0.5, seed=3, dtype=torch.float64)
-    colors = _colors(fv)
+    colors = _colors(fv) if layout == "per-corner" else _colors(fv)[:, :, :1]  # (B, F, 3, 3) or (B, F, 1, 3)
     kwargs = dict(image_size=24, sigma=1e-4, gamma=1e-4, aggr_alpha=aggr_alpha, double_sided=double_sided,
                   background=(0.2, 0.3, 0.4))
     fast, slow = _numba_and_eager(monkeypatch, fv, colors, _weight(fv, 24, 4), **kwargs)
@@ -158,17 +159,40 @@ def test_rgba_on_degenerate_faces(monkeypatch):
         _assert_close(fast, slow, atol=1e-9, rtol=1e-7)
 
 
-def test_backward_from_saved_cells_equals_evaluating_them_again(monkeypatch):
+@pytest.mark.parametrize("colors", [None, "per-corner", "per-face"])
+@pytest.mark.parametrize("aggr_alpha", ["prod", "sum"])
+def test_backward_from_saved_cells_equals_evaluating_them_again(monkeypatch, colors, aggr_alpha):
+    # The forward saves each window cell's factors when they fit in RECON_RASTER_SAVE_MB (here: always, then never).
+    # float32 input saves float32 factors: the colour path's sums over them cancel more than the silhouette's.
     monkeypatch.setenv("RECON_FUSED", "auto")
-    for dtype, rtol in ((torch.float64, 1e-12), (torch.float32, 1e-6)):
+    for dtype, rtol in ((torch.float64, 1e-12), (torch.float32, 1e-6 if colors is None else 1e-5)):
         fv = _random_face_vertices(b=2, f=40, scale=0.4, seed=13, dtype=dtype)
-        weight = _weight(fv, 24, 1)
-        saved = _render_and_grad(fv, None, weight, image_size=24)
+        rgb = None if colors is None else _colors(fv) if colors == "per-corner" else _colors(fv)[:, :, :1]
+        weight = _weight(fv, 24, 4)
+        kwargs = dict(image_size=24, aggr_alpha=aggr_alpha, gamma=1e-3, double_sided=False)
+        saved = _render_and_grad(fv, rgb, weight, **kwargs)
         with monkeypatch.context() as patch:
             patch.setattr(numba_path, "SAVE_LIMIT_BYTES", 0)
-            again = _render_and_grad(fv, None, weight, image_size=24)
+            again = _render_and_grad(fv, rgb, weight, **kwargs)
         assert torch.equal(saved[0], again[0])
         _assert_close(saved, again, atol=0, rtol=rtol)
+
+
+def test_one_colour_per_face_equals_it_repeated_at_each_corner(monkeypatch):
+    fv = _random_face_vertices(b=2, f=30, scale=0.5, seed=3, dtype=torch.float64)
+    per_face = _colors(fv)[:, :, :1]
+    weight = _weight(fv, 24, 4)
+    for path in ("auto", "0"):  # the numba kernels read (B, F, 1, 3) as it is; the eager path expands it
+        monkeypatch.setenv("RECON_FUSED", path)
+        image, grad_fv, grad_colors = _render_and_grad(fv, per_face, weight, image_size=24, gamma=1e-3)
+        assert grad_colors.shape == per_face.shape
+        repeated = _render_and_grad(fv, per_face.expand(-1, -1, 3, -1).contiguous(), weight, image_size=24,
+                                    gamma=1e-3)
+        _assert_close((image, grad_fv, grad_colors), (repeated[0], repeated[1], repeated[2].sum(2, keepdim=True)),
+                      atol=1e-12, rtol=1e-10)
+    with pytest.raises(ValueError, match=r"face_colors must be \(B, F, 3, 3\) per corner or \(B, F, 1, 3\) .*"
+                                         r"got \(2, 30, 2, 3\)"):
+        soft_rasterize(fv, _colors(fv)[:, :, :2], image_size=24)
 
 
 def test_float64_gradcheck(monkeypatch):

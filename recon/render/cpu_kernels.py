@@ -19,8 +19,10 @@ from __future__ import annotations
 
 import math
 
+import llvmlite.ir
 import numpy as np
-from numba import njit
+from numba import njit, types
+from numba.extending import intrinsic
 
 # frames[i]: per edge k (corner k → k + 1): inward normal (NX, NY), h's constant (HC), unit direction (UX, UY),
 # u's constant (UC), length (LEN), 1/length or 0 (INV); then the interior bound, 1/NX per edge (0 where NX = 0), the
@@ -30,9 +32,50 @@ NX, NY, HC, UX, UY, UC, LEN, INV = 0, 3, 6, 9, 12, 15, 18, 21
 INTERIOR, INV_NX, BARY, DEPTH, FRONT, INV_DEPTH = 24, 25, 28, 37, 40, 41
 FRAME_SIZE = 44
 MIN_DET, MIN_DEPTH, MIN_INV_Z, MIN_WEIGHT_SUM = 1e-10, 1e-6, 1e-12, 1e-5
+_CONTRACT = {"contract"}  # a·b + c may be one fused multiply-add (one rounding instead of two)
 
 
-@njit(cache=True, nogil=True)
+@intrinsic
+def _as_float(typingctx, bits):  # pragma: no cover (compiled)
+    """The float64 whose bits are the int64 ``bits``."""
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], llvmlite.ir.DoubleType())
+
+    return types.float64(types.int64), codegen
+
+
+# exp(x) = 2^(n/32)·exp(r), n = round(32x/ln 2), |r| ≤ ln 2/64: 2^(j/32) from a table (correctly rounded), exp(r)
+# by a degree-6 polynomial (Taylor; truncation < 1e-19), ln 2/32 split in two so that n·hi is exact.
+_EXP_TABLE = np.array([
+    1.0, 1.0218971486541166, 1.0442737824274138, 1.0671404006768237, 1.0905077326652577, 1.1143867425958924,
+    1.1387886347566916, 1.1637248587775775, 1.189207115002721, 1.215247359980469, 1.241857812073484,
+    1.2690509571917332, 1.2968395546510096, 1.3252366431597413, 1.3542555469368927, 1.383909881963832,
+    1.4142135623730951, 1.4451808069770467, 1.4768261459394993, 1.5091644275934228, 1.5422108254079407,
+    1.5759808451078865, 1.6104903319492543, 1.645755478153965, 1.681792830507429, 1.718619298122478,
+    1.7562521603732995, 1.7947090750031072, 1.8340080864093424, 1.8741676341103, 1.9152065613971474,
+    1.9571441241754002,
+])
+_EXP_SCALE, _EXP_HI, _EXP_LO = 46.16624130844683, 0.021660849452018738, -5.952044687368025e-11
+
+
+@njit(inline="always")
+def _exp(x):  # pragma: no cover
+    """exp(x) within 1 ulp (0 below −745.5, inf above 709.9), inlined: a call into libm costs more here (~9 ns
+    against ~5 on the machine measured, and every vector register the caller holds is saved around it)."""
+    x = min(max(x, -745.5), 709.9)
+    n = math.floor(x * _EXP_SCALE + 0.5)
+    r = (x - n * _EXP_HI) - n * _EXP_LO
+    r2 = r * r
+    p = r + r2 * (0.5 + r * (1 / 6)) + (r2 * r2) * ((1 / 24) + r * (1 / 120) + r2 * (1 / 720))
+    k = int(n)
+    j = k & 31
+    m = (k - j) >> 5
+    half = m >> 1  # 2^m in two factors: results down to the subnormals
+    return (_EXP_TABLE[j] + _EXP_TABLE[j] * p) * _as_float((half + 1023) << 52) * _as_float((m - half + 1023) << 52)
+
+
+@njit(cache=True, nogil=True, fastmath=_CONTRACT)
 def face_frames(fv, s, radius, surface, frames, boxes, lo, hi):  # pragma: no cover (compiled; tested vs eager)
     """Fill frames (N, FRAME_SIZE) and boxes (N, 4) = (first col, last col, first row, last row) for fv
     (N, 3, ≥2) corners (x_ndc, y_ndc[, z_view]); the surface columns (barycentrics, depths) only with surface.
@@ -202,7 +245,7 @@ def _save_row(t, py, row, c0, c1, c_first, c_last, j, step, x_first, inv_sigma, 
         best, inside = min(d0, d1, d2), min(h0, h1, h2) > t[INTERIOR]
         keep = inside or best < threshold
         sign = 1.0 if inside else -1.0
-        e = math.exp(-sign * best * inv_sigma) if keep else 1.0
+        e = _exp(-sign * best * inv_sigma) if keep else 1.0
         d = 1 / (1 + e)
         if keep:
             if prod:
@@ -222,7 +265,7 @@ def _save_row(t, py, row, c0, c1, c_first, c_last, j, step, x_first, inv_sigma, 
         nearest[j + c] = k
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, fastmath=_CONTRACT)
 def silhouette_forward(fr, boxes, offsets, f, s, sigma, threshold, prod, bands, acc, saved, nearest, lo,
                        hi):  # pragma: no cover
     """acc (B·S²): Π(1 − D) over each pixel's kept cells ('prod', acc starts at 1) or Σ D ('sum', from 0), for
@@ -256,7 +299,7 @@ def silhouette_forward(fr, boxes, offsets, f, s, sigma, threshold, prod, bands, 
                     if not (inside or best < threshold):
                         continue
                     sign = 1.0 if inside else -1.0
-                    e = math.exp(-sign * best * inv_sigma)  # exp(−x), x = sign·d²/σ
+                    e = _exp(-sign * best * inv_sigma)  # exp(−x), x = sign·d²/σ
                     d = 1 / (1 + e)
                     if prod:
                         acc[row + c] *= e * d  # 1 − D = sigmoid(−x)
@@ -264,7 +307,7 @@ def silhouette_forward(fr, boxes, offsets, f, s, sigma, threshold, prod, bands, 
                         acc[row + c] += d  # D = sigmoid(x)
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, fastmath=_CONTRACT)
 def silhouette_backward(fr, boxes, f, s, sigma, threshold, prod, per_pixel, grad, lo, hi):  # pragma: no cover
     """grad (N, 3, ≥2) −= ∂loss/∂corners, per_pixel (B·S²): ∂loss/∂alpha·(1 − alpha) ('prod') or ∂loss/∂alpha/F."""
     step, x_first, radius = 2 / s, (1 - s) / s, math.sqrt(threshold)
@@ -282,7 +325,7 @@ def silhouette_backward(fr, boxes, f, s, sigma, threshold, prod, per_pixel, grad
                 if not (inside or best < threshold):
                     continue
                 sign = 1.0 if inside else -1.0
-                e = math.exp(-sign * best / sigma)
+                e = _exp(-sign * best / sigma)
                 d = 1 / (1 + e)
                 dx = pp * d if prod else pp * d * (1 - d)  # ∂loss/∂x
                 w0, w1, w2 = _nearest(d0, d1, d2, dx * 2 * sign / sigma)
@@ -292,7 +335,7 @@ def silhouette_backward(fr, boxes, f, s, sigma, threshold, prod, per_pixel, grad
         _write_gradients(grad, t, i, (s0, s1, s2, s3, s4, s5, s6, s7, s8, s9, s10, s11))
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, fastmath=_CONTRACT)
 def silhouette_backward_saved(fr, boxes, offsets, f, s, per_pixel, saved, nearest, grad, lo,
                               hi):  # pragma: no cover
     """:func:`silhouette_backward` from what :func:`silhouette_forward` saved: no cell is evaluated again."""
@@ -332,20 +375,42 @@ def _surface(fr, i, px, py, near, far, double_sided):  # pragma: no cover
 
 @njit(inline="always")
 def _colors(colors, i):  # pragma: no cover
-    """Face i's corner colours, (corner, channel) flattened: read once per face."""
+    """Face i's corner colours, (corner, channel) flattened, from colors (N, 3, 3) per corner or (N, 1, 3) per
+    face: read once per face."""
+    a, b = (1, 2) if colors.shape[1] == 3 else (0, 0)
     return (
-        colors[i, 0, 0], colors[i, 0, 1], colors[i, 0, 2], colors[i, 1, 0], colors[i, 1, 1], colors[i, 1, 2],
-        colors[i, 2, 0], colors[i, 2, 1], colors[i, 2, 2],
+        colors[i, 0, 0], colors[i, 0, 1], colors[i, 0, 2], colors[i, a, 0], colors[i, a, 1], colors[i, a, 2],
+        colors[i, b, 0], colors[i, b, 1], colors[i, b, 2],
     )
 
 
-@njit(cache=True, nogil=True)
-def rgba_forward(fr, boxes, colors, f, s, sigma, threshold, prod, gamma, near, far, eps, background,
-                 double_sided, bands, acc, shift, den, num, lo, hi):  # pragma: no cover
+# Flags of a saved cell: its nearest edge (bits 0–1) and the bits below; 0 for a culled cell.
+KEPT, INSIDE, USABLE, INV_Z_OK = 4, 8, 16, 32
+# Columns of the RGBA forward's saved cells (depth and flags are arrays of their own): the nearest edge's four
+# factors as the silhouette saves them (without the per-pixel part), D, D·(1 − D) and the barycentrics.
+R_EDGE, R_D, R_DD, R_W = 0, 4, 5, 6
+R_SIZE = 9
+
+
+@njit(inline="always")
+def _flags(d0, d1, d2, inside, usable, inv_z_ok):  # pragma: no cover
+    """A kept cell's flags: the nearest edge (the lowest index on ties) and the bits above."""
+    k = 0 if (d0 <= d1) & (d0 <= d2) else (1 if d1 <= d2 else 2)
+    return k + KEPT + (INSIDE if inside else 0) + (USABLE if usable else 0) + (INV_Z_OK if inv_z_ok else 0)
+
+
+@njit(cache=True, nogil=True, fastmath=_CONTRACT)
+def rgba_forward(fr, boxes, offsets, colors, f, s, sigma, threshold, prod, gamma, near, far, double_sided, bands,
+                 acc, shift, den, num, saved, zs, flags, lo, hi):  # pragma: no cover
     """Alpha as :func:`silhouette_forward` into acc; the soft z-buffer's running maximum (shift, from eps),
-    denominator and numerator (den from exp(eps/γ), num = den·background) per pixel, by an online softmax."""
+    denominator and numerator (den from exp(eps/γ), num = den·background) per pixel, by an online softmax.
+
+    With a non-empty ``saved`` (cells, R_SIZE), also saves what the backward (:func:`rgba_backward_saved`) needs of
+    each box cell: the columns above, its depth (zs, float64: exp(z̃/γ) magnifies rounding by 1/γ) and its flags
+    (0 for a culled cell). Cells are numbered as in :func:`silhouette_forward`."""
     step, x_first, radius = 2 / s, (1 - s) / s, math.sqrt(threshold)
     inv_sigma, inv_gamma, inv_range = 1 / sigma, 1 / gamma, 1 / (far - near)
+    save = saved.shape[0] > 0
     for unit in range(lo, hi):
         img, band_lo, band_hi = _unit(unit, bands, s)
         for i in range(img * f, img * f + f):
@@ -354,42 +419,69 @@ def rgba_forward(fr, boxes, colors, f, s, sigma, threshold, prod, gamma, near, f
                 continue
             t = _face(fr, i)
             cc = _colors(colors, i)
+            width = boxes[i, 1] - boxes[i, 0] + 1
+            facing = double_sided or fr[i, FRONT] > 0
             for r in range(r0, r1 + 1):
                 py = (s - 1 - 2 * r) / s
+                row = (img * s + r) * s
                 c0, c1 = _row_span(t, py, boxes[i, 0], boxes[i, 1], s, radius)
+                j = offsets[i] + (r - boxes[i, 2]) * width - boxes[i, 0]
+                if save:
+                    for c in range(boxes[i, 0], boxes[i, 1] + 1):
+                        if c < c0 or c > c1:
+                            flags[j + c] = 0
                 for c in range(c0, c1 + 1):
                     px = c * step + x_first
-                    best, inside = _best(t, px, py)
+                    d0, h0, e0, f0, d1, h1, e1, f1, d2, h2, e2, f2 = _edges(t, px, py)
+                    best, inside = min(d0, d1, d2), min(h0, h1, h2) > t[INTERIOR]
                     if not (inside or best < threshold):
+                        if save:
+                            flags[j + c] = 0
                         continue
-                    p = (img * s + r) * s + c
+                    p = row + c
                     sign = 1.0 if inside else -1.0
-                    e = math.exp(-sign * best * inv_sigma)
+                    e = _exp(-sign * best * inv_sigma)
                     d = 1 / (1 + e)
                     if prod:
                         acc[p] *= e * d  # 1 − D
                     else:
                         acc[p] += d
-                    usable, z, _, w0, w1, w2 = _surface(fr, i, px, py, near, far, double_sided)
+                    if facing:
+                        usable, z, inv_z, w0, w1, w2 = _surface(fr, i, px, py, near, far, double_sided)
+                    else:  # a back face of a one-sided render: no colour
+                        usable, z, inv_z, w0, w1, w2 = False, 1.0, 1.0, 0.0, 0.0, 0.0
+                    if save:
+                        flag = _flags(d0, d1, d2, inside, usable, abs(inv_z) >= MIN_INV_Z)
+                        k = flag & 3
+                        h = h0 if k == 0 else (h1 if k == 1 else h2)
+                        ex = e0 if k == 0 else (e1 if k == 1 else e2)
+                        fo = f0 if k == 0 else (f1 if k == 1 else f2)
+                        g = 2 * sign * inv_sigma  # ∂x/∂d², with the 2 of ∂d²
+                        saved[j + c, R_EDGE], saved[j + c, R_EDGE + 1] = g * h, g * ex
+                        saved[j + c, R_EDGE + 2], saved[j + c, R_EDGE + 3] = g * fo * h, g * fo * ex
+                        saved[j + c, R_D], saved[j + c, R_DD] = d, d * d * e  # D, D(1 − D)
+                        saved[j + c, R_W], saved[j + c, R_W + 1], saved[j + c, R_W + 2] = w0, w1, w2
+                        zs[j + c] = z
+                        flags[j + c] = flag
                     if not usable:
                         continue
                     zn = (far - z) * inv_range
                     m = shift[p]
                     if zn > m:
-                        rescale = math.exp((m - zn) * inv_gamma)
+                        rescale = _exp((m - zn) * inv_gamma)
                         den[p] *= rescale
                         num[0, p] *= rescale
                         num[1, p] *= rescale
                         num[2, p] *= rescale
                         shift[p] = m = zn
-                    weight = d * math.exp((zn - m) * inv_gamma)
+                    weight = d * _exp((zn - m) * inv_gamma)
                     den[p] += weight
                     num[0, p] += weight * (w0 * cc[0] + w1 * cc[3] + w2 * cc[6])
                     num[1, p] += weight * (w0 * cc[1] + w1 * cc[4] + w2 * cc[7])
                     num[2, p] += weight * (w0 * cc[2] + w1 * cc[5] + w2 * cc[8])
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, fastmath=_CONTRACT)
 def rgba_backward(fr, boxes, colors, f, s, sigma, threshold, prod, gamma, near, far, double_sided,
                   per_pixel, shift, g_over_den, h_term, grad_fv, grad_colors, lo, hi):  # pragma: no cover
     """grad_fv (N, 3, 3) and grad_colors (N, 3, 3) = ∂loss/∂(corners, depths) and ∂loss/∂colours (written, not
@@ -418,12 +510,12 @@ def rgba_backward(fr, boxes, colors, f, s, sigma, threshold, prod, gamma, near, 
                     continue
                 p = base + r * s + c
                 sign = 1.0 if inside else -1.0
-                e = math.exp(-sign * best * inv_sigma)
+                e = _exp(-sign * best * inv_sigma)
                 d = 1 / (1 + e)
                 dx = per_pixel[p] * d if prod else per_pixel[p] * d * (1 - d)
                 usable, z, inv_z, w0, w1, w2 = _surface(fr, i, px, py, near, far, double_sided)
                 if usable:
-                    ez = math.exp(((far - z) * inv_range - shift[p]) * inv_gamma)
+                    ez = _exp(((far - z) * inv_range - shift[p]) * inv_gamma)
                     weight = d * ez
                     g0, g1, g2 = g_over_den[0, p], g_over_den[1, p], g_over_den[2, p]
                     g_weight = (
@@ -444,16 +536,99 @@ def rgba_backward(fr, boxes, colors, f, s, sigma, threshold, prod, gamma, near, 
                 s4, s5, s6, s7 = s4 + v1 * h1, s5 + v1 * e1, s6 + v1 * f1 * h1, s7 + v1 * f1 * e1
                 s8, s9, s10, s11 = s8 + v2 * h2, s9 + v2 * e2, s10 + v2 * f2 * h2, s11 + v2 * f2 * e2
         _write_gradients(grad_fv, t, i, (s0, s1, s2, s3, s4, s5, s6, s7, s8, s9, s10, s11))
-        grad_colors[i, 0, 0], grad_colors[i, 0, 1], grad_colors[i, 0, 2] = q00, q01, q02
-        grad_colors[i, 1, 0], grad_colors[i, 1, 1], grad_colors[i, 1, 2] = q10, q11, q12
-        grad_colors[i, 2, 0], grad_colors[i, 2, 1], grad_colors[i, 2, 2] = q20, q21, q22
-        # ∂inv_z/∂z_k = −w̄_k/z_k², where z_k was not clamped away from 0.
-        for k, zk_sum in ((0, z0), (1, z1), (2, z2)):
-            zk = fr[i, DEPTH + k]
-            grad_fv[i, k, 2] = -zk_sum / (zk * zk) if abs(zk) > MIN_DEPTH else 0.0
+        _write_color_and_depth_gradients(fr, grad_fv, grad_colors, i, (q00, q01, q02, q10, q11, q12, q20, q21, q22),
+                                         z0, z1, z2)
 
 
-@njit(cache=True, nogil=True)
+@njit(inline="always")
+def _write_color_and_depth_gradients(fr, grad_fv, grad_colors, i, q, z0, z1, z2):  # pragma: no cover
+    """grad_colors[i] = q (corner, channel flattened; summed over the corners for per-face colours (N, 1, 3));
+    grad_fv[i, k, 2] from Σ ∂loss/∂inv_z·w̄_k per corner."""
+    if grad_colors.shape[1] == 3:
+        for k in range(3):
+            for ch in range(3):
+                grad_colors[i, k, ch] = q[3 * k + ch]
+    else:
+        for ch in range(3):
+            grad_colors[i, 0, ch] = q[ch] + q[3 + ch] + q[6 + ch]
+    # ∂inv_z/∂z_k = −w̄_k/z_k², where z_k was not clamped away from 0.
+    for k, zk_sum in ((0, z0), (1, z1), (2, z2)):
+        zk = fr[i, DEPTH + k]
+        grad_fv[i, k, 2] = -zk_sum / (zk * zk) if abs(zk) > MIN_DEPTH else 0.0
+
+
+@njit(cache=True, nogil=True, fastmath=_CONTRACT)
+def rgba_backward_saved(fr, boxes, offsets, colors, f, s, prod, gamma, near, far, pix, saved, zs, flags, grad_fv,
+                        grad_colors, lo, hi):  # pragma: no cover
+    """:func:`rgba_backward` from what :func:`rgba_forward` saved: one exp per usable cell, no geometry.
+
+    pix (B·S², 6) per pixel: per_pixel, the softmax's shift, g_over_den (3) and h_term, as :func:`rgba_backward`'s
+    arguments, side by side so that a cell reads one line (:func:`rgba_pixels`)."""
+    inv_gamma, inv_range = 1 / gamma, 1 / (far - near)
+    sums = np.zeros(12)  # per edge k: Σ dx·saved[·, R_EDGE …] where k is nearest, at 4k … 4k + 3
+    for i in range(lo, hi):
+        cc = _colors(colors, i)
+        sums[:] = 0.0
+        q00 = q01 = q02 = q10 = q11 = q12 = q20 = q21 = q22 = 0.0
+        z0 = z1 = z2 = 0.0
+        j = offsets[i]
+        for r in range(boxes[i, 2], boxes[i, 3] + 1):
+            p = ((i // f) * s + r) * s + boxes[i, 0]
+            for _ in range(boxes[i, 1] - boxes[i, 0] + 1):
+                flag = flags[j]
+                if flag & KEPT:
+                    d, dd = saved[j, R_D], saved[j, R_DD]
+                    dx = pix[p, 0] * (d if prod else dd)
+                    if flag & USABLE:
+                        w0, w1, w2 = saved[j, R_W], saved[j, R_W + 1], saved[j, R_W + 2]
+                        z = zs[j]
+                        ez = _exp(((far - z) * inv_range - pix[p, 1]) * inv_gamma)
+                        weight = d * ez
+                        g0, g1, g2 = pix[p, 2], pix[p, 3], pix[p, 4]
+                        g_weight = (
+                            g0 * (w0 * cc[0] + w1 * cc[3] + w2 * cc[6]) + g1 * (w0 * cc[1] + w1 * cc[4] + w2 * cc[7])
+                            + g2 * (w0 * cc[2] + w1 * cc[5] + w2 * cc[8]) - pix[p, 5]
+                        )
+                        a0, a1, a2 = g0 * weight, g1 * weight, g2 * weight
+                        q00, q01, q02 = q00 + a0 * w0, q01 + a1 * w0, q02 + a2 * w0
+                        q10, q11, q12 = q10 + a0 * w1, q11 + a1 * w1, q12 + a2 * w1
+                        q20, q21, q22 = q20 + a0 * w2, q21 + a1 * w2, q22 + a2 * w2
+                        dx += g_weight * ez * dd
+                        if flag & INV_Z_OK:
+                            g_inv_z = g_weight * weight * inv_gamma * inv_range * z * z
+                            z0, z1, z2 = z0 + g_inv_z * w0, z1 + g_inv_z * w1, z2 + g_inv_z * w2
+                    slot = 4 * (flag & 3)
+                    sums[slot] += dx * saved[j, R_EDGE]
+                    sums[slot + 1] += dx * saved[j, R_EDGE + 1]
+                    sums[slot + 2] += dx * saved[j, R_EDGE + 2]
+                    sums[slot + 3] += dx * saved[j, R_EDGE + 3]
+                j += 1
+                p += 1
+        _write_gradients(grad_fv, _face(fr, i), i, (sums[0], sums[1], sums[2], sums[3], sums[4], sums[5], sums[6],
+                                                    sums[7], sums[8], sums[9], sums[10], sums[11]))
+        _write_color_and_depth_gradients(fr, grad_fv, grad_colors, i, (q00, q01, q02, q10, q11, q12, q20, q21, q22),
+                                         z0, z1, z2)
+
+
+@njit(cache=True, nogil=True, fastmath=_CONTRACT)
+def rgba_pixels(grad_out, acc, shift, den, out, prod, f, pix, lo, hi):  # pragma: no cover
+    """pix (B·S², 6) for :func:`rgba_backward_saved` from grad_out (B, 4, S·S) = ∂loss/∂RGBA, images lo … hi − 1:
+    per_pixel, the softmax's shift, ∂loss/∂rgb / den (3) and Σ ∂loss/∂rgb·rgb / den."""
+    pixels = out.shape[2]
+    for img in range(lo, hi):
+        for q in range(pixels):
+            p = img * pixels + q
+            pix[p, 0] = grad_out[img, 3, q] * acc[p] if prod else grad_out[img, 3, q] / f
+            pix[p, 1] = shift[p]
+            h = 0.0
+            for ch in range(3):
+                g = grad_out[img, ch, q] / den[p]
+                pix[p, 2 + ch] = g
+                h += g * out[img, ch, q]
+            pix[p, 5] = h
+
+
+@njit(cache=True, nogil=True, fastmath=_CONTRACT)
 def finish_rgba(acc, shift, den, num, prod, f, out, lo, hi):  # pragma: no cover
     """out (B, 4, S·S) for images lo … hi − 1: RGB = num/den and alpha from acc."""
     pixels = out.shape[2]

@@ -145,10 +145,11 @@ class _Plan:
 
 
 def _flat(face_vertices: Tensor) -> np.ndarray:
-    """(B·F, 3, D) float64 numpy view or copy: the kernels compute in float64 whatever the input dtype (and are
-    compiled once, for float64)."""
+    """(B, F, …) → (B·F, …) float64 numpy view or copy: the kernels compute in float64 whatever the input dtype
+    (and are compiled once, for float64)."""
     b, f = face_vertices.shape[:2]
-    return face_vertices.detach().reshape(b * f, 3, face_vertices.shape[-1]).to(torch.float64).contiguous().numpy()
+    flat = face_vertices.detach().reshape(b * f, *face_vertices.shape[2:])
+    return flat.to(torch.float64).contiguous().numpy()
 
 
 class SoftSilhouette(torch.autograd.Function):
@@ -196,7 +197,8 @@ class SoftSilhouette(torch.autograd.Function):
 
 
 class SoftRGBA(torch.autograd.Function):
-    """(B, F, 3, 3) corners and (B, F, 3, 3) corner colours → (B, 4, S, S) RGBA, 'softmax' RGB."""
+    """(B, F, 3, 3) corners and (B, F, 3, 3) corner colours, or (B, F, 1, 3) face colours, → (B, 4, S, S) RGBA,
+    'softmax' RGB."""
 
     @staticmethod
     def forward(ctx, face_vertices: Tensor, face_colors: Tensor, settings: RasterSettings) -> Tensor:
@@ -211,9 +213,17 @@ class SoftRGBA(torch.autograd.Function):
         den = np.full(pixels, math.exp(settings.eps / settings.gamma))
         num = np.asarray(settings.background, dtype=np.float64)[:, None] * den[None]
         bands = _bands(b, s, threads)
-        _parallel(k.rgba_forward, plan.unit_bounds(b, f, bands), plan.frames, plan.boxes, colors, f, s, settings.sigma,
-                  settings.culling_threshold, prod, settings.gamma, settings.near, settings.far, settings.eps,
-                  np.asarray(settings.background), settings.double_sided, bands, acc, shift, den, num)
+        cells = int(plan.offsets[-1])
+        dtype = np.float32 if face_vertices.dtype == torch.float32 else np.float64
+        ctx.saved = None
+        if any(ctx.needs_input_grad[:2]) and cells * (k.R_SIZE * np.dtype(dtype).itemsize + 9) <= SAVE_LIMIT_BYTES:
+            # Each window cell's backward factors, depth and flags (45 bytes a cell in float32).
+            ctx.saved = plan.keep(_buffers.take((cells, k.R_SIZE), dtype), _buffers.take((cells,), np.float64),
+                                  _buffers.take((cells,), np.int8))
+        saved = ctx.saved or (np.empty((0, k.R_SIZE), dtype), np.empty(0), np.empty(0, np.int8))
+        _parallel(k.rgba_forward, plan.unit_bounds(b, f, bands), plan.frames, plan.boxes, plan.offsets, colors, f, s,
+                  settings.sigma, settings.culling_threshold, prod, settings.gamma, settings.near, settings.far,
+                  settings.double_sided, bands, acc, shift, den, num, *saved)
         out = np.empty((b, 4, s * s))
         _parallel(k.finish_rgba, _even(b, threads), acc, shift, den, num, prod, f, out)
         ctx.plan, ctx.settings, ctx.shape, ctx.colors = plan, settings, (b, f), colors
@@ -227,21 +237,28 @@ class SoftRGBA(torch.autograd.Function):
         prod = settings.aggr_alpha == "prod"
         acc, shift, den, out = ctx.state
         g = grad_out.detach().to(torch.float64).reshape(b, 4, -1).numpy()
-        g_alpha = g[:, 3].reshape(-1)
-        per_pixel = g_alpha * acc if prod else g_alpha / f
-        g_rgb = g[:, :3].transpose(1, 0, 2).reshape(3, -1)  # (3, B·S²)
-        g_over_den = g_rgb / den
-        h_term = (g_over_den * out[:, :3].transpose(1, 0, 2).reshape(3, -1)).sum(0)
         grad_fv = np.zeros((b * f, 3, 3))
-        grad_colors = np.zeros((b * f, 3, 3))
-        plan = ctx.plan
-        _parallel(_kernels().rgba_backward, plan.face_bounds, plan.frames, plan.boxes, ctx.colors, f,
-                  settings.image_size, settings.sigma, settings.culling_threshold, prod, settings.gamma, settings.near,
-                  settings.far, settings.double_sided, np.ascontiguousarray(per_pixel), shift,
-                  np.ascontiguousarray(g_over_den), h_term, grad_fv, grad_colors)
+        grad_colors = np.zeros(ctx.colors.shape)
+        plan, k = ctx.plan, _kernels()
+        if ctx.saved is not None:
+            # Per pixel, side by side: per_pixel, shift, ∂loss/∂rgb / den (3), Σ ∂loss/∂rgb·rgb / den.
+            pix = np.empty((b * settings.image_size**2, 6))
+            _parallel(k.rgba_pixels, _even(b, plan.threads), g, acc, shift, den, out, prod, f, pix)
+            _parallel(k.rgba_backward_saved, plan.face_bounds, plan.frames, plan.boxes, plan.offsets, ctx.colors, f,
+                      settings.image_size, prod, settings.gamma, settings.near, settings.far, pix, *ctx.saved,
+                      grad_fv, grad_colors)
+        else:
+            g_alpha = g[:, 3].reshape(-1)
+            per_pixel = g_alpha * acc if prod else g_alpha / f
+            g_over_den = g[:, :3].transpose(1, 0, 2).reshape(3, -1) / den  # (3, B·S²)
+            h_term = (g_over_den * out[:, :3].transpose(1, 0, 2).reshape(3, -1)).sum(0)
+            _parallel(k.rgba_backward, plan.face_bounds, plan.frames, plan.boxes, ctx.colors, f, settings.image_size,
+                      settings.sigma, settings.culling_threshold, prod, settings.gamma, settings.near, settings.far,
+                      settings.double_sided, np.ascontiguousarray(per_pixel), shift, np.ascontiguousarray(g_over_den),
+                      h_term, grad_fv, grad_colors)
         dtype = grad_out.dtype
         return (torch.from_numpy(grad_fv).to(dtype).view(b, f, 3, 3),
-                torch.from_numpy(grad_colors).to(dtype).view(b, f, 3, 3), None)
+                torch.from_numpy(grad_colors).to(dtype).view(b, f, -1, 3), None)
 
 
 def warm_up(path: str, dtype: torch.dtype) -> None:

@@ -76,7 +76,8 @@ def soft_rasterize(
     Args:
         face_vertices: (B, F, 3, 3) corners as (x_ndc, y_ndc, z_view), after the camera transform.
         face_colors: (B, F, 3, 3) RGB per corner (interpolated with clipped barycentrics, SoftRas's 'vertex'
-            texture; a constant per face is its 'surface' texture with R = 1), or None to compute alpha only.
+            texture), (B, F, 1, 3) one RGB per face (its 'surface' texture with R = 1; cheaper than the same colour
+            repeated per corner), or None to compute alpha only.
         settings: :class:`RasterSettings` (default: its defaults). overrides: fields of it to replace for this
             call, e.g. ``sigma=1e-3``.
 
@@ -91,12 +92,21 @@ def soft_rasterize(
     s = settings.image_size
     if face_colors is None and settings.aggr_alpha in SILHOUETTE_MODES:
         return soft_silhouette(face_vertices, settings)
+    if face_colors is not None and (
+        face_colors.dim() != 4 or face_colors.shape[:2] != (b, f) or face_colors.shape[2] not in (1, 3)
+        or face_colors.shape[3] != 3
+    ):
+        raise ValueError(
+            f"face_colors must be (B, F, 3, 3) per corner or (B, F, 1, 3) per face with B={b}, F={f}, "
+            f"got {tuple(face_colors.shape)}"
+        )
     if (
         face_colors is not None and settings.aggr_rgb == "softmax" and settings.aggr_alpha in SILHOUETTE_MODES
-        and face_vertices.shape[-1] == 3 and face_colors.shape == face_vertices.shape
-        and fused.numba_kernels("rgba", face_vertices)
+        and face_vertices.shape[-1] == 3 and fused.numba_kernels("rgba", face_vertices)
     ):
         return SoftRGBA.apply(face_vertices, face_colors.to(face_vertices.dtype), settings)
+    if face_colors is not None:
+        face_colors = face_colors.expand(b, f, 3, 3)
     xy = face_vertices[..., :2].reshape(b * f, 3, 2)
     pairs = find_pairs(xy, f, s, settings.culling_threshold)
     logits = signed_squared_distance(xy, pairs) / settings.sigma

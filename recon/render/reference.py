@@ -74,6 +74,7 @@ def dense_soft_rasterize(
     alpha = alpha.reshape(b, 1, s, s)
     if face_colors is None:
         return alpha
+    face_colors = face_colors.expand(b, f, 3, 3)  # one colour per face (B, F, 1, 3) is that colour at each corner
 
     w_bar = w.detach().clamp(0, 1)
     w_bar = w_bar / w_bar.sum(-1, keepdim=True).clamp(min=1e-5)

@@ -111,7 +111,7 @@ class SoftRenderer(nn.Module):
         return gather_face_vertices(project(vertices, eyes, self.viewing_angle), faces)
 
     def _corner_colors(self, vertices: Tensor, faces: Tensor, colors: Tensor, color_mode: str) -> Tensor:
-        """(B, F, 3, 3) lit RGB per face corner."""
+        """Lit RGB per face corner (B, F, 3, 3), or per face (B, F, 1, 3)."""
         b, v = vertices.shape[:2]
         f = faces.shape[1]
         if colors.dim() != 3 or colors.shape[0] != b or colors.shape[2] != 3:
@@ -129,7 +129,7 @@ class SoftRenderer(nn.Module):
         if color_mode == "face":
             if self.lighting is not None:
                 colors = colors * self.lighting.intensity(face_normals(vertices, faces))
-            return colors[:, :, None, :].expand(b, f, 3, 3)
+            return colors[:, :, None, :]
         if self.lighting is not None:
             colors = colors * self.lighting.intensity(vertex_normals(vertices, faces))
         return gather_face_vertices(colors, faces)
