@@ -8,6 +8,9 @@ TORCH_VERSION ?= 2.13.0
 TORCH_INDEX ?=
 STAMP := $(VENV)/.recon-installed
 PYTEST_ARGS ?=
+# test workers (pytest-xdist): one per core, at most 4; TEST_WORKERS=0 runs the suite in one process
+TEST_WORKERS ?= auto
+XDIST = -n $(TEST_WORKERS) $(if $(filter 0,$(TEST_WORKERS)),,--maxprocesses 4 --dist worksteal)
 PROFILE ?= quick
 DATA ?=
 ARGS ?=
@@ -45,10 +48,10 @@ sweep: $(STAMP) ## quick hyperparameter search on CPU (8 trials × 200 steps of 
 	$(VENV)/bin/recon sweep -c configs/default.yaml -c configs/sweep/quick.yaml $(ARGS)
 
 test: $(STAMP) ## run the whole test suite (slow end-to-end tests included)
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest $(XDIST) $(PYTEST_ARGS)
 
 test-fast: $(STAMP) ## run the tests not marked slow
-	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+	$(PY) -m pytest -m "not slow" $(XDIST) $(PYTEST_ARGS)
 
 lint: $(STAMP) ## ruff check
 	$(PY) -m ruff check recon datamodules callbacks tests bench

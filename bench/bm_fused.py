@@ -51,9 +51,9 @@ for level, size, b, backward, repeats in cfg["configs"]:
     projected = renderer.face_vertices(verts, faces, eyes).detach()
     corner_colors = torch.rand(*projected.shape[:2], 3, 3, generator=g).to(dev)
 
-    def step():
+    def step(rgba=cfg.get("rgba")):
         v = verts.clone().requires_grad_(backward)
-        if cfg.get("rgba"):
+        if rgba:
             image = renderer(v, faces, eyes, colors=colors)
         else:
             image = renderer.silhouette(v, faces, eyes)
@@ -69,6 +69,7 @@ for level, size, b, backward, repeats in cfg["configs"]:
             image.sum().backward()
 
     times = {path: [] for path in paths}
+    silhouette_times = {path: [] for path in paths}  # RGBA rows: the silhouette's cost in the same loop
     for path in paths:  # warm-up (and, for the first, the first-call cost)
         os.environ["RECON_FUSED"] = path
         t = time.perf_counter(); step(); t = time.perf_counter() - t
@@ -77,6 +78,8 @@ for level, size, b, backward, repeats in cfg["configs"]:
         for path in paths:
             os.environ["RECON_FUSED"] = path
             t = time.perf_counter(); step(); times[path].append(time.perf_counter() - t)
+            if cfg.get("rgba"):
+                t = time.perf_counter(); step(rgba=False); silhouette_times[path].append(time.perf_counter() - t)
     for path in paths:
         os.environ["RECON_FUSED"] = path
         best = min(times[path])
@@ -85,6 +88,8 @@ for level, size, b, backward, repeats in cfg["configs"]:
                "ms_per_image": 1000 * best / b, "images_per_s": b / best}
         if len(paths) > 1:
             row["x_eager"] = min(times[paths[0]]) / best
+        if cfg.get("rgba"):
+            row["x_silhouette_cost"] = best / min(silhouette_times[path])
         if cfg.get("count_ops"):
             row["aten_ops"], row["compiled_calls"] = count_ops(step)
             row["aten_ops_rasterizer"], _ = count_ops(raster_only)

@@ -14,6 +14,13 @@ os.environ.setdefault("WANDB_MODE", "offline")
 # shell chose others. tests/test_numba_kernels.py compares them with the eager ones; tests/test_fused.py turns the
 # inductor ones on for itself, at small sizes.
 os.environ.setdefault("RECON_FUSED", "auto")
+# Under pytest-xdist (`make test` runs one worker per core) each worker, and every process a test starts, computes on
+# one thread: more runnable threads than cores make torch's parallel regions wait on descheduled threads.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    import torch
+
+    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 TINY_CATEGORIES = ("airplane", "chair")
 TINY_COUNTS = {"train": 2, "val": 1, "test": 1}
