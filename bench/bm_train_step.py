@@ -1,10 +1,12 @@
 """One ReconModule training step (forward, backward, Adam) per encoder: steps/s and objects/s.
 
 A step at batch B encodes 2B images, renders 4B soft silhouettes at 64² and back-propagates through all of
-it (docs/conventions.md#regularizers); SoftRas's recipe uses B = 64. Inputs are random images with the masks of
-a rendered sphere (the untrained decoder's output is a sphere too, so culling sees realistic silhouette sizes);
-no data file is needed. Runs on CUDA when available, else CPU with torch's default threads. The eager rasterizer
-kernels (``RECON_FUSED=0``) and the default ones run alternately, step by step, on the same module.
+it (docs/conventions.md#regularizers); SoftRas's recipe uses B = 64. ``baseline+color`` adds the colour head
+(per-vertex colours, configs/experiment/color.yaml): its 4B renders are lit RGBA. Inputs are random images with
+the masks of a rendered sphere (the untrained decoder's output is a sphere too, so culling sees realistic
+silhouette sizes); no data file is needed. Runs on CUDA when available, else CPU with torch's default threads.
+The eager rasterizer kernels (``RECON_FUSED=0``) and the default ones run alternately, step by step, on the same
+module.
 """
 
 from __future__ import annotations
@@ -12,18 +14,20 @@ from __future__ import annotations
 import os
 import statistics
 import time
+from collections.abc import Callable
 
 import torch
 
 from recon.mesh import template_sphere
-from recon.models import AttentionEncoder, BaselineEncoder, Encoder, ResNetEncoder
+from recon.models import AttentionEncoder, BaselineEncoder, ColorDecoder, ResNetEncoder
 from recon.module import ReconModule
 from recon.render import eye_from_angles
 
-ENCODERS: dict[str, type[Encoder]] = {
-    "baseline": BaselineEncoder,
-    "resnet": ResNetEncoder,
-    "attention": AttentionEncoder,
+ENCODERS: dict[str, Callable[[], ReconModule]] = {
+    "baseline": lambda: ReconModule(encoder=BaselineEncoder()),
+    "resnet": lambda: ReconModule(encoder=ResNetEncoder()),
+    "attention": lambda: ReconModule(encoder=AttentionEncoder()),
+    "baseline+color": lambda: ReconModule(encoder=BaselineEncoder(), colors=ColorDecoder(mode="vertex")),
 }
 
 
@@ -44,7 +48,7 @@ def _time_steps(encoder: str, batch_size: int, repeats: int, device: torch.devic
                 kernels: tuple[str, ...]) -> dict[str, list[float]]:
     """Seconds per step for each ``RECON_FUSED`` value in ``kernels``, alternating step by step."""
     torch.manual_seed(0)
-    module = ReconModule(encoder=ENCODERS[encoder]()).to(device).train()
+    module = ENCODERS[encoder]().to(device).train()
     optimizer = module.configure_optimizers()["optimizer"]
     batch = _batch(module, batch_size, device)
     times: dict[str, list[float]] = {k: [] for k in kernels}

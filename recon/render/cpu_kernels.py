@@ -3,9 +3,11 @@
 The same arithmetic as the eager window kernels (:mod:`recon.render.cells`, :mod:`recon.render.silhouette`,
 :mod:`recon.render.rgb`), written as loops: each cell's edge distances, culling decision, soft coverage and
 colour stay in registers. Each face visits the cells of its box grown by √T, row by row within the span that
-can lie within √T of all three edge lines. The silhouette's forward can save four gradient factors per box cell
-for its backward (:func:`silhouette_backward_saved`); otherwise a backward evaluates the cells again. Nothing of
-size pixels × faces is stored. Arithmetic is float64 whatever the input dtype.
+can lie within √T of all three edge lines. A forward can save, per box cell, what its backward needs beyond a few
+multiply-adds: the coverage factor, the nearest edge and, for RGBA, a coloured cell's barycentrics and depth
+(:func:`silhouette_backward_saved`, :func:`rgba_backward_saved`); otherwise a backward evaluates the cells again.
+Nothing of size pixels × faces is stored. Arithmetic is float64 whatever the input dtype; ``exp`` is inlined
+(:func:`_exp`).
 
 Parallel work (the callers in :mod:`recon.render.numba_path` run pieces on threads; the kernels release the GIL):
 the forward splits each image into bands of rows, one (image, band) per unit, so that every pixel is written by
@@ -386,10 +388,18 @@ def _colors(colors, i):  # pragma: no cover
 
 # Flags of a saved cell: its nearest edge (bits 0–1) and the bits below; 0 for a culled cell.
 KEPT, INSIDE, USABLE, INV_Z_OK = 4, 8, 16, 32
-# Columns of the RGBA forward's saved cells (depth and flags are arrays of their own): the nearest edge's four
-# factors as the silhouette saves them (without the per-pixel part), D, D·(1 − D) and the barycentrics.
-R_EDGE, R_D, R_DD, R_W = 0, 4, 5, 6
-R_SIZE = 9
+
+
+@njit(inline="always")
+def _add_to_edge(sums, k, a, b, c, d):  # pragma: no cover
+    """sums (12 values, 4 per edge) with (a, b, c, d) added to edge k's four (selects, not branches)."""
+    v0, v1, v2 = k == 0, k == 1, k == 2
+    return (
+        sums[0] + (a if v0 else 0.0), sums[1] + (b if v0 else 0.0), sums[2] + (c if v0 else 0.0),
+        sums[3] + (d if v0 else 0.0), sums[4] + (a if v1 else 0.0), sums[5] + (b if v1 else 0.0),
+        sums[6] + (c if v1 else 0.0), sums[7] + (d if v1 else 0.0), sums[8] + (a if v2 else 0.0),
+        sums[9] + (b if v2 else 0.0), sums[10] + (c if v2 else 0.0), sums[11] + (d if v2 else 0.0),
+    )
 
 
 @njit(inline="always")
@@ -401,13 +411,15 @@ def _flags(d0, d1, d2, inside, usable, inv_z_ok):  # pragma: no cover
 
 @njit(cache=True, nogil=True, fastmath=_CONTRACT)
 def rgba_forward(fr, boxes, offsets, colors, f, s, sigma, threshold, prod, gamma, near, far, double_sided, bands,
-                 acc, shift, den, num, saved, zs, flags, lo, hi):  # pragma: no cover
+                 acc, shift, den, num, saved, surf, zs, flags, lo, hi):  # pragma: no cover
     """Alpha as :func:`silhouette_forward` into acc; the soft z-buffer's running maximum (shift, from eps),
     denominator and numerator (den from exp(eps/γ), num = den·background) per pixel, by an online softmax.
 
-    With a non-empty ``saved`` (cells, R_SIZE), also saves what the backward (:func:`rgba_backward_saved`) needs of
-    each box cell: the columns above, its depth (zs, float64: exp(z̃/γ) magnifies rounding by 1/γ) and its flags
-    (0 for a culled cell). Cells are numbered as in :func:`silhouette_forward`."""
+    With a non-empty ``saved`` (cells, 6), also saves what the backward (:func:`rgba_backward_saved`) needs of
+    each box cell: the nearest edge's four factors as the silhouette saves them (without the per-pixel part), D
+    and D·(1 − D); its flags (0 for a culled cell); and, for a coloured cell, its barycentrics (surf, cells × 3)
+    and depth (zs, float64: exp(z̃/γ) magnifies rounding by 1/γ). Cells are numbered as in
+    :func:`silhouette_forward`."""
     step, x_first, radius = 2 / s, (1 - s) / s, math.sqrt(threshold)
     inv_sigma, inv_gamma, inv_range = 1 / sigma, 1 / gamma, 1 / (far - near)
     save = saved.shape[0] > 0
@@ -457,11 +469,11 @@ def rgba_forward(fr, boxes, offsets, colors, f, s, sigma, threshold, prod, gamma
                         ex = e0 if k == 0 else (e1 if k == 1 else e2)
                         fo = f0 if k == 0 else (f1 if k == 1 else f2)
                         g = 2 * sign * inv_sigma  # ∂x/∂d², with the 2 of ∂d²
-                        saved[j + c, R_EDGE], saved[j + c, R_EDGE + 1] = g * h, g * ex
-                        saved[j + c, R_EDGE + 2], saved[j + c, R_EDGE + 3] = g * fo * h, g * fo * ex
-                        saved[j + c, R_D], saved[j + c, R_DD] = d, d * d * e  # D, D(1 − D)
-                        saved[j + c, R_W], saved[j + c, R_W + 1], saved[j + c, R_W + 2] = w0, w1, w2
-                        zs[j + c] = z
+                        saved[j + c, 0], saved[j + c, 1], saved[j + c, 2] = g * h, g * ex, g * fo * h
+                        saved[j + c, 3], saved[j + c, 4], saved[j + c, 5] = g * fo * ex, d, d * d * e  # D(1 − D)
+                        if usable:
+                            surf[j + c, 0], surf[j + c, 1], surf[j + c, 2] = w0, w1, w2
+                            zs[j + c] = z
                         flags[j + c] = flag
                     if not usable:
                         continue
@@ -558,17 +570,16 @@ def _write_color_and_depth_gradients(fr, grad_fv, grad_colors, i, q, z0, z1, z2)
 
 
 @njit(cache=True, nogil=True, fastmath=_CONTRACT)
-def rgba_backward_saved(fr, boxes, offsets, colors, f, s, prod, gamma, near, far, pix, saved, zs, flags, grad_fv,
+def rgba_backward_saved(fr, boxes, offsets, colors, f, s, prod, gamma, near, far, pix, saved, surf, zs, flags, grad_fv,
                         grad_colors, lo, hi):  # pragma: no cover
-    """:func:`rgba_backward` from what :func:`rgba_forward` saved: one exp per usable cell, no geometry.
+    """:func:`rgba_backward` from what :func:`rgba_forward` saved: one exp per coloured cell, no geometry.
 
     pix (B·S², 6) per pixel: per_pixel, the softmax's shift, g_over_den (3) and h_term, as :func:`rgba_backward`'s
     arguments, side by side so that a cell reads one line (:func:`rgba_pixels`)."""
     inv_gamma, inv_range = 1 / gamma, 1 / (far - near)
-    sums = np.zeros(12)  # per edge k: Σ dx·saved[·, R_EDGE …] where k is nearest, at 4k … 4k + 3
     for i in range(lo, hi):
         cc = _colors(colors, i)
-        sums[:] = 0.0
+        sums = (0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
         q00 = q01 = q02 = q10 = q11 = q12 = q20 = q21 = q22 = 0.0
         z0 = z1 = z2 = 0.0
         j = offsets[i]
@@ -577,10 +588,10 @@ def rgba_backward_saved(fr, boxes, offsets, colors, f, s, prod, gamma, near, far
             for _ in range(boxes[i, 1] - boxes[i, 0] + 1):
                 flag = flags[j]
                 if flag & KEPT:
-                    d, dd = saved[j, R_D], saved[j, R_DD]
+                    d, dd = saved[j, 4], saved[j, 5]
                     dx = pix[p, 0] * (d if prod else dd)
                     if flag & USABLE:
-                        w0, w1, w2 = saved[j, R_W], saved[j, R_W + 1], saved[j, R_W + 2]
+                        w0, w1, w2 = surf[j, 0], surf[j, 1], surf[j, 2]
                         z = zs[j]
                         ez = _exp(((far - z) * inv_range - pix[p, 1]) * inv_gamma)
                         weight = d * ez
@@ -597,15 +608,11 @@ def rgba_backward_saved(fr, boxes, offsets, colors, f, s, prod, gamma, near, far
                         if flag & INV_Z_OK:
                             g_inv_z = g_weight * weight * inv_gamma * inv_range * z * z
                             z0, z1, z2 = z0 + g_inv_z * w0, z1 + g_inv_z * w1, z2 + g_inv_z * w2
-                    slot = 4 * (flag & 3)
-                    sums[slot] += dx * saved[j, R_EDGE]
-                    sums[slot + 1] += dx * saved[j, R_EDGE + 1]
-                    sums[slot + 2] += dx * saved[j, R_EDGE + 2]
-                    sums[slot + 3] += dx * saved[j, R_EDGE + 3]
+                    sums = _add_to_edge(sums, flag & 3, dx * saved[j, 0], dx * saved[j, 1], dx * saved[j, 2],
+                                        dx * saved[j, 3])
                 j += 1
                 p += 1
-        _write_gradients(grad_fv, _face(fr, i), i, (sums[0], sums[1], sums[2], sums[3], sums[4], sums[5], sums[6],
-                                                    sums[7], sums[8], sums[9], sums[10], sums[11]))
+        _write_gradients(grad_fv, _face(fr, i), i, sums)
         _write_color_and_depth_gradients(fr, grad_fv, grad_colors, i, (q00, q01, q02, q10, q11, q12, q20, q21, q22),
                                          z0, z1, z2)
 

@@ -1,8 +1,8 @@
 """The silhouette and the RGBA soft rasterizer on CPU through the numba kernels (:mod:`recon.render.cpu_kernels`).
 
 Each call is one autograd function: a forward that plans nothing in PyTorch (per-face tables and culling
-happen inside the kernels) and a backward that writes each face's gradients, from the cells' factors the
-silhouette's forward saved, or by evaluating the cells again (RGBA, or a silhouette too big to save).
+happen inside the kernels) and a backward that writes each face's gradients, from what the forward saved of each
+cell, or by evaluating the cells again when that would take more than ``RECON_RASTER_SAVE_MB``.
 Same values and gradients as the eager path, which stays the reference and the fallback
 (:func:`recon.render.fused.numba_kernels` decides which runs).
 """
@@ -101,8 +101,8 @@ def _even(n: int, parts: int) -> list[int]:
 
 PIECES_PER_THREAD = 4
 
-# A silhouette forward saves its cells' backward factors when they take at most this much memory; beyond, the
-# backward evaluates the cells again (RECON_RASTER_SAVE_MB sets it; 0 always recomputes).
+# A forward saves its cells' backward factors when they take at most this much memory; beyond, the backward
+# evaluates the cells again (RECON_RASTER_SAVE_MB sets it; 0 always recomputes).
 SAVE_LIMIT_BYTES = int(float(os.environ.get("RECON_RASTER_SAVE_MB", "1024")) * 2**20)
 
 
@@ -216,11 +216,12 @@ class SoftRGBA(torch.autograd.Function):
         cells = int(plan.offsets[-1])
         dtype = np.float32 if face_vertices.dtype == torch.float32 else np.float64
         ctx.saved = None
-        if any(ctx.needs_input_grad[:2]) and cells * (k.R_SIZE * np.dtype(dtype).itemsize + 9) <= SAVE_LIMIT_BYTES:
-            # Each window cell's backward factors, depth and flags (45 bytes a cell in float32).
-            ctx.saved = plan.keep(_buffers.take((cells, k.R_SIZE), dtype), _buffers.take((cells,), np.float64),
-                                  _buffers.take((cells,), np.int8))
-        saved = ctx.saved or (np.empty((0, k.R_SIZE), dtype), np.empty(0), np.empty(0, np.int8))
+        if any(ctx.needs_input_grad[:2]) and cells * (9 * np.dtype(dtype).itemsize + 9) <= SAVE_LIMIT_BYTES:
+            # Each window cell's backward factors and flags, and a coloured cell's barycentrics and depth (25 to 45
+            # bytes a cell in float32).
+            ctx.saved = plan.keep(_buffers.take((cells, 6), dtype), _buffers.take((cells, 3), dtype),
+                                  _buffers.take((cells,), np.float64), _buffers.take((cells,), np.int8))
+        saved = ctx.saved or (np.empty((0, 6), dtype), np.empty((0, 3), dtype), np.empty(0), np.empty(0, np.int8))
         _parallel(k.rgba_forward, plan.unit_bounds(b, f, bands), plan.frames, plan.boxes, plan.offsets, colors, f, s,
                   settings.sigma, settings.culling_threshold, prod, settings.gamma, settings.near, settings.far,
                   settings.double_sided, bands, acc, shift, den, num, *saved)
