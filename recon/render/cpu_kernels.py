@@ -477,20 +477,20 @@ def rgba_forward(fr, boxes, offsets, colors, f, s, sigma, threshold, prod, gamma
                         flags[j + c] = flag
                     if not usable:
                         continue
+                    # Online softmax: a nearer face (zn > M) rescales the sums by exp((M − zn)/γ) and weighs
+                    # exp(0) = 1; a farther one weighs exp((zn − M)/γ). One exp either way, selects not branches
+                    # (which face is nearer changes in no order a branch predictor could follow).
                     zn = (far - z) * inv_range
                     m = shift[p]
-                    if zn > m:
-                        rescale = _exp((m - zn) * inv_gamma)
-                        den[p] *= rescale
-                        num[0, p] *= rescale
-                        num[1, p] *= rescale
-                        num[2, p] *= rescale
-                        shift[p] = m = zn
-                    weight = d * _exp((zn - m) * inv_gamma)
-                    den[p] += weight
-                    num[0, p] += weight * (w0 * cc[0] + w1 * cc[3] + w2 * cc[6])
-                    num[1, p] += weight * (w0 * cc[1] + w1 * cc[4] + w2 * cc[7])
-                    num[2, p] += weight * (w0 * cc[2] + w1 * cc[5] + w2 * cc[8])
+                    nearer = zn > m
+                    t_exp = _exp(-abs(zn - m) * inv_gamma)
+                    rescale = t_exp if nearer else 1.0
+                    weight = d * (1.0 if nearer else t_exp)
+                    shift[p] = zn if nearer else m
+                    den[p] = den[p] * rescale + weight
+                    num[0, p] = num[0, p] * rescale + weight * (w0 * cc[0] + w1 * cc[3] + w2 * cc[6])
+                    num[1, p] = num[1, p] * rescale + weight * (w0 * cc[1] + w1 * cc[4] + w2 * cc[7])
+                    num[2, p] = num[2, p] * rescale + weight * (w0 * cc[2] + w1 * cc[5] + w2 * cc[8])
 
 
 @njit(cache=True, nogil=True, fastmath=_CONTRACT)
