@@ -235,6 +235,17 @@ def _unit(unit, bands, s):  # pragma: no cover
 
 
 @njit(inline="always")
+def _nearest_factors(d0, h0, e0, f0, d1, h1, e1, f1, d2, h2, e2, f2, q):  # pragma: no cover
+    """(k, q·h, q·excess, q·foot·h, q·foot·excess) of the nearest edge k (the lowest index on ties): what a saved
+    cell keeps for :func:`_write_gradients`."""
+    k = 0 if (d0 <= d1) & (d0 <= d2) else (1 if d1 <= d2 else 2)
+    h = h0 if k == 0 else (h1 if k == 1 else h2)
+    ex = e0 if k == 0 else (e1 if k == 1 else e2)
+    fo = f0 if k == 0 else (f1 if k == 1 else f2)
+    return k, q * h, q * ex, q * fo * h, q * fo * ex
+
+
+@njit(inline="always")
 def _save_row(t, py, row, c0, c1, c_first, c_last, j, step, x_first, inv_sigma, threshold, prod, acc, saved,
               nearest):  # pragma: no cover
     """One box row of :func:`silhouette_forward` with saving: cells beyond the span save zeros."""
@@ -256,14 +267,8 @@ def _save_row(t, py, row, c0, c1, c_first, c_last, j, step, x_first, inv_sigma, 
                 acc[row + c] += d  # D = sigmoid(x)
         # ∂loss/∂x = per_pixel·D ('prod') or per_pixel·D(1 − D) ('sum'); ∂x/∂d² = sign/σ; the 2 of ∂d².
         q = (d if prod else d * (1 - d)) * 2 * sign * inv_sigma if keep else 0.0
-        k = 0 if (d0 <= d1) & (d0 <= d2) else (1 if d1 <= d2 else 2)
-        h = h0 if k == 0 else (h1 if k == 1 else h2)
-        ex = e0 if k == 0 else (e1 if k == 1 else e2)
-        fo = f0 if k == 0 else (f1 if k == 1 else f2)
-        saved[j + c, 0] = q * h
-        saved[j + c, 1] = q * ex
-        saved[j + c, 2] = q * fo * h
-        saved[j + c, 3] = q * fo * ex
+        k, saved[j + c, 0], saved[j + c, 1], saved[j + c, 2], saved[j + c, 3] = _nearest_factors(
+            d0, h0, e0, f0, d1, h1, e1, f1, d2, h2, e2, f2, q)
         nearest[j + c] = k
 
 
@@ -403,9 +408,8 @@ def _add_to_edge(sums, k, a, b, c, d):  # pragma: no cover
 
 
 @njit(inline="always")
-def _flags(d0, d1, d2, inside, usable, inv_z_ok):  # pragma: no cover
-    """A kept cell's flags: the nearest edge (the lowest index on ties) and the bits above."""
-    k = 0 if (d0 <= d1) & (d0 <= d2) else (1 if d1 <= d2 else 2)
+def _flags(k, inside, usable, inv_z_ok):  # pragma: no cover
+    """A kept cell's flags: its nearest edge k and the bits above."""
     return k + KEPT + (INSIDE if inside else 0) + (USABLE if usable else 0) + (INV_Z_OK if inv_z_ok else 0)
 
 
@@ -463,18 +467,14 @@ def rgba_forward(fr, boxes, offsets, colors, f, s, sigma, threshold, prod, gamma
                     else:  # a back face of a one-sided render: no colour
                         usable, z, inv_z, w0, w1, w2 = False, 1.0, 1.0, 0.0, 0.0, 0.0
                     if save:
-                        flag = _flags(d0, d1, d2, inside, usable, abs(inv_z) >= MIN_INV_Z)
-                        k = flag & 3
-                        h = h0 if k == 0 else (h1 if k == 1 else h2)
-                        ex = e0 if k == 0 else (e1 if k == 1 else e2)
-                        fo = f0 if k == 0 else (f1 if k == 1 else f2)
-                        g = 2 * sign * inv_sigma  # ∂x/∂d², with the 2 of ∂d²
-                        saved[j + c, 0], saved[j + c, 1], saved[j + c, 2] = g * h, g * ex, g * fo * h
-                        saved[j + c, 3], saved[j + c, 4], saved[j + c, 5] = g * fo * ex, d, d * d * e  # D(1 − D)
+                        # ∂x/∂d² = sign/σ, with the 2 of ∂d²; D and D(1 − D)
+                        k, saved[j + c, 0], saved[j + c, 1], saved[j + c, 2], saved[j + c, 3] = _nearest_factors(
+                            d0, h0, e0, f0, d1, h1, e1, f1, d2, h2, e2, f2, 2 * sign * inv_sigma)
+                        saved[j + c, 4], saved[j + c, 5] = d, d * d * e
                         if usable:
                             surf[j + c, 0], surf[j + c, 1], surf[j + c, 2] = w0, w1, w2
                             zs[j + c] = z
-                        flags[j + c] = flag
+                        flags[j + c] = _flags(k, inside, usable, abs(inv_z) >= MIN_INV_Z)
                     if not usable:
                         continue
                     # Online softmax: a nearer face (zn > M) rescales the sums by exp((M − zn)/γ) and weighs
