@@ -13,7 +13,7 @@
 
 numba needs no compiler (LLVM comes in its wheel); it compiles each kernel on first use for each dtype and caches
 the machine code on disk (``__pycache__`` beside :mod:`recon.render.cpu_kernels`, or ``NUMBA_CACHE_DIR``), so the
-first call in a fresh environment takes ~6 s per path and later processes load it in ~0.6 s. When
+first call in a fresh environment takes 7–10 s and later processes load it in 0.6–0.9 s. When
 numba is missing or a kernel fails to compile (or inductor fails, with ``inductor``), the process logs one warning
 and uses the eager kernels from then on; nothing is raised.
 """

@@ -132,6 +132,16 @@ class _Plan:
         self.cells = area + 4
         self.face_bounds = _split(self.cells, PIECES_PER_THREAD * threads)
 
+    def cell_buffers(self, wanted: bool, *layouts: tuple[tuple[int, ...], type]) -> tuple[np.ndarray, ...] | None:
+        """One array (cells, *shape) of dtype per ``(shape, dtype)`` layout, for a forward to save its window cells
+        into, from the pool: None when not ``wanted`` (no gradient) or when they would take more than
+        ``SAVE_LIMIT_BYTES`` (the backward then evaluates the cells again)."""
+        cells = int(self.offsets[-1])
+        size = sum(cells * math.prod(shape) * np.dtype(dtype).itemsize for shape, dtype in layouts)
+        if not wanted or size > SAVE_LIMIT_BYTES:
+            return None
+        return self.keep(*(_buffers.take((cells, *shape), dtype) for shape, dtype in layouts))
+
     def keep(self, *arrays: np.ndarray) -> tuple[np.ndarray, ...]:
         """``arrays`` (from the pool) go back to the pool with the plan's tables when the plan is dropped."""
         weakref.finalize(self, _buffers.give, *arrays)
@@ -142,6 +152,11 @@ class _Plan:
         if bands > 1:
             return _even(images * bands, PIECES_PER_THREAD * self.threads)
         return _split(self.cells.reshape(images, faces).sum(1), PIECES_PER_THREAD * self.threads)
+
+
+def _nothing_saved(layouts: tuple[tuple[tuple[int, ...], type], ...]) -> tuple[np.ndarray, ...]:
+    """Empty arrays of the layouts of :meth:`_Plan.cell_buffers`: the kernels' signal to save nothing."""
+    return tuple(np.empty((0, *shape), dtype) for shape, dtype in layouts)
 
 
 def _flat(face_vertices: Tensor) -> np.ndarray:
@@ -164,13 +179,11 @@ class SoftSilhouette(torch.autograd.Function):
         acc = k.empty_state(b * s * s, prod)
         bands = _bands(b, s, threads)
         units = plan.unit_bounds(b, f, bands)
-        cells = int(plan.offsets[-1])
         dtype = np.float32 if face_vertices.dtype == torch.float32 else np.float64
-        ctx.saved = None
-        if ctx.needs_input_grad[0] and cells * (4 * np.dtype(dtype).itemsize + 1) <= SAVE_LIMIT_BYTES:
-            # The backward's factors of every window cell (~17 bytes a cell in float32): no cell is evaluated twice.
-            ctx.saved = plan.keep(_buffers.take((cells, 4), dtype), _buffers.take((cells,), np.int8))
-        saved = ctx.saved or (np.empty((0, 4), dtype), np.empty(0, np.int8))
+        # The backward's factors and nearest edge of every window cell (17 bytes a cell in float32).
+        layouts = (((4,), dtype), ((), np.int8))
+        ctx.saved = plan.cell_buffers(ctx.needs_input_grad[0], *layouts)
+        saved = ctx.saved or _nothing_saved(layouts)
         _parallel(k.silhouette_forward, units, plan.frames, plan.boxes, plan.offsets, f, s, settings.sigma,
                   settings.culling_threshold, prod, bands, acc, *saved)
         ctx.plan, ctx.settings, ctx.shape = plan, settings, face_vertices.shape
@@ -213,15 +226,12 @@ class SoftRGBA(torch.autograd.Function):
         den = np.full(pixels, math.exp(settings.eps / settings.gamma))
         num = np.asarray(settings.background, dtype=np.float64)[:, None] * den[None]
         bands = _bands(b, s, threads)
-        cells = int(plan.offsets[-1])
         dtype = np.float32 if face_vertices.dtype == torch.float32 else np.float64
-        ctx.saved = None
-        if any(ctx.needs_input_grad[:2]) and cells * (9 * np.dtype(dtype).itemsize + 9) <= SAVE_LIMIT_BYTES:
-            # Each window cell's backward factors and flags, and a coloured cell's barycentrics and depth (25 to 45
-            # bytes a cell in float32).
-            ctx.saved = plan.keep(_buffers.take((cells, 6), dtype), _buffers.take((cells, 3), dtype),
-                                  _buffers.take((cells,), np.float64), _buffers.take((cells,), np.int8))
-        saved = ctx.saved or (np.empty((0, 6), dtype), np.empty((0, 3), dtype), np.empty(0), np.empty(0, np.int8))
+        # Each window cell's backward factors and flags, and a coloured cell's barycentrics and depth (float64):
+        # 45 bytes a cell in float32, of which a cell without colour writes 25.
+        layouts = (((6,), dtype), ((3,), dtype), ((), np.float64), ((), np.int8))
+        ctx.saved = plan.cell_buffers(any(ctx.needs_input_grad[:2]), *layouts)
+        saved = ctx.saved or _nothing_saved(layouts)
         _parallel(k.rgba_forward, plan.unit_bounds(b, f, bands), plan.frames, plan.boxes, plan.offsets, colors, f, s,
                   settings.sigma, settings.culling_threshold, prod, settings.gamma, settings.near, settings.far,
                   settings.double_sided, bands, acc, shift, den, num, *saved)
