@@ -15,7 +15,8 @@ import pytest
 import torch
 from test_rasterize import _colors, _random_face_vertices
 
-from recon.render import SoftRenderer, eye_from_angles, fused, numba_path, soft_rasterize
+from recon.mesh import icosphere
+from recon.render import Lighting, SoftRenderer, eye_from_angles, fused, numba_path, soft_rasterize
 from recon.render.reference import dense_soft_rasterize
 
 
@@ -213,6 +214,61 @@ def test_float64_gradcheck(monkeypatch):
     )
     assert fused.numba_calls["silhouette"] > before.get("silhouette", 0)
     assert fused.numba_calls["rgba"] > before.get("rgba", 0)
+
+
+def _lighting_mesh(dtype):
+    """Two images of a randomly deformed icosphere, each with its own face order (faces (B, F, 3)), one face of
+    zero area (its normal below NORMAL_EPS) and one vertex left out of every face."""
+    vertices, faces = icosphere(2)
+    g = torch.Generator().manual_seed(5)
+    verts = vertices[None] * (0.4 + 0.1 * torch.rand(2, vertices.shape[0], 1, generator=g, dtype=torch.float64))
+    faces = torch.stack((faces, faces[torch.randperm(faces.shape[0], generator=g)].roll(1, dims=1)))
+    faces[:, 0] = faces[:, 0, :1]  # zero area: all three corners are one vertex
+    faces[faces == vertices.shape[0] - 1] = 0  # the last vertex belongs to no face: a zero vertex normal
+    return verts.to(dtype), faces
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("shading", ["face", "vertex"])
+def test_lighting_equals_the_eager_composition(monkeypatch, shading, dtype):
+    verts, faces = _lighting_mesh(dtype)
+    lighting = Lighting(ambient=0.3, directional=0.6, direction=(0.2, 0.9, -0.3))
+    weight = torch.rand(*faces.shape[:2] if shading == "face" else verts.shape[:2], 1,
+                        generator=torch.Generator().manual_seed(6), dtype=dtype)
+
+    def lit():
+        v = verts.clone().requires_grad_()
+        out = lighting.face_intensity(v, faces) if shading == "face" else lighting.vertex_intensity(v, faces)
+        (grad,) = torch.autograd.grad((out * weight).sum(), v)
+        return out.detach(), grad
+
+    monkeypatch.setenv("RECON_FUSED", "auto")
+    before = fused.numba_calls["lighting"]
+    fast = lit()
+    assert fused.numba_calls["lighting"] == before + 1 and not fused._numba_failed
+    monkeypatch.setenv("RECON_FUSED", "0")
+    slow = lit()
+    assert fused.numba_calls["lighting"] == before + 1
+    assert fast[0].dtype == fast[1].dtype == dtype and fast[0].shape == slow[0].shape
+    # Lit and unlit (relu's zero) elements both occur, and the degenerate ones are ambient alone.
+    assert (slow[0] > 0.31).any() and (slow[0] == 0.3).any()
+    tolerance = 1e-12 if dtype == torch.float64 else 1e-6
+    assert (fast[0] - slow[0]).abs().max() <= tolerance
+    scale = slow[1].abs().max()
+    assert scale > 0 and (fast[1] - slow[1]).abs().max() <= tolerance * scale
+    assert slow[1][:, -1].abs().max() == 0 == fast[1][:, -1].abs().max()  # the vertex in no face
+
+
+def test_lighting_gradcheck(monkeypatch):
+    monkeypatch.setenv("RECON_FUSED", "auto")
+    vertices, faces = icosphere(1)
+    g = torch.Generator().manual_seed(8)
+    verts = (vertices[None] * (0.4 + 0.1 * torch.rand(1, vertices.shape[0], 1, generator=g, dtype=torch.float64)))
+    lighting = Lighting(direction=(0.3, 0.8, 0.5))
+    before = fused.numba_calls["lighting"]
+    for intensity in (lighting.face_intensity, lighting.vertex_intensity):
+        assert torch.autograd.gradcheck(lambda v, f=intensity: f(v, faces[None]), (verts.requires_grad_(),))
+    assert fused.numba_calls["lighting"] >= before + 2
 
 
 def test_same_bits_on_any_number_of_threads_and_banded_small_batches(monkeypatch):

@@ -4,7 +4,8 @@
 
 - unset, ``auto`` or ``1`` (the default): on CPU, the numba kernels of :mod:`recon.render.numba_path` for the
   silhouette and the 'softmax' RGBA path (the whole call in two compiled loops, a few dozen dispatched
-  operations instead of thousands); elsewhere (CUDA) and for 'hard' aggregation, the eager kernels.
+  operations instead of thousands) and for the renderer's lighting (:mod:`recon.render.cpu_lighting`);
+  elsewhere (CUDA) and for 'hard' aggregation, the eager kernels.
 - ``0`` (or ``eager``, ``off``): the eager kernels everywhere. They are the reference the compiled ones are
   tested against.
 - ``inductor``: the silhouette's per-chunk window work compiled by ``torch.compile`` (C++/OpenMP on CPU, Triton on
@@ -98,7 +99,7 @@ numba_calls: Counter[str] = Counter()  # per path: calls the numba kernels serve
 
 
 def numba_kernels(path: str, face_vertices: torch.Tensor) -> bool:
-    """Whether this call of ``path`` ('silhouette' or 'rgba') runs on the numba CPU kernels: CPU tensors of
+    """Whether this call of ``path`` ('silhouette', 'rgba' or 'lighting') runs on the numba CPU kernels: CPU tensors of
     float32/float64, ``RECON_FUSED`` auto, numba usable. The first time for a path and dtype, the kernels compile
     (or load from the disk cache) and run on a tiny mesh, forward and backward; any failure is logged once and
     the eager path serves every later call."""

@@ -31,15 +31,43 @@ class Lighting:
         """(…, 3) unit normals → (…, 1) light intensity."""
         return directional_light(normals, self.ambient, self.directional, self.direction)
 
+    def face_intensity(self, vertices: Tensor, faces: Tensor) -> Tensor:
+        """(B, F, 1) intensity on :func:`face_normals` (flat shading) of vertices (B, V, 3), faces (B, F, 3)."""
+        if _numba(vertices):
+            from recon.render.numba_path import LitFaces
+
+            return LitFaces.apply(vertices, faces, self, NORMAL_EPS)
+        return self.intensity(face_normals(vertices, faces))
+
+    def vertex_intensity(self, vertices: Tensor, faces: Tensor) -> Tensor:
+        """(B, V, 1) intensity on :func:`vertex_normals` (smooth shading); arguments as :meth:`face_intensity`."""
+        if _numba(vertices):
+            from recon.render.numba_path import LitVertices
+
+            return LitVertices.apply(vertices, faces, self, NORMAL_EPS)
+        return self.intensity(vertex_normals(vertices, faces))
+
+
+NORMAL_EPS = 1e-6  # normals shorter than this are divided by it instead of their length (SoftRas's)
+
+
+def _numba(vertices: Tensor) -> bool:
+    """Whether :class:`Lighting`'s intensities run on the numba CPU kernels (one loop per image forward and
+    backward, instead of ~40 tensor operations): as the rasterizer's, see :mod:`recon.render.fused`. The
+    composition below is their reference and fallback."""
+    from recon.render import fused
+
+    return fused.numba_kernels("lighting", vertices)
+
 
 def face_normals(vertices: Tensor, faces: Tensor) -> Tensor:
-    """Unit face normals ``normalize((v2 − v1) × (v0 − v1))`` (SoftRas's surface lighting), eps 1e-6.
+    """Unit face normals ``normalize((v2 − v1) × (v0 − v1))`` (SoftRas's surface lighting), eps ``NORMAL_EPS``.
 
     Args: vertices (B, V, 3); faces (B, F, 3) int64. Returns (B, F, 3); outward for CCW-outward faces.
     """
     fv = gather_face_vertices(vertices, faces)
     cross = torch.linalg.cross(fv[:, :, 2] - fv[:, :, 1], fv[:, :, 0] - fv[:, :, 1], dim=-1)
-    return F.normalize(cross, dim=-1, eps=1e-6)
+    return F.normalize(cross, dim=-1, eps=NORMAL_EPS)
 
 
 def vertex_normals(vertices: Tensor, faces: Tensor) -> Tensor:
@@ -49,7 +77,7 @@ def vertex_normals(vertices: Tensor, faces: Tensor) -> Tensor:
     normals = torch.zeros_like(vertices)
     for k in range(3):
         normals = normals.scatter_add(1, faces[:, :, k : k + 1].expand(-1, -1, 3), cross)
-    return F.normalize(normals, dim=-1, eps=1e-6)
+    return F.normalize(normals, dim=-1, eps=NORMAL_EPS)
 
 
 def directional_light(

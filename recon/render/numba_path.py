@@ -272,6 +272,68 @@ class SoftRGBA(torch.autograd.Function):
                 torch.from_numpy(grad_colors).to(dtype).view(b, f, -1, 3), None)
 
 
+def _lighting_kernels():
+    from recon.render import cpu_lighting  # compiled on first use, as the rasterizer's kernels
+
+    return cpu_lighting
+
+
+def _light_args(vertices: Tensor, faces: Tensor, lighting) -> tuple:
+    """float64 numpy (verts, faces, light) and the scalars of :mod:`recon.render.cpu_lighting`'s kernels."""
+    verts = vertices.detach().to(torch.float64).contiguous().numpy()
+    light = np.asarray(lighting.direction, dtype=np.float64)
+    return verts, faces.detach().contiguous().numpy(), light, float(lighting.ambient), float(lighting.directional)
+
+
+class LitFaces(torch.autograd.Function):
+    """(B, V, 3) vertices, (B, F, 3) int64 faces → (B, F, 1) light intensity per face (flat shading)."""
+
+    @staticmethod
+    def forward(ctx, vertices: Tensor, faces: Tensor, lighting, eps: float) -> Tensor:
+        verts, fc, light, ambient, directional = _light_args(vertices, faces, lighting)
+        b, f = fc.shape[:2]
+        out = np.empty((b, f))
+        _parallel(_lighting_kernels().face_light, _even(b, torch.get_num_threads()), verts, fc, light, ambient,
+                  directional, eps, out)
+        ctx.args = (verts, fc, light, directional, eps)
+        return torch.from_numpy(out).to(vertices.dtype).view(b, f, 1)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_out: Tensor) -> tuple[Tensor, None, None, None]:
+        verts, fc, light, directional, eps = ctx.args
+        grad = np.zeros(verts.shape)
+        g = grad_out.detach().to(torch.float64).reshape(fc.shape[:2]).contiguous().numpy()
+        _parallel(_lighting_kernels().face_light_backward, _even(verts.shape[0], torch.get_num_threads()), verts, fc,
+                  light, directional, eps, g, grad)
+        return torch.from_numpy(grad).to(grad_out.dtype), None, None, None
+
+
+class LitVertices(torch.autograd.Function):
+    """(B, V, 3) vertices, (B, F, 3) int64 faces → (B, V, 1) light intensity per vertex, on area-weighted vertex
+    normals (smooth shading)."""
+
+    @staticmethod
+    def forward(ctx, vertices: Tensor, faces: Tensor, lighting, eps: float) -> Tensor:
+        verts, fc, light, ambient, directional = _light_args(vertices, faces, lighting)
+        b, v = verts.shape[:2]
+        out, normals = np.empty((b, v)), np.empty((b, v, 3))
+        _parallel(_lighting_kernels().vertex_light, _even(b, torch.get_num_threads()), verts, fc, light, ambient,
+                  directional, eps, normals, out)
+        ctx.args = (verts, fc, light, directional, eps, normals)
+        return torch.from_numpy(out).to(vertices.dtype).view(b, v, 1)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_out: Tensor) -> tuple[Tensor, None, None, None]:
+        verts, fc, light, directional, eps, normals = ctx.args
+        grad = np.zeros(verts.shape)
+        g = grad_out.detach().to(torch.float64).reshape(verts.shape[:2]).contiguous().numpy()
+        _parallel(_lighting_kernels().vertex_light_backward, _even(verts.shape[0], torch.get_num_threads()), verts,
+                  fc, light, directional, eps, normals, g, np.empty(verts.shape), grad)
+        return torch.from_numpy(grad).to(grad_out.dtype), None, None, None
+
+
 def warm_up(path: str, dtype: torch.dtype) -> None:
     """Compile (or load from the disk cache) and run ``path``'s kernels for ``dtype`` on one small face, forward
     and backward: a failure surfaces here, where the caller can still choose the eager path."""
@@ -284,6 +346,15 @@ def warm_up(path: str, dtype: torch.dtype) -> None:
         if path == "silhouette":
             out = SoftSilhouette.apply(fv, settings)
             (grad,) = torch.autograd.grad(out.sum(), fv)
+        elif path == "lighting":
+            from recon.render.lighting import Lighting
+
+            # The face turned up (0, 2, 1) is lit beyond the ambient 0.5, its reverse is not.
+            vertices, faces = fv[:, 0].detach().clone().requires_grad_(), torch.tensor([[[0, 2, 1], [0, 1, 2]]])
+            out = torch.cat((LitFaces.apply(vertices, faces, Lighting(), 1e-6),
+                             LitVertices.apply(vertices, faces[:, :1], Lighting(), 1e-6)), 1)
+            (grad,) = torch.autograd.grad(out.sum(), vertices)
+            out = (out - 0.5)[:, None, [0, 2]]  # the lit face and a vertex of it
         else:
             colors = torch.full_like(fv, 0.5).requires_grad_()
             out = SoftRGBA.apply(fv, colors, settings)

@@ -9,7 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from recon.render.camera import project
-from recon.render.lighting import Lighting, face_normals, gather_face_vertices, vertex_normals
+from recon.render.lighting import Lighting, gather_face_vertices
 from recon.render.rasterize import soft_rasterize
 from recon.render.settings import RasterSettings, resolve_settings
 
@@ -128,10 +128,10 @@ class SoftRenderer(nn.Module):
         colors = colors.to(vertices.dtype)
         if color_mode == "face":
             if self.lighting is not None:
-                colors = colors * self.lighting.intensity(face_normals(vertices, faces))
+                colors = colors * self.lighting.face_intensity(vertices, faces)
             return colors[:, :, None, :]
         if self.lighting is not None:
-            colors = colors * self.lighting.intensity(vertex_normals(vertices, faces))
+            colors = colors * self.lighting.vertex_intensity(vertices, faces)
         return gather_face_vertices(colors, faces)
 
     @staticmethod
