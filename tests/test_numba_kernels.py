@@ -259,6 +259,17 @@ def test_lighting_equals_the_eager_composition(monkeypatch, shading, dtype):
     assert slow[1][:, -1].abs().max() == 0 == fast[1][:, -1].abs().max()  # the vertex in no face
 
 
+def test_lighting_refuses_faces_that_index_no_vertex(monkeypatch):
+    monkeypatch.setenv("RECON_FUSED", "auto")  # the kernels would read memory there unchecked
+    verts, faces = _lighting_mesh(torch.float32)
+    faces[1, 7, 2] = verts.shape[1]
+    v = verts.shape[1]
+    with pytest.raises(ValueError, match=f"faces index vertices 0..{v - 1}, got indices 0..{v}"):
+        Lighting().face_intensity(verts, faces)
+    with pytest.raises(ValueError, match=r"faces must be \(B, F, 3\) with B=2, got \(1, "):
+        Lighting().vertex_intensity(verts, faces[:1])
+
+
 def test_lighting_gradcheck(monkeypatch):
     monkeypatch.setenv("RECON_FUSED", "auto")
     vertices, faces = icosphere(1)

@@ -279,10 +279,18 @@ def _lighting_kernels():
 
 
 def _light_args(vertices: Tensor, faces: Tensor, lighting) -> tuple:
-    """float64 numpy (verts, faces, light) and the scalars of :mod:`recon.render.cpu_lighting`'s kernels."""
+    """float64 numpy (verts, faces, light) and the scalars of :mod:`recon.render.cpu_lighting`'s kernels, for
+    vertices (B, V, 3) and faces (B, F, 3). The kernels read memory at the indices unchecked: they are checked
+    here."""
+    b, v = vertices.shape[:2]
+    if faces.dim() != 3 or faces.shape[0] != b or faces.shape[2] != 3:
+        raise ValueError(f"faces must be (B, F, 3) with B={b}, got {tuple(faces.shape)}")
+    if faces.numel() and (int(faces.min()) < 0 or int(faces.max()) >= v):
+        raise ValueError(f"faces index vertices 0..{v - 1}, got indices {int(faces.min())}..{int(faces.max())}")
     verts = vertices.detach().to(torch.float64).contiguous().numpy()
+    fc = faces.detach().to(torch.int64).contiguous().numpy()
     light = np.asarray(lighting.direction, dtype=np.float64)
-    return verts, faces.detach().contiguous().numpy(), light, float(lighting.ambient), float(lighting.directional)
+    return verts, fc, light, float(lighting.ambient), float(lighting.directional)
 
 
 class LitFaces(torch.autograd.Function):
