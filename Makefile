@@ -20,7 +20,7 @@ TABLE_RUNS ?= runs/table
 export WANDB_MODE ?= offline
 
 .DEFAULT_GOAL := help
-.PHONY: help setup data train reproduce-table sweep test test-fast lint bench clean
+.PHONY: help setup data train reproduce-table sweep test test-fast lint bench gpu-check clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}'
@@ -58,6 +58,9 @@ lint: $(STAMP) ## ruff check
 
 bench: $(STAMP) ## run the benchmarks; writes bench/results.json and prints tables
 	$(PY) -m bench
+
+gpu-check: ## on a CUDA machine: the gpu-marked tests and the GPU benchmarks → gpu-check/ [PY=python3 for a system torch]
+	PY=$(PY) bench/gpu_check.sh gpu-check
 
 clean: ## remove caches (keeps .venv and data)
 	rm -rf .pytest_cache .ruff_cache build dist *.egg-info

@@ -6,7 +6,6 @@ import os
 from pathlib import Path
 
 import numpy as np
-import trimesh
 from torch import Tensor
 
 from recon.atomic import atomic_write
@@ -70,6 +69,8 @@ def save_mesh(
         # trimesh would convert face to vertex colours by averaging (and needs scipy to do it); split instead.
         kwargs["vertex_colors"] = np.repeat(_rgba8("face_colors", face_colors, f.shape[0]), 3, axis=0)
         v, f = v[f].reshape(-1, 3), np.arange(3 * f.shape[0], dtype=np.int64).reshape(-1, 3)
+    import trimesh  # here, not at import time: only writing a mesh needs it
+
     mesh = trimesh.Trimesh(vertices=v, faces=f, process=False, **kwargs)
     data = mesh.export(file_type=file_type)
     payload = data.encode() if isinstance(data, str) else data
