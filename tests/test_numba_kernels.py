@@ -259,6 +259,18 @@ def test_lighting_equals_the_eager_composition(monkeypatch, shading, dtype):
     assert slow[1][:, -1].abs().max() == 0 == fast[1][:, -1].abs().max()  # the vertex in no face
 
 
+@pytest.mark.parametrize("shading", ["face", "vertex"])
+def test_lighting_of_a_nan_vertex_is_nan_on_both_paths(monkeypatch, shading):
+    verts, faces = _lighting_mesh(torch.float64)
+    verts[0, 5, 1] = float("nan")
+    lit = {}
+    for path in ("auto", "0"):
+        monkeypatch.setenv("RECON_FUSED", path)
+        lit[path] = getattr(Lighting(), f"{shading}_intensity")(verts, faces)
+    assert lit["0"].isnan().any() and lit["0"].isfinite().any()
+    assert torch.equal(lit["auto"].isnan(), lit["0"].isnan())
+
+
 def test_lighting_refuses_faces_that_index_no_vertex(monkeypatch):
     monkeypatch.setenv("RECON_FUSED", "auto")  # the kernels would read memory there unchecked
     verts, faces = _lighting_mesh(torch.float32)

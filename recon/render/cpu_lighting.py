@@ -31,10 +31,10 @@ def _cross(ax, ay, az, bx, by, bz):  # pragma: no cover
 
 @njit(inline="always")
 def _shade(cx, cy, cz, light, ambient, directional, eps):  # pragma: no cover
-    """(intensity, n̂·l) of the unnormalised normal c."""
+    """(intensity, n̂·l) of the unnormalised normal c; NaN for a NaN normal, as the eager relu gives."""
     scale = 1 / max(math.sqrt(cx * cx + cy * cy + cz * cz), eps)
     cos = cx * scale * light[0] + cy * scale * light[1] + cz * scale * light[2]
-    return ambient + directional * max(cos, 0.0), cos
+    return ambient + directional * (0.0 if cos <= 0 else cos), cos
 
 
 @njit(inline="always")
