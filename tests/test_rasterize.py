@@ -224,6 +224,43 @@ def test_shading_lights_faces_whose_normal_points_up():
     assert torch.allclose(unlit[0, :3][:, covered], torch.tensor(0.5), atol=1e-5)
 
 
+def test_gpu_chunking_renders_the_same_with_far_fewer_dispatched_operations(monkeypatch):
+    # On a GPU every tensor operation of a chunk is a kernel launch: its limits make fewer, larger chunks. Checked
+    # here on the CPU by giving it the GPU's limits: the eager path (CUDA's) must render the same.
+    from recon.mesh import icosphere
+    from recon.render import culling
+
+    monkeypatch.setenv("RECON_FUSED", "0")
+    vertices, faces = icosphere(3)
+    g = torch.Generator().manual_seed(0)
+    v = vertices[None] * 0.35 * (1 + 0.25 * torch.rand(32, 1, 3, generator=g))
+    renderer = SoftRenderer(image_size=64)
+    fv = renderer.face_vertices(v, faces, eye_from_angles(2.732, 30.0, -15.0 * torch.arange(32.0))).detach()
+    colors = torch.rand(*fv.shape[:2], 3, 3, generator=g)
+    assert culling.chunk_limits(torch.device("cpu")) == (culling.MAX_CELLS, culling.CHUNK_COST)
+    assert culling.chunk_limits(torch.device("cuda")) == (culling.GPU_MAX_CELLS, culling.GPU_CHUNK_COST)
+
+    def render_and_count():
+        outs = []
+        with torch.profiler.profile() as prof:
+            for c in (None, colors):
+                x = fv.clone().requires_grad_()
+                image = soft_rasterize(x, c, renderer.settings)
+                image.sum().backward()
+                outs.append((image.detach(), x.grad))
+        xy = fv[..., :2].reshape(-1, 3, 2)
+        plan = culling.plan_windows(xy, faces.shape[0], 64, renderer.settings.culling_threshold)
+        return outs, sum(e.name.startswith("aten::") for e in prof.events()), len(plan.chunks)
+
+    cpu, cpu_ops, cpu_chunks = render_and_count()
+    monkeypatch.setattr(culling, "chunk_limits", lambda device: (culling.GPU_MAX_CELLS, culling.GPU_CHUNK_COST))
+    gpu, gpu_ops, gpu_chunks = render_and_count()
+    assert gpu_chunks < cpu_chunks / 5 and gpu_ops < cpu_ops / 5, (cpu_chunks, gpu_chunks, cpu_ops, gpu_ops)
+    for (image, grad), (want, want_grad) in zip(gpu, cpu, strict=True):
+        assert (image - want).abs().max() <= 1e-6
+        assert (grad - want_grad).abs().max() <= 1e-5 * want_grad.abs().max()
+
+
 def test_window_plan_covers_every_face_once_and_merges_small_buckets(monkeypatch):
     # Small batches have many nearly empty window-size buckets; merged runs must still hold every face's box,
     # visit each face exactly once, and render the same silhouette as one chunk per bucket.
