@@ -4,7 +4,8 @@ Each call is one autograd function: a forward that plans nothing in PyTorch (per
 happen inside the kernels) and a backward that writes each face's gradients, from what the forward saved of each
 cell, or by evaluating the cells again when that would take more than ``RECON_RASTER_SAVE_MB``.
 Same values and gradients as the eager path, which stays the reference and the fallback
-(:func:`recon.render.fused.numba_kernels` decides which runs).
+(:func:`recon.render.fused.numba_kernels` decides which runs). The renderer's lighting has its own two autograd
+functions here (:class:`LitFaces`, :class:`LitVertices`) over :mod:`recon.render.cpu_lighting`.
 """
 
 from __future__ import annotations
