@@ -195,14 +195,13 @@ def plan_windows(xy: Tensor, faces_per_image: int, image_size: int, threshold: f
         return WindowPlan(window, order, chunks)
 
 
-def merge_buckets(keys: list[int], counts: list[int], chunk_cost: int | None = None) -> list[tuple[int, int, int, int]]:
+def merge_buckets(keys: list[int], counts: list[int], chunk_cost: int) -> list[tuple[int, int, int, int]]:
     """Runs of consecutive window-size buckets evaluated together: (start, end, kh, kw) in sorted positions.
 
     A bucket joins the run before it, in the run's largest window, when the extra window cells cost less than
-    evaluating it on its own (``chunk_cost`` cells, default :data:`CHUNK_COST`). Small batches have many nearly
-    empty buckets; each would otherwise pay a chunk's few dozen tensor operations for a handful of faces.
+    evaluating it on its own (``chunk_cost`` cells, :func:`chunk_limits`). Small batches have many nearly empty
+    buckets; each would otherwise pay a chunk's few dozen tensor operations for a handful of faces.
     """
-    chunk_cost = CHUNK_COST if chunk_cost is None else chunk_cost
     runs: list[tuple[int, int, int, int]] = []
     end = 0
     for k, count in zip(keys, counts, strict=True):
