@@ -36,9 +36,9 @@ def _scene(dtype, b=4):
     return verts, faces, eyes, {kind: c.to(dtype) for kind, c in colors.items()}
 
 
-def _render(device, dtype, kind, aggr_alpha, path):
-    """(image, ∂(Σ weight·image)/∂vertices, ∂…/∂colours or None) on ``device`` with ``RECON_FUSED=path``."""
-    os.environ["RECON_FUSED"] = path
+def _render(monkeypatch, device, dtype, kind, aggr_alpha, path):
+    """(image, ∂(Σ weight·image)/∂vertices[, ∂…/∂colours]) on ``device`` with ``RECON_FUSED=path``."""
+    monkeypatch.setenv("RECON_FUSED", path)
     verts, faces, eyes, colors = _scene(dtype)
     renderer = SoftRenderer(image_size=64, aggr_alpha=aggr_alpha, gamma=1e-3)
     v = verts.to(device).requires_grad_()
@@ -54,26 +54,16 @@ def _render(device, dtype, kind, aggr_alpha, path):
     return image.detach().cpu(), *[grad.cpu() for grad in grads]
 
 
-@pytest.fixture
-def restore_fused_mode():
-    before = os.environ.get("RECON_FUSED")
-    yield
-    if before is None:
-        os.environ.pop("RECON_FUSED", None)
-    else:
-        os.environ["RECON_FUSED"] = before
-
-
 @pytest.mark.parametrize(("kind", "aggr_alpha"), [("silhouette", "prod"), ("silhouette", "sum"), ("face", "prod"),
                                                   ("vertex", "prod"), ("vertex", "sum")])
-def test_renders_and_gradients_on_the_device_equal_the_cpu_reference(restore_fused_mode, kind, aggr_alpha):
-    reference = _render("cpu", torch.float64, kind, aggr_alpha, "0")
+def test_renders_and_gradients_on_the_device_equal_the_cpu_reference(monkeypatch, kind, aggr_alpha):
+    reference = _render(monkeypatch, "cpu", torch.float64, kind, aggr_alpha, "0")
     alpha = reference[0][:, -1]  # object and background in view ('sum' alpha is the mean over faces: small)
     assert alpha.amax() > (0.9 if aggr_alpha == "prod" else 0.005) and alpha.amin() == 0
     # float64: the same formulas, to rounding; float32: the eager float32 path's own tolerances, and gradients
     # summed in another order (CUDA's atomic adds).
     for dtype, atol, rtol in ((torch.float64, 1e-9, 1e-7), (torch.float32, 1e-4, 1e-3)):
-        got = _render(DEVICE, dtype, kind, aggr_alpha, "auto")
+        got = _render(monkeypatch, DEVICE, dtype, kind, aggr_alpha, "auto")
         assert got[0].dtype == dtype and got[0].shape == reference[0].shape
         assert (got[0] - reference[0]).abs().max() <= atol, (dtype, (got[0] - reference[0]).abs().max())
         for grad, want in zip(got[1:], reference[1:], strict=True):
@@ -81,10 +71,10 @@ def test_renders_and_gradients_on_the_device_equal_the_cpu_reference(restore_fus
             assert scale > 0 and (grad - want).abs().max() <= rtol * scale, (dtype, (grad - want).abs().max(), scale)
 
 
-def test_inductor_silhouette_kernels_on_the_device_equal_the_eager_ones(restore_fused_mode):
-    eager = _render(DEVICE, torch.float32, "silhouette", "prod", "0")
+def test_inductor_silhouette_kernels_on_the_device_equal_the_eager_ones(monkeypatch):
+    eager = _render(monkeypatch, DEVICE, torch.float32, "silhouette", "prod", "0")
     before = sum(fused.compiled_calls.values())
-    compiled = _render(DEVICE, torch.float32, "silhouette", "prod", "inductor")
+    compiled = _render(monkeypatch, DEVICE, torch.float32, "silhouette", "prod", "inductor")
     assert sum(fused.compiled_calls.values()) > before and not fused._failed
     assert (compiled[0] - eager[0]).abs().max() <= 1e-5
     assert (compiled[1] - eager[1]).abs().max() <= 1e-4 * eager[1].abs().max()
