@@ -34,17 +34,17 @@ class Lighting:
     def face_intensity(self, vertices: Tensor, faces: Tensor) -> Tensor:
         """(B, F, 1) intensity on :func:`face_normals` (flat shading) of vertices (B, V, 3), faces (B, F, 3)."""
         if _numba(vertices):
-            from recon.render.numba_path import LitFaces
+            from recon.render.numba_path import LitIntensity
 
-            return LitFaces.apply(vertices, faces, self, NORMAL_EPS)
+            return LitIntensity.apply(vertices, faces, self, NORMAL_EPS, False)
         return self.intensity(face_normals(vertices, faces))
 
     def vertex_intensity(self, vertices: Tensor, faces: Tensor) -> Tensor:
         """(B, V, 1) intensity on :func:`vertex_normals` (smooth shading); arguments as :meth:`face_intensity`."""
         if _numba(vertices):
-            from recon.render.numba_path import LitVertices
+            from recon.render.numba_path import LitIntensity
 
-            return LitVertices.apply(vertices, faces, self, NORMAL_EPS)
+            return LitIntensity.apply(vertices, faces, self, NORMAL_EPS, True)
         return self.intensity(vertex_normals(vertices, faces))
 
 

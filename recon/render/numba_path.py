@@ -4,8 +4,8 @@ Each call is one autograd function: a forward that plans nothing in PyTorch (per
 happen inside the kernels) and a backward that writes each face's gradients, from what the forward saved of each
 cell, or by evaluating the cells again when that would take more than ``RECON_RASTER_SAVE_MB``.
 Same values and gradients as the eager path, which stays the reference and the fallback
-(:func:`recon.render.fused.numba_kernels` decides which runs). The renderer's lighting has its own two autograd
-functions here (:class:`LitFaces`, :class:`LitVertices`) over :mod:`recon.render.cpu_lighting`.
+(:func:`recon.render.fused.numba_kernels` decides which runs). The renderer's lighting has its own autograd
+function here (:class:`LitIntensity`) over :mod:`recon.render.cpu_lighting`.
 """
 
 from __future__ import annotations
@@ -294,53 +294,36 @@ def _light_args(vertices: Tensor, faces: Tensor, lighting) -> tuple:
     return verts, fc, light, float(lighting.ambient), float(lighting.directional)
 
 
-class LitFaces(torch.autograd.Function):
-    """(B, V, 3) vertices, (B, F, 3) int64 faces → (B, F, 1) light intensity per face (flat shading)."""
+class LitIntensity(torch.autograd.Function):
+    """(B, V, 3) vertices, (B, F, 3) int64 faces → light intensity per face (B, F, 1) on face normals (flat
+    shading), or with ``per_vertex`` per vertex (B, V, 1) on area-weighted vertex normals (smooth shading)."""
 
     @staticmethod
-    def forward(ctx, vertices: Tensor, faces: Tensor, lighting, eps: float) -> Tensor:
+    def forward(ctx, vertices: Tensor, faces: Tensor, lighting, eps: float, per_vertex: bool) -> Tensor:
         verts, fc, light, ambient, directional = _light_args(vertices, faces, lighting)
-        b, f = fc.shape[:2]
-        out = np.empty((b, f))
-        _parallel(_lighting_kernels().face_light, _even(b, torch.get_num_threads()), verts, fc, light, ambient,
-                  directional, eps, out)
-        ctx.args = (verts, fc, light, directional, eps)
-        return torch.from_numpy(out).to(vertices.dtype).view(b, f, 1)
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad_out: Tensor) -> tuple[Tensor, None, None, None]:
-        verts, fc, light, directional, eps = ctx.args
-        grad = np.zeros(verts.shape)
-        g = grad_out.detach().to(torch.float64).reshape(fc.shape[:2]).contiguous().numpy()
-        _parallel(_lighting_kernels().face_light_backward, _even(verts.shape[0], torch.get_num_threads()), verts, fc,
-                  light, directional, eps, g, grad)
-        return torch.from_numpy(grad).to(grad_out.dtype), None, None, None
-
-
-class LitVertices(torch.autograd.Function):
-    """(B, V, 3) vertices, (B, F, 3) int64 faces → (B, V, 1) light intensity per vertex, on area-weighted vertex
-    normals (smooth shading)."""
-
-    @staticmethod
-    def forward(ctx, vertices: Tensor, faces: Tensor, lighting, eps: float) -> Tensor:
-        verts, fc, light, ambient, directional = _light_args(vertices, faces, lighting)
-        b, v = verts.shape[:2]
-        out, normals = np.empty((b, v)), np.empty((b, v, 3))
-        _parallel(_lighting_kernels().vertex_light, _even(b, torch.get_num_threads()), verts, fc, light, ambient,
-                  directional, eps, normals, out)
+        k, bounds = _lighting_kernels(), _even(verts.shape[0], torch.get_num_threads())
+        if per_vertex:
+            out, normals = np.empty(verts.shape[:2]), np.empty(verts.shape)
+            _parallel(k.vertex_light, bounds, verts, fc, light, ambient, directional, eps, normals, out)
+        else:
+            out, normals = np.empty(fc.shape[:2]), None
+            _parallel(k.face_light, bounds, verts, fc, light, ambient, directional, eps, out)
         ctx.args = (verts, fc, light, directional, eps, normals)
-        return torch.from_numpy(out).to(vertices.dtype).view(b, v, 1)
+        return torch.from_numpy(out).to(vertices.dtype)[..., None]
 
     @staticmethod
     @once_differentiable
-    def backward(ctx, grad_out: Tensor) -> tuple[Tensor, None, None, None]:
+    def backward(ctx, grad_out: Tensor) -> tuple[Tensor, None, None, None, None]:
         verts, fc, light, directional, eps, normals = ctx.args
+        k, bounds = _lighting_kernels(), _even(verts.shape[0], torch.get_num_threads())
         grad = np.zeros(verts.shape)
-        g = grad_out.detach().to(torch.float64).reshape(verts.shape[:2]).contiguous().numpy()
-        _parallel(_lighting_kernels().vertex_light_backward, _even(verts.shape[0], torch.get_num_threads()), verts,
-                  fc, light, directional, eps, normals, g, np.empty(verts.shape), grad)
-        return torch.from_numpy(grad).to(grad_out.dtype), None, None, None
+        g = grad_out.detach().to(torch.float64)[..., 0].contiguous().numpy()
+        if normals is not None:
+            _parallel(k.vertex_light_backward, bounds, verts, fc, light, directional, eps, normals, g,
+                      np.empty(verts.shape), grad)
+        else:
+            _parallel(k.face_light_backward, bounds, verts, fc, light, directional, eps, g, grad)
+        return torch.from_numpy(grad).to(grad_out.dtype), None, None, None, None
 
 
 def warm_up(path: str, dtype: torch.dtype) -> None:
@@ -360,8 +343,8 @@ def warm_up(path: str, dtype: torch.dtype) -> None:
 
             # The face turned up (0, 2, 1) is lit beyond the ambient 0.5, its reverse is not.
             vertices, faces = fv[:, 0].detach().clone().requires_grad_(), torch.tensor([[[0, 2, 1], [0, 1, 2]]])
-            out = torch.cat((LitFaces.apply(vertices, faces, Lighting(), 1e-6),
-                             LitVertices.apply(vertices, faces[:, :1], Lighting(), 1e-6)), 1)
+            out = torch.cat((LitIntensity.apply(vertices, faces, Lighting(), 1e-6, False),
+                             LitIntensity.apply(vertices, faces[:, :1], Lighting(), 1e-6, True)), 1)
             (grad,) = torch.autograd.grad(out.sum(), vertices)
             out = (out - 0.5)[:, None, [0, 2]]  # the lit face and a vertex of it
         else:
