@@ -91,6 +91,16 @@ def directional_light(
     return ambient + directional * torch.relu((normals * light).sum(-1, keepdim=True))
 
 
+def check_face_indices(faces: Tensor, num_vertices: int) -> None:
+    """Raise one ``ValueError`` naming the range when ``faces`` holds an index outside 0 … num_vertices − 1. One
+    reduction and one device-to-host copy: on a GPU, one synchronisation per call."""
+    if not faces.numel():
+        return
+    lo, hi = torch.stack(torch.aminmax(faces)).tolist()
+    if lo < 0 or hi >= num_vertices:
+        raise ValueError(f"faces index vertices 0..{num_vertices - 1}, got indices {lo}..{hi}")
+
+
 def gather_face_vertices(vertices: Tensor, faces: Tensor) -> Tensor:
     """(B, V, C) per-vertex values and (B, F, 3) faces → (B, F, 3, C) per-face-corner values."""
     b, f = faces.shape[:2]

@@ -21,6 +21,7 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
+from recon.render.lighting import check_face_indices
 from recon.render.settings import RasterSettings
 
 _pool: tuple[int, int, ThreadPoolExecutor] | None = None  # (pid, workers, pool): a forked child makes its own
@@ -286,8 +287,7 @@ def _light_args(vertices: Tensor, faces: Tensor, lighting) -> tuple:
     b, v = vertices.shape[:2]
     if faces.dim() != 3 or faces.shape[0] != b or faces.shape[2] != 3:
         raise ValueError(f"faces must be (B, F, 3) with B={b}, got {tuple(faces.shape)}")
-    if faces.numel() and (int(faces.min()) < 0 or int(faces.max()) >= v):
-        raise ValueError(f"faces index vertices 0..{v - 1}, got indices {int(faces.min())}..{int(faces.max())}")
+    check_face_indices(faces, v)
     verts = vertices.detach().to(torch.float64).contiguous().numpy()
     fc = faces.detach().to(torch.int64).contiguous().numpy()
     light = np.asarray(lighting.direction, dtype=np.float64)

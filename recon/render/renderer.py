@@ -9,7 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from recon.render.camera import project
-from recon.render.lighting import Lighting, gather_face_vertices
+from recon.render.lighting import Lighting, check_face_indices, gather_face_vertices
 from recon.render.rasterize import soft_rasterize
 from recon.render.settings import RasterSettings, resolve_settings
 
@@ -145,8 +145,7 @@ class SoftRenderer(nn.Module):
             raise ValueError(f"faces must be a (F, 3) or (B, F, 3) tensor, got {_shape(faces)}")
         if faces.is_floating_point() or faces.dtype == torch.bool:
             raise ValueError(f"faces must hold integer vertex indices, got {faces.dtype}")
-        if faces.numel() and (int(faces.min()) < 0 or int(faces.max()) >= v):
-            raise ValueError(f"faces index vertices 0..{v - 1}, got indices {int(faces.min())}..{int(faces.max())}")
+        check_face_indices(faces, v)
         faces = faces.to(device=vertices.device, dtype=torch.long)
         if faces.dim() == 2:
             faces = faces.expand(b, -1, -1)
