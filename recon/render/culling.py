@@ -186,7 +186,8 @@ def plan_windows(xy: Tensor, faces_per_image: int, image_size: int, threshold: f
         )
         chunks: list[Chunk] = []
         max_cells, chunk_cost = chunk_limits(xy.device)
-        for start, end, kh, kw in merge_buckets(keys.tolist(), counts.tolist(), chunk_cost):
+        bucket_keys, bucket_counts = torch.stack([keys, counts]).tolist()  # one copy to the host: one GPU sync
+        for start, end, kh, kw in merge_buckets(bucket_keys, bucket_counts, chunk_cost):
             # Equal chunks of at most max_cells cells: no small remainder chunk.
             parts = -(-(end - start) * kh * kw // max_cells)
             bounds = [start + (end - start) * i // parts for i in range(parts + 1)]
