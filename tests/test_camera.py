@@ -80,3 +80,31 @@ def test_perspective_keeps_depth_and_is_finite_at_the_eye():
     assert out[0, 1, 2].item() == 2.0
     out.sum().backward()
     assert torch.isfinite(v.grad).all()
+
+
+def test_renderer_constants_made_during_a_validation_serve_a_later_training_step(monkeypatch):
+    """The up vector, light direction, background and window sizes are made once per device and dtype. Made first
+    under inference mode (Lightning's validation sanity check runs before training), they must still be usable in
+    an autograd graph: an inference tensor saved for backward would fail the first training step. The eager path
+    uses all four."""
+    from recon.mesh.template import icosphere
+    from recon.render import constants
+
+    monkeypatch.setenv("RECON_FUSED", "0")
+    constants._constant.cache_clear()
+    vertices, faces = icosphere(1)
+    vertices = (0.4 * vertices)[None].to(torch.float64)
+    eyes = eye_from_angles(2.732, 30.0, 45.0).to(torch.float64)
+    colors = torch.rand(1, vertices.shape[1], 3, dtype=torch.float64)
+    renderer = SoftRenderer(image_size=16)
+    with torch.inference_mode():
+        expected = renderer(vertices, faces, eyes, colors=colors)
+    # (0, 1, 0) (the up vector and the default light direction), the window sizes and the background
+    assert constants._constant.cache_info().currsize == 3
+    v = vertices.clone().requires_grad_()
+    c = colors.clone().requires_grad_()
+    image = renderer(v, faces, eyes, colors=c)
+    image.sum().backward()
+    torch.testing.assert_close(image.detach(), expected)
+    assert v.grad is not None and v.grad.abs().sum() > 0 and c.grad.abs().sum() > 0
+    assert constants._constant.cache_info().hits > 0

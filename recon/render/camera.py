@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from recon.render.constants import constant
+
 # Depths closer to the eye than this are pushed to ±_MIN_DEPTH before the perspective divide, so a vertex at the
 # eye gives a large but finite projection and finite gradients (SoftRas would divide by zero).
 _MIN_DEPTH = 1e-6
@@ -52,7 +54,7 @@ def look_at_rotation(eyes: Tensor, at: Tensor | None = None, up: Tensor | None =
         eps 1e-5 exactly as SoftRas's ``F.normalize`` calls.
     """
     at = eyes.new_zeros(3) if at is None else at.to(eyes)
-    up = eyes.new_tensor([0.0, 1.0, 0.0]) if up is None else up.to(eyes)
+    up = constant((0.0, 1.0, 0.0), eyes.device, eyes.dtype) if up is None else up.to(eyes)
     z = F.normalize(at - eyes, dim=-1, eps=1e-5)
     x = F.normalize(torch.linalg.cross(up.expand_as(z), z, dim=-1), dim=-1, eps=1e-5)
     y = F.normalize(torch.linalg.cross(z, x, dim=-1), dim=-1, eps=1e-5)

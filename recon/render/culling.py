@@ -18,6 +18,7 @@ import torch
 from torch import Tensor
 
 from recon.render.cells import Cells, EdgeDistances, WindowSlice, cull_cells, window_distances
+from recon.render.constants import constant
 from recon.render.edges import EdgeTable, edge_table
 
 # Window sizes (pixels) of the face buckets: a face whose grown box is h×w pixels is evaluated in the smallest
@@ -158,7 +159,7 @@ def plan_windows(xy: Tensor, faces_per_image: int, image_size: int, threshold: f
         # Sort the faces by window size once, so that every chunk below is a contiguous slice of the per-face
         # tables (no gathers per chunk). Window size index of every box side by table lookup: bucketize costs
         # ~25 ns a face on CPU.
-        fits = torch.bucketize(torch.arange(s + 1, device=xy.device), torch.tensor(WINDOW_SIZES, device=xy.device))
+        fits = torch.bucketize(torch.arange(s + 1, device=xy.device), constant(WINDOW_SIZES, xy.device, torch.int64))
         key = fits[height.clamp(0, s)] * len(WINDOW_SIZES) + fits[width.clamp(0, s)]
         key = key.masked_fill((width <= 0) | (height <= 0), -1)
         key, order = torch.sort(key, stable=True)

@@ -8,6 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from recon.render.constants import constant
+
 
 @dataclass(frozen=True)
 class Lighting:
@@ -87,7 +89,7 @@ def directional_light(
     direction: tuple[float, float, float] = (0.0, 1.0, 0.0),
 ) -> Tensor:
     """Light intensity ``I_a + I_d·relu(n·l)`` per normal: (…, 3) normals → (…, 1), white light (SoftRas defaults)."""
-    light = normals.new_tensor(direction)
+    light = constant(direction, normals.device, normals.dtype)
     return ambient + directional * torch.relu((normals * light).sum(-1, keepdim=True))
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from recon.render.constants import constant
 from recon.render.pairs import PixelFacePairs
 from recon.render.settings import RasterSettings
 
@@ -75,7 +76,7 @@ def aggregate_rgb(
     idx = usable.nonzero().squeeze(1)
     pixel = pairs.pixel[idx]
     colors = (w_bar[idx, :, None] * face_colors.reshape(n, 3, 3)[pairs.face[idx]]).sum(1)
-    bg = face_colors.new_tensor(settings.background)
+    bg = constant(settings.background, face_colors.device, face_colors.dtype)
 
     if settings.aggr_rgb == "softmax":
         z_norm = (far - z[idx]) / (far - near)  # in [0, 1], nearer is larger
