@@ -5,7 +5,8 @@ image-size grid, first-call cost with a cold and a warm compile cache, and opera
 All paths run in the same ``make bench`` on the same machine, each configuration group in a fresh subprocess
 (``RECON_FUSED`` is read per call, but a fresh process keeps compile caches and allocator state apart). The
 operation count is the number of ``aten::`` operations the profiler records for one forward+backward call: the
-proxy for kernel launches on CUDA that can be measured on a CPU.
+proxy for kernel launches on CUDA that can be measured on a CPU. On CUDA, ``device_syncs`` counts the times one
+call waits for the GPU (copies to the host, data-dependent sizes), which stop the CPU from queueing ahead.
 """
 
 from __future__ import annotations
@@ -36,6 +37,18 @@ def count_ops(fn):
         fn()
     names = [e.name for e in prof.events()]
     return sum(n.startswith("aten::") for n in names), sum(n.startswith("## Call CompiledFxGraph") for n in names)
+
+
+def count_syncs(fn):  # the GPU synchronisations of one call: CUDA's sync debug mode warns at each
+    import warnings
+    torch.cuda.set_sync_debug_mode("warn")
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            fn()
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    return sum("synchroniz" in str(w.message) for w in caught)
 
 
 for level, size, b, backward, repeats in cfg["configs"]:
@@ -93,6 +106,8 @@ for level, size, b, backward, repeats in cfg["configs"]:
         if cfg.get("count_ops"):
             row["aten_ops"], row["compiled_calls"] = count_ops(step)
             row["aten_ops_rasterizer"], _ = count_ops(raster_only)
+            if dev.type == "cuda":
+                row["device_syncs"] = count_syncs(step)
         rows.append(row)
 print(json.dumps({"rows": rows, "first_call_s": first_call, "failed": fused._failed + fused._numba_failed}))
 """
