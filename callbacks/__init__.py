@@ -1,5 +1,7 @@
-"""Callbacks: silhouette grids, meshes beside their voxels, test results (W&B and run folder), mesh files."""
+"""Callbacks: silhouette grids, meshes beside their voxels, test results (W&B and run folder), mesh files, and
+last.ckpt when a fit is interrupted."""
 
+from recon.callbacks.interrupt import InterruptCheckpoint
 from recon.callbacks.meshes import MeshLogger
 from recon.callbacks.results import VoxelIoULogger, results_markdown
 from recon.callbacks.run_folder import run_folder
@@ -9,6 +11,7 @@ from recon.callbacks.voxels import voxel_centers, voxel_surface
 from recon.callbacks.writer import MeshWriter
 
 __all__ = [
+    "InterruptCheckpoint",
     "MeshLogger",
     "MeshWriter",
     "SilhouetteLogger",

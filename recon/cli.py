@@ -19,10 +19,12 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import Logger, WandbLogger
 from lightning.pytorch.plugins.io import CheckpointIO
+from lightning.pytorch.utilities import rank_zero_only
 from typing_extensions import override
 
 from recon.allocator import keep_freed_memory
 from recon.callbacks import MeshWriter
+from recon.callbacks.interrupt import InterruptCheckpoint, forget_interrupts, interrupt_status
 from recon.checkpoint_io import AtomicCheckpointIO
 from recon.datamodules import ViewPairDataModule
 from recon.errors import PATH_ERRORS, ConfigError, UserError, debug
@@ -118,12 +120,15 @@ class ReconCLI(LightningCLI):
     @override
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
         """The Trainer, with :class:`~recon.checkpoint_io.AtomicCheckpointIO` unless the config names another
-        ``CheckpointIO``; what killed runs left in the checkpoint folders is removed before anything starts."""
+        ``CheckpointIO`` and with :class:`~recon.callbacks.interrupt.InterruptCheckpoint`; what killed runs left in the
+        checkpoint folders is removed before anything starts."""
         plugins = kwargs.get("plugins", self._get(self.config_init, "trainer", default={}).get("plugins"))
         plugins = [] if plugins is None else list(plugins) if isinstance(plugins, list) else [plugins]
         if not any(isinstance(plugin, CheckpointIO) for plugin in plugins):
             plugins.append(AtomicCheckpointIO())
         trainer = super().instantiate_trainer(**{**kwargs, "plugins": plugins})
+        if not any(isinstance(callback, InterruptCheckpoint) for callback in trainer.callbacks):
+            trainer.callbacks.append(InterruptCheckpoint())  # Ctrl-C and SIGTERM keep a fit's progress
         io = trainer.strategy.checkpoint_io
         if isinstance(io, AtomicCheckpointIO):
             for callback in trainer.checkpoint_callbacks:
@@ -195,7 +200,8 @@ def run_cli(args: ArgsType = None) -> ReconCLI:
 
 def main(args: ArgsType = None) -> int:
     """Entry point of the ``recon`` console script: exit status 0 on success, 1 on a user error (a bad path,
-    value or file: one line on stderr, the traceback only with ``RECON_DEBUG=1``), 2 on a command-line error.
+    value or file: one line on stderr, the traceback only with ``RECON_DEBUG=1``), 2 on a command-line error, 130
+    after Ctrl-C and 143 after SIGTERM (a fit saves ``last.ckpt`` first: :mod:`recon.callbacks.interrupt`).
     ``recon sweep …`` is a search over ``recon fit`` runs (:mod:`recon.sweep`), not a Lightning subcommand."""
     argv = sys.argv[1:] if args is None else [str(arg) for arg in args]
     if argv[:1] == ["sweep"]:
@@ -204,8 +210,18 @@ def main(args: ArgsType = None) -> int:
         return sweep(argv[1:])
     keep_freed_memory()  # megabyte-sized temporaries otherwise page-fault afresh every step
     subcommand = next((arg for arg in argv if not arg.startswith("-")), "")
+    forget_interrupts()
     try:
         run_cli(args)
+    except SystemExit:
+        # Lightning ends an interrupted trainer function with exit status 1 (Ctrl-C) or 0 (SIGTERM): neither
+        # tells a script or scheduler that the run did not finish.
+        status = interrupt_status()
+        if status is None:
+            raise
+        if rank_zero_only.rank == 0:
+            print(f"recon {subcommand}: interrupted; exit status {status}", file=sys.stderr)
+        return status
     except (UserError, *PATH_ERRORS) as error:
         if debug():
             raise

@@ -167,6 +167,46 @@ def test_a_kill_during_a_checkpoint_save_leaves_last_ckpt_resumable(shrink_flags
         shutil.rmtree(other_tmp)
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("sig, status", [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["ctrl-c", "sigterm"])
+def test_an_interrupted_fit_saves_last_ckpt_at_its_step_and_exits_with_the_signals_status(sig, status, shrink_flags,
+                                                                                         tmp_path):
+    """Ctrl-C or SIGTERM mid-fit: the run ends with 130 or 143 (Lightning's own ending is 1 or 0: a scheduler would
+    take a SIGTERM for success and a script would go on to test a half-trained model), after saving last.ckpt at
+    the step reached; the run's own checkpoints come only at step 1000, so whatever last.ckpt holds the interrupt
+    saved. ``--ckpt_path last`` continues from it."""
+    run = tmp_path / "run"
+    # a CSV log flushed every step: the test sees the steps go by
+    flags = [*shrink_flags({"trainer.max_steps": 1000, "trainer.val_check_interval": 1000}),
+             "--trainer.logger=lightning.pytorch.loggers.CSVLogger", "--trainer.logger.save_dir=.",
+             "--trainer.logger.flush_logs_every_n_steps=1"]
+    environment = {**os.environ, "WANDB_MODE": "offline", "OMP_NUM_THREADS": "1"}
+    child = subprocess.Popen([sys.executable, "-m", "recon", "fit", "-c", DEFAULT, *flags], cwd=ROOT, env=environment,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    seen = 0
+    try:
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and child.poll() is None and seen < 3:
+            logs = list(run.glob("**/metrics.csv"))
+            seen = max(0, len(logs[0].read_text().splitlines()) - 1) if logs else 0  # rows below the header
+            time.sleep(0.2)
+        child.send_signal(sig)
+        _, stderr = child.communicate(timeout=120)
+    finally:
+        child.kill()
+    assert seen >= 3, f"the fit logged no steps: {stderr[-3000:]}"
+    assert child.returncode == status, stderr[-3000:]
+    assert f"interrupted; exit status {status}" in stderr
+    step = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True, map_location="cpu")["global_step"]
+    assert 1 <= step < 1000
+    assert f"at step {step}: saved" in stderr
+    if sig == signal.SIGINT:
+        done = recon("fit", "-c", DEFAULT, *shrink_flags({"trainer.max_steps": step + 2, "trainer.val_check_interval":
+                     1000, "trainer.logger": "false"}), "--ckpt_path=last")
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == step + 2
+
+
 # ------------------------------------------------------------------------------------------------ loggers
 @pytest.mark.slow
 @pytest.mark.parametrize("experiment", [[], ["-c", COLOR]], ids=["silhouette", "color"])

@@ -1,0 +1,133 @@
+"""``InterruptCheckpoint``: a fit stopped by Ctrl-C or SIGTERM keeps its progress in ``last.ckpt``.
+
+Lightning stops gracefully on Ctrl-C (``KeyboardInterrupt``) and on SIGTERM (a scheduler ending or pre-empting the
+job) but saves nothing, so every step since the last validation's checkpoint would be lost: up to
+``val_check_interval`` steps, 10,000 in the paper recipe. This callback then saves ``last.ckpt`` at the step
+reached, through the trainer's ``CheckpointIO`` (atomic in recon: a kill during this save leaves the previous
+``last.ckpt`` whole), when that step is newer than the last checkpoint, so ``--ckpt_path last`` continues from it.
+A Ctrl-C during an optimizer step takes effect when the step is whole (SIGTERM always stops between steps), so
+the checkpoint never holds a half-applied step.
+
+It saves only in a single-process run: in a multi-process run the other processes may already be gone, and a
+checkpoint needs them all; the last periodic ``last.ckpt`` is kept. :func:`interrupt_status` gives the exit
+status the ``recon`` command ends with: 130 after Ctrl-C and 143 after SIGTERM, as any interrupted command, so
+that a script or scheduler never takes an interrupted fit for a finished one.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from lightning.pytorch import LightningModule, Trainer
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from lightning.pytorch.trainer.states import TrainerFn
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+from torch.optim import Optimizer
+from typing_extensions import override
+
+log = logging.getLogger(__name__)
+
+EXIT_STATUS = {"Ctrl-C": 130, "SIGTERM": 143}  # 128 + the signal's number
+_received: list[str] = []  # the interrupts trainers stopped on since forget_interrupts(), in order
+
+
+def interrupt_status() -> int | None:
+    """The exit status for the last interrupt a trainer stopped on since :func:`forget_interrupts` (130 or 143), or
+    None."""
+    return EXIT_STATUS[_received[-1]] if _received else None
+
+
+def forget_interrupts() -> None:
+    """Start a new command: the interrupts recorded so far no longer count for :func:`interrupt_status`."""
+    _received.clear()
+
+
+class InterruptCheckpoint(Callback):
+    """Save ``last.ckpt`` when a single-process fit is interrupted; record the interrupt of any trainer function.
+    The ``recon`` command adds it to every trainer."""
+
+    def __init__(self) -> None:
+        self._saved_step: int | None = None  # the step of the newest checkpoint of this fit; None before training
+        self._held: tuple[object] | None = None  # (the SIGINT handler to restore,) while Ctrl-C waits for a step
+        self._deferred = False  # Ctrl-C came during an optimizer step
+
+    @override
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._saved_step = trainer.global_step  # 0, or the step of the checkpoint the fit resumed from
+
+    @override
+    def on_save_checkpoint(self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict) -> None:
+        self._saved_step = trainer.global_step
+
+    @override
+    def on_before_optimizer_step(self, trainer: Trainer, pl_module: LightningModule, optimizer: Optimizer) -> None:
+        # Ctrl-C waits until the step is whole: on CPU the optimizer updates the parameters one tensor after
+        # another, and a KeyboardInterrupt between two would save a half-applied step. (SIGTERM already stops
+        # between steps.)
+        if self._held is None and threading.current_thread() is threading.main_thread():
+            self._held = (signal.signal(signal.SIGINT, self._defer),)
+
+    def _defer(self, signum: int, frame: FrameType | None) -> None:
+        self._deferred = True
+
+    @override
+    def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        # after the optimizer and the learning-rate schedule have stepped: parameters, optimizer state, schedule
+        # and global step agree
+        self._release()
+        if self._deferred:
+            self._deferred = False
+            raise KeyboardInterrupt
+
+    def _release(self) -> None:
+        if self._held is not None:
+            previous = self._held[0]  # None when it was set outside Python
+            signal.signal(signal.SIGINT, signal.default_int_handler if previous is None else previous)
+            self._held = None
+
+    @override
+    def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
+        if isinstance(exception, KeyboardInterrupt):
+            self._held = None  # Lightning now ignores SIGINT until it has shut down: leave it so
+            kind = "Ctrl-C"
+        else:
+            self._release()
+            if isinstance(exception, SIGTERMException) or getattr(trainer, "received_sigterm", False):
+                kind = "SIGTERM"
+            else:
+                return
+        _received.append(kind)
+        if trainer.state.fn != TrainerFn.FITTING or self._saved_step is None:
+            return
+        step = trainer.global_step
+        path = _last_checkpoint_path(trainer)
+        if path is None:
+            _say(trainer, f"{kind} at step {step}: no ModelCheckpoint with save_last, nothing saved")
+        elif step <= self._saved_step:
+            _say(trainer, f"{kind} at step {step}: {path} already holds it")
+        elif trainer.world_size > 1:
+            kept = f"{path} from step {self._saved_step} is kept" if path.is_file() else "there is no last.ckpt yet"
+            _say(trainer, f"{kind} at step {step} on {trainer.world_size} processes: not saved (the other processes "
+                          f"may be gone); {kept}")
+        else:
+            trainer.save_checkpoint(path)
+            _say(trainer, f"{kind} at step {step}: saved {path}; `--ckpt_path last` continues from it")
+
+
+def _say(trainer: Trainer, message: str) -> None:
+    if trainer.is_global_zero:
+        log.warning(message)
+
+
+def _last_checkpoint_path(trainer: Trainer) -> Path | None:
+    """Where the trainer's first ModelCheckpoint with ``save_last`` keeps ``last.ckpt``, or None."""
+    for callback in trainer.checkpoint_callbacks:
+        if isinstance(callback, ModelCheckpoint) and callback.save_last and callback.dirpath:
+            return Path(callback.dirpath) / f"{callback.CHECKPOINT_NAME_LAST}{callback.FILE_EXTENSION}"
+    return None

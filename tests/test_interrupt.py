@@ -1,0 +1,80 @@
+"""``InterruptCheckpoint`` in a real Trainer: Ctrl-C (a real SIGINT) during an optimizer step waits for the step, then
+the fit saves last.ckpt at it. The ``recon`` command's exit statuses and SIGTERM are in test_faults.py."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import pytest
+import torch
+from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch.callbacks import ModelCheckpoint
+from torch.utils.data import DataLoader, TensorDataset
+
+from recon.callbacks.interrupt import InterruptCheckpoint, forget_interrupts, interrupt_status
+
+
+class _Tiny(LightningModule):
+    def __init__(self) -> None:
+        super().__init__()
+        self.layers = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Tanh(), torch.nn.Linear(8, 1))
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        return torch.nn.functional.mse_loss(self.layers(x), y)
+
+    def configure_optimizers(self):
+        return torch.optim.Adam(self.parameters(), lr=1e-2)
+
+    def train_dataloader(self):
+        g = torch.Generator().manual_seed(0)
+        return DataLoader(TensorDataset(torch.randn(64, 4, generator=g), torch.randn(64, 1, generator=g)), batch_size=4)
+
+
+class _CtrlCBeforeStep(Callback):
+    """A real SIGINT to this process just before the optimizer steps at ``step``: inside the step's window."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer):
+        if trainer.global_step == self.step:
+            os.kill(os.getpid(), signal.SIGINT)
+
+
+def _trainer(tmp_path, *callbacks) -> Trainer:
+    # the run's own checkpoints come at step 1000 only: whatever last.ckpt holds, the interrupt saved it
+    checkpoint = ModelCheckpoint(dirpath=tmp_path, save_last=True, every_n_train_steps=1000)
+    return Trainer(max_steps=10, accelerator="cpu", logger=False, enable_progress_bar=False,
+                   enable_model_summary=False, default_root_dir=tmp_path,
+                   callbacks=[InterruptCheckpoint(), *callbacks, checkpoint])
+
+
+@pytest.fixture
+def _sigint_restored():
+    previous = signal.getsignal(signal.SIGINT)
+    forget_interrupts()
+    yield previous
+    signal.signal(signal.SIGINT, previous)  # Lightning leaves SIGINT ignored after an interrupt
+    forget_interrupts()
+
+
+def test_ctrl_c_during_an_optimizer_step_saves_last_ckpt_with_the_whole_step(tmp_path, _sigint_restored):
+    trainer = _trainer(tmp_path, _CtrlCBeforeStep(step=2))
+    with pytest.raises(SystemExit):  # Lightning's graceful shutdown ends with sys.exit(1); recon maps it to 130
+        trainer.fit(_Tiny())
+    saved = torch.load(tmp_path / "last.ckpt", weights_only=True)
+    # The step in progress (index 2) was completed, then saved: parameters, Adam's state and the step count agree.
+    # Without the wait, Ctrl-C would have stopped before it (global step 2).
+    assert saved["global_step"] == 3
+    assert {int(state["step"]) for state in saved["optimizer_states"][0]["state"].values()} == {3}
+    assert interrupt_status() == 130
+
+
+def test_a_fit_that_is_not_interrupted_leaves_sigint_as_it_was(tmp_path, _sigint_restored):
+    trainer = _trainer(tmp_path)
+    trainer.fit(_Tiny())
+    assert trainer.global_step == 10
+    assert signal.getsignal(signal.SIGINT) is _sigint_restored
+    assert interrupt_status() is None
