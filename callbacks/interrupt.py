@@ -98,7 +98,7 @@ class InterruptCheckpoint(Callback):
             kind = "Ctrl-C"
         else:
             self._release()
-            if isinstance(exception, SIGTERMException) or getattr(trainer, "received_sigterm", False):
+            if isinstance(exception, SIGTERMException) or trainer.received_sigterm:
                 kind = "SIGTERM"
             else:
                 return

@@ -23,8 +23,8 @@ from lightning.pytorch.utilities import rank_zero_only
 from typing_extensions import override
 
 from recon.allocator import keep_freed_memory
-from recon.callbacks import MeshWriter
-from recon.callbacks.interrupt import InterruptCheckpoint, forget_interrupts, interrupt_status
+from recon.callbacks import InterruptCheckpoint, MeshWriter
+from recon.callbacks.interrupt import forget_interrupts, interrupt_status
 from recon.checkpoint_io import AtomicCheckpointIO
 from recon.datamodules import ViewPairDataModule
 from recon.errors import PATH_ERRORS, ConfigError, UserError, debug
