@@ -133,6 +133,45 @@ def test_rgba_equals_eager_and_dense_reference_in_float64(monkeypatch, aggr_alph
     assert ((fast[0][:, 3] > 0.05) & (fast[0][:, 3] < 0.95)).any()
 
 
+@pytest.mark.parametrize("aggr_alpha", ["prod", "sum"])
+def test_rgba_on_rows_wider_than_the_vector_and_sizes_not_a_multiple_of_it(monkeypatch, aggr_alpha):
+    # The RGBA kernels walk a row's span LANES cells at a time and select away the lanes beyond it; the per-pixel
+    # rows are padded for the lanes beyond the image's last column. Wide faces, faces cut by the image's edges and
+    # sizes that are not a multiple of LANES exercise both.
+    scenes = ((_random_face_vertices(b=2, f=20, scale=1.2, seed=5, dtype=torch.float64), 23),
+              (_random_face_vertices(b=1, f=6, scale=2.5, seed=7, dtype=torch.float64), 13))
+    for fv, size in scenes:
+        colors = _colors(fv)
+        kwargs = dict(image_size=size, sigma=1e-3, gamma=1e-3, aggr_alpha=aggr_alpha, double_sided=False)
+        fast, slow = _numba_and_eager(monkeypatch, fv, colors, _weight(fv, size, 4, seed=size), **kwargs)
+        _assert_close(fast, slow, atol=1e-10, rtol=1e-8)
+        covered = fast[0][:, 3] > 0.5 / fv.shape[1]  # alpha of one face inside ('sum' divides by F)
+        assert covered[..., -1].any() and not covered.all()  # a face covers the last column, not every pixel
+
+
+def test_the_vector_exp_is_within_2_ulp_of_libm():
+    import math
+
+    import numpy as np
+    from numba import njit
+
+    from recon.render.cpu_kernels import _vexp
+
+    @njit
+    def vexp(xs):
+        out = np.empty_like(xs)
+        for i in range(xs.size):
+            out[i] = _vexp(xs[i])
+        return out
+
+    xs = np.concatenate([np.linspace(-708, 709.7, 200_001), np.linspace(-1, 1, 20_001), [0.0, 1e-300, -1e-300]])
+    got, want = vexp(xs), np.exp(xs)
+    assert np.max(np.abs(got - want) / want) <= 2 * 2.0**-52
+    assert got[xs == 0][0] == 1.0
+    tiny = np.array([-720.0, -740.0, -745.0, -746.0, -1e5, -math.inf])  # subnormal results, then 0
+    assert np.allclose(vexp(tiny), np.exp(tiny), rtol=1e-3, atol=0) and vexp(tiny)[-3:].tolist() == [0.0, 0.0, 0.0]
+
+
 def test_rgba_in_float32_is_within_the_eager_paths_rounding_of_the_float64_reference(monkeypatch):
     # With γ = 1e-4 the soft z-buffer's weights exp(z/γ) amplify float32 rounding of the depth ~1e4 times: the
     # eager float32 path itself is ~1e-4 from the float64 one. The numba kernels compute in float64.
@@ -160,21 +199,19 @@ def test_rgba_on_degenerate_faces(monkeypatch):
         _assert_close(fast, slow, atol=1e-9, rtol=1e-7)
 
 
-@pytest.mark.parametrize("colors", [None, "per-corner", "per-face"])
 @pytest.mark.parametrize("aggr_alpha", ["prod", "sum"])
-def test_backward_from_saved_cells_equals_evaluating_them_again(monkeypatch, colors, aggr_alpha):
-    # The forward saves each window cell's factors when they fit in RECON_RASTER_SAVE_MB (here: always, then never).
-    # float32 input saves float32 factors: the colour path's sums over them cancel more than the silhouette's.
+def test_silhouette_backward_from_saved_cells_equals_evaluating_them_again(monkeypatch, aggr_alpha):
+    # The silhouette forward saves each window cell's factors when they fit in RECON_RASTER_SAVE_MB (here: always,
+    # then never). The RGBA kernels save nothing: their backward always evaluates the cells again.
     monkeypatch.setenv("RECON_FUSED", "auto")
-    for dtype, rtol in ((torch.float64, 1e-12), (torch.float32, 1e-6 if colors is None else 1e-5)):
+    for dtype, rtol in ((torch.float64, 1e-12), (torch.float32, 1e-6)):
         fv = _random_face_vertices(b=2, f=40, scale=0.4, seed=13, dtype=dtype)
-        rgb = None if colors is None else _colors(fv) if colors == "per-corner" else _colors(fv)[:, :, :1]
         weight = _weight(fv, 24, 4)
-        kwargs = dict(image_size=24, aggr_alpha=aggr_alpha, gamma=1e-3, double_sided=False)
-        saved = _render_and_grad(fv, rgb, weight, **kwargs)
+        kwargs = dict(image_size=24, aggr_alpha=aggr_alpha)
+        saved = _render_and_grad(fv, None, weight, **kwargs)
         with monkeypatch.context() as patch:
             patch.setattr(numba_path, "SAVE_LIMIT_BYTES", 0)
-            again = _render_and_grad(fv, rgb, weight, **kwargs)
+            again = _render_and_grad(fv, None, weight, **kwargs)
         assert torch.equal(saved[0], again[0])
         _assert_close(saved, again, atol=0, rtol=rtol)
 

@@ -3,11 +3,11 @@
 The same arithmetic as the eager window kernels (:mod:`recon.render.cells`, :mod:`recon.render.silhouette`,
 :mod:`recon.render.rgb`), written as loops: each cell's edge distances, culling decision, soft coverage and
 colour stay in registers. Each face visits the cells of its box grown by √T, row by row within the span that
-can lie within √T of all three edge lines. A forward can save, per box cell, what its backward needs beyond a few
-multiply-adds: the coverage factor, the nearest edge and, for RGBA, a coloured cell's barycentrics and depth
-(:func:`silhouette_backward_saved`, :func:`rgba_backward_saved`); otherwise a backward evaluates the cells again.
-Nothing of size pixels × faces is stored. Arithmetic is float64 whatever the input dtype; ``exp`` is inlined
-(:func:`_exp`).
+can lie within √T of all three edge lines. The silhouette forward can save, per box cell, what its backward needs
+beyond a few multiply-adds: the coverage factor and the nearest edge (:func:`silhouette_backward_saved`);
+otherwise its backward evaluates the cells again. The RGBA kernels are vector code and save nothing (see the
+comment above ``LANES``). Nothing of size pixels × faces is stored. Arithmetic is float64 whatever the input
+dtype; ``exp`` is inlined (:func:`_exp`, and :func:`_vexp` in vector code).
 
 Parallel work (the callers in :mod:`recon.render.numba_path` run pieces on threads; the kernels release the GIL):
 the forward splits each image into bands of rows, one (image, band) per unit, so that every pixel is written by
@@ -75,6 +75,40 @@ def _exp(x):  # pragma: no cover
     m = (k - j) >> 5
     half = m >> 1  # 2^m in two factors: results down to the subnormals
     return (_EXP_TABLE[j] + _EXP_TABLE[j] * p) * _as_float((half + 1023) << 52) * _as_float((m - half + 1023) << 52)
+
+
+@intrinsic
+def _bits(typingctx, x):  # pragma: no cover (compiled)
+    """The int64 whose bits are the float64 ``x``."""
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], llvmlite.ir.IntType(64))
+
+    return types.int64(types.float64), codegen
+
+
+# exp for loops that LLVM turns into vector code: no table (a table lookup is a gather, which the vectoriser
+# scalarises) and no float → int conversion (AVX2 has none for int64). n = round(x/ln 2) by adding 1.5·2^52, whose
+# low bits then hold n; exp(r), |r| ≤ ln 2/2, by a degree-13 Taylor polynomial (truncation < 5e-18).
+_LOG2E, _SHIFTER = 1.4426950408889634, 6755399441055744.0
+_LN2_HI, _LN2_LO = 0.6931471803691238, 1.9082149292705877e-10  # n·hi is exact for |n| < 2^21
+
+
+@njit(inline="always")
+def _vexp(x):  # pragma: no cover
+    """exp(x) within 2 ulp (0 below −745.5, inf above 709.9), in operations that vectorise; see :func:`_exp`."""
+    x = min(max(x, -745.5), 709.9)
+    shifted = x * _LOG2E + _SHIFTER
+    n = shifted - _SHIFTER
+    r = (x - n * _LN2_HI) - n * _LN2_LO
+    r2 = r * r
+    r4 = r2 * r2
+    p = ((1.0 + r) + r2 * (0.5 + r * (1 / 6)) + r4 * ((1 / 24 + r * (1 / 120)) + r2 * (1 / 720 + r * (1 / 5040)))
+         + (r4 * r4) * ((1 / 40320 + r * (1 / 362880)) + r2 * (1 / 3628800 + r * (1 / 39916800))
+                        + r4 * (1 / 479001600 + r * (1 / 6227020800))))
+    k = _bits(shifted) - _bits(_SHIFTER)
+    half = k >> 1  # 2^k in two factors: results down to the subnormals
+    return p * _as_float((half + 1023) << 52) * _as_float((k - half + 1023) << 52)
 
 
 @njit(cache=True, nogil=True, fastmath=_CONTRACT)
@@ -361,19 +395,18 @@ def silhouette_backward_saved(fr, boxes, offsets, f, s, per_pixel, saved, neares
         _write_gradients(grad, _face(fr, i), i, sums)
 
 
-@njit(inline="always")
-def _surface(fr, i, px, py, near, far, double_sided):  # pragma: no cover
-    """(usable, z, inv_z, w̄0, w̄1, w̄2): clipped, renormalised barycentrics and the perspective-correct depth."""
-    w0 = fr[i, BARY + 0] * px + fr[i, BARY + 1] * py + fr[i, BARY + 2]
-    w1 = fr[i, BARY + 3] * px + fr[i, BARY + 4] * py + fr[i, BARY + 5]
-    w2 = fr[i, BARY + 6] * px + fr[i, BARY + 7] * py + fr[i, BARY + 8]
-    w0, w1, w2 = min(max(w0, 0.0), 1.0), min(max(w1, 0.0), 1.0), min(max(w2, 0.0), 1.0)
-    scale = 1 / max(w0 + w1 + w2, MIN_WEIGHT_SUM)
-    w0, w1, w2 = w0 * scale, w1 * scale, w2 * scale
-    inv_z = w0 * fr[i, INV_DEPTH] + w1 * fr[i, INV_DEPTH + 1] + w2 * fr[i, INV_DEPTH + 2]
-    z = 1 / (max(inv_z, MIN_INV_Z) if inv_z >= 0 else min(inv_z, -MIN_INV_Z))
-    usable = (near <= z) & (z <= far) & (double_sided | (fr[i, FRONT] > 0))
-    return usable, z, inv_z, w0, w1, w2
+# The RGBA kernels are vector code: LLVM turns their loop over a row's cells, LANES at a time, into SIMD
+# instructions (4 float64 lanes of AVX2). What that takes, found by trial: a loop whose trip count LLVM does not
+# know (``lanes``, always LANES: one it knows to be small it will not vectorise); every lane computed and its
+# results selected, not branched on; :func:`_vexp` (a table lookup is a gather, which is scalarised); unsigned
+# pixel indices (the wraparound of a negative index does not vectorise); values, not arrays, passed to inlined
+# helpers (an array may cost a reference count, a call); per-pixel arrays in rows padded by LANES (an index
+# clamped to the row is not affine, and LLVM must bound each array's accesses for its overlap checks); few
+# arrays written in the loop (each pair is checked at run time); and ``error_model="numpy"`` (a division checked
+# for zero does not vectorise). A forward that saves per-cell factors for its backward, as the silhouette's does,
+# writes eleven more arrays: vectorised, its overlap checks per row and AMD's slow masked stores made it slower
+# than these two kernels together, so RGBA saves nothing and its backward evaluates the cells again.
+LANES = 4
 
 
 @njit(inline="always")
@@ -387,31 +420,80 @@ def _colors(colors, i):  # pragma: no cover
     )
 
 
-# Flags of a saved cell: its nearest edge (bits 0–1) and the bits below; 0 for a culled cell.
-KEPT, INSIDE, USABLE, INV_Z_OK = 4, 8, 16, 32
-_NO_COLOR_SUMS = (0.0,) * 9
+@njit(inline="always")
+def _surface_frame(fr, i):  # pragma: no cover
+    """Face i's barycentric inverse (9) and inverse clamped depths (3), read once per face."""
+    return (
+        (fr[i, BARY], fr[i, BARY + 1], fr[i, BARY + 2], fr[i, BARY + 3], fr[i, BARY + 4], fr[i, BARY + 5],
+         fr[i, BARY + 6], fr[i, BARY + 7], fr[i, BARY + 8]),
+        (fr[i, INV_DEPTH], fr[i, INV_DEPTH + 1], fr[i, INV_DEPTH + 2]),
+    )
 
 
 @njit(inline="always")
-def _flags(k, inside, usable, inv_z_ok):  # pragma: no cover
-    """A kept cell's flags: its nearest edge k and the bits above."""
-    return k + KEPT + (INSIDE if inside else 0) + (USABLE if usable else 0) + (INV_Z_OK if inv_z_ok else 0)
+def _surface(bary, inv_depth, px, py):  # pragma: no cover
+    """(w̄0, w̄1, w̄2, z, inv_z) at (px, py): the clipped, renormalised barycentrics and the perspective-correct
+    depth."""
+    w0 = min(max(bary[0] * px + bary[1] * py + bary[2], 0.0), 1.0)
+    w1 = min(max(bary[3] * px + bary[4] * py + bary[5], 0.0), 1.0)
+    w2 = min(max(bary[6] * px + bary[7] * py + bary[8], 0.0), 1.0)
+    scale = 1 / max(w0 + w1 + w2, MIN_WEIGHT_SUM)
+    w0, w1, w2 = w0 * scale, w1 * scale, w2 * scale
+    inv_z = w0 * inv_depth[0] + w1 * inv_depth[1] + w2 * inv_depth[2]
+    z = 1 / (max(inv_z, MIN_INV_Z) if inv_z >= 0 else min(inv_z, -MIN_INV_Z))
+    return w0, w1, w2, z, inv_z
 
 
-@njit(cache=True, nogil=True, fastmath=_CONTRACT)
-def rgba_forward(fr, boxes, offsets, colors, f, s, sigma, threshold, prod, gamma, near, far, double_sided, bands,
-                 acc, shift, den, num, saved, surf, zs, flags, lo, hi):  # pragma: no cover
+@njit(inline="always")
+def _rgba_cell(t, bary, inv_depth, facing, c, c1, px, py, inv_sigma, threshold, near, far):  # pragma: no cover
+    """One lane of the RGBA kernels, cell (c, py): (kept, coloured, sign, e = exp(−sign·d²/σ), D, the edges of
+    :func:`_edges` (12), w̄0, w̄1, w̄2, z, inv_z). Not kept beyond column c1."""
+    d0, h0, e0, f0, d1, h1, e1, f1, d2, h2, e2, f2 = _edges(t, px, py)
+    best, inside = min(d0, d1, d2), min(h0, h1, h2) > t[INTERIOR]
+    keep = (inside | (best < threshold)) & (c <= c1)
+    sign = 1.0 if inside else -1.0
+    e = _vexp(-sign * best * inv_sigma)
+    d = 1 / (1 + e)
+    w0, w1, w2, z, inv_z = _surface(bary, inv_depth, px, py)
+    colored = keep & facing & (near <= z) & (z <= far)
+    return (keep, colored, sign, e, d, (d0, h0, e0, f0, d1, h1, e1, f1, d2, h2, e2, f2), w0, w1, w2, z, inv_z)
+
+
+@njit(inline="always")
+def _rgba_pixel(a, m, old, x0, x1, x2, prod, keep, colored, e, d, z, w0, w1, w2, cc, far, inv_range,
+                inv_gamma):  # pragma: no cover
+    """A pixel's (acc, shift, den, num) after one cell, unchanged unless the cell is kept (and coloured). Online
+    softmax: a nearer face (zn > M) rescales the sums by exp((M − zn)/γ) and weighs exp(0) = 1; a farther one
+    weighs exp((zn − M)/γ). One exp either way. (Values in and out, not arrays: an array passed to an inlined
+    function may cost a reference count, a call, which stops the loop from vectorising.)"""
+    covered = a * (e * d) if prod else a + d  # 1 − D = sigmoid(−x), or D
+    zn = (far - z) * inv_range
+    nearer = zn > m
+    t_exp = _vexp(-abs(zn - m) * inv_gamma)
+    rescale = t_exp if nearer else 1.0
+    weight = d * (1.0 if nearer else t_exp)
+    if not colored:
+        return covered if keep else a, m, old, x0, x1, x2
+    return (covered, zn if nearer else m, old * rescale + weight,
+            x0 * rescale + weight * (w0 * cc[0] + w1 * cc[3] + w2 * cc[6]),
+            x1 * rescale + weight * (w0 * cc[1] + w1 * cc[4] + w2 * cc[7]),
+            x2 * rescale + weight * (w0 * cc[2] + w1 * cc[5] + w2 * cc[8]))
+
+
+@njit(cache=True, nogil=True, fastmath=_CONTRACT, error_model="numpy")
+def rgba_forward(fr, boxes, colors, f, s, stride, lanes, sigma, threshold, prod, gamma, near, far, double_sided,
+                 bands, acc, shift, den, num, lo, hi):  # pragma: no cover
     """Alpha as :func:`silhouette_forward` into acc; the soft z-buffer's running maximum (shift, from eps),
-    denominator and numerator (den from exp(eps/γ), num = den·background) per pixel, by an online softmax.
+    denominator and numerator (den from exp(eps/γ), num (3, …) = den·background) per pixel, by an online softmax,
+    for the (image, row band) units lo … hi − 1. The per-pixel arrays hold rows of ``stride`` ≥ S + lanes − 1
+    pixels. Nothing is saved: :func:`rgba_backward` evaluates the cells again.
 
-    With a non-empty ``saved`` (cells, 6), also saves what the backward (:func:`rgba_backward_saved`) needs of
-    each box cell: the nearest edge's four factors as the silhouette saves them (without the per-pixel part), D
-    and D·(1 − D); its flags (0 for a culled cell); and, for a coloured cell, its barycentrics (surf, cells × 3)
-    and depth (zs, float64: exp(z̃/γ) magnifies rounding by 1/γ). Cells are numbered as in
-    :func:`silhouette_forward`."""
+    Vector code (see the comment above LANES): each row's span is walked ``lanes`` cells at a time, every lane
+    computed, and the results of a lane that is culled, beyond the span or not coloured selected away; the padding
+    takes the lanes beyond the image's last column."""
     step, x_first, radius = 2 / s, (1 - s) / s, math.sqrt(threshold)
     inv_sigma, inv_gamma, inv_range = 1 / sigma, 1 / gamma, 1 / (far - near)
-    save = saved.shape[0] > 0
+    n0, n1, n2 = num[0], num[1], num[2]  # 1-D views: LLVM bounds their accesses for its overlap checks
     for unit in range(lo, hi):
         img, band_lo, band_hi = _unit(unit, bands, s)
         for i in range(img * f, img * f + f):
@@ -420,128 +502,116 @@ def rgba_forward(fr, boxes, offsets, colors, f, s, sigma, threshold, prod, gamma
                 continue
             t = _face(fr, i)
             cc = _colors(colors, i)
-            width = boxes[i, 1] - boxes[i, 0] + 1
-            facing = double_sided or fr[i, FRONT] > 0
+            bary, inv_depth = _surface_frame(fr, i)
+            facing = double_sided or fr[i, FRONT] > 0  # a back face of a one-sided render adds no colour
             for r in range(r0, r1 + 1):
                 py = (s - 1 - 2 * r) / s
-                row = (img * s + r) * s
+                row = (img * s + r) * stride
                 c0, c1 = _row_span(t, py, boxes[i, 0], boxes[i, 1], s, radius)
-                j = offsets[i] + (r - boxes[i, 2]) * width - boxes[i, 0]
-                if save:
-                    for c in range(boxes[i, 0], boxes[i, 1] + 1):
-                        if c < c0 or c > c1:
-                            flags[j + c] = 0
-                for c in range(c0, c1 + 1):
-                    px = c * step + x_first
-                    d0, h0, e0, f0, d1, h1, e1, f1, d2, h2, e2, f2 = _edges(t, px, py)
-                    best, inside = min(d0, d1, d2), min(h0, h1, h2) > t[INTERIOR]
-                    if not (inside or best < threshold):
-                        if save:
-                            flags[j + c] = 0
-                        continue
-                    p = row + c
-                    sign = 1.0 if inside else -1.0
-                    e = _exp(-sign * best * inv_sigma)
-                    d = 1 / (1 + e)
-                    if prod:
-                        acc[p] *= e * d  # 1 − D
-                    else:
-                        acc[p] += d
-                    if facing:
-                        usable, z, inv_z, w0, w1, w2 = _surface(fr, i, px, py, near, far, double_sided)
-                    else:  # a back face of a one-sided render: no colour
-                        usable, z, inv_z, w0, w1, w2 = False, 1.0, 1.0, 0.0, 0.0, 0.0
-                    if save:
-                        # ∂x/∂d² = sign/σ, with the 2 of ∂d²; D and D(1 − D)
-                        k, saved[j + c, 0], saved[j + c, 1], saved[j + c, 2], saved[j + c, 3] = _nearest_factors(
-                            d0, h0, e0, f0, d1, h1, e1, f1, d2, h2, e2, f2, 2 * sign * inv_sigma)
-                        saved[j + c, 4], saved[j + c, 5] = d, d * d * e
-                        if usable:
-                            surf[j + c, 0], surf[j + c, 1], surf[j + c, 2] = w0, w1, w2
-                            zs[j + c] = z
-                        flags[j + c] = _flags(k, inside, usable, abs(inv_z) >= MIN_INV_Z)
-                    if not usable:
-                        continue
-                    # Online softmax: a nearer face (zn > M) rescales the sums by exp((M − zn)/γ) and weighs
-                    # exp(0) = 1; a farther one weighs exp((zn − M)/γ). One exp either way, selects not branches
-                    # (which face is nearer changes in no order a branch predictor could follow).
-                    zn = (far - z) * inv_range
-                    m = shift[p]
-                    nearer = zn > m
-                    t_exp = _exp(-abs(zn - m) * inv_gamma)
-                    rescale = t_exp if nearer else 1.0
-                    weight = d * (1.0 if nearer else t_exp)
-                    shift[p] = zn if nearer else m
-                    den[p] = den[p] * rescale + weight
-                    num[0, p] = num[0, p] * rescale + weight * (w0 * cc[0] + w1 * cc[3] + w2 * cc[6])
-                    num[1, p] = num[1, p] * rescale + weight * (w0 * cc[1] + w1 * cc[4] + w2 * cc[7])
-                    num[2, p] = num[2, p] * rescale + weight * (w0 * cc[2] + w1 * cc[5] + w2 * cc[8])
-
-
-@njit(cache=True, nogil=True, fastmath=_CONTRACT)
-def rgba_backward(fr, boxes, colors, f, s, sigma, threshold, prod, gamma, near, far, double_sided,
-                  per_pixel, shift, g_over_den, h_term, grad_fv, grad_colors, lo, hi):  # pragma: no cover
-    """grad_fv (N, 3, 3) and grad_colors (N, 3, 3) = ∂loss/∂(corners, depths) and ∂loss/∂colours (written, not
-    added).
-
-    per_pixel: as in :func:`silhouette_backward`, for alpha. g_over_den (3, B·S²): ∂loss/∂rgb / den;
-    h_term (B·S²): Σ ∂loss/∂rgb·rgb / den, so that ∂loss/∂weight = Σ g_over_den·colour − h_term.
-    """
-    step, x_first, radius = 2 / s, (1 - s) / s, math.sqrt(threshold)
-    inv_sigma, inv_gamma, inv_range = 1 / sigma, 1 / gamma, 1 / (far - near)
-    sums = np.zeros(12)  # per edge k, at 4k … 4k + 3: see _write_gradients
-    for i in range(lo, hi):
-        base = (i // f) * s * s
-        t = _face(fr, i)
-        cc = _colors(colors, i)
-        sums[:] = 0.0
-        q, zsum = _NO_COLOR_SUMS, (0.0, 0.0, 0.0)
-        for r in range(boxes[i, 2], boxes[i, 3] + 1):
-            py = (s - 1 - 2 * r) / s
-            c0, c1 = _row_span(t, py, boxes[i, 0], boxes[i, 1], s, radius)
-            for c in range(c0, c1 + 1):
-                px = c * step + x_first
-                d0, h0, e0, f0, d1, h1, e1, f1, d2, h2, e2, f2 = _edges(t, px, py)
-                best, inside = min(d0, d1, d2), min(h0, h1, h2) > t[INTERIOR]
-                if not (inside or best < threshold):
-                    continue
-                p = base + r * s + c
-                sign = 1.0 if inside else -1.0
-                e = _exp(-sign * best * inv_sigma)
-                d = 1 / (1 + e)
-                dx = per_pixel[p] * d if prod else per_pixel[p] * d * (1 - d)
-                usable, z, inv_z, w0, w1, w2 = _surface(fr, i, px, py, near, far, double_sided)
-                if usable:
-                    ez = _exp(((far - z) * inv_range - shift[p]) * inv_gamma)
-                    g_ez, q, zsum = _color_cell(cc, w0, w1, w2, z, d, ez, g_over_den[0, p], g_over_den[1, p],
-                                                g_over_den[2, p], h_term[p], inv_gamma * inv_range,
-                                                abs(inv_z) >= MIN_INV_Z, q, zsum)
-                    dx += g_ez * d * (1 - d)
-                k, a, b, c2, c3 = _nearest_factors(d0, h0, e0, f0, d1, h1, e1, f1, d2, h2, e2, f2,
-                                                   dx * 2 * sign * inv_sigma)
-                _add_to_edge(sums, k, a, b, c2, c3)
-        _write_gradients(grad_fv, t, i, sums)
-        _write_color_and_depth_gradients(fr, grad_fv, grad_colors, i, q, zsum)
+                for first in range(c0, c1 + 1, lanes):
+                    for lane in range(lanes):
+                        c = first + lane
+                        p = np.uint64(row + c)  # unsigned: no wraparound
+                        keep, colored, _, e, d, _, w0, w1, w2, z, _ = _rgba_cell(
+                            t, bary, inv_depth, facing, c, c1, c * step + x_first, py, inv_sigma, threshold, near, far)
+                        acc[p], shift[p], den[p], n0[p], n1[p], n2[p] = _rgba_pixel(
+                            acc[p], shift[p], den[p], n0[p], n1[p], n2[p], prod, keep, colored, e, d, z, w0, w1, w2,
+                            cc, far, inv_range, inv_gamma)
 
 
 @njit(inline="always")
-def _color_cell(cc, w0, w1, w2, z, d, ez, g0, g1, g2, h, scale, depth_ok, q, zsum):  # pragma: no cover
-    """One coloured cell of the RGBA backward: (∂loss/∂weight·ez, the colour sums q + g_c·weight·w̄_k per corner
-    k and channel c, the depth sums zsum + ∂loss/∂inv_z·w̄_k), weight = D·ez = D·exp((zn − M)/γ).
-    g (3): ∂loss/∂rgb / den; h: Σ g·rgb, so that ∂loss/∂weight = Σ g·colour − h. scale = 1/(γ·(far − near))."""
+def _rgba_gradient_terms(t, bary, inv_depth, cc, facing, c, c1, px, py, per_pixel, shift, g0, g1, g2, h, prod,
+                         inv_sigma, threshold, near, far, inv_range, inv_gamma):  # pragma: no cover
+    """One lane of :func:`rgba_backward`: (nearest edge k, its four window terms for :func:`_write_gradients`, the
+    colour terms g_c·weight·w̄_k (9, corner-major) and the depth terms ∂loss/∂inv_z·w̄_k (3)), all 0 for a culled
+    cell and the last 12 for an uncoloured one. weight = D·ez, ez = exp((zn − M)/γ); g: ∂loss/∂rgb / den and h:
+    Σ g·rgb, so that ∂loss/∂weight = Σ g·colour − h."""
+    keep, colored, sign, e, d, edges, w0, w1, w2, z, inv_z = _rgba_cell(t, bary, inv_depth, facing, c, c1, px, py,
+                                                                       inv_sigma, threshold, near, far)
+    dd = d * d * e  # D(1 − D)
+    ez = _vexp(((far - z) * inv_range - shift) * inv_gamma)
     weight = d * ez
-    g_weight = (
-        g0 * (w0 * cc[0] + w1 * cc[3] + w2 * cc[6]) + g1 * (w0 * cc[1] + w1 * cc[4] + w2 * cc[7])
-        + g2 * (w0 * cc[2] + w1 * cc[5] + w2 * cc[8]) - h
-    )
-    a0, a1, a2 = g0 * weight, g1 * weight, g2 * weight
-    q = (q[0] + a0 * w0, q[1] + a1 * w0, q[2] + a2 * w0, q[3] + a0 * w1, q[4] + a1 * w1, q[5] + a2 * w1,
-         q[6] + a0 * w2, q[7] + a1 * w2, q[8] + a2 * w2)
-    if depth_ok:
-        # zn = (far − z)/(far − near), z = 1/inv_z, inv_z = Σ w̄_k/z_k: ∂zn/∂inv_z = z²/(far − near).
-        g_inv_z = g_weight * weight * scale * z * z
-        zsum = (zsum[0] + g_inv_z * w0, zsum[1] + g_inv_z * w1, zsum[2] + g_inv_z * w2)
-    return g_weight * ez, q, zsum
+    g_weight = (g0 * (w0 * cc[0] + w1 * cc[3] + w2 * cc[6]) + g1 * (w0 * cc[1] + w1 * cc[4] + w2 * cc[7])
+                + g2 * (w0 * cc[2] + w1 * cc[5] + w2 * cc[8]) - h)
+    # ∂loss/∂x: per_pixel·D ('prod') or per_pixel·D(1 − D) ('sum'), plus the colour's through D.
+    dx = per_pixel * (d if prod else dd) + (g_weight * ez * dd if colored else 0.0)
+    factor = dx * 2 * sign * inv_sigma if keep else 0.0  # ∂x/∂d² = sign/σ, with the 2 of ∂d²
+    d0, h0, e0, f0, d1, h1, e1, f1, d2, h2, e2, f2 = edges
+    k, a, b, ch, dh = _nearest_factors(d0, h0, e0, f0, d1, h1, e1, f1, d2, h2, e2, f2, factor)
+    a0, a1, a2 = (g0 * weight, g1 * weight, g2 * weight) if colored else (0.0, 0.0, 0.0)
+    # zn = (far − z)/(far − near), z = 1/inv_z, inv_z = Σ w̄_k/z_k: ∂zn/∂inv_z = z²/(far − near).
+    g_inv_z = g_weight * weight * inv_gamma * inv_range * z * z if colored & (abs(inv_z) >= MIN_INV_Z) else 0.0
+    return (k, a, b, ch, dh, a0 * w0, a1 * w0, a2 * w0, a0 * w1, a1 * w1, a2 * w1, a0 * w2, a1 * w2, a2 * w2,
+            g_inv_z * w0, g_inv_z * w1, g_inv_z * w2)
+
+
+@njit(cache=True, nogil=True, fastmath=_CONTRACT, error_model="numpy")
+def rgba_backward(fr, boxes, colors, f, s, stride, lanes, sigma, threshold, prod, gamma, near, far, double_sided,
+                  per_pixel, shift, g0, g1, g2, h, grad_fv, grad_colors, lo, hi):  # pragma: no cover
+    """grad_fv (N, 3, 3) and grad_colors (N, 3, 3) = ∂loss/∂(corners, depths) and ∂loss/∂colours (written, not
+    added), for faces lo … hi − 1, each cell evaluated again as in :func:`rgba_forward`.
+
+    Per pixel, in rows of ``stride`` pixels (:func:`rgba_pixels`): per_pixel (∂loss/∂alpha·Π(1 − D) for 'prod',
+    ∂loss/∂alpha/F for 'sum'), the softmax's shift, g0…g2 = ∂loss/∂rgb / den and h = Σ g·rgb.
+
+    Vector code as :func:`rgba_forward`: a face's 24 sums are kept per lane (``part``) and added up in a fixed
+    order after its last row, so that a face's gradient does not depend on the thread that computes it."""
+    step, x_first, radius = 2 / s, (1 - s) / s, math.sqrt(threshold)
+    inv_sigma, inv_gamma, inv_range = 1 / sigma, 1 / gamma, 1 / (far - near)
+    part = np.zeros(24 * LANES)  # sum n of lane l at n·LANES + l
+    sums = np.zeros(24)  # 4 per edge (see _write_gradients), then the 9 colour and 3 depth sums
+    for i in range(lo, hi):
+        t = _face(fr, i)
+        cc = _colors(colors, i)
+        bary, inv_depth = _surface_frame(fr, i)
+        facing = double_sided or fr[i, FRONT] > 0
+        for n in range(part.size):
+            part[n] = 0.0
+        for r in range(boxes[i, 2], boxes[i, 3] + 1):
+            py = (s - 1 - 2 * r) / s
+            row = ((i // f) * s + r) * stride
+            c0, c1 = _row_span(t, py, boxes[i, 0], boxes[i, 1], s, radius)
+            for first in range(c0, c1 + 1, lanes):
+                for lane in range(lanes):
+                    c = first + lane
+                    p = np.uint64(row + c)
+                    terms = _rgba_gradient_terms(t, bary, inv_depth, cc, facing, c, c1, c * step + x_first, py,
+                                                 per_pixel[p], shift[p], g0[p], g1[p], g2[p], h[p], prod, inv_sigma,
+                                                 threshold, near, far, inv_range, inv_gamma)
+                    k, m = terms[0], np.uint64(lane)
+                    # The nearest edge's four terms into its own sums; written out: a loop over a tuple of
+                    # terms would index it at run time.
+                    part[m + 0] += terms[1] if k == 0 else 0.0
+                    part[m + 4] += terms[2] if k == 0 else 0.0
+                    part[m + 8] += terms[3] if k == 0 else 0.0
+                    part[m + 12] += terms[4] if k == 0 else 0.0
+                    part[m + 16] += terms[1] if k == 1 else 0.0
+                    part[m + 20] += terms[2] if k == 1 else 0.0
+                    part[m + 24] += terms[3] if k == 1 else 0.0
+                    part[m + 28] += terms[4] if k == 1 else 0.0
+                    part[m + 32] += terms[1] if k == 2 else 0.0
+                    part[m + 36] += terms[2] if k == 2 else 0.0
+                    part[m + 40] += terms[3] if k == 2 else 0.0
+                    part[m + 44] += terms[4] if k == 2 else 0.0
+                    part[m + 48] += terms[5]
+                    part[m + 52] += terms[6]
+                    part[m + 56] += terms[7]
+                    part[m + 60] += terms[8]
+                    part[m + 64] += terms[9]
+                    part[m + 68] += terms[10]
+                    part[m + 72] += terms[11]
+                    part[m + 76] += terms[12]
+                    part[m + 80] += terms[13]
+                    part[m + 84] += terms[14]
+                    part[m + 88] += terms[15]
+                    part[m + 92] += terms[16]
+        for n in range(24):
+            total = 0.0
+            for lane in range(LANES):
+                total += part[n * LANES + lane]
+            sums[n] = total
+        _write_gradients(grad_fv, t, i, sums)
+        _write_color_and_depth_gradients(fr, grad_fv, grad_colors, i, sums[12:21], sums[21:24])
 
 
 @njit(inline="always")
@@ -562,69 +632,35 @@ def _write_color_and_depth_gradients(fr, grad_fv, grad_colors, i, q, zsum):  # p
 
 
 @njit(cache=True, nogil=True, fastmath=_CONTRACT)
-def rgba_backward_saved(fr, boxes, offsets, colors, f, s, prod, gamma, near, far, pix, saved, surf, zs, flags, grad_fv,
-                        grad_colors, lo, hi):  # pragma: no cover
-    """:func:`rgba_backward` from what :func:`rgba_forward` saved: one exp per coloured cell, no geometry.
-
-    pix (B·S², 6) per pixel: per_pixel, the softmax's shift, g_over_den (3) and h_term, as :func:`rgba_backward`'s
-    arguments, side by side so that a cell reads one line (:func:`rgba_pixels`)."""
-    inv_gamma, inv_range = 1 / gamma, 1 / (far - near)
-    sums = np.zeros(12)  # per edge k, at 4k … 4k + 3: see _write_gradients
-    for i in range(lo, hi):
-        cc = _colors(colors, i)
-        sums[:] = 0.0
-        q, zsum = _NO_COLOR_SUMS, (0.0, 0.0, 0.0)
-        j = offsets[i]
-        for r in range(boxes[i, 2], boxes[i, 3] + 1):
-            p = ((i // f) * s + r) * s + boxes[i, 0]
-            for _ in range(boxes[i, 1] - boxes[i, 0] + 1):
-                flag = flags[j]
-                if flag & KEPT:
-                    d, dd = saved[j, 4], saved[j, 5]
-                    dx = pix[p, 0] * (d if prod else dd)
-                    if flag & USABLE:
-                        z = zs[j]
-                        ez = _exp(((far - z) * inv_range - pix[p, 1]) * inv_gamma)
-                        g_ez, q, zsum = _color_cell(cc, surf[j, 0], surf[j, 1], surf[j, 2], z, d, ez, pix[p, 2],
-                                                    pix[p, 3], pix[p, 4], pix[p, 5], inv_gamma * inv_range,
-                                                    (flag & INV_Z_OK) != 0, q, zsum)
-                        dx += g_ez * dd
-                    _add_to_edge(sums, flag & 3, dx * saved[j, 0], dx * saved[j, 1], dx * saved[j, 2],
-                                        dx * saved[j, 3])
-                j += 1
-                p += 1
-        _write_gradients(grad_fv, _face(fr, i), i, sums)
-        _write_color_and_depth_gradients(fr, grad_fv, grad_colors, i, q, zsum)
+def rgba_pixels(grad_out, acc, den, out, prod, f, s, stride, pix, lo, hi):  # pragma: no cover
+    """pix (5, B·S·stride), :func:`rgba_backward`'s per-pixel inputs but the shift, from grad_out (B, 4, S·S) =
+    ∂loss/∂RGBA for images lo … hi − 1: per_pixel, ∂loss/∂rgb / den (3) and Σ ∂loss/∂rgb·rgb / den, in rows of
+    ``stride`` pixels like acc and den (the padding is left as it is)."""
+    for img in range(lo, hi):
+        for r in range(s):
+            for c in range(s):
+                q = r * s + c
+                p = (img * s + r) * stride + c
+                pix[0, p] = grad_out[img, 3, q] * acc[p] if prod else grad_out[img, 3, q] / f
+                total = 0.0
+                for ch in range(3):
+                    g = grad_out[img, ch, q] / den[p]
+                    pix[1 + ch, p] = g
+                    total += g * out[img, ch, q]
+                pix[4, p] = total
 
 
 @njit(cache=True, nogil=True, fastmath=_CONTRACT)
-def rgba_pixels(grad_out, acc, shift, den, out, prod, f, pix, lo, hi):  # pragma: no cover
-    """pix (B·S², 6) for :func:`rgba_backward_saved` from grad_out (B, 4, S·S) = ∂loss/∂RGBA, images lo … hi − 1:
-    per_pixel, the softmax's shift, ∂loss/∂rgb / den (3) and Σ ∂loss/∂rgb·rgb / den."""
-    pixels = out.shape[2]
+def finish_rgba(acc, den, num, prod, f, s, stride, out, lo, hi):  # pragma: no cover
+    """out (B, 4, S·S) for images lo … hi − 1: RGB = num/den and alpha from acc, in rows of ``stride`` pixels."""
     for img in range(lo, hi):
-        for q in range(pixels):
-            p = img * pixels + q
-            pix[p, 0] = grad_out[img, 3, q] * acc[p] if prod else grad_out[img, 3, q] / f
-            pix[p, 1] = shift[p]
-            h = 0.0
-            for ch in range(3):
-                g = grad_out[img, ch, q] / den[p]
-                pix[p, 2 + ch] = g
-                h += g * out[img, ch, q]
-            pix[p, 5] = h
-
-
-@njit(cache=True, nogil=True, fastmath=_CONTRACT)
-def finish_rgba(acc, shift, den, num, prod, f, out, lo, hi):  # pragma: no cover
-    """out (B, 4, S·S) for images lo … hi − 1: RGB = num/den and alpha from acc."""
-    pixels = out.shape[2]
-    for img in range(lo, hi):
-        for q in range(pixels):
-            p = img * pixels + q
-            for ch in range(3):
-                out[img, ch, q] = num[ch, p] / den[p]
-            out[img, 3, q] = 1 - acc[p] if prod else acc[p] / f
+        for r in range(s):
+            for c in range(s):
+                q = r * s + c
+                p = (img * s + r) * stride + c
+                for ch in range(3):
+                    out[img, ch, q] = num[ch, p] / den[p]
+                out[img, 3, q] = 1 - acc[p] if prod else acc[p] / f
 
 
 def empty_state(pixels: int, prod: bool) -> np.ndarray:

@@ -219,56 +219,42 @@ class SoftRGBA(torch.autograd.Function):
     def forward(ctx, face_vertices: Tensor, face_colors: Tensor, settings: RasterSettings) -> Tensor:
         b, f = face_vertices.shape[:2]
         s, prod = settings.image_size, settings.aggr_alpha == "prod"
-        pixels = b * s * s
         k, threads = _kernels(), torch.get_num_threads()
         colors = _flat(face_colors)
         plan = _Plan(_flat(face_vertices), settings, threads, surface=True)
+        # Per-pixel state in rows padded by LANES: the vector kernels' lanes beyond the last column land there.
+        stride = s + k.LANES
+        pixels = b * s * stride
+        bands = _bands(b, s, threads)
         acc = k.empty_state(pixels, prod)
         shift = np.full(pixels, settings.eps)
         den = np.full(pixels, math.exp(settings.eps / settings.gamma))
         num = np.asarray(settings.background, dtype=np.float64)[:, None] * den[None]
-        bands = _bands(b, s, threads)
-        dtype = np.float32 if face_vertices.dtype == torch.float32 else np.float64
-        # Each window cell's backward factors and flags, and a coloured cell's barycentrics and depth (float64):
-        # 45 bytes a cell in float32, of which a cell without colour writes 25.
-        layouts = (((6,), dtype), ((3,), dtype), ((), np.float64), ((), np.int8))
-        ctx.saved = plan.cell_buffers(any(ctx.needs_input_grad[:2]), *layouts)
-        saved = ctx.saved or _nothing_saved(layouts)
-        _parallel(k.rgba_forward, plan.unit_bounds(b, f, bands), plan.frames, plan.boxes, plan.offsets, colors, f, s,
-                  settings.sigma, settings.culling_threshold, prod, settings.gamma, settings.near, settings.far,
-                  settings.double_sided, bands, acc, shift, den, num, *saved)
+        _parallel(k.rgba_forward, plan.unit_bounds(b, f, bands), plan.frames, plan.boxes, colors, f, s, stride,
+                  k.LANES, settings.sigma, settings.culling_threshold, prod, settings.gamma, settings.near,
+                  settings.far, settings.double_sided, bands, acc, shift, den, num)
         out = np.empty((b, 4, s * s))
-        _parallel(k.finish_rgba, _even(b, threads), acc, shift, den, num, prod, f, out)
+        _parallel(k.finish_rgba, _even(b, threads), acc, den, num, prod, f, s, stride, out)
         ctx.plan, ctx.settings, ctx.shape, ctx.colors = plan, settings, (b, f), colors
-        ctx.state = (acc, shift, den, out)
+        ctx.state = (acc, shift, den, out, stride)
         return torch.from_numpy(out).to(face_vertices.dtype).view(b, 4, s, s)
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_out: Tensor) -> tuple[Tensor | None, Tensor | None, None]:
         settings, (b, f) = ctx.settings, ctx.shape
-        prod = settings.aggr_alpha == "prod"
-        acc, shift, den, out = ctx.state
+        s, prod = settings.image_size, settings.aggr_alpha == "prod"
+        acc, shift, den, out, stride = ctx.state
         g = grad_out.detach().to(torch.float64).reshape(b, 4, -1).numpy()
         grad_fv = np.zeros((b * f, 3, 3))
         grad_colors = np.zeros(ctx.colors.shape)
         plan, k = ctx.plan, _kernels()
-        if ctx.saved is not None:
-            # Per pixel, side by side: per_pixel, shift, ∂loss/∂rgb / den (3), Σ ∂loss/∂rgb·rgb / den.
-            pix = np.empty((b * settings.image_size**2, 6))
-            _parallel(k.rgba_pixels, _even(b, plan.threads), g, acc, shift, den, out, prod, f, pix)
-            _parallel(k.rgba_backward_saved, plan.face_bounds, plan.frames, plan.boxes, plan.offsets, ctx.colors, f,
-                      settings.image_size, prod, settings.gamma, settings.near, settings.far, pix, *ctx.saved,
-                      grad_fv, grad_colors)
-        else:
-            g_alpha = g[:, 3].reshape(-1)
-            per_pixel = g_alpha * acc if prod else g_alpha / f
-            g_over_den = g[:, :3].transpose(1, 0, 2).reshape(3, -1) / den  # (3, B·S²)
-            h_term = (g_over_den * out[:, :3].transpose(1, 0, 2).reshape(3, -1)).sum(0)
-            _parallel(k.rgba_backward, plan.face_bounds, plan.frames, plan.boxes, ctx.colors, f, settings.image_size,
-                      settings.sigma, settings.culling_threshold, prod, settings.gamma, settings.near, settings.far,
-                      settings.double_sided, np.ascontiguousarray(per_pixel), shift, np.ascontiguousarray(g_over_den),
-                      h_term, grad_fv, grad_colors)
+        # Per pixel, in the forward's padded rows: per_pixel, ∂loss/∂rgb / den (3), Σ ∂loss/∂rgb·rgb / den.
+        pix = np.zeros((5, acc.size))
+        _parallel(k.rgba_pixels, _even(b, plan.threads), g, acc, den, out, prod, f, s, stride, pix)
+        _parallel(k.rgba_backward, plan.face_bounds, plan.frames, plan.boxes, ctx.colors, f, s, stride, k.LANES,
+                  settings.sigma, settings.culling_threshold, prod, settings.gamma, settings.near, settings.far,
+                  settings.double_sided, pix[0], shift, pix[1], pix[2], pix[3], pix[4], grad_fv, grad_colors)
         dtype = grad_out.dtype
         return (torch.from_numpy(grad_fv).to(dtype).view(b, f, 3, 3),
                 torch.from_numpy(grad_colors).to(dtype).view(b, f, -1, 3), None)
