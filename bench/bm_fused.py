@@ -162,7 +162,7 @@ def run(quick: bool = False) -> list[dict]:
         res = _measure(fast, b64, device, threads, count_ops=threads in (1, None))
         rows += _rows(res, f"B={b}", threads=threads or "all")
     one = 1 if device == "cpu" else None
-    rgba = [[3, 64, b, backward, 2 if quick else 4] for backward in (False, True)]  # without gradients: nothing saved
+    rgba = [[3, 64, b, backward, 2 if quick else 4] for backward in (False, True)]
     res = _measure(fast, rgba, device, one, count_ops=True, rgba=True)
     rows += _rows(res, f"B={b}", threads=one or "all")
     rows += _rows(_measure(["inductor"], b64, device, one, count_ops=True), f"B={b}", threads=one or "all")

@@ -1,8 +1,9 @@
 """The silhouette and the RGBA soft rasterizer on CPU through the numba kernels (:mod:`recon.render.cpu_kernels`).
 
 Each call is one autograd function: a forward that plans nothing in PyTorch (per-face tables and culling
-happen inside the kernels) and a backward that writes each face's gradients, from what the forward saved of each
-cell, or by evaluating the cells again when that would take more than ``RECON_RASTER_SAVE_MB``.
+happen inside the kernels) and a backward that writes each face's gradients: the silhouette's from what the forward
+saved of each cell, or by evaluating the cells again when that would take more than ``RECON_RASTER_SAVE_MB``; the
+RGBA render's always by evaluating them again.
 Same values and gradients as the eager path, which stays the reference and the fallback
 (:func:`recon.render.fused.numba_kernels` decides which runs). The renderer's lighting has its own autograd
 function here (:class:`LitIntensity`) over :mod:`recon.render.cpu_lighting`.
