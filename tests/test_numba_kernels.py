@@ -16,7 +16,7 @@ import torch
 from test_rasterize import _colors, _random_face_vertices
 
 from recon.mesh import icosphere
-from recon.render import Lighting, SoftRenderer, eye_from_angles, fused, numba_path, soft_rasterize
+from recon.render import Lighting, SoftRenderer, eye_from_angles, fused, soft_rasterize
 from recon.render.reference import dense_soft_rasterize
 
 
@@ -76,13 +76,8 @@ def _degenerate_faces():
     return ((fv, 32), (big, 50), (big, 17))
 
 
-@pytest.mark.parametrize("save", [True, False], ids=["saved-cells", "recomputed-cells"])
 @pytest.mark.parametrize("aggr_alpha", ["prod", "sum"])
-def test_silhouette_equals_eager_and_dense_reference(monkeypatch, aggr_alpha, save):
-    # The backward reads the cells' factors saved by the forward, or evaluates the cells again when they would
-    # take more memory than RECON_RASTER_SAVE_MB (here 0).
-    if not save:
-        monkeypatch.setattr(numba_path, "SAVE_LIMIT_BYTES", 0)
+def test_silhouette_equals_eager_and_dense_reference(monkeypatch, aggr_alpha):
     fv = _random_face_vertices(b=2, f=40, scale=0.4, seed=13)
     kwargs = dict(image_size=24, sigma=1e-4, aggr_alpha=aggr_alpha)
     fast, slow = _numba_and_eager(monkeypatch, fv, None, _weight(fv, 24, 1), **kwargs)
@@ -133,19 +128,21 @@ def test_rgba_equals_eager_and_dense_reference_in_float64(monkeypatch, aggr_alph
     assert ((fast[0][:, 3] > 0.05) & (fast[0][:, 3] < 0.95)).any()
 
 
+@pytest.mark.parametrize("render", ["silhouette", "rgba"])
 @pytest.mark.parametrize("aggr_alpha", ["prod", "sum"])
-def test_rgba_on_rows_wider_than_the_vector_and_sizes_not_a_multiple_of_it(monkeypatch, aggr_alpha):
-    # The RGBA kernels walk a row's span LANES cells at a time and select away the lanes beyond it; the per-pixel
-    # rows are padded for the lanes beyond the image's last column. Wide faces, faces cut by the image's edges and
-    # sizes that are not a multiple of LANES exercise both.
+def test_rows_wider_than_the_vector_and_sizes_not_a_multiple_of_it(monkeypatch, aggr_alpha, render):
+    # The kernels walk a row's span LANES cells at a time and select away the lanes beyond it; the per-pixel rows
+    # are padded for the lanes beyond the image's last column. Wide faces, faces cut by the image's edges and sizes
+    # that are not a multiple of LANES exercise both.
     scenes = ((_random_face_vertices(b=2, f=20, scale=1.2, seed=5, dtype=torch.float64), 23),
               (_random_face_vertices(b=1, f=6, scale=2.5, seed=7, dtype=torch.float64), 13))
     for fv, size in scenes:
-        colors = _colors(fv)
+        colors = _colors(fv) if render == "rgba" else None
         kwargs = dict(image_size=size, sigma=1e-3, gamma=1e-3, aggr_alpha=aggr_alpha, double_sided=False)
-        fast, slow = _numba_and_eager(monkeypatch, fv, colors, _weight(fv, size, 4, seed=size), **kwargs)
+        channels = 4 if colors is not None else 1
+        fast, slow = _numba_and_eager(monkeypatch, fv, colors, _weight(fv, size, channels, seed=size), **kwargs)
         _assert_close(fast, slow, atol=1e-10, rtol=1e-8)
-        covered = fast[0][:, 3] > 0.5 / fv.shape[1]  # alpha of one face inside ('sum' divides by F)
+        covered = fast[0][:, -1] > 0.5 / fv.shape[1]  # alpha of one face inside ('sum' divides by F)
         assert covered[..., -1].any() and not covered.all()  # a face covers the last column, not every pixel
 
 
@@ -197,23 +194,6 @@ def test_rgba_on_degenerate_faces(monkeypatch):
         fast, slow = _numba_and_eager(monkeypatch, faces, colors, _weight(faces, size, 4, seed=size), **kwargs)
         assert all(torch.isfinite(x).all() for x in fast)
         _assert_close(fast, slow, atol=1e-9, rtol=1e-7)
-
-
-@pytest.mark.parametrize("aggr_alpha", ["prod", "sum"])
-def test_silhouette_backward_from_saved_cells_equals_evaluating_them_again(monkeypatch, aggr_alpha):
-    # The silhouette forward saves each window cell's factors when they fit in RECON_RASTER_SAVE_MB (here: always,
-    # then never). The RGBA kernels save nothing: their backward always evaluates the cells again.
-    monkeypatch.setenv("RECON_FUSED", "auto")
-    for dtype, rtol in ((torch.float64, 1e-12), (torch.float32, 1e-6)):
-        fv = _random_face_vertices(b=2, f=40, scale=0.4, seed=13, dtype=dtype)
-        weight = _weight(fv, 24, 4)
-        kwargs = dict(image_size=24, aggr_alpha=aggr_alpha)
-        saved = _render_and_grad(fv, None, weight, **kwargs)
-        with monkeypatch.context() as patch:
-            patch.setattr(numba_path, "SAVE_LIMIT_BYTES", 0)
-            again = _render_and_grad(fv, None, weight, **kwargs)
-        assert torch.equal(saved[0], again[0])
-        _assert_close(saved, again, atol=0, rtol=rtol)
 
 
 def test_one_colour_per_face_equals_it_repeated_at_each_corner(monkeypatch):

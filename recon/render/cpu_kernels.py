@@ -3,11 +3,9 @@
 The same arithmetic as the eager window kernels (:mod:`recon.render.cells`, :mod:`recon.render.silhouette`,
 :mod:`recon.render.rgb`), written as loops: each cell's edge distances, culling decision, soft coverage and
 colour stay in registers. Each face visits the cells of its box grown by √T, row by row within the span that
-can lie within √T of all three edge lines. The silhouette forward can save, per box cell, what its backward needs
-beyond a few multiply-adds: the coverage factor and the nearest edge (:func:`silhouette_backward_saved`);
-otherwise its backward evaluates the cells again. The RGBA kernels are vector code and save nothing (see the
-comment above ``LANES``). Nothing of size pixels × faces is stored. Arithmetic is float64 whatever the input
-dtype; ``exp`` is inlined (:func:`_exp`, and :func:`_vexp` in vector code).
+can lie within √T of all three edge lines. The kernels are vector code (see the comment above ``LANES``) and
+save nothing: each backward evaluates its cells again. Nothing of size pixels × faces is stored, only a few numbers
+per pixel. Arithmetic is float64 whatever the input dtype; ``exp`` is inlined (:func:`_vexp`).
 
 Parallel work (the callers in :mod:`recon.render.numba_path` run pieces on threads; the kernels release the GIL):
 the forward splits each image into bands of rows, one (image, band) per unit, so that every pixel is written by
@@ -47,36 +45,6 @@ def _as_float(typingctx, bits):  # pragma: no cover (compiled)
     return types.float64(types.int64), codegen
 
 
-# exp(x) = 2^(n/32)·exp(r), n = round(32x/ln 2), |r| ≤ ln 2/64: 2^(j/32) from a table (correctly rounded), exp(r)
-# by a degree-6 polynomial (Taylor; truncation < 1e-19), ln 2/32 split in two so that n·hi is exact.
-_EXP_TABLE = np.array([
-    1.0, 1.0218971486541166, 1.0442737824274138, 1.0671404006768237, 1.0905077326652577, 1.1143867425958924,
-    1.1387886347566916, 1.1637248587775775, 1.189207115002721, 1.215247359980469, 1.241857812073484,
-    1.2690509571917332, 1.2968395546510096, 1.3252366431597413, 1.3542555469368927, 1.383909881963832,
-    1.4142135623730951, 1.4451808069770467, 1.4768261459394993, 1.5091644275934228, 1.5422108254079407,
-    1.5759808451078865, 1.6104903319492543, 1.645755478153965, 1.681792830507429, 1.718619298122478,
-    1.7562521603732995, 1.7947090750031072, 1.8340080864093424, 1.8741676341103, 1.9152065613971474,
-    1.9571441241754002,
-])
-_EXP_SCALE, _EXP_HI, _EXP_LO = 46.16624130844683, 0.021660849452018738, -5.952044687368025e-11
-
-
-@njit(inline="always")
-def _exp(x):  # pragma: no cover
-    """exp(x) within 1 ulp (0 below −745.5, inf above 709.9), inlined: a call into libm costs more here (~9 ns
-    against ~5 on the machine measured, and every vector register the caller holds is saved around it)."""
-    x = min(max(x, -745.5), 709.9)
-    n = math.floor(x * _EXP_SCALE + 0.5)
-    r = (x - n * _EXP_HI) - n * _EXP_LO
-    r2 = r * r
-    p = r + r2 * (0.5 + r * (1 / 6)) + (r2 * r2) * ((1 / 24) + r * (1 / 120) + r2 * (1 / 720))
-    k = int(n)
-    j = k & 31
-    m = (k - j) >> 5
-    half = m >> 1  # 2^m in two factors: results down to the subnormals
-    return (_EXP_TABLE[j] + _EXP_TABLE[j] * p) * _as_float((half + 1023) << 52) * _as_float((m - half + 1023) << 52)
-
-
 @intrinsic
 def _bits(typingctx, x):  # pragma: no cover (compiled)
     """The int64 whose bits are the float64 ``x``."""
@@ -96,7 +64,9 @@ _LN2_HI, _LN2_LO = 0.6931471803691238, 1.9082149292705877e-10  # n·hi is exact 
 
 @njit(inline="always")
 def _vexp(x):  # pragma: no cover
-    """exp(x) within 2 ulp (0 below −745.5, inf above 709.9), in operations that vectorise; see :func:`_exp`."""
+    """exp(x) within 2 ulp (0 below −745.5, inf above 709.9), in operations that vectorise. Inlined: a call into
+    libm costs more (~9 ns against ~5 on the machine measured, every vector register the caller holds saved around
+    it) and does not vectorise."""
     x = min(max(x, -745.5), 709.9)
     shifted = x * _LOG2E + _SHIFTER
     n = shifted - _SHIFTER
@@ -205,13 +175,6 @@ def _edges(t, px, py):  # pragma: no cover
 
 
 @njit(inline="always")
-def _best(t, px, py):  # pragma: no cover
-    """(d² to the closed triangle, strictly inside) of pixel (px, py): the culling decision's inputs."""
-    d0, h0, _, _, d1, h1, _, _, d2, h2, _, _ = _edges(t, px, py)
-    return min(d0, d1, d2), min(h0, h1, h2) > t[INTERIOR]
-
-
-@njit(inline="always")
 def _row_span(t, py, c_lo, c_hi, s, radius):  # pragma: no cover
     """The columns of row y = py, within c_lo … c_hi, that can be kept: a pixel more than √T outside any edge
     line of a (non-degenerate) face is farther than √T from it. Conservative by a hair against rounding."""
@@ -259,8 +222,8 @@ def _unit(unit, bands, s):  # pragma: no cover
 
 @njit(inline="always")
 def _nearest_factors(d0, h0, e0, f0, d1, h1, e1, f1, d2, h2, e2, f2, q):  # pragma: no cover
-    """(k, q·h, q·excess, q·foot·h, q·foot·excess) of the nearest edge k (the lowest index on ties): what a saved
-    cell keeps for :func:`_write_gradients`."""
+    """(k, q·h, q·excess, q·foot·h, q·foot·excess) of the nearest edge k (the lowest index on ties): a cell's
+    terms of :func:`_write_gradients`'s sums."""
     k = 0 if (d0 <= d1) & (d0 <= d2) else (1 if d1 <= d2 else 2)
     h = h0 if k == 0 else (h1 if k == 1 else h2)
     ex = e0 if k == 0 else (e1 if k == 1 else e2)
@@ -268,134 +231,7 @@ def _nearest_factors(d0, h0, e0, f0, d1, h1, e1, f1, d2, h2, e2, f2, q):  # prag
     return k, q * h, q * ex, q * fo * h, q * fo * ex
 
 
-@njit(inline="always")
-def _add_to_edge(sums, k, a, b, c, d):  # pragma: no cover
-    """sums (12,), a face's window sums (4 per edge, see :func:`_write_gradients`), += (a, b, c, d) at edge k's
-    four: in place (measured 2× faster than selecting into 12 registers)."""
-    slot = 4 * k
-    sums[slot] += a
-    sums[slot + 1] += b
-    sums[slot + 2] += c
-    sums[slot + 3] += d
-
-
-@njit(inline="always")
-def _save_row(t, py, row, c0, c1, c_first, c_last, j, step, x_first, inv_sigma, threshold, prod, acc, saved,
-              nearest):  # pragma: no cover
-    """One box row of :func:`silhouette_forward` with saving: cells beyond the span save zeros."""
-    for c in range(c_first, c_last + 1):
-        if c < c0 or c > c1:
-            saved[j + c, 0] = saved[j + c, 1] = saved[j + c, 2] = saved[j + c, 3] = 0.0
-            nearest[j + c] = 0
-    for c in range(c0, c1 + 1):
-        d0, h0, e0, f0, d1, h1, e1, f1, d2, h2, e2, f2 = _edges(t, c * step + x_first, py)
-        best, inside = min(d0, d1, d2), min(h0, h1, h2) > t[INTERIOR]
-        keep = inside or best < threshold
-        sign = 1.0 if inside else -1.0
-        e = _exp(-sign * best * inv_sigma) if keep else 1.0
-        d = 1 / (1 + e)
-        if keep:
-            if prod:
-                acc[row + c] *= e * d  # 1 − D = sigmoid(−x)
-            else:
-                acc[row + c] += d  # D = sigmoid(x)
-        # ∂loss/∂x = per_pixel·D ('prod') or per_pixel·D(1 − D) ('sum'); ∂x/∂d² = sign/σ; the 2 of ∂d².
-        q = (d if prod else d * (1 - d)) * 2 * sign * inv_sigma if keep else 0.0
-        k, saved[j + c, 0], saved[j + c, 1], saved[j + c, 2], saved[j + c, 3] = _nearest_factors(
-            d0, h0, e0, f0, d1, h1, e1, f1, d2, h2, e2, f2, q)
-        nearest[j + c] = k
-
-
-@njit(cache=True, nogil=True, fastmath=_CONTRACT)
-def silhouette_forward(fr, boxes, offsets, f, s, sigma, threshold, prod, bands, acc, saved, nearest, lo,
-                       hi):  # pragma: no cover
-    """acc (B·S²): Π(1 − D) over each pixel's kept cells ('prod', acc starts at 1) or Σ D ('sum', from 0), for
-    the (image, row band) units lo … hi − 1.
-
-    With a non-empty ``saved`` (cells, 4), also saves what the backward needs of every cell of the faces' boxes:
-    ``saved[j] = q·(h, excess, foot·h, foot·excess)`` of the nearest edge ``nearest[j]``, q = ∂x/∂acc-term·2·sign/σ
-    (0 for a culled cell), j = offsets[i] + (r − first row)·box width + (c − first col)."""
-    step, x_first, radius = 2 / s, (1 - s) / s, math.sqrt(threshold)
-    inv_sigma = 1 / sigma
-    save = saved.shape[0] > 0
-    for unit in range(lo, hi):
-        img, band_lo, band_hi = _unit(unit, bands, s)
-        for i in range(img * f, img * f + f):
-            r0, r1 = max(boxes[i, 2], band_lo), min(boxes[i, 3], band_hi)
-            if r0 > r1:
-                continue
-            t = _face(fr, i)
-            width = boxes[i, 1] - boxes[i, 0] + 1
-            for r in range(r0, r1 + 1):
-                py = (s - 1 - 2 * r) / s
-                row = (img * s + r) * s
-                c0, c1 = _row_span(t, py, boxes[i, 0], boxes[i, 1], s, radius)
-                if save:
-                    j = offsets[i] + (r - boxes[i, 2]) * width - boxes[i, 0]
-                    _save_row(t, py, row, c0, c1, boxes[i, 0], boxes[i, 1], j, step, x_first, inv_sigma, threshold,
-                              prod, acc, saved, nearest)
-                    continue
-                for c in range(c0, c1 + 1):
-                    best, inside = _best(t, c * step + x_first, py)
-                    if not (inside or best < threshold):
-                        continue
-                    sign = 1.0 if inside else -1.0
-                    e = _exp(-sign * best * inv_sigma)  # exp(−x), x = sign·d²/σ
-                    d = 1 / (1 + e)
-                    if prod:
-                        acc[row + c] *= e * d  # 1 − D = sigmoid(−x)
-                    else:
-                        acc[row + c] += d  # D = sigmoid(x)
-
-
-@njit(cache=True, nogil=True, fastmath=_CONTRACT)
-def silhouette_backward(fr, boxes, f, s, sigma, threshold, prod, per_pixel, grad, lo, hi):  # pragma: no cover
-    """grad (N, 3, ≥2) −= ∂loss/∂corners, per_pixel (B·S²): ∂loss/∂alpha·(1 − alpha) ('prod') or ∂loss/∂alpha/F."""
-    step, x_first, radius = 2 / s, (1 - s) / s, math.sqrt(threshold)
-    sums = np.zeros(12)  # per edge k, at 4k … 4k + 3: see _write_gradients
-    for i in range(lo, hi):
-        base = (i // f) * s * s
-        t = _face(fr, i)
-        sums[:] = 0.0
-        for r in range(boxes[i, 2], boxes[i, 3] + 1):
-            py = (s - 1 - 2 * r) / s
-            c0, c1 = _row_span(t, py, boxes[i, 0], boxes[i, 1], s, radius)
-            for c in range(c0, c1 + 1):
-                pp = per_pixel[base + r * s + c]
-                d0, h0, e0, f0, d1, h1, e1, f1, d2, h2, e2, f2 = _edges(t, c * step + x_first, py)
-                best, inside = min(d0, d1, d2), min(h0, h1, h2) > t[INTERIOR]
-                if not (inside or best < threshold):
-                    continue
-                sign = 1.0 if inside else -1.0
-                e = _exp(-sign * best / sigma)
-                d = 1 / (1 + e)
-                dx = pp * d if prod else pp * d * (1 - d)  # ∂loss/∂x
-                k, a, b, c2, c3 = _nearest_factors(d0, h0, e0, f0, d1, h1, e1, f1, d2, h2, e2, f2,
-                                                   dx * 2 * sign / sigma)
-                _add_to_edge(sums, k, a, b, c2, c3)
-        _write_gradients(grad, t, i, sums)
-
-
-@njit(cache=True, nogil=True, fastmath=_CONTRACT)
-def silhouette_backward_saved(fr, boxes, offsets, f, s, per_pixel, saved, nearest, grad, lo,
-                              hi):  # pragma: no cover
-    """:func:`silhouette_backward` from what :func:`silhouette_forward` saved: no cell is evaluated again."""
-    sums = np.zeros(12)  # per edge k, at 4k … 4k + 3: see _write_gradients
-    for i in range(lo, hi):
-        c_lo, width = boxes[i, 0], boxes[i, 1] - boxes[i, 0] + 1
-        sums[:] = 0.0
-        j = offsets[i]
-        for r in range(boxes[i, 2], boxes[i, 3] + 1):
-            pix = ((i // f) * s + r) * s + c_lo
-            for c in range(width):
-                pp = per_pixel[pix + c]
-                _add_to_edge(sums, nearest[j], saved[j, 0] * pp, saved[j, 1] * pp, saved[j, 2] * pp,
-                                    saved[j, 3] * pp)
-                j += 1
-        _write_gradients(grad, _face(fr, i), i, sums)
-
-
-# The RGBA kernels are vector code: LLVM turns their loop over a row's cells, LANES at a time, into SIMD
+# The rasterizer's kernels are vector code: LLVM turns their loop over a row's cells, LANES at a time, into SIMD
 # instructions (4 float64 lanes of AVX2). What that takes, found by trial: a loop whose trip count LLVM does not
 # know (``lanes``, always LANES: one it knows to be small it will not vectorise); every lane computed and its
 # results selected, not branched on; :func:`_vexp` (a table lookup is a gather, which is scalarised); unsigned
@@ -403,10 +239,106 @@ def silhouette_backward_saved(fr, boxes, offsets, f, s, per_pixel, saved, neares
 # helpers (an array may cost a reference count, a call); per-pixel arrays in rows padded by LANES (an index
 # clamped to the row is not affine, and LLVM must bound each array's accesses for its overlap checks); few
 # arrays written in the loop (each pair is checked at run time); and ``error_model="numpy"`` (a division checked
-# for zero does not vectorise). A forward that saves per-cell factors for its backward, as the silhouette's does,
-# writes eleven more arrays: vectorised, its overlap checks per row and AMD's slow masked stores made it slower
-# than these two kernels together, so RGBA saves nothing and its backward evaluates the cells again.
+# for zero does not vectorise). Nothing is saved per cell: a forward that saved its cells' backward factors (scalar
+# code, as the silhouette's once did) took longer than this forward and backward together (measured, batch 64:
+# silhouette 60 + 12 ms against 21 + 29 ms), and saving from vector code writes more arrays (the RGBA render's
+# eleven more: their overlap checks per row and AMD's slow masked stores made it slower still).
 LANES = 4
+
+
+@njit(inline="always")
+def _silhouette_cell(t, c, c1, px, py, inv_sigma, threshold):  # pragma: no cover
+    """One lane of the kernels, cell (c, py): (kept, sign, e = exp(−sign·d²/σ), D = 1/(1 + e), the edges of
+    :func:`_edges` (12)). Kept: strictly inside, or d² below the threshold, and not beyond column c1."""
+    edges = _edges(t, px, py)
+    d0, h0, _, _, d1, h1, _, _, d2, h2, _, _ = edges
+    best, inside = min(d0, d1, d2), min(h0, h1, h2) > t[INTERIOR]
+    keep = (inside | (best < threshold)) & (c <= c1)
+    sign = 1.0 if inside else -1.0
+    e = _vexp(-sign * best * inv_sigma)
+    return keep, sign, e, 1 / (1 + e), edges
+
+
+@njit(cache=True, nogil=True, fastmath=_CONTRACT, error_model="numpy")
+def silhouette_forward(fr, boxes, f, s, stride, lanes, sigma, threshold, prod, bands, acc, lo,
+                        hi):  # pragma: no cover
+    """acc (B·S·stride): Π(1 − D) over each pixel's kept cells ('prod', acc starts at 1) or Σ D ('sum', from 0),
+    for the (image, row band) units lo … hi − 1, in rows of ``stride`` ≥ S + lanes − 1 pixels.
+
+    Vector code (see the comment above LANES): each row's span is walked ``lanes`` cells at a time, every lane
+    computed, and a lane that is culled or beyond the span leaves its pixel as it was; the padding takes the lanes
+    beyond the image's last column."""
+    step, x_first, radius = 2 / s, (1 - s) / s, math.sqrt(threshold)
+    inv_sigma = 1 / sigma
+    for unit in range(lo, hi):
+        img, band_lo, band_hi = _unit(unit, bands, s)
+        for i in range(img * f, img * f + f):
+            r0, r1 = max(boxes[i, 2], band_lo), min(boxes[i, 3], band_hi)
+            if r0 > r1:
+                continue
+            t = _face(fr, i)
+            for r in range(r0, r1 + 1):
+                py = (s - 1 - 2 * r) / s
+                row = (img * s + r) * stride
+                c0, c1 = _row_span(t, py, boxes[i, 0], boxes[i, 1], s, radius)
+                for first in range(c0, c1 + 1, lanes):
+                    for lane in range(lanes):
+                        c = first + lane
+                        p = np.uint64(row + c)
+                        keep, _, e, d, _ = _silhouette_cell(t, c, c1, c * step + x_first, py, inv_sigma, threshold)
+                        a = acc[p]
+                        acc[p] = (a * (e * d) if prod else a + d) if keep else a  # 1 − D = sigmoid(−x), or D
+
+
+@njit(cache=True, nogil=True, fastmath=_CONTRACT, error_model="numpy")
+def silhouette_backward(fr, boxes, f, s, stride, lanes, sigma, threshold, prod, per_pixel, grad, lo,
+                         hi):  # pragma: no cover
+    """grad (N, 3, ≥2) −= ∂loss/∂corners for faces lo … hi − 1, each cell evaluated again as in
+    :func:`silhouette_forward`; per_pixel (in rows of ``stride`` pixels): ∂loss/∂alpha·(1 − alpha) ('prod') or
+    ∂loss/∂alpha/F ('sum'). A face's 12 sums are kept per lane (``part``, sum n of lane l at n·LANES + l) and added
+    up in a fixed order after its last row: a face's gradient does not depend on the thread that computes it."""
+    step, x_first, radius = 2 / s, (1 - s) / s, math.sqrt(threshold)
+    inv_sigma = 1 / sigma
+    part = np.zeros(12 * LANES)
+    sums = np.zeros(12)
+    for i in range(lo, hi):
+        t = _face(fr, i)
+        for n in range(part.size):
+            part[n] = 0.0
+        for r in range(boxes[i, 2], boxes[i, 3] + 1):
+            py = (s - 1 - 2 * r) / s
+            row = ((i // f) * s + r) * stride
+            c0, c1 = _row_span(t, py, boxes[i, 0], boxes[i, 1], s, radius)
+            for first in range(c0, c1 + 1, lanes):
+                for lane in range(lanes):
+                    c = first + lane
+                    p = np.uint64(row + c)
+                    keep, sign, e, d, edges = _silhouette_cell(t, c, c1, c * step + x_first, py, inv_sigma,
+                                                               threshold)
+                    pp = per_pixel[p]
+                    # ∂loss/∂x = per_pixel·D ('prod') or per_pixel·D(1 − D) ('sum'); ∂x/∂d² = sign/σ; the 2 of ∂d².
+                    factor = pp * (d if prod else d * d * e) * 2 * sign * inv_sigma if keep else 0.0
+                    d0, h0, e0, f0, d1, h1, e1, f1, d2, h2, e2, f2 = edges
+                    k, a, b, ch, dh = _nearest_factors(d0, h0, e0, f0, d1, h1, e1, f1, d2, h2, e2, f2, factor)
+                    m = np.uint64(lane)
+                    part[m + 0 * LANES] += a if k == 0 else 0.0
+                    part[m + 1 * LANES] += b if k == 0 else 0.0
+                    part[m + 2 * LANES] += ch if k == 0 else 0.0
+                    part[m + 3 * LANES] += dh if k == 0 else 0.0
+                    part[m + 4 * LANES] += a if k == 1 else 0.0
+                    part[m + 5 * LANES] += b if k == 1 else 0.0
+                    part[m + 6 * LANES] += ch if k == 1 else 0.0
+                    part[m + 7 * LANES] += dh if k == 1 else 0.0
+                    part[m + 8 * LANES] += a if k == 2 else 0.0
+                    part[m + 9 * LANES] += b if k == 2 else 0.0
+                    part[m + 10 * LANES] += ch if k == 2 else 0.0
+                    part[m + 11 * LANES] += dh if k == 2 else 0.0
+        for n in range(12):
+            total = 0.0
+            for lane in range(LANES):
+                total += part[n * LANES + lane]
+            sums[n] = total
+        _write_gradients(grad, t, i, sums)
 
 
 @njit(inline="always")
@@ -448,15 +380,10 @@ def _surface(bary, inv_depth, px, py):  # pragma: no cover
 def _rgba_cell(t, bary, inv_depth, facing, c, c1, px, py, inv_sigma, threshold, near, far):  # pragma: no cover
     """One lane of the RGBA kernels, cell (c, py): (kept, coloured, sign, e = exp(−sign·d²/σ), D, the edges of
     :func:`_edges` (12), w̄0, w̄1, w̄2, z, inv_z). Not kept beyond column c1."""
-    d0, h0, e0, f0, d1, h1, e1, f1, d2, h2, e2, f2 = _edges(t, px, py)
-    best, inside = min(d0, d1, d2), min(h0, h1, h2) > t[INTERIOR]
-    keep = (inside | (best < threshold)) & (c <= c1)
-    sign = 1.0 if inside else -1.0
-    e = _vexp(-sign * best * inv_sigma)
-    d = 1 / (1 + e)
+    keep, sign, e, d, edges = _silhouette_cell(t, c, c1, px, py, inv_sigma, threshold)
     w0, w1, w2, z, inv_z = _surface(bary, inv_depth, px, py)
     colored = keep & facing & (near <= z) & (z <= far)
-    return (keep, colored, sign, e, d, (d0, h0, e0, f0, d1, h1, e1, f1, d2, h2, e2, f2), w0, w1, w2, z, inv_z)
+    return keep, colored, sign, e, d, edges, w0, w1, w2, z, inv_z
 
 
 @njit(inline="always")
@@ -581,30 +508,30 @@ def rgba_backward(fr, boxes, colors, f, s, stride, lanes, sigma, threshold, prod
                     k, m = terms[0], np.uint64(lane)
                     # The nearest edge's four terms into its own sums; written out: a loop over a tuple of
                     # terms would index it at run time.
-                    part[m + 0] += terms[1] if k == 0 else 0.0
-                    part[m + 4] += terms[2] if k == 0 else 0.0
-                    part[m + 8] += terms[3] if k == 0 else 0.0
-                    part[m + 12] += terms[4] if k == 0 else 0.0
-                    part[m + 16] += terms[1] if k == 1 else 0.0
-                    part[m + 20] += terms[2] if k == 1 else 0.0
-                    part[m + 24] += terms[3] if k == 1 else 0.0
-                    part[m + 28] += terms[4] if k == 1 else 0.0
-                    part[m + 32] += terms[1] if k == 2 else 0.0
-                    part[m + 36] += terms[2] if k == 2 else 0.0
-                    part[m + 40] += terms[3] if k == 2 else 0.0
-                    part[m + 44] += terms[4] if k == 2 else 0.0
-                    part[m + 48] += terms[5]
-                    part[m + 52] += terms[6]
-                    part[m + 56] += terms[7]
-                    part[m + 60] += terms[8]
-                    part[m + 64] += terms[9]
-                    part[m + 68] += terms[10]
-                    part[m + 72] += terms[11]
-                    part[m + 76] += terms[12]
-                    part[m + 80] += terms[13]
-                    part[m + 84] += terms[14]
-                    part[m + 88] += terms[15]
-                    part[m + 92] += terms[16]
+                    part[m + 0 * LANES] += terms[1] if k == 0 else 0.0
+                    part[m + 1 * LANES] += terms[2] if k == 0 else 0.0
+                    part[m + 2 * LANES] += terms[3] if k == 0 else 0.0
+                    part[m + 3 * LANES] += terms[4] if k == 0 else 0.0
+                    part[m + 4 * LANES] += terms[1] if k == 1 else 0.0
+                    part[m + 5 * LANES] += terms[2] if k == 1 else 0.0
+                    part[m + 6 * LANES] += terms[3] if k == 1 else 0.0
+                    part[m + 7 * LANES] += terms[4] if k == 1 else 0.0
+                    part[m + 8 * LANES] += terms[1] if k == 2 else 0.0
+                    part[m + 9 * LANES] += terms[2] if k == 2 else 0.0
+                    part[m + 10 * LANES] += terms[3] if k == 2 else 0.0
+                    part[m + 11 * LANES] += terms[4] if k == 2 else 0.0
+                    part[m + 12 * LANES] += terms[5]
+                    part[m + 13 * LANES] += terms[6]
+                    part[m + 14 * LANES] += terms[7]
+                    part[m + 15 * LANES] += terms[8]
+                    part[m + 16 * LANES] += terms[9]
+                    part[m + 17 * LANES] += terms[10]
+                    part[m + 18 * LANES] += terms[11]
+                    part[m + 19 * LANES] += terms[12]
+                    part[m + 20 * LANES] += terms[13]
+                    part[m + 21 * LANES] += terms[14]
+                    part[m + 22 * LANES] += terms[15]
+                    part[m + 23 * LANES] += terms[16]
         for n in range(24):
             total = 0.0
             for lane in range(LANES):
@@ -666,3 +593,4 @@ def finish_rgba(acc, den, num, prod, f, s, stride, out, lo, hi):  # pragma: no c
 def empty_state(pixels: int, prod: bool) -> np.ndarray:
     """acc for :func:`silhouette_forward` / :func:`rgba_forward`."""
     return np.ones(pixels) if prod else np.zeros(pixels)
+

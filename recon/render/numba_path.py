@@ -1,9 +1,8 @@
 """The silhouette and the RGBA soft rasterizer on CPU through the numba kernels (:mod:`recon.render.cpu_kernels`).
 
 Each call is one autograd function: a forward that plans nothing in PyTorch (per-face tables and culling
-happen inside the kernels) and a backward that writes each face's gradients: the silhouette's from what the forward
-saved of each cell, or by evaluating the cells again when that would take more than ``RECON_RASTER_SAVE_MB``; the
-RGBA render's always by evaluating them again.
+happen inside the kernels) and a backward that writes each face's gradients, evaluating the cells again: nothing
+is saved per cell, only a few numbers per pixel.
 Same values and gradients as the eager path, which stays the reference and the fallback
 (:func:`recon.render.fused.numba_kernels` decides which runs). The renderer's lighting has its own autograd
 function here (:class:`LitIntensity`) over :mod:`recon.render.cpu_lighting`.
@@ -29,7 +28,7 @@ _pool: tuple[int, int, ThreadPoolExecutor] | None = None  # (pid, workers, pool)
 
 
 class _Buffers:
-    """Reusable memory for the big per-call arrays (per-face tables, saved cells: tens of MB at batch 64).
+    """Reusable memory for the big per-call arrays (per-face tables: tens of MB at batch 64).
 
     Fresh arrays that large are fresh ``mmap`` pages on every call (glibc serves blocks above 32 MiB that way
     whatever ``recon.allocator`` sets), and each page faults in on first touch: measured ~15 ms a call on a
@@ -104,11 +103,6 @@ def _even(n: int, parts: int) -> list[int]:
 
 PIECES_PER_THREAD = 4
 
-# A forward saves its cells' backward factors when they take at most this much memory; beyond, the backward
-# evaluates the cells again (RECON_RASTER_SAVE_MB sets it; 0 always recomputes).
-SAVE_LIMIT_BYTES = int(float(os.environ.get("RECON_RASTER_SAVE_MB", "1024")) * 2**20)
-
-
 def _bands(images: int, size: int, threads: int) -> int:
     """Row bands per image in the forward: enough (image, band) tasks to keep every thread busy."""
     return 1 if images >= 4 * threads else max(1, min(size, math.ceil(4 * threads / max(images, 1))))
@@ -129,21 +123,9 @@ class _Plan:
                   self.boxes)
         boxes = self.boxes
         area = np.maximum(boxes[:, 1] - boxes[:, 0] + 1, 0) * np.maximum(boxes[:, 3] - boxes[:, 2] + 1, 0)
-        self.offsets = np.zeros(n + 1, dtype=np.int64)
-        np.cumsum(area, out=self.offsets[1:])
         # Window cells of every face, plus its fixed cost (in cells): the work the pieces are balanced on.
         self.cells = area + 4
         self.face_bounds = _split(self.cells, PIECES_PER_THREAD * threads)
-
-    def cell_buffers(self, wanted: bool, *layouts: tuple[tuple[int, ...], type]) -> tuple[np.ndarray, ...] | None:
-        """One array (cells, *shape) of dtype per ``(shape, dtype)`` layout, for a forward to save its window cells
-        into, from the pool: None when not ``wanted`` (no gradient) or when they would take more than
-        ``SAVE_LIMIT_BYTES`` (the backward then evaluates the cells again)."""
-        cells = int(self.offsets[-1])
-        size = sum(cells * math.prod(shape) * np.dtype(dtype).itemsize for shape, dtype in layouts)
-        if not wanted or size > SAVE_LIMIT_BYTES:
-            return None
-        return self.keep(*(_buffers.take((cells, *shape), dtype) for shape, dtype in layouts))
 
     def keep(self, *arrays: np.ndarray) -> tuple[np.ndarray, ...]:
         """``arrays`` (from the pool) go back to the pool with the plan's tables when the plan is dropped."""
@@ -155,11 +137,6 @@ class _Plan:
         if bands > 1:
             return _even(images * bands, PIECES_PER_THREAD * self.threads)
         return _split(self.cells.reshape(images, faces).sum(1), PIECES_PER_THREAD * self.threads)
-
-
-def _nothing_saved(layouts: tuple[tuple[tuple[int, ...], type], ...]) -> tuple[np.ndarray, ...]:
-    """Empty arrays of the layouts of :meth:`_Plan.cell_buffers`: the kernels' signal to save nothing."""
-    return tuple(np.empty((0, *shape), dtype) for shape, dtype in layouts)
 
 
 def _flat(face_vertices: Tensor) -> np.ndarray:
@@ -179,17 +156,14 @@ class SoftSilhouette(torch.autograd.Function):
         s, prod = settings.image_size, settings.aggr_alpha == "prod"
         k, threads = _kernels(), torch.get_num_threads()
         plan = _Plan(_flat(face_vertices), settings, threads)
-        acc = k.empty_state(b * s * s, prod)
         bands = _bands(b, s, threads)
-        units = plan.unit_bounds(b, f, bands)
-        dtype = np.float32 if face_vertices.dtype == torch.float32 else np.float64
-        # The backward's factors and nearest edge of every window cell (17 bytes a cell in float32).
-        layouts = (((4,), dtype), ((), np.int8))
-        ctx.saved = plan.cell_buffers(ctx.needs_input_grad[0], *layouts)
-        saved = ctx.saved or _nothing_saved(layouts)
-        _parallel(k.silhouette_forward, units, plan.frames, plan.boxes, plan.offsets, f, s, settings.sigma,
-                  settings.culling_threshold, prod, bands, acc, *saved)
+        # Per-pixel state in rows padded by LANES: the vector kernels' lanes beyond the last column land there.
+        stride = s + k.LANES
+        acc = k.empty_state(b * s * stride, prod)
+        _parallel(k.silhouette_forward, plan.unit_bounds(b, f, bands), plan.frames, plan.boxes, f, s, stride,
+                  k.LANES, settings.sigma, settings.culling_threshold, prod, bands, acc)
         ctx.plan, ctx.settings, ctx.shape = plan, settings, face_vertices.shape
+        acc = acc.reshape(b, s, stride)[:, :, :s]
         ctx.acc = acc
         alpha = 1 - acc if prod else acc / f
         return torch.from_numpy(alpha).to(face_vertices.dtype).view(b, 1, s, s)
@@ -198,17 +172,18 @@ class SoftSilhouette(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, grad_alpha: Tensor) -> tuple[Tensor | None, None]:
         settings, (b, f, _, dims) = ctx.settings, ctx.shape
-        prod = settings.aggr_alpha == "prod"
-        g = grad_alpha.detach().reshape(-1).to(torch.float64).numpy()
-        per_pixel = g * ctx.acc if prod else g / f  # ∂loss/∂alpha·(1 − alpha), or ∂loss/∂alpha / F
-        grad = np.zeros((b * f, 3, dims))
+        s, prod = settings.image_size, settings.aggr_alpha == "prod"
         plan, k = ctx.plan, _kernels()
-        if ctx.saved is not None:
-            _parallel(k.silhouette_backward_saved, plan.face_bounds, plan.frames, plan.boxes, plan.offsets, f,
-                      settings.image_size, np.ascontiguousarray(per_pixel), *ctx.saved, grad)
+        g = grad_alpha.detach().reshape(b, s, s).to(torch.float64).numpy()
+        stride = s + k.LANES
+        per_pixel = np.zeros((b, s, stride))  # ∂loss/∂alpha·(1 − alpha), or ∂loss/∂alpha / F, in padded rows
+        if prod:
+            np.multiply(g, ctx.acc, out=per_pixel[:, :, :s])
         else:
-            _parallel(k.silhouette_backward, plan.face_bounds, plan.frames, plan.boxes, f, settings.image_size,
-                      settings.sigma, settings.culling_threshold, prod, np.ascontiguousarray(per_pixel), grad)
+            np.divide(g, f, out=per_pixel[:, :, :s])
+        grad = np.zeros((b * f, 3, dims))
+        _parallel(k.silhouette_backward, plan.face_bounds, plan.frames, plan.boxes, f, s, stride, k.LANES,
+                  settings.sigma, settings.culling_threshold, prod, per_pixel.reshape(-1), grad)
         return torch.from_numpy(grad).to(grad_alpha.dtype).view(b, f, 3, dims), None
 
 
