@@ -247,6 +247,18 @@ LANES = 4
 
 
 @njit(inline="always")
+def _add_lanes(part, sums):  # pragma: no cover
+    """sums[n] = Σ over lanes of part[n·LANES + lane], in a fixed order: a backward's per-lane sums of one face
+    (kept per lane so that the loop over lanes vectorises; the sums are written out there, term by term, since an
+    array passed to an inlined helper inside that loop stops it from vectorising)."""
+    for n in range(sums.size):
+        total = 0.0
+        for lane in range(LANES):
+            total += part[n * LANES + lane]
+        sums[n] = total
+
+
+@njit(inline="always")
 def _silhouette_cell(t, c, c1, px, py, inv_sigma, threshold):  # pragma: no cover
     """One lane of the kernels, cell (c, py): (kept, sign, e = exp(−sign·d²/σ), D = 1/(1 + e), the edges of
     :func:`_edges` (12)). Kept: strictly inside, or d² below the threshold, and not beyond column c1."""
@@ -303,8 +315,7 @@ def silhouette_backward(fr, boxes, f, s, stride, lanes, sigma, threshold, prod, 
     sums = np.zeros(12)
     for i in range(lo, hi):
         t = _face(fr, i)
-        for n in range(part.size):
-            part[n] = 0.0
+        part[:] = 0.0
         for r in range(boxes[i, 2], boxes[i, 3] + 1):
             py = (s - 1 - 2 * r) / s
             row = ((i // f) * s + r) * stride
@@ -333,11 +344,7 @@ def silhouette_backward(fr, boxes, f, s, stride, lanes, sigma, threshold, prod, 
                     part[m + 9 * LANES] += b if k == 2 else 0.0
                     part[m + 10 * LANES] += ch if k == 2 else 0.0
                     part[m + 11 * LANES] += dh if k == 2 else 0.0
-        for n in range(12):
-            total = 0.0
-            for lane in range(LANES):
-                total += part[n * LANES + lane]
-            sums[n] = total
+        _add_lanes(part, sums)
         _write_gradients(grad, t, i, sums)
 
 
@@ -492,8 +499,7 @@ def rgba_backward(fr, boxes, colors, f, s, stride, lanes, sigma, threshold, prod
         cc = _colors(colors, i)
         bary, inv_depth = _surface_frame(fr, i)
         facing = double_sided or fr[i, FRONT] > 0
-        for n in range(part.size):
-            part[n] = 0.0
+        part[:] = 0.0
         for r in range(boxes[i, 2], boxes[i, 3] + 1):
             py = (s - 1 - 2 * r) / s
             row = ((i // f) * s + r) * stride
@@ -532,11 +538,7 @@ def rgba_backward(fr, boxes, colors, f, s, stride, lanes, sigma, threshold, prod
                     part[m + 21 * LANES] += terms[14]
                     part[m + 22 * LANES] += terms[15]
                     part[m + 23 * LANES] += terms[16]
-        for n in range(24):
-            total = 0.0
-            for lane in range(LANES):
-                total += part[n * LANES + lane]
-            sums[n] = total
+        _add_lanes(part, sums)
         _write_gradients(grad_fv, t, i, sums)
         _write_color_and_depth_gradients(fr, grad_fv, grad_colors, i, sums[12:21], sums[21:24])
 
