@@ -14,6 +14,11 @@ os.environ.setdefault("WANDB_MODE", "offline")
 # shell chose others. tests/test_numba_kernels.py compares them with the eager ones; tests/test_fused.py turns the
 # inductor ones on for itself, at small sizes.
 os.environ.setdefault("RECON_FUSED", "auto")
+# Without a GPU, tests/test_triton.py runs the Triton kernels in Triton's interpreter. Triton reads
+# TRITON_INTERPRET when it defines its own helpers (its reductions' combine functions, at import), so it is set
+# here, before anything imports Triton; with a GPU the same tests run the compiled kernels.
+if not __import__("torch").cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 # Under pytest-xdist (`make test` runs one worker per core) each worker, and every process a test starts, computes on
 # one thread: more runnable threads than cores make torch's parallel regions wait on descheduled threads.
 if os.environ.get("PYTEST_XDIST_WORKER"):

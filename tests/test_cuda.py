@@ -80,6 +80,18 @@ def test_inductor_silhouette_kernels_on_the_device_equal_the_eager_ones(monkeypa
     assert (compiled[1] - eager[1]).abs().max() <= 1e-4 * eager[1].abs().max()
 
 
+@pytest.mark.parametrize("aggr_alpha", ["prod", "sum"])
+def test_triton_silhouette_kernels_on_the_device_equal_the_eager_ones(monkeypatch, aggr_alpha):
+    if DEVICE != "cuda":
+        pytest.skip("without a GPU the Triton kernels run interpreted, at small sizes: tests/test_triton.py")
+    eager = _render(monkeypatch, DEVICE, torch.float32, "silhouette", aggr_alpha, "0")
+    before = fused.triton_calls["silhouette"]
+    got = _render(monkeypatch, DEVICE, torch.float32, "silhouette", aggr_alpha, "triton")
+    assert fused.triton_calls["silhouette"] == before + 1 and not fused._triton_failed, fused._triton_failed
+    assert (got[0] - eager[0]).abs().max() <= 1e-5
+    assert (got[1] - eager[1]).abs().max() <= 1e-4 * eager[1].abs().max()
+
+
 @pytest.mark.parametrize("colors", [None, "vertex"])
 def test_a_training_step_on_the_device_equals_the_cpu_one(overfit_batch, colors):
     torch.manual_seed(0)

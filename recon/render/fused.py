@@ -8,15 +8,19 @@
   elsewhere (CUDA) and for 'hard' aggregation, the eager kernels.
 - ``0`` (or ``eager``, ``off``): the eager kernels everywhere. They are the reference the compiled ones are
   tested against.
+- ``triton``: on CUDA, the silhouette and the 'softmax' RGBA render on the Triton kernels of
+  :mod:`recon.render.triton_path` (a call is a few dozen launches instead of ~1,500; with ``TRITON_INTERPRET=1``
+  they also serve CPU tensors, interpreted, which is how they are tested); everything else as ``auto``. Opt-in:
+  they have not run on a GPU yet.
 - ``inductor``: the silhouette's per-chunk window work compiled by ``torch.compile`` (C++/OpenMP on CPU, Triton on
   CUDA), dynamic shapes so chunks of every size share a few variants. Opt-in: on a 2-core CPU it made a call only
   1.1–1.4× faster and compiles for 25–36 s with an empty cache (8–9 s warm), under ``TORCHINDUCTOR_CACHE_DIR``.
 
 numba needs no compiler (LLVM comes in its wheel); it compiles each kernel on first use for each dtype and caches
 the machine code on disk (``__pycache__`` beside :mod:`recon.render.cpu_kernels`, or ``NUMBA_CACHE_DIR``), so the
-first call in a fresh environment takes 7–10 s and later processes load it in 0.6–0.9 s. When
-numba is missing or a kernel fails to compile (or inductor fails, with ``inductor``), the process logs one warning
-and uses the eager kernels from then on; nothing is raised.
+first call in a fresh environment takes 4–10 s and later processes load it in 0.5–0.9 s. When
+numba is missing or a kernel fails to compile (or Triton or inductor fails, when chosen), the process logs one
+warning and uses the eager kernels from then on; nothing is raised.
 """
 
 from __future__ import annotations
@@ -71,15 +75,16 @@ def compile_kernel(fn: Callable[..., T]) -> Callable[..., T]:
 
 
 def mode() -> str:
-    """``RECON_FUSED`` read now: 'auto', 'eager' or 'inductor'. An unknown value means 'auto', with a warning."""
+    """``RECON_FUSED`` read now: 'auto', 'eager', 'triton' or 'inductor'. An unknown value means 'auto', with a
+    warning."""
     value = os.environ.get("RECON_FUSED", "").strip().lower()
     if value in ("0", "eager", "off", "false", "no"):
         return "eager"
-    if value == "inductor":
-        return "inductor"
+    if value in ("inductor", "triton"):
+        return value
     if value not in ("", "auto", "1", "on", "true", "yes", "numba") and value not in _warned_values:
         _warned_values.add(value)
-        log.warning("RECON_FUSED=%s is not one of auto, 0, inductor: using auto", value)
+        log.warning("RECON_FUSED=%s is not one of auto, 0, triton, inductor: using auto", value)
     return "auto"
 
 
@@ -105,7 +110,7 @@ def numba_kernels(path: str, face_vertices: torch.Tensor) -> bool:
     the eager path serves every later call."""
     if face_vertices.device.type != "cpu" or face_vertices.dtype not in (torch.float32, torch.float64):
         return False
-    if _numba_failed or mode() != "auto" or torch.compiler.is_compiling():
+    if _numba_failed or mode() not in ("auto", "triton") or torch.compiler.is_compiling():
         return False
     key = (path, str(face_vertices.dtype))
     if key not in _numba_ready:
@@ -119,6 +124,40 @@ def numba_kernels(path: str, face_vertices: torch.Tensor) -> bool:
             log.warning("numba rasterizer kernels unavailable, using the eager path (%s)", _numba_failed[0])
             return False
     numba_calls[path] += 1
+    return True
+
+
+_triton_ready: set[tuple[str, str, str]] = set()  # (path, device type, dtype) whose Triton kernels compiled and ran
+_triton_failed: list[str] = []  # the reason the Triton kernels were given up in this process, once set
+triton_calls: Counter[str] = Counter()  # per path: calls the Triton kernels served (tests read it)
+
+
+def triton_kernels(path: str, face_vertices: torch.Tensor) -> bool:
+    """Whether this call of ``path`` ('silhouette' or 'rgba') runs on the Triton kernels: ``RECON_FUSED=triton``,
+    float32/float64 CUDA tensors (or CPU tensors under ``TRITON_INTERPRET=1``), Triton usable. The first time for
+    a path, device type and dtype, the kernels compile and run on one face, forward and backward; any failure is
+    logged once and the other paths serve every later call."""
+    if mode() != "triton" or _triton_failed or torch.compiler.is_compiling():
+        return False
+    if face_vertices.dtype not in (torch.float32, torch.float64):
+        return False
+    from recon.render.triton_path import interpreted
+
+    device = face_vertices.device
+    if not (device.type == "cuda" or (device.type == "cpu" and interpreted())):
+        return False
+    key = (path, device.type, str(face_vertices.dtype))
+    if key not in _triton_ready:
+        try:
+            from recon.render.triton_path import warm_up
+
+            warm_up(path, face_vertices.dtype, device)
+            _triton_ready.add(key)
+        except Exception as error:  # noqa: BLE001 (no triton, no compiler, a compile error: use another path)
+            _triton_failed.append(_reason(error))
+            log.warning("Triton rasterizer kernels unavailable, using the other paths (%s)", _triton_failed[0])
+            return False
+    triton_calls[path] += 1
     return True
 
 

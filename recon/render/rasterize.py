@@ -102,9 +102,14 @@ def soft_rasterize(
         )
     if (
         face_colors is not None and settings.aggr_rgb == "softmax" and settings.aggr_alpha in SILHOUETTE_MODES
-        and face_vertices.shape[-1] == 3 and fused.numba_kernels("rgba", face_vertices)
+        and face_vertices.shape[-1] == 3
     ):
-        return SoftRGBA.apply(face_vertices, face_colors.to(face_vertices.dtype), settings)
+        if fused.triton_kernels("rgba", face_vertices):
+            from recon.render.triton_path import TritonRGBA
+
+            return TritonRGBA.apply(face_vertices, face_colors.to(face_vertices.dtype), settings)
+        if fused.numba_kernels("rgba", face_vertices):
+            return SoftRGBA.apply(face_vertices, face_colors.to(face_vertices.dtype), settings)
     if face_colors is not None:
         face_colors = face_colors.expand(b, f, 3, 3)
     xy = face_vertices[..., :2].reshape(b * f, 3, 2)

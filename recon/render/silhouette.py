@@ -35,6 +35,10 @@ def soft_silhouette(face_vertices: Tensor, settings: RasterSettings) -> Tensor:
     :func:`recon.render.soft_rasterize` without colours, for 'prod' and 'sum' aggregation."""
     if settings.aggr_alpha not in SILHOUETTE_MODES:
         raise ValueError(f"soft_silhouette aggregates alpha by {SILHOUETTE_MODES}, got {settings.aggr_alpha!r}")
+    if fused.triton_kernels("silhouette", face_vertices):
+        from recon.render.triton_path import TritonSilhouette
+
+        return TritonSilhouette.apply(face_vertices, settings)
     if fused.numba_kernels("silhouette", face_vertices):
         from recon.render.numba_path import SoftSilhouette
 

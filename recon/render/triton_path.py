@@ -1,0 +1,200 @@
+"""The silhouette soft rasterizer as two Triton kernels, for CUDA: ``RECON_FUSED=triton`` (opt-in).
+
+On a GPU the eager window kernels dispatch ~1,500 tensor operations for one training-size call (batch 64, 64²,
+1280 faces), each a kernel launch. Here a call is a few dozen: the per-face edge tables in tensor operations
+(:func:`face_frames`, the same columns as :func:`recon.render.cpu_kernels.face_frames`), then one forward kernel
+and one backward kernel:
+
+- the forward runs one program per (image, tile of ``BLOCK`` pixels); it walks the image's faces in order,
+  skips a face whose box (grown by √T) misses the tile's rows, and multiplies (``prod``) or adds (``sum``) each kept
+  cell's term into the tile's pixels, in registers. Every pixel is written by one program, in a fixed face order.
+- the backward runs one program per face; it walks the face's box ``BLOCK`` cells at a time, evaluates each cell
+  again and reduces SoftRas's gradient over the box into the face's 12 window sums (4 per edge, as
+  :func:`recon.render.cpu_kernels._write_gradients`), then writes the face's corner gradients: no atomics.
+
+The arithmetic is the input's dtype, as on the eager path. Triton compiles each kernel on first use per dtype
+and caches it (``~/.triton/cache``, or ``TRITON_CACHE_DIR``). With ``TRITON_INTERPRET=1`` the same kernels run
+on CPU tensors in Triton's interpreter: that is how they are tested without a GPU. Never run on a GPU yet; the
+eager kernels stay the default there.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+import torch
+from torch import Tensor
+from torch.autograd.function import once_differentiable
+
+from recon.render.settings import RasterSettings
+
+# frames[i]: per edge k (corner k → k + 1) inward normal (NX, NY), h's constant (HC), unit direction (UX, UY), u's
+# constant (UC), length (LEN), 1/length or 0 (INV); then the interior bound (INTERIOR: inf for a zero-area face);
+# for the RGBA render also the barycentric inverse (BARY, 3×3, row k gives w_k), the clamped corner depths
+# (DEPTH), the front-facing flag (FRONT) and the inverse clamped depths (INV_DEPTH).
+NX, NY, HC, UX, UY, UC, LEN, INV, INTERIOR = 0, 3, 6, 9, 12, 15, 18, 21, 24
+FRAME_SIZE = 25
+BARY, DEPTH, FRONT, INV_DEPTH = 25, 34, 37, 38
+SURFACE_FRAME_SIZE = 41
+MIN_DET, MIN_DEPTH = 1e-10, 1e-6  # as the eager path and the numba kernels
+BLOCK = 256  # pixels of a forward tile, cells of a backward step
+
+
+def interpreted() -> bool:
+    """Whether Triton runs its interpreter (``TRITON_INTERPRET=1``): kernels on CPU tensors, for tests."""
+    return os.environ.get("TRITON_INTERPRET", "0").strip().lower() in ("1", "true", "on", "yes")
+
+
+def face_frames(fv: Tensor, size: int, radius: float, surface: bool = False) -> tuple[Tensor, Tensor]:
+    """frames (N, FRAME_SIZE, or SURFACE_FRAME_SIZE with ``surface``) and boxes (N, 4) int32 = (first col, last
+    col, first row, last row) of the cells within √T of each face's box, for fv (N, 3, ≥2) corners (x_ndc, y_ndc[,
+    z_view]). An empty box has last < first; a face with a non-finite corner gets one, and a frame of zeros."""
+    xy = fv[..., :2]
+    x, y = xy[..., 0], xy[..., 1]
+    ex, ey = x.roll(-1, 1) - x, y.roll(-1, 1) - y  # edge k: corner k → k + 1
+    length = torch.sqrt(ex * ex + ey * ey)
+    has_length = length > 0
+    safe = torch.where(has_length, length, torch.ones_like(length))
+    ux = torch.where(has_length, ex / safe, torch.ones_like(ex))
+    uy = torch.where(has_length, ey / safe, torch.zeros_like(ey))
+    det = (x[:, 1] - x[:, 0]) * (y[:, 2] - y[:, 0]) - (y[:, 1] - y[:, 0]) * (x[:, 2] - x[:, 0])
+    orient = torch.where(det < 0, -1.0, 1.0).to(xy.dtype)[:, None]
+    nx, ny = -uy * orient, ux * orient
+    interior = torch.where(det == 0, math.inf, 0.0).to(xy.dtype)[:, None]
+    columns = [nx, ny, -(nx * x + ny * y), ux, uy, -(ux * x + uy * y), length,
+               torch.where(has_length, 1 / safe, torch.zeros_like(safe)), interior]
+    if surface:
+        x0, x1, x2, y0, y1, y2 = x[:, 0], x[:, 1], x[:, 2], y[:, 0], y[:, 1], y[:, 2]
+        # Barycentrics from the clamped-determinant inverse (|det| ≥ 1e-10, sign kept), as SoftRas.
+        bdet = x2 * (y0 - y1) + x0 * (y1 - y2) + x1 * (y2 - y0)
+        bdet = torch.where(bdet > 0, bdet.clamp(min=MIN_DET), bdet.clamp(max=-MIN_DET))
+        adj = torch.stack((y1 - y2, x2 - x1, x1 * y2 - x2 * y1, y2 - y0, x0 - x2, x2 * y0 - x0 * y2,
+                           y0 - y1, x1 - x0, x0 * y1 - x1 * y0), 1)
+        z = fv[..., 2] if fv.shape[-1] > 2 else torch.ones_like(x)
+        z = torch.where(z >= 0, z.clamp(min=MIN_DEPTH), z.clamp(max=-MIN_DEPTH))
+        front = ((y2 - y0) * (x1 - x0) < (y1 - y0) * (x2 - x0)).to(fv.dtype)[:, None]
+        columns += [adj / bdet[:, None], z, front, 1 / z]
+    frames = torch.cat(columns, 1)
+    # Pixel centre c has x = (2c + 1 − S)/S; row r has y = (S − 1 − 2r)/S (row 0 at the top).
+    s = float(size)
+    lo = torch.stack(((x.amin(1) - radius) * s + s - 1, s - 1 - (y.amax(1) + radius) * s), 1) / 2
+    hi = torch.stack(((x.amax(1) + radius) * s + s - 1, s - 1 - (y.amin(1) - radius) * s), 1) / 2
+    first, last = lo.clamp(0, s).ceil(), hi.clamp(-1, s - 1).floor()
+    boxes = torch.stack((first[:, 0], last[:, 0], first[:, 1], last[:, 1]), 1)
+    finite = torch.isfinite(xy).flatten(1).all(1, keepdim=True)
+    empty = torch.tensor([0.0, -1.0, 0.0, -1.0], dtype=boxes.dtype, device=boxes.device)
+    boxes = torch.where(finite, boxes, empty).to(torch.int32)
+    frames = torch.where(finite, frames, torch.zeros_like(frames))  # its gradient: sums of no cells times 0
+    return frames.contiguous(), boxes.contiguous()
+
+
+def _kernels():  # noqa: ANN202 (Triton's jit objects)
+    from recon.render import triton_kernels
+
+    return triton_kernels.forward, triton_kernels.backward, triton_kernels.rgba_forward, triton_kernels.rgba_backward
+
+
+class TritonSilhouette(torch.autograd.Function):
+    """(B, F, 3, ≥2) face corners → (B, 1, S, S) alpha, 'prod' or 'sum', on the Triton kernels."""
+
+    @staticmethod
+    def forward(ctx, face_vertices: Tensor, settings: RasterSettings) -> Tensor:
+        b, f, _, dims = face_vertices.shape
+        s, prod = settings.image_size, settings.aggr_alpha == "prod"
+        frames, boxes = face_frames(face_vertices.detach().reshape(b * f, 3, dims), s,
+                                    math.sqrt(settings.culling_threshold))
+        acc = torch.empty(b * s * s, dtype=face_vertices.dtype, device=face_vertices.device)
+        forward = _kernels()[0]
+        forward[(b, -(-s * s // BLOCK))](frames, boxes, acc, f, s, 1 / settings.sigma, settings.culling_threshold,
+                                         PROD=prod, BLOCK=BLOCK)
+        ctx.save_for_backward(frames, boxes, acc)
+        ctx.settings, ctx.shape = settings, face_vertices.shape
+        alpha = 1 - acc if prod else acc / f
+        return alpha.view(b, 1, s, s)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_alpha: Tensor) -> tuple[Tensor | None, None]:
+        frames, boxes, acc = ctx.saved_tensors
+        settings, (b, f, _, dims) = ctx.settings, ctx.shape
+        prod = settings.aggr_alpha == "prod"
+        g = grad_alpha.reshape(-1).to(acc.dtype)
+        per_pixel = (g * acc if prod else g / f).contiguous()  # ∂loss/∂alpha·(1 − alpha), or ∂loss/∂alpha / F
+        grad = torch.zeros(b * f, 3, dims, dtype=acc.dtype, device=acc.device)
+        backward = _kernels()[1]
+        backward[(b * f,)](frames, boxes, per_pixel, grad, f, settings.image_size, dims, 1 / settings.sigma,
+                           settings.culling_threshold, PROD=prod, BLOCK=BLOCK)
+        return grad.view(b, f, 3, dims).to(grad_alpha.dtype), None
+
+
+class TritonRGBA(torch.autograd.Function):
+    """(B, F, 3, 3) corners and (B, F, 3, 3) corner colours, or (B, F, 1, 3) face colours, → (B, 4, S, S) RGBA,
+    'softmax' RGB, on the Triton kernels."""
+
+    @staticmethod
+    def forward(ctx, face_vertices: Tensor, face_colors: Tensor, settings: RasterSettings) -> Tensor:
+        b, f = face_vertices.shape[:2]
+        s, prod = settings.image_size, settings.aggr_alpha == "prod"
+        dtype, device = face_vertices.dtype, face_vertices.device
+        frames, boxes = face_frames(face_vertices.detach().reshape(b * f, 3, 3), s,
+                                    math.sqrt(settings.culling_threshold), surface=True)
+        colors = face_colors.detach().to(dtype).reshape(b * f, -1, 3).contiguous()
+        corners = colors.shape[1]
+        out = torch.empty(b, 4, s * s, dtype=dtype, device=device)
+        acc, shift, den = (torch.empty(b * s * s, dtype=dtype, device=device) for _ in range(3))
+        bg = [float(v) for v in settings.background]
+        rgba_forward = _kernels()[2]
+        rgba_forward[(b, -(-s * s // BLOCK))](
+            frames, boxes, colors, out, acc, shift, den, f, s, 3 * corners, 3 if corners == 3 else 0,
+            1 / settings.sigma, settings.culling_threshold, 1 / settings.gamma, settings.near, settings.far,
+            settings.eps, bg[0], bg[1], bg[2], int(settings.double_sided), PROD=prod, BLOCK=BLOCK)
+        ctx.save_for_backward(frames, boxes, colors, out, acc, shift, den)
+        ctx.settings, ctx.shape = settings, (b, f)
+        return out.view(b, 4, s, s)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_out: Tensor) -> tuple[Tensor | None, Tensor | None, None]:
+        frames, boxes, colors, out, acc, shift, den = ctx.saved_tensors
+        settings, (b, f) = ctx.settings, ctx.shape
+        s, prod = settings.image_size, settings.aggr_alpha == "prod"
+        g = grad_out.reshape(b, 4, s * s).to(acc.dtype)
+        # Per pixel: per_pixel (∂loss/∂alpha·Π(1 − D) or ∂loss/∂alpha/F), the shift, ∂loss/∂rgb / den and
+        # h = Σ ∂loss/∂rgb·rgb / den.
+        g_rgb = g[:, :3] / den.view(b, 1, -1)
+        per_pixel = g[:, 3].reshape(-1) * acc if prod else g[:, 3].reshape(-1) / f
+        pixels = torch.cat((per_pixel[None], shift[None], g_rgb.transpose(0, 1).reshape(3, -1),
+                            (g_rgb * out[:, :3]).sum(1).reshape(1, -1))).contiguous()
+        grad_fv = torch.zeros(b * f, 3, 3, dtype=acc.dtype, device=acc.device)
+        grad_colors = torch.zeros(b * f, 3, 3, dtype=acc.dtype, device=acc.device)
+        corners = colors.shape[1]
+        rgba_backward = _kernels()[3]
+        rgba_backward[(b * f,)](
+            frames, boxes, colors, pixels, grad_fv, grad_colors, f, s, 3 * corners, 3 if corners == 3 else 0,
+            1 / settings.sigma, settings.culling_threshold, 1 / settings.gamma, settings.near, settings.far,
+            int(settings.double_sided), PROD=prod, BLOCK=BLOCK)
+        if corners == 1:  # one colour per face: its gradient is the corners' together
+            grad_colors = grad_colors.sum(1, keepdim=True)
+        dtype = grad_out.dtype
+        return grad_fv.view(b, f, 3, 3).to(dtype), grad_colors.view(b, f, corners, 3).to(dtype), None
+
+
+def warm_up(path: str, dtype: torch.dtype, device: torch.device) -> None:
+    """Compile (or load from Triton's cache) and run ``path``'s kernels ('silhouette' or 'rgba') for ``dtype`` on
+    one small face, forward and backward: a failure surfaces here, where the caller can still choose another
+    path."""
+    with torch.inference_mode(False), torch.enable_grad():
+        fv = torch.tensor([[[[-0.5, -0.5, 2.0], [0.5, -0.4, 2.5], [0.0, 0.6, 3.0]]]], dtype=dtype, device=device,
+                          requires_grad=True)
+        settings = RasterSettings(image_size=8, sigma=1e-2)
+        if path == "silhouette":
+            out = TritonSilhouette.apply(fv, settings)
+            (grad,) = torch.autograd.grad(out.sum(), fv)
+        else:
+            colors = torch.full_like(fv, 0.5).requires_grad_()
+            out = TritonRGBA.apply(fv, colors, settings)
+            grad = torch.cat(torch.autograd.grad(out.sum(), (fv, colors)))
+    if not (out.isfinite().all() and grad.isfinite().all() and out.detach()[:, -1].sum() > 0
+            and grad.abs().sum() > 0):
+        raise RuntimeError(f"the Triton {path} kernels gave a wrong result on a test face")

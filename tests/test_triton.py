@@ -1,0 +1,198 @@
+"""The Triton kernels (``RECON_FUSED=triton``: silhouette, RGBA): compiled on a GPU, interpreted without one.
+
+The interpreter runs the kernels' own code, program by program, with NumPy, on CPU tensors (``tests/conftest.py``
+sets ``TRITON_INTERPRET=1`` before Triton is imported): what these tests check (values, gradients, culling, boxes,
+degenerate faces, the dispatch) is what a GPU compiles, short of the compiler itself. Small scenes: the
+interpreter takes a second for a few hundred faces.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+
+import pytest
+import torch
+
+from recon.mesh import icosphere
+from recon.render import SoftRenderer, eye_from_angles, fused, soft_rasterize
+from recon.render.reference import dense_soft_rasterize
+from recon.render.silhouette import soft_silhouette
+from recon.render.triton_path import interpreted
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+pytestmark = [
+    pytest.mark.triton,
+    pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="needs triton (pip install -e .[dev])"),
+    pytest.mark.skipif(DEVICE == "cpu" and not interpreted(), reason="no GPU, and TRITON_INTERPRET is not set"),
+]
+
+
+@pytest.fixture(autouse=True)
+def triton_path(monkeypatch):
+    monkeypatch.setenv("RECON_FUSED", "triton")
+
+
+def _scene(dtype, b=2, level=1, size=23, seed=1):
+    """Projected corners (B, F, 3, 3) of a deformed sphere, in b views."""
+    vertices, faces = icosphere(level)
+    g = torch.Generator().manual_seed(seed)
+    verts = vertices.to(dtype) * 0.5 * (1 + 0.1 * torch.randn(b, vertices.shape[0], 1, generator=g, dtype=dtype))
+    eyes = eye_from_angles(2.732, 30.0, 40.0 * torch.arange(b)).to(dtype)
+    return SoftRenderer(image_size=size).face_vertices(verts, faces, eyes).detach().to(DEVICE)
+
+
+def _render(monkeypatch, path, fv, weight, **settings):
+    """(alpha, ∂(Σ weight·alpha)/∂fv) with ``RECON_FUSED=path``."""
+    monkeypatch.setenv("RECON_FUSED", path)
+    x = fv.clone().requires_grad_()
+    alpha = soft_silhouette(x, SoftRenderer(**settings).settings)
+    (grad,) = torch.autograd.grad((alpha * weight.to(x.device)).sum(), x)
+    return alpha.detach().cpu(), grad.cpu()
+
+
+def _triton_and_eager(monkeypatch, fv, size, **settings):
+    """(Triton, eager) results; asserts the Triton kernels served the first and not the second."""
+    weight = torch.rand(fv.shape[0], 1, size, size, generator=torch.Generator().manual_seed(2), dtype=fv.dtype)
+    before = fused.triton_calls["silhouette"]
+    fast = _render(monkeypatch, "triton", fv, weight, image_size=size, **settings)
+    assert fused.triton_calls["silhouette"] == before + 1 and not fused._triton_failed
+    slow = _render(monkeypatch, "0", fv, weight, image_size=size, **settings)
+    assert fused.triton_calls["silhouette"] == before + 1
+    return fast, slow
+
+
+def _assert_close(fast, slow, atol, rtol):
+    assert (fast[0] - slow[0]).abs().max() <= atol, (fast[0] - slow[0]).abs().max()
+    scale = slow[1].abs().max()
+    assert scale > 0 and (fast[1] - slow[1]).abs().max() <= rtol * scale, ((fast[1] - slow[1]).abs().max(), scale)
+
+
+@pytest.mark.parametrize("aggr_alpha", ["prod", "sum"])
+def test_triton_silhouette_equals_eager_and_dense_reference(monkeypatch, aggr_alpha):
+    fv = _scene(torch.float64)
+    settings = dict(sigma=1e-3, aggr_alpha=aggr_alpha)
+    fast, slow = _triton_and_eager(monkeypatch, fv, 23, **settings)
+    covered = slow[0] > (0.5 if aggr_alpha == "prod" else 0.5 / fv.shape[1])
+    assert 0.1 < covered.float().mean() < 0.9  # object and background: not a vacuous comparison
+    _assert_close(fast, slow, atol=1e-12, rtol=1e-10)
+    dense = dense_soft_rasterize(fv, None, image_size=23, **settings).cpu()
+    assert (fast[0] - dense).abs().max() <= 1e-10
+
+
+def test_triton_silhouette_in_float32_within_the_eager_tolerances(monkeypatch):
+    fast, slow = _triton_and_eager(monkeypatch, _scene(torch.float32, b=1, size=29), 29, sigma=3e-4)
+    assert fast[0].dtype == fast[1].dtype == torch.float32
+    _assert_close(fast, slow, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("aggr_alpha", ["prod", "sum"])
+def test_triton_silhouette_on_degenerate_faces_and_tiles_that_cut_rows(monkeypatch, aggr_alpha):
+    # Zero-area faces (a segment, a point), a face larger than the image, one outside it, one with a NaN corner;
+    # 17² pixels are not a whole number of 256-pixel tiles, so tiles end mid-row.
+    corners = torch.tensor([
+        [[-0.2, 0.0, 2.0], [0.0, 0.0, 2.0], [0.4, 0.0, 2.0]],
+        [[0.1, 0.1, 2.0], [0.1, 0.1, 2.0], [0.1, 0.1, 2.0]],
+        [[-3.0, -3.0, 2.0], [4.0, -2.5, 2.0], [0.5, 3.0, 2.0]],
+        [[2.0, 2.0, 2.0], [2.5, 2.0, 2.0], [2.2, 2.6, 2.0]],
+        [[0.0, 0.0, 2.0], [float("nan"), 0.3, 2.0], [0.2, 0.5, 2.0]],
+        [[0.2, 0.2, 3.0], [0.9, 0.3, 3.0], [0.4, 0.8, 3.0]],
+    ], dtype=torch.float64, device=DEVICE)[None]
+    fast, slow = _triton_and_eager(monkeypatch, corners, 17, sigma=1e-3, aggr_alpha=aggr_alpha)
+    # The NaN face adds nothing on either path, and gets no gradient.
+    assert torch.isfinite(fast[0]).all() and torch.isfinite(fast[1][0, :4]).all() and (fast[1][0, 4] == 0).all()
+    finite = torch.isfinite(slow[1])
+    _assert_close((fast[0], fast[1][finite]), (slow[0], slow[1][finite]), atol=1e-12, rtol=1e-10)
+
+
+def test_triton_silhouette_gradcheck(monkeypatch):
+    monkeypatch.setenv("RECON_FUSED", "triton")
+    fv = _scene(torch.float64, b=1, level=0, size=8)[:, :2].clone().requires_grad_()
+    settings = SoftRenderer(image_size=8, sigma=1e-2).settings
+    before = fused.triton_calls["silhouette"]
+    # fast_mode: a few random projections of the Jacobian, not one backward per pixel (the interpreter is slow).
+    assert torch.autograd.gradcheck(lambda x: soft_silhouette(x, settings), (fv,), eps=1e-6, atol=1e-6,
+                                    fast_mode=True)
+    assert fused.triton_calls["silhouette"] > before
+
+
+def test_a_failing_triton_start_falls_back_with_one_log_line(monkeypatch, caplog):
+    from recon.render import triton_path
+
+    def broken(*_):
+        raise RuntimeError("no GPU compiler here")
+
+    monkeypatch.setattr(triton_path, "warm_up", broken)
+    monkeypatch.setattr(fused, "_triton_ready", set())
+    monkeypatch.setattr(fused, "_triton_failed", [])
+    fv = _scene(torch.float64, b=1, level=0, size=8)
+    with caplog.at_level(logging.WARNING, logger="recon.render.fused"):
+        first = soft_silhouette(fv, SoftRenderer(image_size=8).settings)
+        again = soft_silhouette(fv, SoftRenderer(image_size=8).settings)
+    lines = [r.getMessage() for r in caplog.records if "Triton" in r.getMessage()]
+    assert len(lines) == 1 and "no GPU compiler here" in lines[0]
+    monkeypatch.setenv("RECON_FUSED", "0")
+    assert torch.equal(first, again) and torch.allclose(first, soft_silhouette(fv, SoftRenderer(image_size=8).settings))
+
+
+def _rgba(monkeypatch, path, fv, colors, weight, **settings):
+    """(RGBA, ∂(Σ weight·RGBA)/∂fv, ∂…/∂colors) with ``RECON_FUSED=path``."""
+    monkeypatch.setenv("RECON_FUSED", path)
+    x, c = fv.clone().requires_grad_(), colors.clone().requires_grad_()
+    image = soft_rasterize(x, c, **settings)
+    grads = torch.autograd.grad((image * weight.to(x.device)).sum(), (x, c))
+    return image.detach().cpu(), *(g.cpu() for g in grads)
+
+
+@pytest.mark.parametrize(("aggr_alpha", "layout", "double_sided"),
+                         [("prod", "per-corner", True), ("sum", "per-face", False)])
+def test_triton_rgba_equals_eager_and_dense_reference(monkeypatch, aggr_alpha, layout, double_sided):
+    fv = _scene(torch.float64, b=2, level=0, size=19)
+    g = torch.Generator().manual_seed(3)
+    colors = torch.rand(*fv.shape[:2], 3 if layout == "per-corner" else 1, 3, generator=g, dtype=fv.dtype)
+    settings = dict(image_size=19, sigma=1e-3, gamma=1e-3, aggr_alpha=aggr_alpha, double_sided=double_sided,
+                    background=(0.2, 0.3, 0.4))
+    weight = torch.rand(fv.shape[0], 4, 19, 19, generator=g, dtype=fv.dtype)
+    before = fused.triton_calls["rgba"]
+    fast = _rgba(monkeypatch, "triton", fv, colors.to(DEVICE), weight, **settings)
+    assert fused.triton_calls["rgba"] == before + 1 and not fused._triton_failed
+    slow = _rgba(monkeypatch, "0", fv, colors.to(DEVICE), weight, **settings)
+    # Not vacuous: face colours, the background and soft edges all appear.
+    assert (slow[0][:, :3] - torch.tensor([0.2, 0.3, 0.4], dtype=fv.dtype)[:, None, None]).abs().amax() > 0.1
+    assert ((slow[0][:, 3] > 0.05) & (slow[0][:, 3] < 0.95)).any()
+    assert (fast[0] - slow[0]).abs().max() <= 1e-8
+    for got, want in zip(fast[1:], slow[1:], strict=True):
+        assert got.shape == want.shape and (got - want).abs().max() <= 1e-8 * want.abs().max()
+    dense = dense_soft_rasterize(fv, colors.to(DEVICE), **settings).cpu()
+    assert (fast[0] - dense).abs().max() <= 1e-8
+
+
+def test_triton_rgba_in_float32_within_the_eager_tolerances(monkeypatch):
+    fv = _scene(torch.float32, b=1, level=1, size=17)
+    colors = torch.rand(*fv.shape[:2], 3, 3, generator=torch.Generator().manual_seed(4)).to(DEVICE)
+    weight = torch.rand(1, 4, 17, 17, generator=torch.Generator().manual_seed(5))
+    settings = dict(image_size=17, sigma=3e-4, gamma=1e-3)
+    fast = _rgba(monkeypatch, "triton", fv, colors, weight, **settings)
+    slow = _rgba(monkeypatch, "0", fv, colors, weight, **settings)
+    assert fast[0].dtype == torch.float32 and (fast[0] - slow[0]).abs().max() <= 1e-5
+    for got, want in zip(fast[1:], slow[1:], strict=True):
+        assert (got - want).abs().max() <= 1e-4 * want.abs().max()
+
+
+def test_triton_rgba_gradcheck(monkeypatch):
+    # With respect to the colours and the depths: SoftRas's backward holds the barycentrics constant, so the
+    # screen positions are checked against the eager path and the dense reference instead, above.
+    monkeypatch.setenv("RECON_FUSED", "triton")
+    fv = _scene(torch.float64, b=1, level=0, size=6)[:, :2]
+    xy, z = fv[..., :2], fv[..., 2:].clone().requires_grad_()
+    colors = torch.rand(1, 2, 3, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(6))
+    colors = colors.to(DEVICE).requires_grad_()
+    settings = dict(image_size=6, sigma=1e-2, gamma=3e-2)
+    before = fused.triton_calls["rgba"]
+    # One input at a time: in fast mode, a projection mixing both would let the colours' larger terms hide the
+    # depths'.
+    assert torch.autograd.gradcheck(lambda d: soft_rasterize(torch.cat((xy, d), -1), colors.detach(), **settings), (z,),
+                                    fast_mode=True)
+    assert torch.autograd.gradcheck(lambda c: soft_rasterize(torch.cat((xy, z.detach()), -1), c, **settings),
+                                    (colors,), fast_mode=True)
+    assert fused.triton_calls["rgba"] > before
