@@ -1,4 +1,5 @@
-"""The rasterizer's kernels against each other: eager, numba (the CPU default) and inductor (``RECON_FUSED``).
+"""The rasterizer's kernels against each other: eager, numba (the CPU default), Triton (the silhouette on CUDA) and
+inductor (``RECON_FUSED``).
 
 Throughput of the silhouette and of the RGBA ('softmax') render at the training batch, the face-count ×
 image-size grid, first-call cost with a cold and a warm compile cache, and operations dispatched per render call.
@@ -6,7 +7,8 @@ All paths run in the same ``make bench`` on the same machine, each configuration
 (``RECON_FUSED`` is read per call, but a fresh process keeps compile caches and allocator state apart). The
 operation count is the number of ``aten::`` operations the profiler records for one forward+backward call: the
 proxy for kernel launches on CUDA that can be measured on a CPU. On CUDA, ``device_syncs`` counts the times one
-call waits for the GPU (copies to the host, data-dependent sizes), which stop the CPU from queueing ahead.
+call waits for the GPU (copies to the host, data-dependent sizes), which stop the CPU from queueing ahead, and
+``kernel_launches`` the CUDA kernels it launches (Triton's included, which are no ``aten::`` operations).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import os
 import subprocess
 import sys
 import tempfile
+from importlib.util import find_spec
 
 _CHILD = r"""
 import json, os, sys, time, torch
@@ -37,6 +40,13 @@ def count_ops(fn):
         fn()
     names = [e.name for e in prof.events()]
     return sum(n.startswith("aten::") for n in names), sum(n.startswith("## Call CompiledFxGraph") for n in names)
+
+
+def count_launches(fn):  # CUDA kernel launches, Triton's included (they are no aten operations)
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU,
+                                            torch.profiler.ProfilerActivity.CUDA]) as prof:
+        fn()
+    return sum("LaunchKernel" in e.name for e in prof.events())
 
 
 def count_syncs(fn):  # the GPU synchronisations of one call: CUDA's sync debug mode warns at each
@@ -108,12 +118,13 @@ for level, size, b, backward, repeats in cfg["configs"]:
             row["aten_ops_rasterizer"], _ = count_ops(raster_only)
             if dev.type == "cuda":
                 row["device_syncs"] = count_syncs(step)
+                row["kernel_launches"] = count_launches(step)
         rows.append(row)
 print(json.dumps({"rows": rows, "first_call_s": first_call, "failed": fused._failed + fused._numba_failed}))
 """
 
 
-PATHS = {"eager": "0", "numba": "auto", "inductor": "inductor"}
+PATHS = {"eager": "0", "numba": "auto", "inductor": "inductor", "triton": "triton"}
 
 
 def _measure(paths: list[str], configs: list, device: str, threads: int | None, count_ops: bool = False,
@@ -151,7 +162,8 @@ def run(quick: bool = False) -> list[dict]:
     repeats = 2 if quick else 6
     b = 8 if quick else 64
     rows: list[dict] = []
-    fast = ["eager", "numba"] if device == "cpu" else ["eager"]  # numba's kernels are CPU kernels
+    # numba's kernels are CPU kernels; Triton's (the silhouette) run on CUDA.
+    fast = ["eager", "numba"] if device == "cpu" else ["eager"] + (["triton"] if find_spec("triton") else [])
 
     # B=64 training setting (64², 1,280 faces): silhouette forward and forward+backward, the paths measured
     # alternately in one process, with the op counts; on one thread (the code's speed, not the shared machine's
