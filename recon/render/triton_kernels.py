@@ -10,7 +10,8 @@ UC, LEN, INV, INTERIOR = tl.constexpr(15), tl.constexpr(18), tl.constexpr(21), t
 FRAME_SIZE = tl.constexpr(25)
 BARY, DEPTH, FRONT, INV_DEPTH = tl.constexpr(25), tl.constexpr(34), tl.constexpr(37), tl.constexpr(38)
 SURFACE_FRAME_SIZE = tl.constexpr(41)
-MIN_DEPTH, MIN_INV_Z, MIN_WEIGHT_SUM = tl.constexpr(1e-6), tl.constexpr(1e-12), tl.constexpr(1e-5)
+MIN_DET, MIN_DEPTH = tl.constexpr(1e-10), tl.constexpr(1e-6)
+MIN_INV_Z, MIN_WEIGHT_SUM = tl.constexpr(1e-12), tl.constexpr(1e-5)
 
 
 @triton.jit
@@ -321,3 +322,90 @@ def rgba_backward(frames, boxes, colors, pixels, grad_fv, grad_colors, faces, si
     tl.store(gc + 6, tl.sum(q2r, 0))
     tl.store(gc + 7, tl.sum(q2g, 0))
     tl.store(gc + 8, tl.sum(q2b, 0))
+
+
+@triton.jit
+def finite(v):
+    return (v == v) & (tl.abs(v) < float("inf"))
+
+
+@triton.jit
+def face_frames(fv, frames, boxes, n, dims, size, radius, SURFACE: tl.constexpr, HAS_DEPTH: tl.constexpr,
+                BLOCK: tl.constexpr):
+    """frames (N, FRAME_SIZE or SURFACE_FRAME_SIZE) and boxes (N, 4) = (first col, last col, first row, last row)
+    of the cells within √T of each face's box, for BLOCK faces of fv (N, 3, dims) corners (x_ndc, y_ndc[, z]). A
+    face with a non-finite corner gets an empty box (last < first) and a frame of zeros."""
+    i = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    valid = i < n
+    corner = fv + i * 3 * dims
+    x0, y0 = tl.load(corner, mask=valid, other=0.0), tl.load(corner + 1, mask=valid, other=0.0)
+    x1, y1 = tl.load(corner + dims, mask=valid, other=0.0), tl.load(corner + dims + 1, mask=valid, other=0.0)
+    x2 = tl.load(corner + 2 * dims, mask=valid, other=0.0)
+    y2 = tl.load(corner + 2 * dims + 1, mask=valid, other=0.0)
+    ok = finite(x0) & finite(y0) & finite(x1) & finite(y1) & finite(x2) & finite(y2)
+    # Pixel centre c has x = (2c + 1 − S)/S; row r has y = (S − 1 − 2r)/S (row 0 at the top).
+    s = size * 1.0
+    c_lo = ((tl.minimum(tl.minimum(x0, x1), x2) - radius) * s + s - 1) / 2
+    c_hi = ((tl.maximum(tl.maximum(x0, x1), x2) + radius) * s + s - 1) / 2
+    r_lo = (s - 1 - (tl.maximum(tl.maximum(y0, y1), y2) + radius) * s) / 2
+    r_hi = (s - 1 - (tl.minimum(tl.minimum(y0, y1), y2) - radius) * s) / 2
+    box = boxes + 4 * i
+    tl.store(box, tl.where(ok, tl.ceil(tl.minimum(tl.maximum(c_lo, 0.0), s)), 0.0).to(tl.int32), mask=valid)
+    tl.store(box + 1, tl.where(ok, tl.floor(tl.minimum(tl.maximum(c_hi, -1.0), s - 1)), -1.0).to(tl.int32),
+             mask=valid)
+    tl.store(box + 2, tl.where(ok, tl.ceil(tl.minimum(tl.maximum(r_lo, 0.0), s)), 0.0).to(tl.int32), mask=valid)
+    tl.store(box + 3, tl.where(ok, tl.floor(tl.minimum(tl.maximum(r_hi, -1.0), s - 1)), -1.0).to(tl.int32),
+             mask=valid)
+    if SURFACE:
+        fr = frames + i * SURFACE_FRAME_SIZE
+    else:
+        fr = frames + i * FRAME_SIZE
+    det = (x1 - x0) * (y2 - y0) - (y1 - y0) * (x2 - x0)
+    orient = tl.where(det < 0, -1.0, 1.0)
+    edge_frame(fr, 0, x0, y0, x1, y1, orient, ok, valid)
+    edge_frame(fr, 1, x1, y1, x2, y2, orient, ok, valid)
+    edge_frame(fr, 2, x2, y2, x0, y0, orient, ok, valid)
+    tl.store(fr + INTERIOR, tl.where(ok & (det == 0), float("inf"), 0.0), mask=valid)
+    if SURFACE:
+        # Barycentrics from the clamped-determinant inverse (|det| ≥ 1e-10, sign kept), as SoftRas.
+        bdet = x2 * (y0 - y1) + x0 * (y1 - y2) + x1 * (y2 - y0)
+        inv_det = 1 / tl.where(bdet > 0, tl.maximum(bdet, MIN_DET), tl.minimum(bdet, -MIN_DET))
+        tl.store(fr + BARY, tl.where(ok, (y1 - y2) * inv_det, 0.0), mask=valid)
+        tl.store(fr + BARY + 1, tl.where(ok, (x2 - x1) * inv_det, 0.0), mask=valid)
+        tl.store(fr + BARY + 2, tl.where(ok, (x1 * y2 - x2 * y1) * inv_det, 0.0), mask=valid)
+        tl.store(fr + BARY + 3, tl.where(ok, (y2 - y0) * inv_det, 0.0), mask=valid)
+        tl.store(fr + BARY + 4, tl.where(ok, (x0 - x2) * inv_det, 0.0), mask=valid)
+        tl.store(fr + BARY + 5, tl.where(ok, (x2 * y0 - x0 * y2) * inv_det, 0.0), mask=valid)
+        tl.store(fr + BARY + 6, tl.where(ok, (y0 - y1) * inv_det, 0.0), mask=valid)
+        tl.store(fr + BARY + 7, tl.where(ok, (x1 - x0) * inv_det, 0.0), mask=valid)
+        tl.store(fr + BARY + 8, tl.where(ok, (x0 * y1 - x1 * y0) * inv_det, 0.0), mask=valid)
+        for k in tl.static_range(3):
+            if HAS_DEPTH:
+                z = tl.load(corner + k * dims + 2, mask=valid, other=1.0)
+            else:
+                z = tl.full([BLOCK], 1.0, x0.dtype)
+            z = tl.where(z >= 0, tl.maximum(z, MIN_DEPTH), tl.minimum(z, -MIN_DEPTH))
+            tl.store(fr + DEPTH + k, tl.where(ok, z, 0.0), mask=valid)
+            tl.store(fr + INV_DEPTH + k, tl.where(ok, 1 / z, 0.0), mask=valid)
+        front = tl.where((y2 - y0) * (x1 - x0) < (y1 - y0) * (x2 - x0), 1.0, 0.0)
+        tl.store(fr + FRONT, tl.where(ok, front, 0.0), mask=valid)
+
+
+@triton.jit
+def edge_frame(fr, k: tl.constexpr, xa, ya, xb, yb, orient, ok, valid):
+    """Edge k's columns (corner a → b): inward normal, unit direction, their constants, length and 1/length."""
+    ex, ey = xb - xa, yb - ya
+    length = tl.sqrt(ex * ex + ey * ey)
+    has_length = length > 0
+    safe = tl.where(has_length, length, 1.0)
+    ux = tl.where(has_length, ex / safe, 1.0)
+    uy = tl.where(has_length, ey / safe, 0.0)
+    nx, ny = -uy * orient, ux * orient
+    tl.store(fr + NX + k, tl.where(ok, nx, 0.0), mask=valid)
+    tl.store(fr + NY + k, tl.where(ok, ny, 0.0), mask=valid)
+    tl.store(fr + HC + k, tl.where(ok, -(nx * xa + ny * ya), 0.0), mask=valid)
+    tl.store(fr + UX + k, tl.where(ok, ux, 0.0), mask=valid)
+    tl.store(fr + UY + k, tl.where(ok, uy, 0.0), mask=valid)
+    tl.store(fr + UC + k, tl.where(ok, -(ux * xa + uy * ya), 0.0), mask=valid)
+    tl.store(fr + LEN + k, tl.where(ok, length, 0.0), mask=valid)
+    tl.store(fr + INV + k, tl.where(ok & has_length, 1 / safe, 0.0), mask=valid)

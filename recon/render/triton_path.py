@@ -1,21 +1,25 @@
-"""The silhouette soft rasterizer as two Triton kernels, for CUDA: ``RECON_FUSED=triton`` (opt-in).
+"""The silhouette and the 'softmax' RGBA soft rasterizer as Triton kernels, for CUDA: ``RECON_FUSED=triton``.
 
 On a GPU the eager window kernels dispatch ~1,500 tensor operations for one training-size call (batch 64, 64²,
-1280 faces), each a kernel launch. Here a call is a few dozen: the per-face edge tables in tensor operations
-(:func:`face_frames`, the same columns as :func:`recon.render.cpu_kernels.face_frames`), then one forward kernel
-and one backward kernel:
+1280 faces), each a kernel launch. Here a call is three kernels (:mod:`recon.render.triton_kernels`) and a few
+tensor operations around them:
 
-- the forward runs one program per (image, tile of ``BLOCK`` pixels); it walks the image's faces in order,
-  skips a face whose box (grown by √T) misses the tile's rows, and multiplies (``prod``) or adds (``sum``) each kept
-  cell's term into the tile's pixels, in registers. Every pixel is written by one program, in a fixed face order.
-- the backward runs one program per face; it walks the face's box ``BLOCK`` cells at a time, evaluates each cell
-  again and reduces SoftRas's gradient over the box into the face's 12 window sums (4 per edge, as
-  :func:`recon.render.cpu_kernels._write_gradients`), then writes the face's corner gradients: no atomics.
+- the per-face tables (:func:`face_frames`: the same columns as :func:`recon.render.cpu_kernels.face_frames`,
+  in the input's dtype), one program per ``BLOCK`` faces;
+- the forward, one program per (image, tile of ``BLOCK`` pixels): it walks the image's faces in order, skips a
+  face whose box (grown by √T) misses the tile's rows, and multiplies ('prod') or adds ('sum') each kept cell's
+  term into the tile's pixels in registers; the RGBA render keeps the soft z-buffer as an online softmax (a
+  running maximum, its denominator and numerators). Every pixel is written by one program, in a fixed face
+  order;
+- the backward, one program per face: it walks the face's box ``BLOCK`` cells at a time, evaluates each cell
+  again and reduces SoftRas's gradient over the box into the face's window sums (4 per edge, as
+  :func:`recon.render.cpu_kernels._write_gradients`; for RGBA also 9 colour and 3 depth sums), then writes the
+  face's gradients: no atomics, the same bits on every run.
 
 The arithmetic is the input's dtype, as on the eager path. Triton compiles each kernel on first use per dtype
 and caches it (``~/.triton/cache``, or ``TRITON_CACHE_DIR``). With ``TRITON_INTERPRET=1`` the same kernels run
-on CPU tensors in Triton's interpreter: that is how they are tested without a GPU. Never run on a GPU yet; the
-eager kernels stay the default there.
+on CPU tensors in Triton's interpreter: that is how they are tested without a GPU. They have not run on a GPU
+yet, so the eager kernels stay CUDA's default.
 """
 
 from __future__ import annotations
@@ -37,7 +41,6 @@ NX, NY, HC, UX, UY, UC, LEN, INV, INTERIOR = 0, 3, 6, 9, 12, 15, 18, 21, 24
 FRAME_SIZE = 25
 BARY, DEPTH, FRONT, INV_DEPTH = 25, 34, 37, 38
 SURFACE_FRAME_SIZE = 41
-MIN_DET, MIN_DEPTH = 1e-10, 1e-6  # as the eager path and the numba kernels
 BLOCK = 256  # pixels of a forward tile, cells of a backward step
 
 
@@ -49,50 +52,22 @@ def interpreted() -> bool:
 def face_frames(fv: Tensor, size: int, radius: float, surface: bool = False) -> tuple[Tensor, Tensor]:
     """frames (N, FRAME_SIZE, or SURFACE_FRAME_SIZE with ``surface``) and boxes (N, 4) int32 = (first col, last
     col, first row, last row) of the cells within √T of each face's box, for fv (N, 3, ≥2) corners (x_ndc, y_ndc[,
-    z_view]). An empty box has last < first; a face with a non-finite corner gets one, and a frame of zeros."""
-    xy = fv[..., :2]
-    x, y = xy[..., 0], xy[..., 1]
-    ex, ey = x.roll(-1, 1) - x, y.roll(-1, 1) - y  # edge k: corner k → k + 1
-    length = torch.sqrt(ex * ex + ey * ey)
-    has_length = length > 0
-    safe = torch.where(has_length, length, torch.ones_like(length))
-    ux = torch.where(has_length, ex / safe, torch.ones_like(ex))
-    uy = torch.where(has_length, ey / safe, torch.zeros_like(ey))
-    det = (x[:, 1] - x[:, 0]) * (y[:, 2] - y[:, 0]) - (y[:, 1] - y[:, 0]) * (x[:, 2] - x[:, 0])
-    orient = torch.where(det < 0, -1.0, 1.0).to(xy.dtype)[:, None]
-    nx, ny = -uy * orient, ux * orient
-    interior = torch.where(det == 0, math.inf, 0.0).to(xy.dtype)[:, None]
-    columns = [nx, ny, -(nx * x + ny * y), ux, uy, -(ux * x + uy * y), length,
-               torch.where(has_length, 1 / safe, torch.zeros_like(safe)), interior]
-    if surface:
-        x0, x1, x2, y0, y1, y2 = x[:, 0], x[:, 1], x[:, 2], y[:, 0], y[:, 1], y[:, 2]
-        # Barycentrics from the clamped-determinant inverse (|det| ≥ 1e-10, sign kept), as SoftRas.
-        bdet = x2 * (y0 - y1) + x0 * (y1 - y2) + x1 * (y2 - y0)
-        bdet = torch.where(bdet > 0, bdet.clamp(min=MIN_DET), bdet.clamp(max=-MIN_DET))
-        adj = torch.stack((y1 - y2, x2 - x1, x1 * y2 - x2 * y1, y2 - y0, x0 - x2, x2 * y0 - x0 * y2,
-                           y0 - y1, x1 - x0, x0 * y1 - x1 * y0), 1)
-        z = fv[..., 2] if fv.shape[-1] > 2 else torch.ones_like(x)
-        z = torch.where(z >= 0, z.clamp(min=MIN_DEPTH), z.clamp(max=-MIN_DEPTH))
-        front = ((y2 - y0) * (x1 - x0) < (y1 - y0) * (x2 - x0)).to(fv.dtype)[:, None]
-        columns += [adj / bdet[:, None], z, front, 1 / z]
-    frames = torch.cat(columns, 1)
-    # Pixel centre c has x = (2c + 1 − S)/S; row r has y = (S − 1 − 2r)/S (row 0 at the top).
-    s = float(size)
-    lo = torch.stack(((x.amin(1) - radius) * s + s - 1, s - 1 - (y.amax(1) + radius) * s), 1) / 2
-    hi = torch.stack(((x.amax(1) + radius) * s + s - 1, s - 1 - (y.amin(1) - radius) * s), 1) / 2
-    first, last = lo.clamp(0, s).ceil(), hi.clamp(-1, s - 1).floor()
-    boxes = torch.stack((first[:, 0], last[:, 0], first[:, 1], last[:, 1]), 1)
-    finite = torch.isfinite(xy).flatten(1).all(1, keepdim=True)
-    empty = torch.tensor([0.0, -1.0, 0.0, -1.0], dtype=boxes.dtype, device=boxes.device)
-    boxes = torch.where(finite, boxes, empty).to(torch.int32)
-    frames = torch.where(finite, frames, torch.zeros_like(frames))  # its gradient: sums of no cells times 0
-    return frames.contiguous(), boxes.contiguous()
+    z_view]), by one kernel. An empty box has last < first; a face with a non-finite corner gets one, and a frame
+    of zeros."""
+    fv = fv.contiguous()
+    n, _, dims = fv.shape
+    frames = torch.empty(n, SURFACE_FRAME_SIZE if surface else FRAME_SIZE, dtype=fv.dtype, device=fv.device)
+    boxes = torch.empty(n, 4, dtype=torch.int32, device=fv.device)
+    _kernels()[4][(-(-n // BLOCK),)](fv, frames, boxes, n, dims, size, radius, SURFACE=surface, HAS_DEPTH=dims > 2,
+                                      BLOCK=BLOCK)
+    return frames, boxes
 
 
 def _kernels():  # noqa: ANN202 (Triton's jit objects)
     from recon.render import triton_kernels
 
-    return triton_kernels.forward, triton_kernels.backward, triton_kernels.rgba_forward, triton_kernels.rgba_backward
+    k = triton_kernels
+    return k.forward, k.backward, k.rgba_forward, k.rgba_backward, k.face_frames
 
 
 class TritonSilhouette(torch.autograd.Function):
