@@ -196,3 +196,36 @@ def test_triton_rgba_gradcheck(monkeypatch):
     assert torch.autograd.gradcheck(lambda c: soft_rasterize(torch.cat((xy, z.detach()), -1), c, **settings),
                                     (colors,), fast_mode=True)
     assert fused.triton_calls["rgba"] > before
+
+
+def test_triton_face_tables_equal_the_numba_kernels(monkeypatch):
+    # Columns and boxes against recon.render.cpu_kernels.face_frames (float64 there and here): random faces, a
+    # zero-area one, a vertical edge, a face outside the image and one with a NaN corner.
+    import numpy as np
+
+    from recon.render import cpu_kernels as ck
+    from recon.render import triton_path as tp
+
+    g = torch.Generator().manual_seed(8)
+    fv = torch.rand(300, 3, 3, generator=g, dtype=torch.float64) * 2.4 - 1.2
+    fv[..., 2] = fv[..., 2].abs() * 3 - 0.5  # some depths behind the eye or at it
+    fv[0, :, :2] = fv[0, :1, :2]
+    fv[1, 1, 0] = fv[1, 0, 0]
+    fv[2, :, :2] += 5.0
+    fv[3, 1, 1] = float("nan")
+    frames, boxes = tp.face_frames(fv.to(DEVICE), 37, 0.05, surface=True)
+    frames, boxes = frames.cpu().numpy(), boxes.cpu().numpy()
+    want_frames, want_boxes = np.zeros((300, ck.FRAME_SIZE)), np.zeros((300, 4), dtype=np.int64)
+    ck.face_frames(fv.numpy(), 37, 0.05, True, want_frames, want_boxes, 0, 300)
+    np.testing.assert_array_equal(boxes, want_boxes)
+    assert (boxes[2, 1] < boxes[2, 0]) and (boxes[3, 1] < boxes[3, 0]) and (boxes[4:, 1] >= boxes[4:, 0]).any()
+    ok = np.isfinite(fv.numpy()).all((1, 2))
+    columns = [(tp.NX, ck.NX, 24), (tp.BARY, ck.BARY, 9), (tp.DEPTH, ck.DEPTH, 3), (tp.FRONT, ck.FRONT, 1),
+               (tp.INV_DEPTH, ck.INV_DEPTH, 3)]
+    for mine, theirs, count in columns:
+        # A zero-area face's barycentric inverse divides rounding residue by the 1e-10 clamp: not compared.
+        rows = ok & (np.arange(300) != 0) if mine == tp.BARY else ok
+        np.testing.assert_allclose(frames[rows, mine:mine + count], want_frames[rows, theirs:theirs + count],
+                                   rtol=1e-12, atol=1e-12)
+    np.testing.assert_array_equal(frames[ok, tp.INTERIOR], want_frames[ok, ck.INTERIOR])
+    assert (frames[~ok] == 0).all()
