@@ -30,30 +30,18 @@ def edge(fr, k: tl.constexpr, px, py):
 def forward(frames, boxes, acc, faces, size, inv_sigma, threshold, PROD: tl.constexpr, BLOCK: tl.constexpr):
     """acc (B·S²): Π(1 − D) ('prod') or Σ D ('sum') over each pixel's kept cells, for one (image, tile): the
     faces in order."""
-    img, tile = tl.program_id(0), tl.program_id(1)
+    img = tl.program_id(0)
     dtype = frames.dtype.element_ty
-    p = tile * BLOCK + tl.arange(0, BLOCK)
-    valid = p < size * size
-    r, c = p // size, p % size
-    px = (2 * c + 1 - size).to(dtype) / size
-    py = (size - 1 - 2 * r).to(dtype) / size
-    row_lo, row_hi = (tile * BLOCK) // size, (tile * BLOCK + BLOCK - 1) // size
-    if PROD:
-        a = tl.full([BLOCK], 1.0, dtype)
-    else:
-        a = tl.zeros([BLOCK], dtype)
+    p, valid, r, c, px, py, row_lo, row_hi = tile(size, dtype, BLOCK)
+    a = tl.full([BLOCK], 1.0 if PROD else 0.0, dtype)  # Π(1 − D) from 1, or Σ D from 0
     for j in range(faces):
         face = img * faces + j
-        c0, c1 = tl.load(boxes + 4 * face), tl.load(boxes + 4 * face + 1)
-        r0, r1 = tl.load(boxes + 4 * face + 2), tl.load(boxes + 4 * face + 3)
+        c0, c1, r0, r1 = face_box(boxes, face)
         if (r0 <= row_hi) & (r1 >= row_lo) & (c0 <= c1):
             fr = frames + FRAME_SIZE * face
-            in_box = (c >= c0) & (c <= c1) & (r >= r0) & (r <= r1)
-            keep, _, e, d, _, _, _, _, _, _, _, _, _, _, _, _ = coverage(fr, px, py, inv_sigma, threshold, in_box)
-            if PROD:
-                a = tl.where(keep, a * (e * d), a)  # 1 − D = sigmoid(−x)
-            else:
-                a = tl.where(keep, a + d, a)  # D = sigmoid(x)
+            keep, _, e, d, _, _, _, _, _, _, _, _, _, _, _, _ = coverage(fr, px, py, inv_sigma, threshold,
+                                                                         in_face_box(r, c, c0, c1, r0, r1))
+            a = add_coverage(a, keep, e, d, PROD)
     tl.store(acc + img * size * size + p, a, mask=valid)
 
 
@@ -66,22 +54,15 @@ def backward(frames, boxes, per_pixel, grad, faces, size, dims, inv_sigma, thres
     img = face // faces
     dtype = frames.dtype.element_ty
     fr = frames + FRAME_SIZE * face
-    c0, c1 = tl.load(boxes + 4 * face), tl.load(boxes + 4 * face + 1)
-    r0, r1 = tl.load(boxes + 4 * face + 2), tl.load(boxes + 4 * face + 3)
-    width = tl.maximum(c1 - c0 + 1, 0)
-    cells = width * tl.maximum(r1 - r0 + 1, 0)
+    c0, c1, r0, r1 = face_box(boxes, face)
+    width, cells = tl.maximum(c1 - c0 + 1, 0), tl.maximum(c1 - c0 + 1, 0) * tl.maximum(r1 - r0 + 1, 0)
     # Per edge k: Σw·h, Σw·excess, Σw·foot·h, Σw·foot·excess over the cells where k is nearest.
     zero = tl.zeros([BLOCK], dtype)
     sh0, se0, sfh0, sfe0 = zero, zero, zero, zero
     sh1, se1, sfh1, sfe1 = zero, zero, zero, zero
     sh2, se2, sfh2, sfe2 = zero, zero, zero, zero
     for start in range(0, cells, BLOCK):
-        q = start + tl.arange(0, BLOCK)
-        in_box = q < cells
-        w = tl.maximum(width, 1)
-        r, c = r0 + q // w, c0 + q % w
-        px = (2 * c + 1 - size).to(dtype) / size
-        py = (size - 1 - 2 * r).to(dtype) / size
+        in_box, r, c, px, py = box_cells(start, r0, c0, width, cells, size, dtype, BLOCK)
         keep, sign, e, d, d0, h0, e0, f0, d1, h1, e1, f1, d2, h2, e2, f2 = coverage(fr, px, py, inv_sigma,
                                                                                    threshold, in_box)
         pp = tl.load(per_pixel + img * size * size + r * size + c, mask=in_box, other=0.0)
@@ -91,16 +72,68 @@ def backward(frames, boxes, per_pixel, grad, faces, size, dims, inv_sigma, thres
         else:
             dx = pp * d * d * e
         factor = tl.where(keep, dx * 2 * sign * inv_sigma, 0.0)
-        near0 = (d0 <= d1) & (d0 <= d2)  # the nearest edge, the lowest index on ties
-        near1 = (~near0) & (d1 <= d2)
-        near2 = (~near0) & (~near1)
-        v0, v1, v2 = tl.where(near0, factor, 0.0), tl.where(near1, factor, 0.0), tl.where(near2, factor, 0.0)
-        sh0, se0, sfh0, sfe0 = sh0 + v0 * h0, se0 + v0 * e0, sfh0 + v0 * f0 * h0, sfe0 + v0 * f0 * e0
-        sh1, se1, sfh1, sfe1 = sh1 + v1 * h1, se1 + v1 * e1, sfh1 + v1 * f1 * h1, sfe1 + v1 * f1 * e1
-        sh2, se2, sfh2, sfe2 = sh2 + v2 * h2, se2 + v2 * e2, sfh2 + v2 * f2 * h2, sfe2 + v2 * f2 * e2
+        sh0, se0, sfh0, sfe0, sh1, se1, sfh1, sfe1, sh2, se2, sfh2, sfe2 = add_window_terms(
+            factor, d0, h0, e0, f0, d1, h1, e1, f1, d2, h2, e2, f2,
+            sh0, se0, sfh0, sfe0, sh1, se1, sfh1, sfe1, sh2, se2, sfh2, sfe2)
     write_window_gradients(fr, grad + face * 3 * dims, dims, tl.sum(sh0, 0), tl.sum(se0, 0), tl.sum(sfh0, 0),
                            tl.sum(sfe0, 0), tl.sum(sh1, 0), tl.sum(se1, 0), tl.sum(sfh1, 0), tl.sum(sfe1, 0),
                            tl.sum(sh2, 0), tl.sum(se2, 0), tl.sum(sfh2, 0), tl.sum(sfe2, 0))
+
+
+@triton.jit
+def tile(size, dtype: tl.constexpr, BLOCK: tl.constexpr):
+    """The program's BLOCK pixels of the image: (index, within the image, row, column, x, y, first and last row).
+    Pixel centre c has x = (2c + 1 − S)/S; row r has y = (S − 1 − 2r)/S (row 0 at the top)."""
+    tile_index = tl.program_id(1)
+    p = tile_index * BLOCK + tl.arange(0, BLOCK)
+    r, c = p // size, p % size
+    px = (2 * c + 1 - size).to(dtype) / size
+    py = (size - 1 - 2 * r).to(dtype) / size
+    return p, p < size * size, r, c, px, py, (tile_index * BLOCK) // size, (tile_index * BLOCK + BLOCK - 1) // size
+
+
+@triton.jit
+def in_face_box(r, c, c0, c1, r0, r1):
+    return (c >= c0) & (c <= c1) & (r >= r0) & (r <= r1)
+
+
+@triton.jit
+def add_coverage(a, keep, e, d, PROD: tl.constexpr):
+    """A pixel's Π(1 − D) ('prod': 1 − D = e·D = sigmoid(−x)) or Σ D after a cell, unchanged if it is not kept."""
+    if PROD:
+        return tl.where(keep, a * (e * d), a)
+    else:
+        return tl.where(keep, a + d, a)
+
+
+@triton.jit
+def face_box(boxes, face):
+    """(first col, last col, first row, last row) of the face's grown box."""
+    box = boxes + 4 * face
+    return tl.load(box), tl.load(box + 1), tl.load(box + 2), tl.load(box + 3)
+
+
+@triton.jit
+def box_cells(start, r0, c0, width, cells, size, dtype: tl.constexpr, BLOCK: tl.constexpr):
+    """Cells start … start + BLOCK − 1 of a box of ``cells`` cells in rows of ``width`` from (r0, c0): (in the
+    box, row, column, x, y)."""
+    q = start + tl.arange(0, BLOCK)
+    r, c = r0 + q // tl.maximum(width, 1), c0 + q % tl.maximum(width, 1)
+    return q < cells, r, c, (2 * c + 1 - size).to(dtype) / size, (size - 1 - 2 * r).to(dtype) / size
+
+
+@triton.jit
+def add_window_terms(factor, d0, h0, e0, f0, d1, h1, e1, f1, d2, h2, e2, f2,
+                     sh0, se0, sfh0, sfe0, sh1, se1, sfh1, sfe1, sh2, se2, sfh2, sfe2):
+    """A face's 12 window sums after adding its cells' terms: factor = 2·∂loss/∂d² times h, excess, foot·h and
+    foot·excess of the nearest edge (the lowest index on ties), into that edge's four sums."""
+    near0 = (d0 <= d1) & (d0 <= d2)
+    near1 = (~near0) & (d1 <= d2)
+    near2 = (~near0) & (~near1)
+    v0, v1, v2 = tl.where(near0, factor, 0.0), tl.where(near1, factor, 0.0), tl.where(near2, factor, 0.0)
+    return (sh0 + v0 * h0, se0 + v0 * e0, sfh0 + v0 * f0 * h0, sfe0 + v0 * f0 * e0,
+            sh1 + v1 * h1, se1 + v1 * e1, sfh1 + v1 * f1 * h1, sfe1 + v1 * f1 * e1,
+            sh2 + v2 * h2, se2 + v2 * e2, sfh2 + v2 * f2 * h2, sfe2 + v2 * f2 * e2)
 
 
 @triton.jit
@@ -161,30 +194,21 @@ def rgba_forward(frames, boxes, colors, out, acc, shift, den, faces, size, face_
                  PROD: tl.constexpr, BLOCK: tl.constexpr):
     """out (B, 4, S²) RGBA, and per pixel acc (Π(1 − D) or Σ D), shift (the soft z-buffer's running maximum, from
     eps) and den (the softmax's denominator), for one (image, tile): the faces in order, online softmax."""
-    img, tile = tl.program_id(0), tl.program_id(1)
+    img = tl.program_id(0)
     dtype = frames.dtype.element_ty
-    p = tile * BLOCK + tl.arange(0, BLOCK)
-    valid = p < size * size
-    r, c = p // size, p % size
-    px = (2 * c + 1 - size).to(dtype) / size
-    py = (size - 1 - 2 * r).to(dtype) / size
-    row_lo, row_hi = (tile * BLOCK) // size, (tile * BLOCK + BLOCK - 1) // size
-    if PROD:
-        a = tl.full([BLOCK], 1.0, dtype)
-    else:
-        a = tl.zeros([BLOCK], dtype)
+    p, valid, r, c, px, py, row_lo, row_hi = tile(size, dtype, BLOCK)
+    a = tl.full([BLOCK], 1.0 if PROD else 0.0, dtype)  # Π(1 − D) from 1, or Σ D from 0
     m = tl.full([BLOCK], eps, dtype)
     old = tl.full([BLOCK], 1.0, dtype) * tl.exp(eps * inv_gamma + tl.zeros([BLOCK], dtype))
     x0, x1, x2 = old * background0, old * background1, old * background2
     inv_range = 1 / (far - near)
     for j in range(faces):
         face = img * faces + j
-        c0, c1 = tl.load(boxes + 4 * face), tl.load(boxes + 4 * face + 1)
-        r0, r1 = tl.load(boxes + 4 * face + 2), tl.load(boxes + 4 * face + 3)
+        c0, c1, r0, r1 = face_box(boxes, face)
         if (r0 <= row_hi) & (r1 >= row_lo) & (c0 <= c1):
             fr = frames + SURFACE_FRAME_SIZE * face
-            in_box = (c >= c0) & (c <= c1) & (r >= r0) & (r <= r1)
-            keep, _, e, d, _, _, _, _, _, _, _, _, _, _, _, _ = coverage(fr, px, py, inv_sigma, threshold, in_box)
+            keep, _, e, d, _, _, _, _, _, _, _, _, _, _, _, _ = coverage(fr, px, py, inv_sigma, threshold,
+                                                                         in_face_box(r, c, c0, c1, r0, r1))
             w0, w1, w2, z, _ = surface(fr, px, py)
             facing = (double_sided != 0) | (tl.load(fr + FRONT) > 0)
             colored = keep & facing & (near <= z) & (z <= far)  # a back face of a one-sided render adds no colour
@@ -200,10 +224,7 @@ def rgba_forward(frames, boxes, colors, out, acc, shift, den, faces, size, face_
             c_r = w0 * tl.load(col) + w1 * tl.load(col + k1) + w2 * tl.load(col + k2)
             c_g = w0 * tl.load(col + 1) + w1 * tl.load(col + k1 + 1) + w2 * tl.load(col + k2 + 1)
             c_b = w0 * tl.load(col + 2) + w1 * tl.load(col + k1 + 2) + w2 * tl.load(col + k2 + 2)
-            if PROD:
-                a = tl.where(keep, a * (e * d), a)  # 1 − D = sigmoid(−x)
-            else:
-                a = tl.where(keep, a + d, a)  # D = sigmoid(x)
+            a = add_coverage(a, keep, e, d, PROD)
             old = tl.where(colored, old * rescale + weight, old)
             x0 = tl.where(colored, x0 * rescale + weight * c_r, x0)
             x1 = tl.where(colored, x1 * rescale + weight * c_g, x1)
@@ -241,10 +262,8 @@ def rgba_backward(frames, boxes, colors, pixels, grad_fv, grad_colors, faces, si
     cr2, cg2, cb2 = tl.load(col + k2), tl.load(col + k2 + 1), tl.load(col + k2 + 2)
     facing = (double_sided != 0) | (tl.load(fr + FRONT) > 0)
     inv_range = 1 / (far - near)
-    c0, c1 = tl.load(boxes + 4 * face), tl.load(boxes + 4 * face + 1)
-    r0, r1 = tl.load(boxes + 4 * face + 2), tl.load(boxes + 4 * face + 3)
-    width = tl.maximum(c1 - c0 + 1, 0)
-    cells = width * tl.maximum(r1 - r0 + 1, 0)
+    c0, c1, r0, r1 = face_box(boxes, face)
+    width, cells = tl.maximum(c1 - c0 + 1, 0), tl.maximum(c1 - c0 + 1, 0) * tl.maximum(r1 - r0 + 1, 0)
     zero = tl.zeros([BLOCK], dtype)
     sh0, se0, sfh0, sfe0 = zero, zero, zero, zero
     sh1, se1, sfh1, sfe1 = zero, zero, zero, zero
@@ -252,12 +271,7 @@ def rgba_backward(frames, boxes, colors, pixels, grad_fv, grad_colors, faces, si
     q0r, q0g, q0b, q1r, q1g, q1b, q2r, q2g, q2b = zero, zero, zero, zero, zero, zero, zero, zero, zero
     z0, z1, z2 = zero, zero, zero
     for start in range(0, cells, BLOCK):
-        q = start + tl.arange(0, BLOCK)
-        in_box = q < cells
-        w = tl.maximum(width, 1)
-        r, c = r0 + q // w, c0 + q % w
-        px = (2 * c + 1 - size).to(dtype) / size
-        py = (size - 1 - 2 * r).to(dtype) / size
+        in_box, r, c, px, py = box_cells(start, r0, c0, width, cells, size, dtype, BLOCK)
         keep, sign, e, d, d0, h0, e0, f0, d1, h1, e1, f1, d2, h2, e2, f2 = coverage(fr, px, py, inv_sigma,
                                                                                    threshold, in_box)
         w0, w1, w2, z, inv_z = surface(fr, px, py)
@@ -281,13 +295,9 @@ def rgba_backward(frames, boxes, colors, pixels, grad_fv, grad_colors, faces, si
             dx = per_pixel * dd
         dx = dx + tl.where(colored, g_weight * ez * dd, 0.0)
         factor = tl.where(keep, dx * 2 * sign * inv_sigma, 0.0)
-        near0 = (d0 <= d1) & (d0 <= d2)
-        near1 = (~near0) & (d1 <= d2)
-        near2 = (~near0) & (~near1)
-        v0, v1, v2 = tl.where(near0, factor, 0.0), tl.where(near1, factor, 0.0), tl.where(near2, factor, 0.0)
-        sh0, se0, sfh0, sfe0 = sh0 + v0 * h0, se0 + v0 * e0, sfh0 + v0 * f0 * h0, sfe0 + v0 * f0 * e0
-        sh1, se1, sfh1, sfe1 = sh1 + v1 * h1, se1 + v1 * e1, sfh1 + v1 * f1 * h1, sfe1 + v1 * f1 * e1
-        sh2, se2, sfh2, sfe2 = sh2 + v2 * h2, se2 + v2 * e2, sfh2 + v2 * f2 * h2, sfe2 + v2 * f2 * e2
+        sh0, se0, sfh0, sfe0, sh1, se1, sfh1, sfe1, sh2, se2, sfh2, sfe2 = add_window_terms(
+            factor, d0, h0, e0, f0, d1, h1, e1, f1, d2, h2, e2, f2,
+            sh0, se0, sfh0, sfe0, sh1, se1, sfh1, sfe1, sh2, se2, sfh2, sfe2)
         a_r = tl.where(colored, g0 * weight, 0.0)
         a_g = tl.where(colored, g1 * weight, 0.0)
         a_b = tl.where(colored, g2 * weight, 0.0)
