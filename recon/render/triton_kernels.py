@@ -12,6 +12,9 @@ BARY, DEPTH, FRONT, INV_DEPTH = tl.constexpr(25), tl.constexpr(34), tl.constexpr
 SURFACE_FRAME_SIZE = tl.constexpr(41)
 MIN_DET, MIN_DEPTH = tl.constexpr(1e-10), tl.constexpr(1e-6)
 MIN_INV_Z, MIN_WEIGHT_SUM = tl.constexpr(1e-12), tl.constexpr(1e-5)
+# params[]: the settings' numbers in the input's dtype (a Python float argument would be float32 in a kernel).
+P_INV_SIGMA, P_THRESHOLD, P_RADIUS, P_INV_GAMMA = tl.constexpr(0), tl.constexpr(1), tl.constexpr(2), tl.constexpr(3)
+P_NEAR, P_FAR, P_EPS, P_BACKGROUND = tl.constexpr(4), tl.constexpr(5), tl.constexpr(6), tl.constexpr(7)
 
 
 @triton.jit
@@ -27,9 +30,10 @@ def edge(fr, k: tl.constexpr, px, py):
     return h * h + excess * excess, h, excess, foot
 
 @triton.jit
-def forward(frames, boxes, acc, faces, size, inv_sigma, threshold, PROD: tl.constexpr, BLOCK: tl.constexpr):
+def forward(frames, boxes, acc, params, faces, size, PROD: tl.constexpr, BLOCK: tl.constexpr):
     """acc (B·S²): Π(1 − D) ('prod') or Σ D ('sum') over each pixel's kept cells, for one (image, tile): the
     faces in order."""
+    inv_sigma, threshold = tl.load(params + P_INV_SIGMA), tl.load(params + P_THRESHOLD)
     img = tl.program_id(0)
     dtype = frames.dtype.element_ty
     p, valid, r, c, px, py, row_lo, row_hi = tile(size, dtype, BLOCK)
@@ -46,10 +50,10 @@ def forward(frames, boxes, acc, faces, size, inv_sigma, threshold, PROD: tl.cons
 
 
 @triton.jit
-def backward(frames, boxes, per_pixel, grad, faces, size, dims, inv_sigma, threshold, PROD: tl.constexpr,
-             BLOCK: tl.constexpr):
+def backward(frames, boxes, per_pixel, grad, params, faces, size, dims, PROD: tl.constexpr, BLOCK: tl.constexpr):
     """grad (N, 3, dims) x and y for one face, its box's cells evaluated again; per_pixel (B·S²):
     ∂loss/∂alpha·(1 − alpha) ('prod') or ∂loss/∂alpha / F."""
+    inv_sigma, threshold = tl.load(params + P_INV_SIGMA), tl.load(params + P_THRESHOLD)
     face = tl.program_id(0)
     img = face // faces
     dtype = frames.dtype.element_ty
@@ -188,12 +192,15 @@ def surface(fr, px, py):
 
 
 @triton.jit
-def rgba_forward(frames, boxes, colors, out, acc, shift, den, faces, size, face_stride, corner_stride, inv_sigma,
-                 threshold,
-                 inv_gamma, near, far, eps, background0, background1, background2, double_sided,
-                 PROD: tl.constexpr, BLOCK: tl.constexpr):
+def rgba_forward(frames, boxes, colors, out, acc, shift, den, params, faces, size, face_stride, corner_stride,
+                 double_sided, PROD: tl.constexpr, BLOCK: tl.constexpr):
     """out (B, 4, S²) RGBA, and per pixel acc (Π(1 − D) or Σ D), shift (the soft z-buffer's running maximum, from
     eps) and den (the softmax's denominator), for one (image, tile): the faces in order, online softmax."""
+    inv_sigma, threshold, inv_gamma = tl.load(params + P_INV_SIGMA), tl.load(params + P_THRESHOLD), tl.load(
+        params + P_INV_GAMMA)
+    near, far, eps = tl.load(params + P_NEAR), tl.load(params + P_FAR), tl.load(params + P_EPS)
+    background0 = tl.load(params + P_BACKGROUND)
+    background1, background2 = tl.load(params + P_BACKGROUND + 1), tl.load(params + P_BACKGROUND + 2)
     img = tl.program_id(0)
     dtype = frames.dtype.element_ty
     p, valid, r, c, px, py, row_lo, row_hi = tile(size, dtype, BLOCK)
@@ -245,11 +252,13 @@ def rgba_forward(frames, boxes, colors, out, acc, shift, den, faces, size, face_
 
 
 @triton.jit
-def rgba_backward(frames, boxes, colors, pixels, grad_fv, grad_colors, faces, size, face_stride, corner_stride,
-                  inv_sigma,
-                  threshold, inv_gamma, near, far, double_sided, PROD: tl.constexpr, BLOCK: tl.constexpr):
+def rgba_backward(frames, boxes, colors, pixels, grad_fv, grad_colors, params, faces, size, face_stride,
+                  corner_stride, double_sided, PROD: tl.constexpr, BLOCK: tl.constexpr):
     """grad_fv (N, 3, 3) and grad_colors (N, 9) for one face, its box's cells evaluated again. pixels (6, B·S²):
     per_pixel, the shift, ∂loss/∂rgb / den (3) and h = Σ ∂loss/∂rgb·rgb / den."""
+    inv_sigma, threshold, inv_gamma = tl.load(params + P_INV_SIGMA), tl.load(params + P_THRESHOLD), tl.load(
+        params + P_INV_GAMMA)
+    near, far = tl.load(params + P_NEAR), tl.load(params + P_FAR)
     face = tl.program_id(0)
     img = face // faces
     dtype = frames.dtype.element_ty
@@ -340,7 +349,7 @@ def finite(v):
 
 
 @triton.jit
-def face_frames(fv, frames, boxes, n, dims, size, radius, SURFACE: tl.constexpr, HAS_DEPTH: tl.constexpr,
+def face_frames(fv, frames, boxes, params, n, dims, size, SURFACE: tl.constexpr, HAS_DEPTH: tl.constexpr,
                 BLOCK: tl.constexpr):
     """frames (N, FRAME_SIZE or SURFACE_FRAME_SIZE) and boxes (N, 4) = (first col, last col, first row, last row)
     of the cells within √T of each face's box, for BLOCK faces of fv (N, 3, dims) corners (x_ndc, y_ndc[, z]). A
@@ -353,6 +362,7 @@ def face_frames(fv, frames, boxes, n, dims, size, radius, SURFACE: tl.constexpr,
     x2 = tl.load(corner + 2 * dims, mask=valid, other=0.0)
     y2 = tl.load(corner + 2 * dims + 1, mask=valid, other=0.0)
     ok = finite(x0) & finite(y0) & finite(x1) & finite(y1) & finite(x2) & finite(y2)
+    radius = tl.load(params + P_RADIUS)
     # Pixel centre c has x = (2c + 1 − S)/S; row r has y = (S − 1 − 2r)/S (row 0 at the top).
     s = size * 1.0
     c_lo = ((tl.minimum(tl.minimum(x0, x1), x2) - radius) * s + s - 1) / 2

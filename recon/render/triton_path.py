@@ -49,17 +49,25 @@ def interpreted() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0").strip().lower() in ("1", "true", "on", "yes")
 
 
-def face_frames(fv: Tensor, size: int, radius: float, surface: bool = False) -> tuple[Tensor, Tensor]:
+def params(settings: RasterSettings, dtype: torch.dtype, device: torch.device) -> Tensor:
+    """The settings' numbers the kernels read, in the input's dtype (a Python float argument would be float32 in
+    a kernel): 1/σ, T, √T, 1/γ, near, far, eps, background (3)."""
+    values = [1 / settings.sigma, settings.culling_threshold, math.sqrt(settings.culling_threshold),
+              1 / settings.gamma, settings.near, settings.far, settings.eps, *map(float, settings.background)]
+    return torch.tensor(values, dtype=dtype, device=device)
+
+
+def face_frames(fv: Tensor, size: int, numbers: Tensor, surface: bool = False) -> tuple[Tensor, Tensor]:
     """frames (N, FRAME_SIZE, or SURFACE_FRAME_SIZE with ``surface``) and boxes (N, 4) int32 = (first col, last
     col, first row, last row) of the cells within √T of each face's box, for fv (N, 3, ≥2) corners (x_ndc, y_ndc[,
-    z_view]), by one kernel. An empty box has last < first; a face with a non-finite corner gets one, and a frame
-    of zeros."""
+    z_view]), by one kernel; numbers from :func:`params`. An empty box has last < first; a face with a non-finite
+    corner gets one, and a frame of zeros."""
     fv = fv.contiguous()
     n, _, dims = fv.shape
     frames = torch.empty(n, SURFACE_FRAME_SIZE if surface else FRAME_SIZE, dtype=fv.dtype, device=fv.device)
     boxes = torch.empty(n, 4, dtype=torch.int32, device=fv.device)
-    _kernels()[4][(-(-n // BLOCK),)](fv, frames, boxes, n, dims, size, radius, SURFACE=surface, HAS_DEPTH=dims > 2,
-                                      BLOCK=BLOCK)
+    _kernels()[4][(-(-n // BLOCK),)](fv, frames, boxes, numbers, n, dims, size, SURFACE=surface,
+                                      HAS_DEPTH=dims > 2, BLOCK=BLOCK)
     return frames, boxes
 
 
@@ -77,13 +85,12 @@ class TritonSilhouette(torch.autograd.Function):
     def forward(ctx, face_vertices: Tensor, settings: RasterSettings) -> Tensor:
         b, f, _, dims = face_vertices.shape
         s, prod = settings.image_size, settings.aggr_alpha == "prod"
-        frames, boxes = face_frames(face_vertices.detach().reshape(b * f, 3, dims), s,
-                                    math.sqrt(settings.culling_threshold))
+        numbers = params(settings, face_vertices.dtype, face_vertices.device)
+        frames, boxes = face_frames(face_vertices.detach().reshape(b * f, 3, dims), s, numbers)
         acc = torch.empty(b * s * s, dtype=face_vertices.dtype, device=face_vertices.device)
         forward = _kernels()[0]
-        forward[(b, -(-s * s // BLOCK))](frames, boxes, acc, f, s, 1 / settings.sigma, settings.culling_threshold,
-                                         PROD=prod, BLOCK=BLOCK)
-        ctx.save_for_backward(frames, boxes, acc)
+        forward[(b, -(-s * s // BLOCK))](frames, boxes, acc, numbers, f, s, PROD=prod, BLOCK=BLOCK)
+        ctx.save_for_backward(frames, boxes, acc, numbers)
         ctx.settings, ctx.shape = settings, face_vertices.shape
         alpha = 1 - acc if prod else acc / f
         return alpha.view(b, 1, s, s)
@@ -91,15 +98,15 @@ class TritonSilhouette(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_alpha: Tensor) -> tuple[Tensor | None, None]:
-        frames, boxes, acc = ctx.saved_tensors
+        frames, boxes, acc, numbers = ctx.saved_tensors
         settings, (b, f, _, dims) = ctx.settings, ctx.shape
         prod = settings.aggr_alpha == "prod"
         g = grad_alpha.reshape(-1).to(acc.dtype)
         per_pixel = (g * acc if prod else g / f).contiguous()  # ∂loss/∂alpha·(1 − alpha), or ∂loss/∂alpha / F
         grad = torch.zeros(b * f, 3, dims, dtype=acc.dtype, device=acc.device)
         backward = _kernels()[1]
-        backward[(b * f,)](frames, boxes, per_pixel, grad, f, settings.image_size, dims, 1 / settings.sigma,
-                           settings.culling_threshold, PROD=prod, BLOCK=BLOCK)
+        backward[(b * f,)](frames, boxes, per_pixel, grad, numbers, f, settings.image_size, dims, PROD=prod,
+                           BLOCK=BLOCK)
         return grad.view(b, f, 3, dims).to(grad_alpha.dtype), None
 
 
@@ -112,26 +119,24 @@ class TritonRGBA(torch.autograd.Function):
         b, f = face_vertices.shape[:2]
         s, prod = settings.image_size, settings.aggr_alpha == "prod"
         dtype, device = face_vertices.dtype, face_vertices.device
-        frames, boxes = face_frames(face_vertices.detach().reshape(b * f, 3, 3), s,
-                                    math.sqrt(settings.culling_threshold), surface=True)
+        numbers = params(settings, dtype, device)
+        frames, boxes = face_frames(face_vertices.detach().reshape(b * f, 3, 3), s, numbers, surface=True)
         colors = face_colors.detach().to(dtype).reshape(b * f, -1, 3).contiguous()
         corners = colors.shape[1]
         out = torch.empty(b, 4, s * s, dtype=dtype, device=device)
         acc, shift, den = (torch.empty(b * s * s, dtype=dtype, device=device) for _ in range(3))
-        bg = [float(v) for v in settings.background]
         rgba_forward = _kernels()[2]
         rgba_forward[(b, -(-s * s // BLOCK))](
-            frames, boxes, colors, out, acc, shift, den, f, s, 3 * corners, 3 if corners == 3 else 0,
-            1 / settings.sigma, settings.culling_threshold, 1 / settings.gamma, settings.near, settings.far,
-            settings.eps, bg[0], bg[1], bg[2], int(settings.double_sided), PROD=prod, BLOCK=BLOCK)
-        ctx.save_for_backward(frames, boxes, colors, out, acc, shift, den)
+            frames, boxes, colors, out, acc, shift, den, numbers, f, s, 3 * corners, 3 if corners == 3 else 0,
+            int(settings.double_sided), PROD=prod, BLOCK=BLOCK)
+        ctx.save_for_backward(frames, boxes, colors, out, acc, shift, den, numbers)
         ctx.settings, ctx.shape = settings, (b, f)
         return out.view(b, 4, s, s)
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_out: Tensor) -> tuple[Tensor | None, Tensor | None, None]:
-        frames, boxes, colors, out, acc, shift, den = ctx.saved_tensors
+        frames, boxes, colors, out, acc, shift, den, numbers = ctx.saved_tensors
         settings, (b, f) = ctx.settings, ctx.shape
         s, prod = settings.image_size, settings.aggr_alpha == "prod"
         g = grad_out.reshape(b, 4, s * s).to(acc.dtype)
@@ -146,9 +151,8 @@ class TritonRGBA(torch.autograd.Function):
         corners = colors.shape[1]
         rgba_backward = _kernels()[3]
         rgba_backward[(b * f,)](
-            frames, boxes, colors, pixels, grad_fv, grad_colors, f, s, 3 * corners, 3 if corners == 3 else 0,
-            1 / settings.sigma, settings.culling_threshold, 1 / settings.gamma, settings.near, settings.far,
-            int(settings.double_sided), PROD=prod, BLOCK=BLOCK)
+            frames, boxes, colors, pixels, grad_fv, grad_colors, numbers, f, s, 3 * corners,
+            3 if corners == 3 else 0, int(settings.double_sided), PROD=prod, BLOCK=BLOCK)
         if corners == 1:  # one colour per face: its gradient is the corners' together
             grad_colors = grad_colors.sum(1, keepdim=True)
         dtype = grad_out.dtype
