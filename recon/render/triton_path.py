@@ -66,16 +66,16 @@ def face_frames(fv: Tensor, size: int, numbers: Tensor, surface: bool = False) -
     n, _, dims = fv.shape
     frames = torch.empty(n, SURFACE_FRAME_SIZE if surface else FRAME_SIZE, dtype=fv.dtype, device=fv.device)
     boxes = torch.empty(n, 4, dtype=torch.int32, device=fv.device)
-    _kernels()[4][(-(-n // BLOCK),)](fv, frames, boxes, numbers, n, dims, size, SURFACE=surface,
-                                      HAS_DEPTH=dims > 2, BLOCK=BLOCK)
+    _kernels().face_frames[(-(-n // BLOCK),)](fv, frames, boxes, numbers, n, dims, size, SURFACE=surface,
+                                              HAS_DEPTH=dims > 2, BLOCK=BLOCK)
     return frames, boxes
 
 
-def _kernels():  # noqa: ANN202 (Triton's jit objects)
+def _kernels():  # noqa: ANN202 (a module)
+    """:mod:`recon.render.triton_kernels`, imported on first use (it imports Triton)."""
     from recon.render import triton_kernels
 
-    k = triton_kernels
-    return k.forward, k.backward, k.rgba_forward, k.rgba_backward, k.face_frames
+    return triton_kernels
 
 
 class TritonSilhouette(torch.autograd.Function):
@@ -88,8 +88,7 @@ class TritonSilhouette(torch.autograd.Function):
         numbers = params(settings, face_vertices.dtype, face_vertices.device)
         frames, boxes = face_frames(face_vertices.detach().reshape(b * f, 3, dims), s, numbers)
         acc = torch.empty(b * s * s, dtype=face_vertices.dtype, device=face_vertices.device)
-        forward = _kernels()[0]
-        forward[(b, -(-s * s // BLOCK))](frames, boxes, acc, numbers, f, s, PROD=prod, BLOCK=BLOCK)
+        _kernels().forward[(b, -(-s * s // BLOCK))](frames, boxes, acc, numbers, f, s, PROD=prod, BLOCK=BLOCK)
         ctx.save_for_backward(frames, boxes, acc, numbers)
         ctx.settings, ctx.shape = settings, face_vertices.shape
         alpha = 1 - acc if prod else acc / f
@@ -104,9 +103,8 @@ class TritonSilhouette(torch.autograd.Function):
         g = grad_alpha.reshape(-1).to(acc.dtype)
         per_pixel = (g * acc if prod else g / f).contiguous()  # ∂loss/∂alpha·(1 − alpha), or ∂loss/∂alpha / F
         grad = torch.zeros(b * f, 3, dims, dtype=acc.dtype, device=acc.device)
-        backward = _kernels()[1]
-        backward[(b * f,)](frames, boxes, per_pixel, grad, numbers, f, settings.image_size, dims, PROD=prod,
-                           BLOCK=BLOCK)
+        _kernels().backward[(b * f,)](frames, boxes, per_pixel, grad, numbers, f, settings.image_size, dims,
+                                      PROD=prod, BLOCK=BLOCK)
         return grad.view(b, f, 3, dims).to(grad_alpha.dtype), None
 
 
@@ -125,8 +123,7 @@ class TritonRGBA(torch.autograd.Function):
         corners = colors.shape[1]
         out = torch.empty(b, 4, s * s, dtype=dtype, device=device)
         acc, shift, den = (torch.empty(b * s * s, dtype=dtype, device=device) for _ in range(3))
-        rgba_forward = _kernels()[2]
-        rgba_forward[(b, -(-s * s // BLOCK))](
+        _kernels().rgba_forward[(b, -(-s * s // BLOCK))](
             frames, boxes, colors, out, acc, shift, den, numbers, f, s, 3 * corners, 3 if corners == 3 else 0,
             int(settings.double_sided), PROD=prod, BLOCK=BLOCK)
         ctx.save_for_backward(frames, boxes, colors, out, acc, shift, den, numbers)
@@ -149,8 +146,7 @@ class TritonRGBA(torch.autograd.Function):
         grad_fv = torch.zeros(b * f, 3, 3, dtype=acc.dtype, device=acc.device)
         grad_colors = torch.zeros(b * f, 3, 3, dtype=acc.dtype, device=acc.device)
         corners = colors.shape[1]
-        rgba_backward = _kernels()[3]
-        rgba_backward[(b * f,)](
+        _kernels().rgba_backward[(b * f,)](
             frames, boxes, colors, pixels, grad_fv, grad_colors, numbers, f, s, 3 * corners,
             3 if corners == 3 else 0, int(settings.double_sided), PROD=prod, BLOCK=BLOCK)
         if corners == 1:  # one colour per face: its gradient is the corners' together
