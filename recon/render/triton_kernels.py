@@ -29,6 +29,7 @@ def edge(fr, k: tl.constexpr, px, py):
     excess = u - foot
     return h * h + excess * excess, h, excess, foot
 
+
 @triton.jit
 def forward(frames, boxes, acc, params, faces, size, PROD: tl.constexpr, BLOCK: tl.constexpr):
     """acc (B·S²): Π(1 − D) ('prod') or Σ D ('sum') over each pixel's kept cells, for one (image, tile): the
@@ -98,6 +99,7 @@ def tile(size, dtype: tl.constexpr, BLOCK: tl.constexpr):
 
 @triton.jit
 def in_face_box(r, c, c0, c1, r0, r1):
+    """Whether pixels (r, c) lie in the box (c0 … c1, r0 … r1)."""
     return (c >= c0) & (c <= c1) & (r >= r0) & (r <= r1)
 
 
@@ -345,6 +347,7 @@ def rgba_backward(frames, boxes, colors, pixels, grad_fv, grad_colors, params, f
 
 @triton.jit
 def finite(v):
+    """Neither NaN nor ±inf."""
     return (v == v) & (tl.abs(v) < float("inf"))
 
 
