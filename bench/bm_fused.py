@@ -120,7 +120,8 @@ for level, size, b, backward, repeats in cfg["configs"]:
                 row["device_syncs"] = count_syncs(step)
                 row["kernel_launches"] = count_launches(step)
         rows.append(row)
-print(json.dumps({"rows": rows, "first_call_s": first_call, "failed": fused._failed + fused._numba_failed}))
+failed = fused._failed + fused._numba_failed + fused._triton_failed
+print(json.dumps({"rows": rows, "first_call_s": first_call, "failed": failed}))
 """
 
 

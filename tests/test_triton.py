@@ -123,7 +123,7 @@ def test_a_failing_triton_start_falls_back_with_one_log_line(monkeypatch, caplog
         raise RuntimeError("no GPU compiler here")
 
     monkeypatch.setattr(triton_path, "warm_up", broken)
-    monkeypatch.setattr(fused, "_triton_ready", set())
+    monkeypatch.setattr(fused, "_triton_ready", {})
     monkeypatch.setattr(fused, "_triton_failed", [])
     fv = _scene(torch.float64, b=1, level=0, size=8)
     with caplog.at_level(logging.WARNING, logger="recon.render.fused"):

@@ -113,22 +113,16 @@ def numba_kernels(path: str, face_vertices: torch.Tensor) -> bool:
         return False
     if _numba_failed or mode() not in ("auto", "triton") or torch.compiler.is_compiling():
         return False
+    def warm_up() -> None:
+        from recon.render.numba_path import warm_up
+
+        warm_up(path, face_vertices.dtype)
+
     key = (path, str(face_vertices.dtype))
-    if key not in _numba_ready:
-        try:
-            from recon.render.numba_path import warm_up
-
-            warm_up(path, face_vertices.dtype)
-            _numba_ready[key] = True
-        except Exception as error:  # noqa: BLE001 (no numba, no cache directory, a compile error: use eager)
-            _numba_failed.append(_reason(error))
-            log.warning("numba rasterizer kernels unavailable, using the eager path (%s)", _numba_failed[0])
-            return False
-    numba_calls[path] += 1
-    return True
+    return _usable(key, _numba_ready, _numba_failed, numba_calls, path, warm_up, "numba", "the eager path")
 
 
-_triton_ready: set[tuple[str, str, str]] = set()  # (path, device type, dtype) whose Triton kernels compiled and ran
+_triton_ready: dict[tuple[str, ...], bool] = {}  # (path, device type, dtype) → the Triton kernels compiled and ran
 _triton_failed: list[str] = []  # the reason the Triton kernels were given up in this process, once set
 triton_calls: Counter[str] = Counter()  # per path: calls the Triton kernels served (tests read it)
 
@@ -147,18 +141,29 @@ def triton_kernels(path: str, face_vertices: torch.Tensor) -> bool:
     device = face_vertices.device
     if not (device.type == "cuda" or (device.type == "cpu" and interpreted())):
         return False
-    key = (path, device.type, str(face_vertices.dtype))
-    if key not in _triton_ready:
-        try:
-            from recon.render.triton_path import warm_up
+    def warm_up() -> None:
+        from recon.render.triton_path import warm_up
 
-            warm_up(path, face_vertices.dtype, device)
-            _triton_ready.add(key)
-        except Exception as error:  # noqa: BLE001 (no triton, no compiler, a compile error: use another path)
-            _triton_failed.append(_reason(error))
-            log.warning("Triton rasterizer kernels unavailable, using the other paths (%s)", _triton_failed[0])
+        warm_up(path, face_vertices.dtype, device)
+
+    key = (path, device.type, str(face_vertices.dtype))
+    return _usable(key, _triton_ready, _triton_failed, triton_calls, path, warm_up, "Triton", "the other paths")
+
+
+def _usable(key: tuple[str, ...], ready: dict[tuple[str, ...], bool], failed: list[str], calls: Counter[str],
+            path: str, warm_up: Callable[[], None], name: str, instead: str) -> bool:
+    """True, counting the call, once ``warm_up`` has run for ``key`` (it runs the first time); a failure is kept in
+    ``failed`` (which turns the kernels off for the process), logged once, and answers False. Any exception counts:
+    a missing package, no compiler or cache directory, a compile error, a wrong result."""
+    if key not in ready:
+        try:
+            warm_up()
+            ready[key] = True
+        except Exception as error:  # noqa: BLE001 (whatever failed, another path serves)
+            failed.append(_reason(error))
+            log.warning("%s rasterizer kernels unavailable, using %s (%s)", name, instead, failed[0])
             return False
-    triton_calls[path] += 1
+    calls[path] += 1
     return True
 
 
