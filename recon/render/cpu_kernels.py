@@ -560,36 +560,43 @@ def _write_color_and_depth_gradients(fr, grad_fv, grad_colors, i, q, zsum):  # p
         grad_fv[i, k, 2] = -zsum[k] / (zk * zk) if abs(zk) > MIN_DEPTH else 0.0
 
 
-@njit(cache=True, nogil=True, fastmath=_CONTRACT)
+@njit(cache=True, nogil=True, fastmath=_CONTRACT, error_model="numpy")
 def rgba_pixels(grad_out, acc, den, out, prod, f, s, stride, pix, lo, hi):  # pragma: no cover
     """pix (5, B·S·stride), :func:`rgba_backward`'s per-pixel inputs but the shift, from grad_out (B, 4, S·S) =
-    ∂loss/∂RGBA for images lo … hi − 1: per_pixel, ∂loss/∂rgb / den (3) and Σ ∂loss/∂rgb·rgb / den, in rows of
-    ``stride`` pixels like acc and den (the padding is left as it is)."""
+    ∂loss/∂RGBA (the output's dtype) for images lo … hi − 1: per_pixel, ∂loss/∂rgb / den (3) and
+    Σ ∂loss/∂rgb·rgb / den, in rows of ``stride`` pixels like acc and den, the padding set to 0. Vector code: one
+    row at a time, a pixel's terms computed apart from its neighbours'."""
+    inv_f = 1 / f
+    p0, p1, p2, p3, p4 = pix[0], pix[1], pix[2], pix[3], pix[4]
     for img in range(lo, hi):
         for r in range(s):
+            row, q0 = np.uint64((img * s + r) * stride), np.uint64(r * s)
             for c in range(s):
-                q = r * s + c
-                p = (img * s + r) * stride + c
-                pix[0, p] = grad_out[img, 3, q] * acc[p] if prod else grad_out[img, 3, q] / f
-                total = 0.0
-                for ch in range(3):
-                    g = grad_out[img, ch, q] / den[p]
-                    pix[1 + ch, p] = g
-                    total += g * out[img, ch, q]
-                pix[4, p] = total
+                q, p = q0 + np.uint64(c), row + np.uint64(c)
+                inv_den = 1 / den[p]
+                g0, g1, g2 = grad_out[img, 0, q] * inv_den, grad_out[img, 1, q] * inv_den, grad_out[img, 2, q] * inv_den
+                p0[p] = grad_out[img, 3, q] * acc[p] if prod else grad_out[img, 3, q] * inv_f
+                p1[p], p2[p], p3[p] = g0, g1, g2
+                p4[p] = g0 * out[img, 0, q] + g1 * out[img, 1, q] + g2 * out[img, 2, q]
+            for c in range(s, stride):
+                p = row + np.uint64(c)
+                p0[p] = p1[p] = p2[p] = p3[p] = p4[p] = 0.0
 
 
-@njit(cache=True, nogil=True, fastmath=_CONTRACT)
+@njit(cache=True, nogil=True, fastmath=_CONTRACT, error_model="numpy")
 def finish_rgba(acc, den, num, prod, f, s, stride, out, lo, hi):  # pragma: no cover
-    """out (B, 4, S·S) for images lo … hi − 1: RGB = num/den and alpha from acc, in rows of ``stride`` pixels."""
+    """out (B, 4, S·S), the output's dtype, for images lo … hi − 1: RGB = num/den and alpha from acc, in rows of
+    ``stride`` pixels. Vector code, as :func:`rgba_pixels`."""
+    inv_f = 1 / f
+    n0, n1, n2 = num[0], num[1], num[2]
     for img in range(lo, hi):
         for r in range(s):
+            row, q0 = np.uint64((img * s + r) * stride), np.uint64(r * s)
             for c in range(s):
-                q = r * s + c
-                p = (img * s + r) * stride + c
-                for ch in range(3):
-                    out[img, ch, q] = num[ch, p] / den[p]
-                out[img, 3, q] = 1 - acc[p] if prod else acc[p] / f
+                q, p = q0 + np.uint64(c), row + np.uint64(c)
+                inv_den = 1 / den[p]
+                out[img, 0, q], out[img, 1, q], out[img, 2, q] = n0[p] * inv_den, n1[p] * inv_den, n2[p] * inv_den
+                out[img, 3, q] = 1 - acc[p] if prod else acc[p] * inv_f
 
 
 def empty_state(pixels: int, prod: bool) -> np.ndarray:

@@ -165,8 +165,12 @@ class SoftSilhouette(torch.autograd.Function):
         ctx.plan, ctx.settings, ctx.shape = plan, settings, face_vertices.shape
         acc = acc.reshape(b, s, stride)[:, :, :s]
         ctx.acc = acc
-        alpha = 1 - acc if prod else acc / f
-        return torch.from_numpy(alpha).to(face_vertices.dtype).view(b, 1, s, s)
+        alpha = torch.empty((b, s, s), dtype=face_vertices.dtype)  # written in the output's dtype
+        if prod:
+            np.subtract(1, acc, out=alpha.numpy(), casting="same_kind")
+        else:
+            np.divide(acc, f, out=alpha.numpy(), casting="same_kind")
+        return alpha.view(b, 1, s, s)
 
     @staticmethod
     @once_differentiable
@@ -174,7 +178,7 @@ class SoftSilhouette(torch.autograd.Function):
         settings, (b, f, _, dims) = ctx.settings, ctx.shape
         s, prod = settings.image_size, settings.aggr_alpha == "prod"
         plan, k = ctx.plan, _kernels()
-        g = grad_alpha.detach().reshape(b, s, s).to(torch.float64).numpy()
+        g = grad_alpha.detach().reshape(b, s, s).numpy()  # the output's dtype, widened below
         stride = s + k.LANES
         per_pixel = np.zeros((b, s, stride))  # ∂loss/∂alpha·(1 − alpha), or ∂loss/∂alpha / F, in padded rows
         if prod:
@@ -209,11 +213,12 @@ class SoftRGBA(torch.autograd.Function):
         _parallel(k.rgba_forward, plan.unit_bounds(b, f, bands), plan.frames, plan.boxes, colors, f, s, stride,
                   k.LANES, settings.sigma, settings.culling_threshold, prod, settings.gamma, settings.near,
                   settings.far, settings.double_sided, bands, acc, shift, den, num)
-        out = np.empty((b, 4, s * s))
+        image = torch.empty((b, 4, s * s), dtype=face_vertices.dtype)  # written in the output's dtype
+        out = image.numpy()
         _parallel(k.finish_rgba, _even(b, threads), acc, den, num, prod, f, s, stride, out)
         ctx.plan, ctx.settings, ctx.shape, ctx.colors = plan, settings, (b, f), colors
         ctx.state = (acc, shift, den, out, stride)
-        return torch.from_numpy(out).to(face_vertices.dtype).view(b, 4, s, s)
+        return image.view(b, 4, s, s)
 
     @staticmethod
     @once_differentiable
@@ -221,12 +226,12 @@ class SoftRGBA(torch.autograd.Function):
         settings, (b, f) = ctx.settings, ctx.shape
         s, prod = settings.image_size, settings.aggr_alpha == "prod"
         acc, shift, den, out, stride = ctx.state
-        g = grad_out.detach().to(torch.float64).reshape(b, 4, -1).numpy()
+        g = grad_out.detach().reshape(b, 4, -1).contiguous().numpy()  # the output's dtype
         grad_fv = np.zeros((b * f, 3, 3))
         grad_colors = np.zeros(ctx.colors.shape)
         plan, k = ctx.plan, _kernels()
         # Per pixel, in the forward's padded rows: per_pixel, ∂loss/∂rgb / den (3), Σ ∂loss/∂rgb·rgb / den.
-        pix = np.zeros((5, acc.size))
+        pix = np.empty((5, acc.size))
         _parallel(k.rgba_pixels, _even(b, plan.threads), g, acc, den, out, prod, f, s, stride, pix)
         _parallel(k.rgba_backward, plan.face_bounds, plan.frames, plan.boxes, ctx.colors, f, s, stride, k.LANES,
                   settings.sigma, settings.culling_threshold, prod, settings.gamma, settings.near, settings.far,
