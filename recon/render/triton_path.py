@@ -11,7 +11,7 @@ tensor operations around them:
   term into the tile's pixels in registers; the RGBA render keeps the soft z-buffer as an online softmax (a
   running maximum, its denominator and numerators). Every pixel is written by one program, in a fixed face
   order;
-- the backward, one program per face: it walks the face's box ``BLOCK`` cells at a time, evaluates each cell
+- the backward, one program per face: it walks the face's box ``BACKWARD_BLOCK`` cells at a time, evaluates each cell
   again and reduces SoftRas's gradient over the box into the face's window sums (4 per edge, as
   :func:`recon.render.cpu_kernels._write_gradients`; for RGBA also 9 colour and 3 depth sums), then writes the
   face's gradients: no atomics, the same bits on every run.
@@ -41,7 +41,14 @@ NX, NY, HC, UX, UY, UC, LEN, INV, INTERIOR = 0, 3, 6, 9, 12, 15, 18, 21, 24
 FRAME_SIZE = 25
 BARY, DEPTH, FRONT, INV_DEPTH = 25, 34, 37, 38
 SURFACE_FRAME_SIZE = 41
-BLOCK = 256  # pixels of a forward tile, cells of a backward step
+BLOCK = 256  # pixels of a forward tile, faces of a per-face-table program
+# Cells of a backward step, one per thread of 4 warps. A training-size face's box is ~50 cells (64², 1280 faces);
+# at 256 the float64 RGBA backward needs more than the 255 registers a thread has and spills some to memory
+# (``python -m recon.render.triton_compile`` reports each kernel's registers).
+BACKWARD_BLOCK = 128
+# a·b + c may be one fused multiply-add, as in the numba kernels. Said at every launch: Triton 3.9 warns when it
+# is left to its default, which it means to change.
+FMA = {"enable_fp_fusion": True}
 
 
 def interpreted() -> bool:
@@ -67,7 +74,7 @@ def face_frames(fv: Tensor, size: int, numbers: Tensor, surface: bool = False) -
     frames = torch.empty(n, SURFACE_FRAME_SIZE if surface else FRAME_SIZE, dtype=fv.dtype, device=fv.device)
     boxes = torch.empty(n, 4, dtype=torch.int32, device=fv.device)
     _kernels().face_frames[(-(-n // BLOCK),)](fv, frames, boxes, numbers, n, dims, size, SURFACE=surface,
-                                              HAS_DEPTH=dims > 2, BLOCK=BLOCK)
+                                              HAS_DEPTH=dims > 2, BLOCK=BLOCK, **FMA)
     return frames, boxes
 
 
@@ -88,7 +95,7 @@ class TritonSilhouette(torch.autograd.Function):
         numbers = params(settings, face_vertices.dtype, face_vertices.device)
         frames, boxes = face_frames(face_vertices.detach().reshape(b * f, 3, dims), s, numbers)
         acc = torch.empty(b * s * s, dtype=face_vertices.dtype, device=face_vertices.device)
-        _kernels().forward[(b, -(-s * s // BLOCK))](frames, boxes, acc, numbers, f, s, PROD=prod, BLOCK=BLOCK)
+        _kernels().forward[(b, -(-s * s // BLOCK))](frames, boxes, acc, numbers, f, s, PROD=prod, BLOCK=BLOCK, **FMA)
         ctx.save_for_backward(frames, boxes, acc, numbers)
         ctx.settings, ctx.shape = settings, face_vertices.shape
         alpha = 1 - acc if prod else acc / f
@@ -104,7 +111,7 @@ class TritonSilhouette(torch.autograd.Function):
         per_pixel = (g * acc if prod else g / f).contiguous()  # ∂loss/∂alpha·(1 − alpha), or ∂loss/∂alpha / F
         grad = torch.zeros(b * f, 3, dims, dtype=acc.dtype, device=acc.device)
         _kernels().backward[(b * f,)](frames, boxes, per_pixel, grad, numbers, f, settings.image_size, dims,
-                                      PROD=prod, BLOCK=BLOCK)
+                                      PROD=prod, BLOCK=BACKWARD_BLOCK, **FMA)
         return grad.view(b, f, 3, dims).to(grad_alpha.dtype), None
 
 
@@ -125,7 +132,7 @@ class TritonRGBA(torch.autograd.Function):
         acc, shift, den = (torch.empty(b * s * s, dtype=dtype, device=device) for _ in range(3))
         _kernels().rgba_forward[(b, -(-s * s // BLOCK))](
             frames, boxes, colors, out, acc, shift, den, numbers, f, s, 3 * corners, 3 if corners == 3 else 0,
-            int(settings.double_sided), PROD=prod, BLOCK=BLOCK)
+            int(settings.double_sided), PROD=prod, BLOCK=BLOCK, **FMA)
         ctx.save_for_backward(frames, boxes, colors, out, acc, shift, den, numbers)
         ctx.settings, ctx.shape = settings, (b, f)
         return out.view(b, 4, s, s)
@@ -148,7 +155,7 @@ class TritonRGBA(torch.autograd.Function):
         corners = colors.shape[1]
         _kernels().rgba_backward[(b * f,)](
             frames, boxes, colors, pixels, grad_fv, grad_colors, numbers, f, s, 3 * corners,
-            3 if corners == 3 else 0, int(settings.double_sided), PROD=prod, BLOCK=BLOCK)
+            3 if corners == 3 else 0, int(settings.double_sided), PROD=prod, BLOCK=BACKWARD_BLOCK, **FMA)
         if corners == 1:  # one colour per face: its gradient is the corners' together
             grad_colors = grad_colors.sum(1, keepdim=True)
         dtype = grad_out.dtype
