@@ -213,6 +213,40 @@ def test_one_colour_per_face_equals_it_repeated_at_each_corner(monkeypatch):
         soft_rasterize(fv, _colors(fv)[:, :, :2], image_size=24)
 
 
+@pytest.mark.parametrize("render", ["silhouette", "rgba"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_changing_the_image_in_place_leaves_its_gradient_right(monkeypatch, dtype, render):
+    # As on the eager path, a caller may change the image in place (clamping, masking) and gets the gradient of
+    # what it computed: the image returned is no view, and the RGBA backward reads the RGB from the forward's own
+    # sums, not from that image.
+    fv = _random_face_vertices(b=2, f=30, scale=0.5, seed=3, dtype=dtype)
+    colors = _colors(fv) if render == "rgba" else None
+    weight = _weight(fv, 24, 4 if render == "rgba" else 1)
+    monkeypatch.setenv("RECON_FUSED", "0")
+
+    def inputs():
+        return (fv.detach().requires_grad_(),) + (() if colors is None else (colors.detach().requires_grad_(),))
+
+    def render_(x):
+        return soft_rasterize(x[0], x[1] if colors is not None else None, image_size=24, gamma=1e-3)
+
+    x = inputs()
+    want = torch.autograd.grad((render_(x) * 2 * weight).sum(), x)
+    grads = {}
+    for path in ("auto", "0"):
+        monkeypatch.setenv("RECON_FUSED", path)
+        before = fused.numba_calls[render]
+        x = inputs()
+        image = render_(x)
+        assert fused.numba_calls[render] == before + (path == "auto")
+        image.mul_(2.0).sub_(0.5)
+        grads[path] = torch.autograd.grad((image * weight).sum(), x)
+    for got, eager, expected in zip(grads["auto"], grads["0"], want, strict=True):
+        scale = expected.abs().max()
+        assert (eager - expected).abs().max() <= 1e-6 * scale
+        assert (got - expected).abs().max() <= (1e-4 if dtype == torch.float32 else 1e-10) * scale
+
+
 def test_float64_gradcheck(monkeypatch):
     monkeypatch.setenv("RECON_FUSED", "auto")
     before = dict(fused.numba_calls)

@@ -253,3 +253,33 @@ def test_every_kernel_compiles_for_ampere_and_hopper_and_the_cell_loops_spill_no
     assert len(rows) == 44 and all(r["error"] == "" and r["registers"] > 0 for r in rows)
     assert [r for r in rows if r["kernel"] != "face_frames" and r["spill_bytes"] != 0] == []
     assert max(r["spill_bytes"] for r in rows) <= 16  # the per-face tables: once per face, a few bytes at most
+
+
+def test_changing_the_silhouette_in_place_leaves_its_gradient_right():
+    fv = _scene(torch.float64, b=1, size=15)
+    weight = torch.rand(1, 1, 15, 15, generator=torch.Generator().manual_seed(2), dtype=torch.float64).to(DEVICE)
+    x = fv.detach().clone().requires_grad_()
+    alpha = soft_rasterize(x, None, image_size=15)
+    alpha.mul_(2.0).sub_(0.5)
+    (got,) = torch.autograd.grad((alpha * weight).sum(), x)
+    x = fv.detach().clone().requires_grad_()
+    (want,) = torch.autograd.grad((soft_rasterize(x, None, image_size=15) * 2 * weight).sum(), x)
+    assert fused.triton_calls["silhouette"] >= 2
+    assert (got - want).abs().max() <= 1e-12 * want.abs().max()
+
+
+def test_changing_the_rgba_image_in_place_leaves_its_gradient_right():
+    # As on the numba path: the backward's RGB is the forward's, whatever the caller does to the image it got.
+    fv = _scene(torch.float64, b=1, size=15)
+    colors = torch.rand(*fv.shape[:2], 3, 3, generator=torch.Generator().manual_seed(4), dtype=fv.dtype)
+    weight = torch.rand(1, 4, 15, 15, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    inputs = (fv.detach().to(DEVICE).requires_grad_(), colors.detach().to(DEVICE).requires_grad_())
+    image = soft_rasterize(*inputs, image_size=15, gamma=1e-3)
+    image.mul_(2.0).sub_(0.5)
+    got = torch.autograd.grad((image * weight.to(DEVICE)).sum(), inputs)
+    inputs = (fv.detach().to(DEVICE).requires_grad_(), colors.detach().to(DEVICE).requires_grad_())
+    want = torch.autograd.grad((soft_rasterize(*inputs, image_size=15, gamma=1e-3) * 2 * weight.to(DEVICE)).sum(),
+                               inputs)
+    assert fused.triton_calls["rgba"] >= 2
+    for g, w in zip(got, want, strict=True):
+        assert (g - w).abs().max() <= 1e-12 * w.abs().max()

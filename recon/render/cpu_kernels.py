@@ -561,13 +561,14 @@ def _write_color_and_depth_gradients(fr, grad_fv, grad_colors, i, q, zsum):  # p
 
 
 @njit(cache=True, nogil=True, fastmath=_CONTRACT, error_model="numpy")
-def rgba_pixels(grad_out, acc, den, out, prod, f, s, stride, pix, lo, hi):  # pragma: no cover
+def rgba_pixels(grad_out, acc, den, num, prod, f, s, stride, pix, lo, hi):  # pragma: no cover
     """pix (5, B·S·stride), :func:`rgba_backward`'s per-pixel inputs but the shift, from grad_out (B, 4, S·S) =
-    ∂loss/∂RGBA (the output's dtype) for images lo … hi − 1: per_pixel, ∂loss/∂rgb / den (3) and
-    Σ ∂loss/∂rgb·rgb / den, in rows of ``stride`` pixels like acc and den, the padding set to 0. Vector code: one
-    row at a time, a pixel's terms computed apart from its neighbours'."""
+    ∂loss/∂RGBA (the output's dtype) and the forward's sums for images lo … hi − 1: per_pixel, ∂loss/∂rgb / den (3)
+    and Σ ∂loss/∂rgb·rgb / den with rgb = num/den, in rows of ``stride`` pixels like acc, den and num, the padding
+    set to 0. Vector code: one row at a time, a pixel's terms computed apart from its neighbours'."""
     inv_f = 1 / f
     p0, p1, p2, p3, p4 = pix[0], pix[1], pix[2], pix[3], pix[4]
+    n0, n1, n2 = num[0], num[1], num[2]
     for img in range(lo, hi):
         for r in range(s):
             row, q0 = np.uint64((img * s + r) * stride), np.uint64(r * s)
@@ -577,7 +578,7 @@ def rgba_pixels(grad_out, acc, den, out, prod, f, s, stride, pix, lo, hi):  # pr
                 g0, g1, g2 = grad_out[img, 0, q] * inv_den, grad_out[img, 1, q] * inv_den, grad_out[img, 2, q] * inv_den
                 p0[p] = grad_out[img, 3, q] * acc[p] if prod else grad_out[img, 3, q] * inv_f
                 p1[p], p2[p], p3[p] = g0, g1, g2
-                p4[p] = g0 * out[img, 0, q] + g1 * out[img, 1, q] + g2 * out[img, 2, q]
+                p4[p] = (g0 * n0[p] + g1 * n1[p] + g2 * n2[p]) * inv_den
             for c in range(s, stride):
                 p = row + np.uint64(c)
                 p0[p] = p1[p] = p2[p] = p3[p] = p4[p] = 0.0

@@ -165,12 +165,14 @@ class SoftSilhouette(torch.autograd.Function):
         ctx.plan, ctx.settings, ctx.shape = plan, settings, face_vertices.shape
         acc = acc.reshape(b, s, stride)[:, :, :s]
         ctx.acc = acc
-        alpha = torch.empty((b, s, s), dtype=face_vertices.dtype)  # written in the output's dtype
+        # Written in the output's dtype, into the tensor returned (not a view of one: the caller may change it in
+        # place).
+        alpha = torch.empty((b, 1, s, s), dtype=face_vertices.dtype)
         if prod:
-            np.subtract(1, acc, out=alpha.numpy(), casting="same_kind")
+            np.subtract(1, acc, out=alpha.numpy()[:, 0], casting="same_kind")
         else:
-            np.divide(acc, f, out=alpha.numpy(), casting="same_kind")
-        return alpha.view(b, 1, s, s)
+            np.divide(acc, f, out=alpha.numpy()[:, 0], casting="same_kind")
+        return alpha
 
     @staticmethod
     @once_differentiable
@@ -213,26 +215,25 @@ class SoftRGBA(torch.autograd.Function):
         _parallel(k.rgba_forward, plan.unit_bounds(b, f, bands), plan.frames, plan.boxes, colors, f, s, stride,
                   k.LANES, settings.sigma, settings.culling_threshold, prod, settings.gamma, settings.near,
                   settings.far, settings.double_sided, bands, acc, shift, den, num)
-        image = torch.empty((b, 4, s * s), dtype=face_vertices.dtype)  # written in the output's dtype
-        out = image.numpy()
-        _parallel(k.finish_rgba, _even(b, threads), acc, den, num, prod, f, s, stride, out)
+        image = torch.empty((b, 4, s, s), dtype=face_vertices.dtype)  # written in the output's dtype, as alpha
+        _parallel(k.finish_rgba, _even(b, threads), acc, den, num, prod, f, s, stride, image.view(b, 4, -1).numpy())
         ctx.plan, ctx.settings, ctx.shape, ctx.colors = plan, settings, (b, f), colors
-        ctx.state = (acc, shift, den, out, stride)
-        return image.view(b, 4, s, s)
+        ctx.state = (acc, shift, den, num, stride)  # not the image: the caller may change it in place
+        return image
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_out: Tensor) -> tuple[Tensor | None, Tensor | None, None]:
         settings, (b, f) = ctx.settings, ctx.shape
         s, prod = settings.image_size, settings.aggr_alpha == "prod"
-        acc, shift, den, out, stride = ctx.state
+        acc, shift, den, num, stride = ctx.state
         g = grad_out.detach().reshape(b, 4, -1).contiguous().numpy()  # the output's dtype
         grad_fv = np.zeros((b * f, 3, 3))
         grad_colors = np.zeros(ctx.colors.shape)
         plan, k = ctx.plan, _kernels()
         # Per pixel, in the forward's padded rows: per_pixel, ∂loss/∂rgb / den (3), Σ ∂loss/∂rgb·rgb / den.
         pix = np.empty((5, acc.size))
-        _parallel(k.rgba_pixels, _even(b, plan.threads), g, acc, den, out, prod, f, s, stride, pix)
+        _parallel(k.rgba_pixels, _even(b, plan.threads), g, acc, den, num, prod, f, s, stride, pix)
         _parallel(k.rgba_backward, plan.face_bounds, plan.frames, plan.boxes, ctx.colors, f, s, stride, k.LANES,
                   settings.sigma, settings.culling_threshold, prod, settings.gamma, settings.near, settings.far,
                   settings.double_sided, pix[0], shift, pix[1], pix[2], pix[3], pix[4], grad_fv, grad_colors)

@@ -98,8 +98,8 @@ class TritonSilhouette(torch.autograd.Function):
         _kernels().forward[(b, -(-s * s // BLOCK))](frames, boxes, acc, numbers, f, s, PROD=prod, BLOCK=BLOCK, **FMA)
         ctx.save_for_backward(frames, boxes, acc, numbers)
         ctx.settings, ctx.shape = settings, face_vertices.shape
-        alpha = 1 - acc if prod else acc / f
-        return alpha.view(b, 1, s, s)
+        acc_image = acc.view(b, 1, s, s)
+        return 1 - acc_image if prod else acc_image / f  # a new tensor, not a view: the caller may change it in place
 
     @staticmethod
     @once_differentiable
@@ -128,19 +128,21 @@ class TritonRGBA(torch.autograd.Function):
         frames, boxes = face_frames(face_vertices.detach().reshape(b * f, 3, 3), s, numbers, surface=True)
         colors = face_colors.detach().to(dtype).reshape(b * f, -1, 3).contiguous()
         corners = colors.shape[1]
-        out = torch.empty(b, 4, s * s, dtype=dtype, device=device)
+        out = torch.empty(b, 4, s, s, dtype=dtype, device=device)  # returned as it is, not as a view
         acc, shift, den = (torch.empty(b * s * s, dtype=dtype, device=device) for _ in range(3))
         _kernels().rgba_forward[(b, -(-s * s // BLOCK))](
             frames, boxes, colors, out, acc, shift, den, numbers, f, s, 3 * corners, 3 if corners == 3 else 0,
             int(settings.double_sided), PROD=prod, BLOCK=BLOCK, **FMA)
-        ctx.save_for_backward(frames, boxes, colors, out, acc, shift, den, numbers)
+        # The backward reads the RGB from a copy: the caller may change the returned image in place.
+        ctx.save_for_backward(frames, boxes, colors, out[:, :3].reshape(b, 3, s * s).clone(), acc, shift, den,
+                              numbers)
         ctx.settings, ctx.shape = settings, (b, f)
-        return out.view(b, 4, s, s)
+        return out
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_out: Tensor) -> tuple[Tensor | None, Tensor | None, None]:
-        frames, boxes, colors, out, acc, shift, den, numbers = ctx.saved_tensors
+        frames, boxes, colors, rgb, acc, shift, den, numbers = ctx.saved_tensors
         settings, (b, f) = ctx.settings, ctx.shape
         s, prod = settings.image_size, settings.aggr_alpha == "prod"
         g = grad_out.reshape(b, 4, s * s).to(acc.dtype)
@@ -149,7 +151,7 @@ class TritonRGBA(torch.autograd.Function):
         g_rgb = g[:, :3] / den.view(b, 1, -1)
         per_pixel = g[:, 3].reshape(-1) * acc if prod else g[:, 3].reshape(-1) / f
         pixels = torch.cat((per_pixel[None], shift[None], g_rgb.transpose(0, 1).reshape(3, -1),
-                            (g_rgb * out[:, :3]).sum(1).reshape(1, -1))).contiguous()
+                            (g_rgb * rgb).sum(1).reshape(1, -1))).contiguous()
         grad_fv = torch.zeros(b * f, 3, 3, dtype=acc.dtype, device=acc.device)
         grad_colors = torch.zeros(b * f, 3, 3, dtype=acc.dtype, device=acc.device)
         corners = colors.shape[1]
