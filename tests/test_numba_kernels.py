@@ -247,6 +247,20 @@ def test_changing_the_image_in_place_leaves_its_gradient_right(monkeypatch, dtyp
         assert (got - expected).abs().max() <= (1e-4 if dtype == torch.float32 else 1e-10) * scale
 
 
+@pytest.mark.parametrize("shape", [(0, 5), (2, 0)], ids=["no image", "no face"])
+def test_an_empty_batch_or_mesh_renders_as_on_the_eager_path(monkeypatch, shape):
+    monkeypatch.setenv("RECON_FUSED", "auto")
+    fv = torch.zeros(*shape, 3, 3, requires_grad=True)
+    colors = torch.rand(*shape, 3, 3, requires_grad=True)
+    alpha = soft_rasterize(fv, None, image_size=8)
+    image = soft_rasterize(fv, colors, image_size=8, background=(0.2, 0.3, 0.4))
+    assert alpha.shape == (shape[0], 1, 8, 8) and image.shape == (shape[0], 4, 8, 8)
+    (alpha.sum() + image.sum()).backward()
+    assert fv.grad.shape == fv.shape and colors.grad.shape == colors.shape
+    if shape[0]:  # no face: background, nothing covered
+        assert alpha.abs().max() == 0 and torch.equal(image[:, :3, 0, 0], torch.tensor([[0.2, 0.3, 0.4]] * 2))
+
+
 def test_float64_gradcheck(monkeypatch):
     monkeypatch.setenv("RECON_FUSED", "auto")
     before = dict(fused.numba_calls)

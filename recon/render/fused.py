@@ -104,12 +104,14 @@ numba_calls: Counter[str] = Counter()  # per path: calls the numba kernels serve
 
 
 def numba_kernels(path: str, face_vertices: torch.Tensor) -> bool:
-    """Whether this call of ``path`` ('silhouette', 'rgba' or 'lighting') runs on the numba CPU kernels: CPU tensors of
-    float32/float64, ``RECON_FUSED`` auto (or triton, whose kernels leave CPU tensors to numba's unless
-    interpreted), numba usable. The first time for a path and dtype, the kernels compile
-    (or load from the disk cache) and run on a tiny mesh, forward and backward; any failure is logged once and
-    the eager path serves every later call."""
+    """Whether this call of ``path`` ('silhouette', 'rgba' or 'lighting') runs on the numba CPU kernels: CPU tensors
+    of float32/float64, not empty, ``RECON_FUSED`` auto (or triton, whose kernels leave CPU tensors to numba's unless
+    interpreted), numba usable. The first time for a path and dtype, the kernels compile (or load from the disk
+    cache) and run on a tiny mesh, forward and backward; any failure is logged once and the eager path serves every
+    later call."""
     if face_vertices.device.type != "cpu" or face_vertices.dtype not in (torch.float32, torch.float64):
+        return False
+    if not face_vertices.numel():  # no image or no face: the eager path serves, with nothing to compile
         return False
     if _numba_failed or mode() not in ("auto", "triton") or torch.compiler.is_compiling():
         return False
@@ -129,12 +131,12 @@ triton_calls: Counter[str] = Counter()  # per path: calls the Triton kernels ser
 
 def triton_kernels(path: str, face_vertices: torch.Tensor) -> bool:
     """Whether this call of ``path`` ('silhouette' or 'rgba') runs on the Triton kernels: ``RECON_FUSED=triton``,
-    float32/float64 CUDA tensors (or CPU tensors under ``TRITON_INTERPRET=1``), Triton usable. The first time for
-    a path, device type and dtype, the kernels compile and run on one face, forward and backward; any failure is
-    logged once and the other paths serve every later call."""
+    float32/float64 CUDA tensors (or CPU tensors under ``TRITON_INTERPRET=1``), not empty, Triton usable. The first
+    time for a path, device type and dtype, the kernels compile and run on one face, forward and backward; any
+    failure is logged once and the other paths serve every later call."""
     if mode() != "triton" or _triton_failed or torch.compiler.is_compiling():
         return False
-    if face_vertices.dtype not in (torch.float32, torch.float64):
+    if face_vertices.dtype not in (torch.float32, torch.float64) or not face_vertices.numel():
         return False
     from recon.render.triton_path import interpreted
 
