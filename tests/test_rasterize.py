@@ -173,6 +173,36 @@ def test_sigma_can_change_between_calls():
         renderer.sigma = 1e-5  # one source of truth: the settings, replaced whole
 
 
+@pytest.mark.parametrize("path", ["auto", "0"])
+def test_autocast_and_half_precision_inputs_render_in_float32(monkeypatch, path):
+    # Under autocast (Lightning's 16-mixed / bf16-mixed) the camera's matrix products ran in half precision and
+    # moved this sphere's silhouette by up to 0.55 in alpha: the renderer switches autocast off and takes half
+    # inputs as float32.
+    from recon.mesh import icosphere
+
+    monkeypatch.setenv("RECON_FUSED", path)
+    vertices, faces = icosphere(2)
+    verts = vertices[None].expand(2, -1, -1) * 0.4
+    eyes = eye_from_angles(2.732, 30.0, torch.tensor([0.0, 90.0]))
+    colors = torch.rand(2, faces.shape[0], 3, generator=torch.Generator().manual_seed(0))
+    r = SoftRenderer(image_size=32)
+    silhouette, image = r.silhouette(verts, faces, eyes), r(verts, faces, eyes, colors=colors)
+    for dtype in (torch.bfloat16, torch.float16):
+        with torch.autocast("cpu", dtype=dtype):
+            assert torch.equal(r.silhouette(verts, faces, eyes), silhouette)
+            assert torch.equal(r(verts, faces, eyes, colors=colors), image)
+            fv = r.face_vertices(verts, faces, eyes)
+            assert fv.dtype == torch.float32
+            assert torch.equal(soft_rasterize(fv, None, r.settings), silhouette[:, None])
+        half = verts.to(dtype).requires_grad_()
+        got = r.silhouette(half, faces, eyes)
+        want = r.silhouette(half.detach().float(), faces, eyes)
+        assert got.dtype == torch.float32 and torch.equal(got, want)
+        got.sum().backward()
+        assert half.grad.dtype == dtype and half.grad.abs().sum() > 0
+        assert soft_rasterize(fv.to(dtype), None, r.settings).dtype == torch.float32
+
+
 def test_renderer_validates_shapes():
     r = SoftRenderer(image_size=16)
     v = torch.rand(2, 4, 3)

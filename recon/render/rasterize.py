@@ -17,6 +17,7 @@ from torch import Tensor
 from recon.render import fused
 from recon.render.numba_path import SoftRGBA
 from recon.render.pairs import PixelFacePairs, find_pairs
+from recon.render.precision import at_least_float32, full_precision
 from recon.render.rgb import aggregate_rgb
 from recon.render.settings import AlphaAggregation, RasterSettings, resolve_settings
 from recon.render.silhouette import SILHOUETTE_MODES, soft_silhouette
@@ -65,6 +66,7 @@ def signed_squared_distance(xy: Tensor, pairs: PixelFacePairs) -> Tensor:
     )
 
 
+@full_precision
 def soft_rasterize(
     face_vertices: Tensor,
     face_colors: Tensor | None = None,
@@ -85,9 +87,11 @@ def soft_rasterize(
         (B, 4, S, S) RGBA when colours are given, else (B, 1, S, S) alpha; row 0 is the top of the image.
         Alpha without colours ('prod' or 'sum') comes from the window kernel of :mod:`recon.render.silhouette`,
         several times faster than the pair lists; on CPU both it and 'softmax' RGBA run on the numba kernels of
-        :mod:`recon.render.numba_path` unless ``RECON_FUSED=0``. The values agree.
+        :mod:`recon.render.numba_path` unless ``RECON_FUSED=0``. The values agree. float16/bfloat16 inputs render
+        in float32, autocast off (:mod:`recon.render.precision`): the result is then float32.
     """
     settings = resolve_settings(settings, overrides)
+    face_vertices, face_colors = at_least_float32(face_vertices), at_least_float32(face_colors)
     b, f = face_vertices.shape[:2]
     s = settings.image_size
     if face_colors is None and settings.aggr_alpha in SILHOUETTE_MODES:

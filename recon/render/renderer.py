@@ -10,6 +10,7 @@ from torch import Tensor, nn
 
 from recon.render.camera import project
 from recon.render.lighting import Lighting, check_face_indices, gather_face_vertices
+from recon.render.precision import at_least_float32, full_precision
 from recon.render.rasterize import soft_rasterize
 from recon.render.settings import RasterSettings, resolve_settings
 
@@ -19,6 +20,9 @@ class SoftRenderer(nn.Module):
 
     **For a silhouette call** :meth:`silhouette`: alpha only, 2–10× faster than ``renderer(vertices, faces,
     eyes)[:, 3]``, which also computes the lit RGB.
+
+    It computes in float32 at least: autocast is off inside, and float16/bfloat16 vertices render as float32 into
+    float32 images (see :mod:`recon.render.precision`).
 
     Args:
         settings: how faces become pixels (:class:`RasterSettings`; its defaults are SoftRas's reconstruction
@@ -57,6 +61,7 @@ class SoftRenderer(nn.Module):
         """The current σ (``settings.sigma``); read-only, replace ``settings`` to change it."""
         return self.settings.sigma
 
+    @full_precision
     def forward(
         self,
         vertices: Tensor,
@@ -91,6 +96,7 @@ class SoftRenderer(nn.Module):
         corner_colors = self._corner_colors(vertices, faces, colors, color_mode)
         return soft_rasterize(self._project(vertices, faces, eyes), corner_colors, self.settings)
 
+    @full_precision
     def silhouette(self, vertices: Tensor, faces: Tensor, eyes: Tensor) -> Tensor:
         """Alpha only, (B, S, S): the soft silhouette, without the cost of colour aggregation.
 
@@ -99,6 +105,7 @@ class SoftRenderer(nn.Module):
         vertices, faces, eyes = self._check(vertices, faces, eyes)
         return soft_rasterize(self._project(vertices, faces, eyes), None, self.settings)[:, 0]
 
+    @full_precision
     def face_vertices(self, vertices: Tensor, faces: Tensor, eyes: Tensor) -> Tensor:
         """(B, F, 3, 3) face corners as (x_ndc, y_ndc, z_view) seen from ``eyes``: the rasterizer's input.
 
@@ -140,6 +147,7 @@ class SoftRenderer(nn.Module):
             raise ValueError(f"vertices must be a (B, V, 3) tensor, got {_shape(vertices)}")
         if not vertices.is_floating_point():
             raise ValueError(f"vertices must be floating point, got {vertices.dtype}")
+        vertices = at_least_float32(vertices)  # float16/bfloat16 render in float32 (recon.render.precision)
         b, v = vertices.shape[:2]
         if not isinstance(faces, Tensor) or faces.dim() not in (2, 3) or faces.shape[-1] != 3:
             raise ValueError(f"faces must be a (F, 3) or (B, F, 3) tensor, got {_shape(faces)}")
