@@ -169,6 +169,34 @@ def test_the_vector_exp_is_within_2_ulp_of_libm():
     assert np.allclose(vexp(tiny), np.exp(tiny), rtol=1e-3, atol=0) and vexp(tiny)[-3:].tolist() == [0.0, 0.0, 0.0]
 
 
+def test_every_kernel_declares_its_arrays_apart_to_llvm():
+    # The vector loops rely on it (no run-time overlap checks between the per-pixel arrays they write). numba's
+    # noalias flag is not a public option: this fails if a kernel loses the pipeline or numba stops honouring it.
+    import numpy as np
+    from numba import njit
+
+    from recon.render import cpu_kernels as k
+
+    kernels = [k.face_frames, k.silhouette_forward, k.silhouette_backward, k.rgba_forward, k.rgba_backward,
+               k.rgba_pixels, k.finish_rgba]
+    assert all(kernel._compiler.pipeline_class is k._DistinctArrays for kernel in kernels)
+
+    def scale(a, b, out):
+        for i in range(out.size):
+            out[i] = a[i] * b[i]
+
+    options = {**k._KERNEL, "cache": False}  # inspection needs code compiled in this process
+    for pipeline, marked in ((k._DistinctArrays, True), (None, False)):
+        fn = njit(**{**options, "pipeline_class": pipeline})(scale)
+        a = np.arange(4.0)
+        out = np.empty(4)
+        fn(a, a + 1, out)
+        assert out.tolist() == [0.0, 2.0, 6.0, 12.0]
+        define = next(line for line in next(iter(fn.inspect_llvm().values())).splitlines()
+                      if line.startswith("define") and "scale" in line)
+        assert (define.count("noalias") >= 3 + 2) is marked, define  # three data pointers, plus numba's own two
+
+
 def test_rgba_in_float32_is_within_the_eager_paths_rounding_of_the_float64_reference(monkeypatch):
     # With γ = 1e-4 the soft z-buffer's weights exp(z/γ) amplify float32 rounding of the depth ~1e4 times: the
     # eager float32 path itself is ~1e-4 from the float64 one. The numba kernels compute in float64.

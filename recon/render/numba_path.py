@@ -214,7 +214,7 @@ class SoftRGBA(torch.autograd.Function):
         num = np.asarray(settings.background, dtype=np.float64)[:, None] * den[None]
         _parallel(k.rgba_forward, plan.unit_bounds(b, f, bands), plan.frames, plan.boxes, colors, f, s, stride,
                   k.LANES, settings.sigma, settings.culling_threshold, prod, settings.gamma, settings.near,
-                  settings.far, settings.double_sided, bands, acc, shift, den, num)
+                  settings.far, settings.double_sided, bands, acc, shift, den, *num)
         image = torch.empty((b, 4, s, s), dtype=face_vertices.dtype)  # written in the output's dtype, as alpha
         _parallel(k.finish_rgba, _even(b, threads), acc, den, num, prod, f, s, stride, image.view(b, 4, -1).numpy())
         ctx.plan, ctx.settings, ctx.shape, ctx.colors = plan, settings, (b, f), colors
