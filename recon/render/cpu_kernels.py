@@ -47,7 +47,8 @@ class _DistinctArrays(Compiler):
         super().__init__(typingctx, targetctx, library, args, return_type, flags, locals)
 
 
-_KERNEL = {"cache": True, "nogil": True, "fastmath": _CONTRACT, "error_model": "numpy", "pipeline_class": _DistinctArrays}
+_KERNEL = {"cache": True, "nogil": True, "fastmath": _CONTRACT, "error_model": "numpy",
+           "pipeline_class": _DistinctArrays}
 
 
 @intrinsic
