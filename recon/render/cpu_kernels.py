@@ -291,8 +291,9 @@ def _silhouette_cell(t, c, c1, px, py, inv_sigma, threshold):  # pragma: no cove
 @njit(**_KERNEL)
 def silhouette_forward(fr, boxes, f, s, stride, lanes, sigma, threshold, prod, bands, acc, lo,
                         hi):  # pragma: no cover
-    """acc (B·S·stride): Π(1 − D) over each pixel's kept cells ('prod', acc starts at 1) or Σ D ('sum', from 0),
-    for the (image, row band) units lo … hi − 1, in rows of ``stride`` ≥ S + lanes − 1 pixels.
+    """acc (B·S·stride, written): Π(1 − D) over each pixel's kept cells ('prod', from 1) or Σ D ('sum', from 0),
+    for the (image, row band) units lo … hi − 1, in rows of ``stride`` ≥ S + lanes − 1 pixels. Each unit sets its
+    rows' start values first (padding included): they are then in cache for its faces.
 
     Vector code (see the comment above LANES): each row's span is walked ``lanes`` cells at a time, every lane
     computed, and a lane that is culled or beyond the span leaves its pixel as it was; the padding takes the lanes
@@ -301,6 +302,8 @@ def silhouette_forward(fr, boxes, f, s, stride, lanes, sigma, threshold, prod, b
     inv_sigma = 1 / sigma
     for unit in range(lo, hi):
         img, band_lo, band_hi = _unit(unit, bands, s)
+        for p in range(np.uint64((img * s + band_lo) * stride), np.uint64((img * s + band_hi + 1) * stride)):
+            acc[p] = 1.0 if prod else 0.0
         for i in range(img * f, img * f + f):
             r0, r1 = max(boxes[i, 2], band_lo), min(boxes[i, 3], band_hi)
             if r0 > r1:
@@ -436,19 +439,24 @@ def _rgba_pixel(a, m, old, x0, x1, x2, prod, keep, colored, e, d, z, w0, w1, w2,
 
 @njit(**_KERNEL)
 def rgba_forward(fr, boxes, colors, f, s, stride, lanes, sigma, threshold, prod, gamma, near, far, double_sided,
-                 bands, acc, shift, den, n0, n1, n2, lo, hi):  # pragma: no cover
+                 eps, background, bands, acc, shift, den, n0, n1, n2, lo, hi):  # pragma: no cover
     """Alpha as :func:`silhouette_forward` into acc; the soft z-buffer's running maximum (shift, from eps),
-    denominator and numerator (den from exp(eps/γ), n0 … n2 = den·background) per pixel, by an online softmax,
-    for the (image, row band) units lo … hi − 1. The per-pixel arrays hold rows of ``stride`` ≥ S + lanes − 1
-    pixels. Nothing is saved: :func:`rgba_backward` evaluates the cells again.
+    denominator and numerator (den from exp(eps/γ), n0 … n2 from den·background (3)) per pixel, by an online
+    softmax, for the (image, row band) units lo … hi − 1: all written, each unit's rows set to their start values
+    first (as :func:`silhouette_forward`). The per-pixel arrays hold rows of ``stride`` ≥ S + lanes − 1 pixels.
+    Nothing is saved: :func:`rgba_backward` evaluates the cells again.
 
     Vector code (see the comment above LANES): each row's span is walked ``lanes`` cells at a time, every lane
     computed, and the results of a lane that is culled, beyond the span or not coloured selected away; the padding
     takes the lanes beyond the image's last column."""
     step, x_first, radius = 2 / s, (1 - s) / s, math.sqrt(threshold)
     inv_sigma, inv_gamma, inv_range = 1 / sigma, 1 / gamma, 1 / (far - near)
+    den0 = math.exp(eps * inv_gamma)
+    bg0, bg1, bg2 = background[0] * den0, background[1] * den0, background[2] * den0
     for unit in range(lo, hi):
         img, band_lo, band_hi = _unit(unit, bands, s)
+        for p in range(np.uint64((img * s + band_lo) * stride), np.uint64((img * s + band_hi + 1) * stride)):
+            acc[p], shift[p], den[p], n0[p], n1[p], n2[p] = 1.0 if prod else 0.0, eps, den0, bg0, bg1, bg2
         for i in range(img * f, img * f + f):
             r0, r1 = max(boxes[i, 2], band_lo), min(boxes[i, 3], band_hi)
             if r0 > r1:
@@ -617,9 +625,3 @@ def finish_rgba(acc, den, num, prod, f, s, stride, out, lo, hi):  # pragma: no c
                 inv_den = 1 / den[p]
                 out[img, 0, q], out[img, 1, q], out[img, 2, q] = n0[p] * inv_den, n1[p] * inv_den, n2[p] * inv_den
                 out[img, 3, q] = 1 - acc[p] if prod else acc[p] * inv_f
-
-
-def empty_state(pixels: int, prod: bool) -> np.ndarray:
-    """acc for :func:`silhouette_forward` / :func:`rgba_forward`."""
-    return np.ones(pixels) if prod else np.zeros(pixels)
-

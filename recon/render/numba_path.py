@@ -159,7 +159,7 @@ class SoftSilhouette(torch.autograd.Function):
         bands = _bands(b, s, threads)
         # Per-pixel state in rows padded by LANES: the vector kernels' lanes beyond the last column land there.
         stride = s + k.LANES
-        acc = k.empty_state(b * s * stride, prod)
+        acc = np.empty(b * s * stride)  # the kernel sets each unit's start values
         _parallel(k.silhouette_forward, plan.unit_bounds(b, f, bands), plan.frames, plan.boxes, f, s, stride,
                   k.LANES, settings.sigma, settings.culling_threshold, prod, bands, acc)
         ctx.plan, ctx.settings, ctx.shape = plan, settings, face_vertices.shape
@@ -208,13 +208,12 @@ class SoftRGBA(torch.autograd.Function):
         stride = s + k.LANES
         pixels = b * s * stride
         bands = _bands(b, s, threads)
-        acc = k.empty_state(pixels, prod)
-        shift = np.full(pixels, settings.eps)
-        den = np.full(pixels, math.exp(settings.eps / settings.gamma))
-        num = np.asarray(settings.background, dtype=np.float64)[:, None] * den[None]
+        acc, shift, den = np.empty(pixels), np.empty(pixels), np.empty(pixels)  # the kernel sets the start values
+        num = np.empty((3, pixels))
+        background = np.asarray(settings.background, dtype=np.float64)
         _parallel(k.rgba_forward, plan.unit_bounds(b, f, bands), plan.frames, plan.boxes, colors, f, s, stride,
                   k.LANES, settings.sigma, settings.culling_threshold, prod, settings.gamma, settings.near,
-                  settings.far, settings.double_sided, bands, acc, shift, den, *num)
+                  settings.far, settings.double_sided, settings.eps, background, bands, acc, shift, den, *num)
         image = torch.empty((b, 4, s, s), dtype=face_vertices.dtype)  # written in the output's dtype, as alpha
         _parallel(k.finish_rgba, _even(b, threads), acc, den, num, prod, f, s, stride, image.view(b, 4, -1).numpy())
         ctx.plan, ctx.settings, ctx.shape, ctx.colors = plan, settings, (b, f), colors
