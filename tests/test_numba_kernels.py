@@ -299,12 +299,14 @@ def test_float64_gradcheck(monkeypatch):
         )
     # RGBA: with respect to the colours and the depths (the barycentrics are held constant in SoftRas's backward,
     # so the screen positions are checked against the dense reference instead, above).
+    # Per corner and one per face: the kernels compiled for each layout.
     xy = fv.detach()[..., :2]
-    colors = _colors(fv).requires_grad_()
     z = fv.detach()[..., 2:].clone().requires_grad_()
-    assert torch.autograd.gradcheck(
-        lambda c, d: soft_rasterize(torch.cat((xy, d), -1), c, image_size=12, sigma=1e-2, gamma=3e-2), (colors, z)
-    )
+    for colors in (_colors(fv), _colors(fv)[:, :, :1]):
+        assert torch.autograd.gradcheck(
+            lambda c, d: soft_rasterize(torch.cat((xy, d), -1), c, image_size=12, sigma=1e-2, gamma=3e-2),
+            (colors.clone().requires_grad_(), z),
+        )
     assert fused.numba_calls["silhouette"] > before.get("silhouette", 0)
     assert fused.numba_calls["rgba"] > before.get("rgba", 0)
 

@@ -23,7 +23,7 @@ import llvmlite.ir
 import numpy as np
 from numba import njit, types
 from numba.core.compiler import Compiler
-from numba.extending import intrinsic
+from numba.extending import intrinsic, overload
 
 # frames[i]: per edge k (corner k → k + 1): inward normal (NX, NY), h's constant (HC), unit direction (UX, UY),
 # u's constant (UC), length (LEN), 1/length or 0 (INV); then the interior bound, 1/NX per edge (0 where NX = 0), the
@@ -368,15 +368,73 @@ def silhouette_backward(fr, boxes, f, s, stride, lanes, sigma, threshold, prod, 
         _write_gradients(grad, t, i, sums)
 
 
-@njit(inline="always")
-def _colors(colors, i):  # pragma: no cover
-    """Face i's corner colours, (corner, channel) flattened, from colors (N, 3, 3) per corner or (N, 1, 3) per
-    face: read once per face."""
-    a, b = (1, 2) if colors.shape[1] == 3 else (0, 0)
-    return (
-        colors[i, 0, 0], colors[i, 0, 1], colors[i, 0, 2], colors[i, a, 0], colors[i, a, 1], colors[i, a, 2],
-        colors[i, b, 0], colors[i, b, 1], colors[i, b, 2],
+def _colors(colors, i):  # pragma: no cover (compiled: see its overload)
+    """Face i's colours, read once per face: (corner, channel) flattened (9) from colors (N, 3, 3) per corner, or
+    the face's RGB (3) from colors (N, 3) per face."""
+    raise NotImplementedError
+
+
+@overload(_colors, inline="always")
+def _colors_of_layout(colors, i):  # pragma: no cover (runs when a kernel compiles)
+    if colors.ndim == 2:
+        return lambda colors, i: (colors[i, 0], colors[i, 1], colors[i, 2])
+    return lambda colors, i: (
+        colors[i, 0, 0], colors[i, 0, 1], colors[i, 0, 2], colors[i, 1, 0], colors[i, 1, 1], colors[i, 1, 2],
+        colors[i, 2, 0], colors[i, 2, 1], colors[i, 2, 2],
     )
+
+
+def _rgb(cc, w0, w1, w2):  # pragma: no cover (compiled: see its overload)
+    """A cell's RGB from the face's colours :func:`_colors` and the clipped, renormalised barycentrics: the corners'
+    colours interpolated, or the face's own. One colour per face is SoftRas's surface texture with R = 1, whose
+    one texel is sampled wherever the barycentrics point: the face's colour itself, with no interpolation to
+    compute (the eager path's Σ w̄_k·c is the same colour, the w̄_k summing to 1)."""
+    raise NotImplementedError
+
+
+@overload(_rgb, inline="always")
+def _rgb_of_layout(cc, w0, w1, w2):  # pragma: no cover (runs when a kernel compiles)
+    if cc.count == 3:
+        return lambda cc, w0, w1, w2: (cc[0], cc[1], cc[2])
+    return lambda cc, w0, w1, w2: (w0 * cc[0] + w1 * cc[3] + w2 * cc[6], w0 * cc[1] + w1 * cc[4] + w2 * cc[7],
+                                   w0 * cc[2] + w1 * cc[5] + w2 * cc[8])
+
+
+def _color_terms(cc, a0, a1, a2, w0, w1, w2):  # pragma: no cover (compiled: see its overload)
+    """A cell's terms of ∂loss/∂colours (9, corner-major) from a_c = ∂loss/∂rgb_c·weight: a_c·w̄_k per corner, or
+    a_c for one colour per face, then −0.0 (x + (−0.0) is x for every x, so LLVM drops those six sums)."""
+    raise NotImplementedError
+
+
+@overload(_color_terms, inline="always")
+def _color_terms_of_layout(cc, a0, a1, a2, w0, w1, w2):  # pragma: no cover (runs when a kernel compiles)
+    if cc.count == 3:
+        return lambda cc, a0, a1, a2, w0, w1, w2: (a0, a1, a2, -0.0, -0.0, -0.0, -0.0, -0.0, -0.0)
+    return lambda cc, a0, a1, a2, w0, w1, w2: (a0 * w0, a1 * w0, a2 * w0, a0 * w1, a1 * w1, a2 * w1, a0 * w2,
+                                               a1 * w2, a2 * w2)
+
+
+def _store_color_gradients(grad_colors, i, q):  # pragma: no cover (compiled: see its overload)
+    """grad_colors[i] = the colour sums q (9, corner-major): (N, 3, 3) per corner, or (N, 3) per face from the first
+    three (:func:`_color_terms`)."""
+    raise NotImplementedError
+
+
+@overload(_store_color_gradients, inline="always")
+def _store_of_layout(grad_colors, i, q):  # pragma: no cover (runs when a kernel compiles)
+    if grad_colors.ndim == 2:
+        def store_face(grad_colors, i, q):
+            for ch in range(3):
+                grad_colors[i, ch] = q[ch]
+
+        return store_face
+
+    def store_corners(grad_colors, i, q):
+        for k in range(3):
+            for ch in range(3):
+                grad_colors[i, k, ch] = q[3 * k + ch]
+
+    return store_corners
 
 
 @njit(inline="always")
@@ -391,29 +449,31 @@ def _surface_frame(fr, i):  # pragma: no cover
 
 @njit(inline="always")
 def _surface(bary, inv_depth, px, py):  # pragma: no cover
-    """(w̄0, w̄1, w̄2, z, inv_z) at (px, py): the clipped, renormalised barycentrics and the perspective-correct
-    depth."""
+    """(w̄0, w̄1, w̄2, z, deep) at (px, py): the clipped, renormalised barycentrics, the perspective-correct depth
+    z = 1/inv_z with inv_z = Σ w̄_k/z_k, and whether |inv_z| ≥ MIN_INV_Z (false for NaN), below which z is
+    clamped to ±1/MIN_INV_Z."""
     w0 = min(max(bary[0] * px + bary[1] * py + bary[2], 0.0), 1.0)
     w1 = min(max(bary[3] * px + bary[4] * py + bary[5], 0.0), 1.0)
     w2 = min(max(bary[6] * px + bary[7] * py + bary[8], 0.0), 1.0)
     total = max(w0 + w1 + w2, MIN_WEIGHT_SUM)
-    raw = w0 * inv_depth[0] + w1 * inv_depth[1] + w2 * inv_depth[2]
+    raw = w0 * inv_depth[0] + w1 * inv_depth[1] + w2 * inv_depth[2]  # inv_z·total
     scale = 1 / total
-    inv_z = raw * scale
-    # z = 1/inv_z as total/raw: the depth does not wait for 1/total (two divisions in a row are the longest chain
-    # of a cell's work; measured: the RGBA forward and backward at batch 64 take 2 ms less). NaN stays NaN.
-    z = (1 / MIN_INV_Z if inv_z >= 0 else -1 / MIN_INV_Z) if abs(inv_z) < MIN_INV_Z else total / raw
-    return w0 * scale, w1 * scale, w2 * scale, z, inv_z
+    # z = 1/inv_z as total/raw, and inv_z compared through raw: the depth does not wait for 1/total (two divisions
+    # in a row are the longest chain of a cell's work; measured: the RGBA forward and backward at batch 64 take
+    # 2 ms less), and a forward that needs no w̄_k (one colour per face) needs no 1/total at all. NaN stays NaN.
+    bound = MIN_INV_Z * total
+    z = (1 / MIN_INV_Z if raw >= 0 else -1 / MIN_INV_Z) if abs(raw) < bound else total / raw
+    return w0 * scale, w1 * scale, w2 * scale, z, abs(raw) >= bound
 
 
 @njit(inline="always")
 def _rgba_cell(t, bary, inv_depth, facing, c, c1, px, py, inv_sigma, threshold, near, far):  # pragma: no cover
     """One lane of the RGBA kernels, cell (c, py): (kept, coloured, sign, e = exp(−sign·d²/σ), D, the edges of
-    :func:`_edges` (12), w̄0, w̄1, w̄2, z, inv_z). Not kept beyond column c1."""
+    :func:`_edges` (12), w̄0, w̄1, w̄2, z, deep) as :func:`_surface`. Not kept beyond column c1."""
     keep, sign, e, d, edges = _silhouette_cell(t, c, c1, px, py, inv_sigma, threshold)
-    w0, w1, w2, z, inv_z = _surface(bary, inv_depth, px, py)
+    w0, w1, w2, z, deep = _surface(bary, inv_depth, px, py)
     colored = keep & facing & (near <= z) & (z <= far)
-    return keep, colored, sign, e, d, edges, w0, w1, w2, z, inv_z
+    return keep, colored, sign, e, d, edges, w0, w1, w2, z, deep
 
 
 @njit(inline="always")
@@ -431,10 +491,9 @@ def _rgba_pixel(a, m, old, x0, x1, x2, prod, keep, colored, e, d, z, w0, w1, w2,
     weight = d * (1.0 if nearer else t_exp)
     if not colored:
         return covered if keep else a, m, old, x0, x1, x2
-    return (covered, zn if nearer else m, old * rescale + weight,
-            x0 * rescale + weight * (w0 * cc[0] + w1 * cc[3] + w2 * cc[6]),
-            x1 * rescale + weight * (w0 * cc[1] + w1 * cc[4] + w2 * cc[7]),
-            x2 * rescale + weight * (w0 * cc[2] + w1 * cc[5] + w2 * cc[8]))
+    red, green, blue = _rgb(cc, w0, w1, w2)
+    return (covered, zn if nearer else m, old * rescale + weight, x0 * rescale + weight * red,
+            x1 * rescale + weight * green, x2 * rescale + weight * blue)
 
 
 @njit(**_KERNEL)
@@ -487,13 +546,13 @@ def _rgba_gradient_terms(t, bary, inv_depth, cc, facing, c, c1, px, py, per_pixe
     colour terms g_c·weight·w̄_k (9, corner-major) and the depth terms ∂loss/∂inv_z·w̄_k (3)), all 0 for a culled
     cell and the last 12 for an uncoloured one. weight = D·ez, ez = exp((zn − M)/γ); g: ∂loss/∂rgb / den and h:
     Σ g·rgb, so that ∂loss/∂weight = Σ g·colour − h."""
-    keep, colored, sign, e, d, edges, w0, w1, w2, z, inv_z = _rgba_cell(t, bary, inv_depth, facing, c, c1, px, py,
-                                                                       inv_sigma, threshold, near, far)
+    keep, colored, sign, e, d, edges, w0, w1, w2, z, deep = _rgba_cell(t, bary, inv_depth, facing, c, c1, px, py,
+                                                                      inv_sigma, threshold, near, far)
     dd = d * d * e  # D(1 − D)
     ez = _vexp(((far - z) * inv_range - shift) * inv_gamma)
     weight = d * ez
-    g_weight = (g0 * (w0 * cc[0] + w1 * cc[3] + w2 * cc[6]) + g1 * (w0 * cc[1] + w1 * cc[4] + w2 * cc[7])
-                + g2 * (w0 * cc[2] + w1 * cc[5] + w2 * cc[8]) - h)
+    red, green, blue = _rgb(cc, w0, w1, w2)
+    g_weight = g0 * red + g1 * green + g2 * blue - h
     # ∂loss/∂x: per_pixel·D ('prod') or per_pixel·D(1 − D) ('sum'), plus the colour's through D.
     dx = per_pixel * (d if prod else dd) + (g_weight * ez * dd if colored else 0.0)
     factor = dx * 2 * sign * inv_sigma if keep else 0.0  # ∂x/∂d² = sign/σ, with the 2 of ∂d²
@@ -501,9 +560,8 @@ def _rgba_gradient_terms(t, bary, inv_depth, cc, facing, c, c1, px, py, per_pixe
     k, a, b, ch, dh = _nearest_factors(d0, h0, e0, f0, d1, h1, e1, f1, d2, h2, e2, f2, factor)
     a0, a1, a2 = (g0 * weight, g1 * weight, g2 * weight) if colored else (0.0, 0.0, 0.0)
     # zn = (far − z)/(far − near), z = 1/inv_z, inv_z = Σ w̄_k/z_k: ∂zn/∂inv_z = z²/(far − near).
-    g_inv_z = g_weight * weight * inv_gamma * inv_range * z * z if colored & (abs(inv_z) >= MIN_INV_Z) else 0.0
-    return (k, a, b, ch, dh, a0 * w0, a1 * w0, a2 * w0, a0 * w1, a1 * w1, a2 * w1, a0 * w2, a1 * w2, a2 * w2,
-            g_inv_z * w0, g_inv_z * w1, g_inv_z * w2)
+    g_inv_z = g_weight * weight * inv_gamma * inv_range * z * z if colored & deep else 0.0
+    return (k, a, b, ch, dh, *_color_terms(cc, a0, a1, a2, w0, w1, w2), g_inv_z * w0, g_inv_z * w1, g_inv_z * w2)
 
 
 @njit(**_KERNEL)
@@ -572,15 +630,9 @@ def rgba_backward(fr, boxes, colors, f, s, stride, lanes, sigma, threshold, prod
 
 @njit(inline="always")
 def _write_color_and_depth_gradients(fr, grad_fv, grad_colors, i, q, zsum):  # pragma: no cover
-    """grad_colors[i] = q (corner, channel flattened; summed over the corners for per-face colours (N, 1, 3));
-    grad_fv[i, k, 2] from Σ ∂loss/∂inv_z·w̄_k per corner."""
-    if grad_colors.shape[1] == 3:
-        for k in range(3):
-            for ch in range(3):
-                grad_colors[i, k, ch] = q[3 * k + ch]
-    else:
-        for ch in range(3):
-            grad_colors[i, 0, ch] = q[ch] + q[3 + ch] + q[6 + ch]
+    """grad_colors[i] from the colour sums q (:func:`_store_color_gradients`); grad_fv[i, k, 2] from
+    Σ ∂loss/∂inv_z·w̄_k per corner."""
+    _store_color_gradients(grad_colors, i, q)
     # ∂inv_z/∂z_k = −w̄_k/z_k², where z_k was not clamped away from 0.
     for k in range(3):
         zk = fr[i, DEPTH + k]

@@ -203,6 +203,8 @@ class SoftRGBA(torch.autograd.Function):
         s, prod = settings.image_size, settings.aggr_alpha == "prod"
         k, threads = _kernels(), torch.get_num_threads()
         colors = _flat(face_colors)
+        if colors.shape[1] == 1:
+            colors = colors.reshape(-1, 3)  # one colour per face: the kernels compiled for (N, 3) use it as it is
         plan = _Plan(_flat(face_vertices), settings, threads, surface=True)
         # Per-pixel state in rows padded by LANES: the vector kernels' lanes beyond the last column land there.
         stride = s + k.LANES
