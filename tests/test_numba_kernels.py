@@ -323,10 +323,13 @@ def _lighting_mesh(dtype):
     return verts.to(dtype), faces
 
 
-@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize(("dtype", "layout"), [(torch.float64, "per image"), (torch.float32, "per image"),
+                                               (torch.float64, "shared")])
 @pytest.mark.parametrize("shading", ["face", "vertex"])
-def test_lighting_equals_the_eager_composition(monkeypatch, shading, dtype):
+def test_lighting_equals_the_eager_composition(monkeypatch, shading, dtype, layout):
     verts, faces = _lighting_mesh(dtype)
+    if layout == "shared":  # one (F, 3) for the batch, expanded as the renderer does: the kernels read one row
+        faces = faces[:1].expand(2, -1, -1)
     lighting = Lighting(ambient=0.3, directional=0.6, direction=(0.2, 0.9, -0.3))
     weight = torch.rand(*faces.shape[:2] if shading == "face" else verts.shape[:2], 1,
                         generator=torch.Generator().manual_seed(6), dtype=dtype)

@@ -3,7 +3,8 @@
 The same arithmetic as the eager composition in :mod:`recon.render.lighting` (its reference), one image per
 loop: a face's normal ``c = (v2 − v1) × (v0 − v1)``, a vertex's the sum of its faces' ``c``; unit normal
 ``n̂ = c / max(|c|, eps)``; intensity ``ambient + directional·relu(n̂·l)``. The backward scatters onto the image's own
-vertices, so images run on separate threads without races. Arithmetic is float64.
+vertices, so images run on separate threads without races. Arithmetic is float64. ``faces`` (B, F, 3) may hold one
+row for the whole batch, (1, F, 3).
 """
 
 from __future__ import annotations
@@ -74,7 +75,7 @@ def _add_corner_gradients(grad, i0, i1, i2, ax, ay, az, bx, by, bz, gx, gy, gz):
 def face_light(verts, faces, light, ambient, directional, eps, out, lo, hi):  # pragma: no cover
     """out (B, F) = each face's intensity, images lo … hi − 1; verts (B, V, 3), faces (B, F, 3)."""
     for img in range(lo, hi):
-        v, fc = verts[img], faces[img]
+        v, fc = verts[img], faces[img % faces.shape[0]]
         for i in range(fc.shape[0]):
             _, _, _, ax, ay, az, bx, by, bz = _corners(v, fc, i)
             cx, cy, cz = _cross(ax, ay, az, bx, by, bz)
@@ -85,7 +86,7 @@ def face_light(verts, faces, light, ambient, directional, eps, out, lo, hi):  # 
 def face_light_backward(verts, faces, light, directional, eps, grad_out, grad, lo, hi):  # pragma: no cover
     """grad (B, V, 3) += ∂loss/∂verts from grad_out (B, F) = ∂loss/∂intensity, images lo … hi − 1."""
     for img in range(lo, hi):
-        v, fc, gv = verts[img], faces[img], grad[img]
+        v, fc, gv = verts[img], faces[img % faces.shape[0]], grad[img]
         for i in range(fc.shape[0]):
             i0, i1, i2, ax, ay, az, bx, by, bz = _corners(v, fc, i)
             cx, cy, cz = _cross(ax, ay, az, bx, by, bz)
@@ -98,7 +99,7 @@ def vertex_light(verts, faces, light, ambient, directional, eps, normals, out, l
     """out (B, V) = each vertex's intensity and normals (B, V, 3) = the sum of its faces' c (set, not added),
     images lo … hi − 1."""
     for img in range(lo, hi):
-        v, fc, n = verts[img], faces[img], normals[img]
+        v, fc, n = verts[img], faces[img % faces.shape[0]], normals[img]
         n[:] = 0.0
         for i in range(fc.shape[0]):
             _, _, _, ax, ay, az, bx, by, bz = _corners(v, fc, i)
@@ -117,7 +118,7 @@ def vertex_light_backward(verts, faces, light, directional, eps, normals, grad_o
     """grad (B, V, 3) += ∂loss/∂verts from grad_out (B, V) = ∂loss/∂intensity and the forward's normals;
     grad_normals (B, V, 3) is scratch."""
     for img in range(lo, hi):
-        v, fc, n, gn, gv = verts[img], faces[img], normals[img], grad_normals[img], grad[img]
+        v, fc, n, gn, gv = verts[img], faces[img % faces.shape[0]], normals[img], grad_normals[img], grad[img]
         for j in range(v.shape[0]):
             gn[j, 0], gn[j, 1], gn[j, 2] = _shade_backward(grad_out[img, j], n[j, 0], n[j, 1], n[j, 2], light,
                                                            directional, eps)

@@ -251,11 +251,13 @@ def _lighting_kernels():
 
 def _light_args(vertices: Tensor, faces: Tensor, lighting) -> tuple:
     """float64 numpy (verts, faces, light) and the scalars of :mod:`recon.render.cpu_lighting`'s kernels, for
-    vertices (B, V, 3) and faces (B, F, 3). The kernels read memory at the indices unchecked: they are checked
-    here."""
+    vertices (B, V, 3) and faces (B, F, 3), or (1, F, 3) where every image has the same faces. The kernels read
+    memory at the indices unchecked: they are checked here."""
     b, v = vertices.shape[:2]
     if faces.dim() != 3 or faces.shape[0] != b or faces.shape[2] != 3:
         raise ValueError(f"faces must be (B, F, 3) with B={b}, got {tuple(faces.shape)}")
+    if faces.stride(0) == 0:
+        faces = faces[:1]  # one set of faces for the batch (expanded): checked and copied once, read by every image
     check_face_indices(faces, v)
     verts = vertices.detach().to(torch.float64).contiguous().numpy()
     fc = faces.detach().to(torch.int64).contiguous().numpy()
@@ -275,7 +277,7 @@ class LitIntensity(torch.autograd.Function):
             out, normals = np.empty(verts.shape[:2]), np.empty(verts.shape)
             _parallel(k.vertex_light, bounds, verts, fc, light, ambient, directional, eps, normals, out)
         else:
-            out, normals = np.empty(fc.shape[:2]), None
+            out, normals = np.empty((verts.shape[0], fc.shape[1])), None
             _parallel(k.face_light, bounds, verts, fc, light, ambient, directional, eps, out)
         ctx.args = (verts, fc, light, directional, eps, normals)
         return torch.from_numpy(out).to(vertices.dtype)[..., None]
