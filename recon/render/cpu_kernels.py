@@ -289,11 +289,12 @@ def _silhouette_cell(t, c, c1, px, py, inv_sigma, threshold):  # pragma: no cove
 
 
 @njit(**_KERNEL)
-def silhouette_forward(fr, boxes, f, s, stride, lanes, sigma, threshold, prod, bands, acc, lo,
+def silhouette_forward(fr, boxes, f, s, stride, lanes, sigma, threshold, prod, bands, acc, alpha, lo,
                         hi):  # pragma: no cover
     """acc (B·S·stride, written): Π(1 − D) over each pixel's kept cells ('prod', from 1) or Σ D ('sum', from 0),
-    for the (image, row band) units lo … hi − 1, in rows of ``stride`` ≥ S + lanes − 1 pixels. Each unit sets its
-    rows' start values first (padding included): they are then in cache for its faces.
+    for the (image, row band) units lo … hi − 1, in rows of ``stride`` ≥ S + lanes − 1 pixels; and alpha (B, S·S),
+    in the output's dtype: 1 − acc ('prod') or acc/F ('sum'). Each unit sets its rows' start values first (padding
+    included) and writes its alpha last: the rows are then in cache for its faces and for its alpha.
 
     Vector code (see the comment above LANES): each row's span is walked ``lanes`` cells at a time, every lane
     computed, and a lane that is culled or beyond the span leaves its pixel as it was; the padding takes the lanes
@@ -320,6 +321,12 @@ def silhouette_forward(fr, boxes, f, s, stride, lanes, sigma, threshold, prod, b
                         keep, _, e, d, _ = _silhouette_cell(t, c, c1, c * step + x_first, py, inv_sigma, threshold)
                         a = acc[p]
                         acc[p] = (a * (e * d) if prod else a + d) if keep else a  # 1 − D = sigmoid(−x), or D
+        inv_f = 1 / f
+        for r in range(band_lo, band_hi + 1):
+            row, q0 = np.uint64((img * s + r) * stride), np.uint64(r * s)
+            for c in range(s):
+                a = acc[row + np.uint64(c)]
+                alpha[img, q0 + np.uint64(c)] = 1 - a if prod else a * inv_f
 
 
 @njit(**_KERNEL)
@@ -498,11 +505,12 @@ def _rgba_pixel(a, m, old, x0, x1, x2, prod, keep, colored, e, d, z, w0, w1, w2,
 
 @njit(**_KERNEL)
 def rgba_forward(fr, boxes, colors, f, s, stride, lanes, sigma, threshold, prod, gamma, near, far, double_sided,
-                 eps, background, bands, acc, shift, den, n0, n1, n2, lo, hi):  # pragma: no cover
+                 eps, background, bands, acc, shift, den, n0, n1, n2, out, lo, hi):  # pragma: no cover
     """Alpha as :func:`silhouette_forward` into acc; the soft z-buffer's running maximum (shift, from eps),
     denominator and numerator (den from exp(eps/γ), n0 … n2 from den·background (3)) per pixel, by an online
     softmax, for the (image, row band) units lo … hi − 1: all written, each unit's rows set to their start values
     first (as :func:`silhouette_forward`). The per-pixel arrays hold rows of ``stride`` ≥ S + lanes − 1 pixels.
+    Last, each unit writes its rows of out (B, 4, S·S), in the output's dtype: RGB = num/den, and alpha from acc.
     Nothing is saved: :func:`rgba_backward` evaluates the cells again.
 
     Vector code (see the comment above LANES): each row's span is walked ``lanes`` cells at a time, every lane
@@ -537,6 +545,14 @@ def rgba_forward(fr, boxes, colors, f, s, stride, lanes, sigma, threshold, prod,
                         acc[p], shift[p], den[p], n0[p], n1[p], n2[p] = _rgba_pixel(
                             acc[p], shift[p], den[p], n0[p], n1[p], n2[p], prod, keep, colored, e, d, z, w0, w1, w2,
                             cc, far, inv_range, inv_gamma)
+        inv_f = 1 / f
+        for r in range(band_lo, band_hi + 1):
+            row, q0 = np.uint64((img * s + r) * stride), np.uint64(r * s)
+            for c in range(s):
+                q, p = q0 + np.uint64(c), row + np.uint64(c)
+                inv_den = 1 / den[p]
+                out[img, 0, q], out[img, 1, q], out[img, 2, q] = n0[p] * inv_den, n1[p] * inv_den, n2[p] * inv_den
+                out[img, 3, q] = 1 - acc[p] if prod else acc[p] * inv_f
 
 
 @njit(inline="always")
@@ -661,19 +677,3 @@ def rgba_pixels(grad_out, acc, den, num, prod, f, s, stride, pix, lo, hi):  # pr
             for c in range(s, stride):
                 p = row + np.uint64(c)
                 p0[p] = p1[p] = p2[p] = p3[p] = p4[p] = 0.0
-
-
-@njit(**_KERNEL)
-def finish_rgba(acc, den, num, prod, f, s, stride, out, lo, hi):  # pragma: no cover
-    """out (B, 4, S·S), the output's dtype, for images lo … hi − 1: RGB = num/den and alpha from acc, in rows of
-    ``stride`` pixels. Vector code, as :func:`rgba_pixels`."""
-    inv_f = 1 / f
-    n0, n1, n2 = num[0], num[1], num[2]
-    for img in range(lo, hi):
-        for r in range(s):
-            row, q0 = np.uint64((img * s + r) * stride), np.uint64(r * s)
-            for c in range(s):
-                q, p = q0 + np.uint64(c), row + np.uint64(c)
-                inv_den = 1 / den[p]
-                out[img, 0, q], out[img, 1, q], out[img, 2, q] = n0[p] * inv_den, n1[p] * inv_den, n2[p] * inv_den
-                out[img, 3, q] = 1 - acc[p] if prod else acc[p] * inv_f

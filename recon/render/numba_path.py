@@ -160,18 +160,13 @@ class SoftSilhouette(torch.autograd.Function):
         # Per-pixel state in rows padded by LANES: the vector kernels' lanes beyond the last column land there.
         stride = s + k.LANES
         acc = np.empty(b * s * stride)  # the kernel sets each unit's start values
-        _parallel(k.silhouette_forward, plan.unit_bounds(b, f, bands), plan.frames, plan.boxes, f, s, stride,
-                  k.LANES, settings.sigma, settings.culling_threshold, prod, bands, acc)
-        ctx.plan, ctx.settings, ctx.shape = plan, settings, face_vertices.shape
-        acc = acc.reshape(b, s, stride)[:, :, :s]
-        ctx.acc = acc
         # Written in the output's dtype, into the tensor returned (not a view of one: the caller may change it in
         # place).
         alpha = torch.empty((b, 1, s, s), dtype=face_vertices.dtype)
-        if prod:
-            np.subtract(1, acc, out=alpha.numpy()[:, 0], casting="same_kind")
-        else:
-            np.divide(acc, f, out=alpha.numpy()[:, 0], casting="same_kind")
+        _parallel(k.silhouette_forward, plan.unit_bounds(b, f, bands), plan.frames, plan.boxes, f, s, stride,
+                  k.LANES, settings.sigma, settings.culling_threshold, prod, bands, acc, alpha.view(b, -1).numpy())
+        ctx.plan, ctx.settings, ctx.shape = plan, settings, face_vertices.shape
+        ctx.acc = acc.reshape(b, s, stride)[:, :, :s]
         return alpha
 
     @staticmethod
@@ -213,11 +208,11 @@ class SoftRGBA(torch.autograd.Function):
         acc, shift, den = np.empty(pixels), np.empty(pixels), np.empty(pixels)  # the kernel sets the start values
         num = np.empty((3, pixels))
         background = np.asarray(settings.background, dtype=np.float64)
+        image = torch.empty((b, 4, s, s), dtype=face_vertices.dtype)  # written in the output's dtype, as alpha
         _parallel(k.rgba_forward, plan.unit_bounds(b, f, bands), plan.frames, plan.boxes, colors, f, s, stride,
                   k.LANES, settings.sigma, settings.culling_threshold, prod, settings.gamma, settings.near,
-                  settings.far, settings.double_sided, settings.eps, background, bands, acc, shift, den, *num)
-        image = torch.empty((b, 4, s, s), dtype=face_vertices.dtype)  # written in the output's dtype, as alpha
-        _parallel(k.finish_rgba, _even(b, threads), acc, den, num, prod, f, s, stride, image.view(b, 4, -1).numpy())
+                  settings.far, settings.double_sided, settings.eps, background, bands, acc, shift, den, *num,
+                  image.view(b, 4, -1).numpy())
         ctx.plan, ctx.settings, ctx.shape, ctx.colors = plan, settings, (b, f), colors
         ctx.state = (acc, shift, den, num, stride)  # not the image: the caller may change it in place
         return image
