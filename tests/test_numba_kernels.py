@@ -177,8 +177,7 @@ def test_every_kernel_declares_its_arrays_apart_to_llvm():
 
     from recon.render import cpu_kernels as k
 
-    kernels = [k.face_frames, k.silhouette_forward, k.silhouette_backward, k.rgba_forward, k.rgba_backward,
-               k.rgba_pixels]
+    kernels = [k.face_frames, k.silhouette_forward, k.silhouette_backward, k.rgba_forward, k.rgba_backward]
     assert all(kernel._compiler.pipeline_class is k._DistinctArrays for kernel in kernels)
 
     def scale(a, b, out):

@@ -582,12 +582,15 @@ def _rgba_gradient_terms(t, bary, inv_depth, cc, facing, c, c1, px, py, per_pixe
 
 @njit(**_KERNEL)
 def rgba_backward(fr, boxes, colors, f, s, stride, lanes, sigma, threshold, prod, gamma, near, far, double_sided,
-                  per_pixel, shift, g0, g1, g2, h, grad_fv, grad_colors, lo, hi):  # pragma: no cover
+                  grad_out, acc, den, n0, n1, n2, shift, grad_fv, grad_colors, per_pixel, g0, g1, g2, h, lo,
+                  hi):  # pragma: no cover
     """grad_fv (N, 3, 3) and grad_colors (N, 3, 3) = ∂loss/∂(corners, depths) and ∂loss/∂colours (written, not
-    added), for faces lo … hi − 1, each cell evaluated again as in :func:`rgba_forward`.
+    added), for faces lo … hi − 1, each cell evaluated again as in :func:`rgba_forward`; grad_out (B, 4, S·S) =
+    ∂loss/∂RGBA (the output's dtype), and the forward's per-pixel acc, den, n0 … n2 and shift.
 
-    Per pixel, in rows of ``stride`` pixels (:func:`rgba_pixels`): per_pixel (∂loss/∂alpha·Π(1 − D) for 'prod',
-    ∂loss/∂alpha/F for 'sum'), the softmax's shift, g0…g2 = ∂loss/∂rgb / den and h = Σ g·rgb.
+    Each image's per-pixel inputs (:func:`_pixel_terms`: per_pixel, g0 … g2, h, each of S·stride) are computed
+    when the piece reaches the image's first face, into this piece's own arrays, where the image's faces then read
+    them from cache (a piece that starts or ends inside an image computes them too: the same values).
 
     Vector code as :func:`rgba_forward`: a face's 24 sums are kept per lane (``part``) and added up in a fixed
     order after its last row, so that a face's gradient does not depend on the thread that computes it."""
@@ -595,7 +598,12 @@ def rgba_backward(fr, boxes, colors, f, s, stride, lanes, sigma, threshold, prod
     inv_sigma, inv_gamma, inv_range = 1 / sigma, 1 / gamma, 1 / (far - near)
     part = np.zeros(24 * LANES)  # sum n of lane l at n·LANES + l
     sums = np.zeros(24)  # 4 per edge (see _write_gradients), then the 9 colour and 3 depth sums
+    current = -1
     for i in range(lo, hi):
+        img = i // f
+        if img != current:
+            _pixel_terms(grad_out, acc, den, n0, n1, n2, prod, f, s, stride, per_pixel, g0, g1, g2, h, img)
+            current = img
         t = _face(fr, i)
         cc = _colors(colors, i)
         bary, inv_depth = _surface_frame(fr, i)
@@ -603,14 +611,14 @@ def rgba_backward(fr, boxes, colors, f, s, stride, lanes, sigma, threshold, prod
         part[:] = 0.0
         for r in range(boxes[i, 2], boxes[i, 3] + 1):
             py = (s - 1 - 2 * r) / s
-            row = ((i // f) * s + r) * stride
+            row, local = (img * s + r) * stride, r * stride  # in the forward's arrays, in this image's
             c0, c1 = _row_span(t, py, boxes[i, 0], boxes[i, 1], s, radius)
             for first in range(c0, c1 + 1, lanes):
                 for lane in range(lanes):
                     c = first + lane
-                    p = np.uint64(row + c)
+                    p, q = np.uint64(row + c), np.uint64(local + c)
                     terms = _rgba_gradient_terms(t, bary, inv_depth, cc, facing, c, c1, c * step + x_first, py,
-                                                 per_pixel[p], shift[p], g0[p], g1[p], g2[p], h[p], prod, inv_sigma,
+                                                 per_pixel[q], shift[p], g0[q], g1[q], g2[q], h[q], prod, inv_sigma,
                                                  threshold, near, far, inv_range, inv_gamma)
                     k, m = terms[0], np.uint64(lane)
                     # The nearest edge's four terms into its own sums; written out: a loop over a tuple of
@@ -655,25 +663,22 @@ def _write_color_and_depth_gradients(fr, grad_fv, grad_colors, i, q, zsum):  # p
         grad_fv[i, k, 2] = -zsum[k] / (zk * zk) if abs(zk) > MIN_DEPTH else 0.0
 
 
-@njit(**_KERNEL)
-def rgba_pixels(grad_out, acc, den, num, prod, f, s, stride, pix, lo, hi):  # pragma: no cover
-    """pix (5, B·S·stride), :func:`rgba_backward`'s per-pixel inputs but the shift, from grad_out (B, 4, S·S) =
-    ∂loss/∂RGBA (the output's dtype) and the forward's sums for images lo … hi − 1: per_pixel, ∂loss/∂rgb / den (3)
-    and Σ ∂loss/∂rgb·rgb / den with rgb = num/den, in rows of ``stride`` pixels like acc, den and num, the padding
-    set to 0. Vector code: one row at a time, a pixel's terms computed apart from its neighbours'."""
+@njit(inline="always")
+def _pixel_terms(grad_out, acc, den, n0, n1, n2, prod, f, s, stride, p0, p1, p2, p3, p4, img):  # pragma: no cover
+    """:func:`rgba_backward`'s per-pixel inputs for image img, into p0 … p4 (S·stride each, in rows of ``stride``
+    pixels, the padding set to 0): per_pixel (∂loss/∂alpha·Π(1 − D) for 'prod', ∂loss/∂alpha/F for 'sum'),
+    g = ∂loss/∂rgb / den (3) and h = Σ g·rgb with rgb = num/den, from grad_out (B, 4, S·S) and the forward's sums.
+    Vector code: one row at a time, a pixel's terms computed apart from its neighbours'."""
     inv_f = 1 / f
-    p0, p1, p2, p3, p4 = pix[0], pix[1], pix[2], pix[3], pix[4]
-    n0, n1, n2 = num[0], num[1], num[2]
-    for img in range(lo, hi):
-        for r in range(s):
-            row, q0 = np.uint64((img * s + r) * stride), np.uint64(r * s)
-            for c in range(s):
-                q, p = q0 + np.uint64(c), row + np.uint64(c)
-                inv_den = 1 / den[p]
-                g0, g1, g2 = grad_out[img, 0, q] * inv_den, grad_out[img, 1, q] * inv_den, grad_out[img, 2, q] * inv_den
-                p0[p] = grad_out[img, 3, q] * acc[p] if prod else grad_out[img, 3, q] * inv_f
-                p1[p], p2[p], p3[p] = g0, g1, g2
-                p4[p] = (g0 * n0[p] + g1 * n1[p] + g2 * n2[p]) * inv_den
-            for c in range(s, stride):
-                p = row + np.uint64(c)
-                p0[p] = p1[p] = p2[p] = p3[p] = p4[p] = 0.0
+    for r in range(s):
+        row, local, q0 = np.uint64((img * s + r) * stride), np.uint64(r * stride), np.uint64(r * s)
+        for c in range(s):
+            q, p, m = q0 + np.uint64(c), row + np.uint64(c), local + np.uint64(c)
+            inv_den = 1 / den[p]
+            g0, g1, g2 = grad_out[img, 0, q] * inv_den, grad_out[img, 1, q] * inv_den, grad_out[img, 2, q] * inv_den
+            p0[m] = grad_out[img, 3, q] * acc[p] if prod else grad_out[img, 3, q] * inv_f
+            p1[m], p2[m], p3[m] = g0, g1, g2
+            p4[m] = (g0 * n0[p] + g1 * n1[p] + g2 * n2[p]) * inv_den
+        for c in range(s, stride):
+            m = local + np.uint64(c)
+            p0[m] = p1[m] = p2[m] = p3[m] = p4[m] = 0.0

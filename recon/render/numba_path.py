@@ -70,21 +70,22 @@ def _kernels():
     return cpu_kernels
 
 
-def _parallel(fn, bounds: list[int], *args) -> None:
+def _parallel(fn, bounds: list[int], *args, scratch: tuple[np.ndarray, ...] = ()) -> None:
     """``fn(*args, lo, hi)`` for the consecutive pieces of ``bounds``, on torch's number of threads (the kernels
-    release the GIL). More pieces than threads: a thread that finishes early takes the next piece."""
+    release the GIL). More pieces than threads: a thread that finishes early takes the next piece. ``scratch``:
+    arrays of one row per piece of ``bounds``, piece j's rows passed after ``args`` (memory of its own)."""
     global _pool
-    pieces = [(lo, hi) for lo, hi in zip(bounds[:-1], bounds[1:], strict=True) if hi > lo]
+    pieces = [(j, lo, hi) for j, (lo, hi) in enumerate(zip(bounds[:-1], bounds[1:], strict=True)) if hi > lo]
     threads = min(torch.get_num_threads(), len(pieces))
     if threads <= 1:
-        for lo, hi in pieces:
-            fn(*args, lo, hi)
+        for j, lo, hi in pieces:
+            fn(*args, *(a[j] for a in scratch), lo, hi)
         return
     if _pool is None or _pool[0] != os.getpid() or _pool[1] < threads:
         if _pool is not None and _pool[0] == os.getpid():
             _pool[2].shutdown(wait=False)  # torch's thread count grew: a bigger pool replaces this one
         _pool = (os.getpid(), threads, ThreadPoolExecutor(threads, thread_name_prefix="recon-raster"))
-    for future in [_pool[2].submit(fn, *args, lo, hi) for lo, hi in pieces]:
+    for future in [_pool[2].submit(fn, *args, *(a[j] for a in scratch), lo, hi) for j, lo, hi in pieces]:
         future.result()
 
 
@@ -227,12 +228,13 @@ class SoftRGBA(torch.autograd.Function):
         grad_fv = np.zeros((b * f, 3, 3))
         grad_colors = np.zeros(ctx.colors.shape)
         plan, k = ctx.plan, _kernels()
-        # Per pixel, in the forward's padded rows: per_pixel, ∂loss/∂rgb / den (3), Σ ∂loss/∂rgb·rgb / den.
-        pix = np.empty((5, acc.size))
-        _parallel(k.rgba_pixels, _even(b, plan.threads), g, acc, den, num, prod, f, s, stride, pix)
+        # Each piece's per-pixel terms of one image at a time (the kernel fills them): five arrays, so that each is
+        # an argument of its own (declared apart, see cpu_kernels._DistinctArrays).
+        pieces = len(plan.face_bounds) - 1
+        scratch = tuple(np.empty((pieces, s * stride)) for _ in range(5))
         _parallel(k.rgba_backward, plan.face_bounds, plan.frames, plan.boxes, ctx.colors, f, s, stride, k.LANES,
                   settings.sigma, settings.culling_threshold, prod, settings.gamma, settings.near, settings.far,
-                  settings.double_sided, pix[0], shift, pix[1], pix[2], pix[3], pix[4], grad_fv, grad_colors)
+                  settings.double_sided, g, acc, den, *num, shift, grad_fv, grad_colors, scratch=scratch)
         dtype = grad_out.dtype
         return (torch.from_numpy(grad_fv).to(dtype).view(b, f, 3, 3),
                 torch.from_numpy(grad_colors).to(dtype).view(b, f, -1, 3), None)
