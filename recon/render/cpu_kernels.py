@@ -330,27 +330,40 @@ def silhouette_forward(fr, boxes, f, s, stride, lanes, sigma, threshold, prod, b
 
 
 @njit(**_KERNEL)
-def silhouette_backward(fr, boxes, f, s, stride, lanes, sigma, threshold, prod, per_pixel, grad, lo,
-                         hi):  # pragma: no cover
+def silhouette_backward(fr, boxes, f, s, stride, lanes, sigma, threshold, prod, grad_alpha, acc, grad, per_pixel,
+                        lo, hi):  # pragma: no cover
     """grad (N, 3, ≥2) −= ∂loss/∂corners for faces lo … hi − 1, each cell evaluated again as in
-    :func:`silhouette_forward`; per_pixel (in rows of ``stride`` pixels): ∂loss/∂alpha·(1 − alpha) ('prod') or
-    ∂loss/∂alpha/F ('sum'). A face's 12 sums are kept per lane (``part``, sum n of lane l at n·LANES + l) and added
+    :func:`silhouette_forward`, from grad_alpha (B, S·S) = ∂loss/∂alpha (the output's dtype) and the forward's acc.
+    Each image's per-pixel factor, ∂loss/∂alpha·(1 − alpha) ('prod') or ∂loss/∂alpha/F ('sum'), is computed when
+    the piece reaches the image's first face, into this piece's own per_pixel (S·stride), as in
+    :func:`rgba_backward`. A face's 12 sums are kept per lane (``part``, sum n of lane l at n·LANES + l) and added
     up in a fixed order after its last row: a face's gradient does not depend on the thread that computes it."""
     step, x_first, radius = 2 / s, (1 - s) / s, math.sqrt(threshold)
-    inv_sigma = 1 / sigma
+    inv_sigma, inv_f = 1 / sigma, 1 / f
     part = np.zeros(12 * LANES)
     sums = np.zeros(12)
+    current = -1
     for i in range(lo, hi):
+        img = i // f
+        if img != current:
+            for r in range(s):
+                row, local, q0 = np.uint64((img * s + r) * stride), np.uint64(r * stride), np.uint64(r * s)
+                for c in range(s):
+                    g = grad_alpha[img, q0 + np.uint64(c)]
+                    per_pixel[local + np.uint64(c)] = g * acc[row + np.uint64(c)] if prod else g * inv_f
+                for c in range(s, stride):
+                    per_pixel[local + np.uint64(c)] = 0.0
+            current = img
         t = _face(fr, i)
         part[:] = 0.0
         for r in range(boxes[i, 2], boxes[i, 3] + 1):
             py = (s - 1 - 2 * r) / s
-            row = ((i // f) * s + r) * stride
+            local = r * stride
             c0, c1 = _row_span(t, py, boxes[i, 0], boxes[i, 1], s, radius)
             for first in range(c0, c1 + 1, lanes):
                 for lane in range(lanes):
                     c = first + lane
-                    p = np.uint64(row + c)
+                    p = np.uint64(local + c)
                     keep, sign, e, d, edges = _silhouette_cell(t, c, c1, c * step + x_first, py, inv_sigma,
                                                                threshold)
                     pp = per_pixel[p]

@@ -166,8 +166,7 @@ class SoftSilhouette(torch.autograd.Function):
         alpha = torch.empty((b, 1, s, s), dtype=face_vertices.dtype)
         _parallel(k.silhouette_forward, plan.unit_bounds(b, f, bands), plan.frames, plan.boxes, f, s, stride,
                   k.LANES, settings.sigma, settings.culling_threshold, prod, bands, acc, alpha.view(b, -1).numpy())
-        ctx.plan, ctx.settings, ctx.shape = plan, settings, face_vertices.shape
-        ctx.acc = acc.reshape(b, s, stride)[:, :, :s]
+        ctx.plan, ctx.settings, ctx.shape, ctx.acc = plan, settings, face_vertices.shape, acc
         return alpha
 
     @staticmethod
@@ -176,16 +175,13 @@ class SoftSilhouette(torch.autograd.Function):
         settings, (b, f, _, dims) = ctx.settings, ctx.shape
         s, prod = settings.image_size, settings.aggr_alpha == "prod"
         plan, k = ctx.plan, _kernels()
-        g = grad_alpha.detach().reshape(b, s, s).numpy()  # the output's dtype, widened below
+        g = grad_alpha.detach().reshape(b, s * s).contiguous().numpy()  # the output's dtype
         stride = s + k.LANES
-        per_pixel = np.zeros((b, s, stride))  # ∂loss/∂alpha·(1 − alpha), or ∂loss/∂alpha / F, in padded rows
-        if prod:
-            np.multiply(g, ctx.acc, out=per_pixel[:, :, :s])
-        else:
-            np.divide(g, f, out=per_pixel[:, :, :s])
         grad = np.zeros((b * f, 3, dims))
+        # Each piece's per-pixel factor of one image at a time, which the kernel computes.
+        per_pixel = np.empty((len(plan.face_bounds) - 1, s * stride))
         _parallel(k.silhouette_backward, plan.face_bounds, plan.frames, plan.boxes, f, s, stride, k.LANES,
-                  settings.sigma, settings.culling_threshold, prod, per_pixel.reshape(-1), grad)
+                  settings.sigma, settings.culling_threshold, prod, g, ctx.acc, grad, scratch=(per_pixel,))
         return torch.from_numpy(grad).to(grad_alpha.dtype).view(b, f, 3, dims), None
 
 
