@@ -321,12 +321,11 @@ def silhouette_forward(fr, boxes, f, s, stride, lanes, sigma, threshold, prod, b
                         keep, _, e, d, _ = _silhouette_cell(t, c, c1, c * step + x_first, py, inv_sigma, threshold)
                         a = acc[p]
                         acc[p] = (a * (e * d) if prod else a + d) if keep else a  # 1 − D = sigmoid(−x), or D
-        inv_f = 1 / f
         for r in range(band_lo, band_hi + 1):
             row, q0 = np.uint64((img * s + r) * stride), np.uint64(r * s)
             for c in range(s):
                 a = acc[row + np.uint64(c)]
-                alpha[img, q0 + np.uint64(c)] = 1 - a if prod else a * inv_f
+                alpha[img, q0 + np.uint64(c)] = 1 - a if prod else a / f
 
 
 @njit(**_KERNEL)
@@ -339,7 +338,7 @@ def silhouette_backward(fr, boxes, f, s, stride, lanes, sigma, threshold, prod, 
     :func:`rgba_backward`. A face's 12 sums are kept per lane (``part``, sum n of lane l at n·LANES + l) and added
     up in a fixed order after its last row: a face's gradient does not depend on the thread that computes it."""
     step, x_first, radius = 2 / s, (1 - s) / s, math.sqrt(threshold)
-    inv_sigma, inv_f = 1 / sigma, 1 / f
+    inv_sigma = 1 / sigma
     part = np.zeros(12 * LANES)
     sums = np.zeros(12)
     current = -1
@@ -350,7 +349,7 @@ def silhouette_backward(fr, boxes, f, s, stride, lanes, sigma, threshold, prod, 
                 row, local, q0 = np.uint64((img * s + r) * stride), np.uint64(r * stride), np.uint64(r * s)
                 for c in range(s):
                     g = grad_alpha[img, q0 + np.uint64(c)]
-                    per_pixel[local + np.uint64(c)] = g * acc[row + np.uint64(c)] if prod else g * inv_f
+                    per_pixel[local + np.uint64(c)] = g * acc[row + np.uint64(c)] if prod else g / f
                 for c in range(s, stride):
                     per_pixel[local + np.uint64(c)] = 0.0
             current = img
