@@ -31,7 +31,7 @@ def _render_and_grad(fv, colors, weight, raster=soft_rasterize, **kwargs):
 
 def _numba_and_eager(monkeypatch, fv, colors, weight, **kwargs):
     """(numba, eager) results; asserts the numba kernels served the first and not the second."""
-    path = "silhouette" if colors is None else "rgba"
+    path = "silhouette" if colors is None else "rgba" if colors.shape[2] == 3 else "rgba-face"
     monkeypatch.setenv("RECON_FUSED", "auto")
     before = fused.numba_calls[path]
     fast = _render_and_grad(fv, colors, weight, **kwargs)

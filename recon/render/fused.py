@@ -104,11 +104,11 @@ numba_calls: Counter[str] = Counter()  # per path: calls the numba kernels serve
 
 
 def numba_kernels(path: str, face_vertices: torch.Tensor) -> bool:
-    """Whether this call of ``path`` ('silhouette', 'rgba' or 'lighting') runs on the numba CPU kernels: CPU tensors
-    of float32/float64, not empty, ``RECON_FUSED`` auto (or triton, whose kernels leave CPU tensors to numba's unless
-    interpreted), numba usable. The first time for a path and dtype, the kernels compile (or load from the disk
-    cache) and run on a tiny mesh, forward and backward; any failure is logged once and the eager path serves every
-    later call."""
+    """Whether this call of ``path`` ('silhouette', 'rgba', 'rgba-face' for one colour per face, or 'lighting') runs
+    on the numba CPU kernels: CPU tensors of float32/float64, not empty, ``RECON_FUSED`` auto (or triton, whose
+    kernels leave CPU tensors to numba's unless interpreted), numba usable. The first time for a path and dtype, the
+    kernels compile (or load from the disk cache) and run on a tiny mesh, forward and backward; any failure is
+    logged once and the eager path serves every later call."""
     if face_vertices.device.type != "cpu" or face_vertices.dtype not in (torch.float32, torch.float64):
         return False
     if not face_vertices.numel():  # no image or no face: the eager path serves, with nothing to compile

@@ -311,9 +311,9 @@ def warm_up(path: str, dtype: torch.dtype) -> None:
                              LitIntensity.apply(vertices, faces[:, :1], Lighting(), 1e-6, True)), 1)
             (grad,) = torch.autograd.grad(out.sum(), vertices)
             out = (out - 0.5)[:, None, [0, 2]]  # the lit face and a vertex of it
-        else:
-            colors = torch.full_like(fv, 0.5).requires_grad_()
+        else:  # 'rgba' (a colour per corner) or 'rgba-face' (one per face): each layout has kernels of its own
+            colors = torch.full_like(fv if path == "rgba" else fv[:, :, :1], 0.5).requires_grad_()
             out = SoftRGBA.apply(fv, colors, settings)
-            grad = torch.cat(torch.autograd.grad(out.sum(), (fv, colors)))
+            grad = torch.cat([g.flatten() for g in torch.autograd.grad(out.sum(), (fv, colors))])
     if not (out.detach().isfinite().all() and grad.isfinite().all() and out.detach()[:, -1].sum() > 0):
         raise RuntimeError(f"the numba {path} kernels gave a wrong result on a test face")

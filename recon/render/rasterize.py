@@ -112,7 +112,9 @@ def soft_rasterize(
             from recon.render.triton_path import TritonRGBA
 
             return TritonRGBA.apply(face_vertices, face_colors.to(face_vertices.dtype), settings)
-        if fused.numba_kernels("rgba", face_vertices):
+        # One colour per face runs kernels compiled for it: their own first-call check, so that a caller compiles
+        # only the layout it uses.
+        if fused.numba_kernels("rgba" if face_colors.shape[2] == 3 else "rgba-face", face_vertices):
             return SoftRGBA.apply(face_vertices, face_colors.to(face_vertices.dtype), settings)
     if face_colors is not None:
         face_colors = face_colors.expand(b, f, 3, 3)
