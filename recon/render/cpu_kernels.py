@@ -9,8 +9,9 @@ per pixel. Arithmetic is float64 whatever the input dtype; ``exp`` is inlined (:
 
 Parallel work (the callers in :mod:`recon.render.numba_path` run pieces on threads; the kernels release the GIL):
 the forward splits each image into bands of rows, one (image, band) per unit, so that every pixel is written by
-one thread in a fixed face order (the sums are deterministic); the backward gives each piece whole faces, which
-own their gradients. Faces whose corners are not all finite add nothing.
+one thread in a fixed face order (the sums are deterministic), and writes the unit's rows of the image at its end;
+the backward gives each piece whole faces, which own their gradients, and arrays of its own for the per-pixel
+factors of the image it is in. Faces whose corners are not all finite add nothing.
 
 Per-face tables (:func:`face_frames`): columns of ``frames`` and ``boxes`` below.
 """
