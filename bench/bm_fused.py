@@ -1,8 +1,9 @@
 """The rasterizer's kernels against each other: eager, numba (the CPU default), Triton (the silhouette on CUDA) and
 inductor (``RECON_FUSED``).
 
-Throughput of the silhouette and of the RGBA ('softmax') render at the training batch, the face-count ×
-image-size grid, first-call cost with a cold and a warm compile cache, and operations dispatched per render call.
+Throughput of the silhouette and of the RGBA ('softmax') render, with per-face and with per-vertex colours, at the
+training batch; the face-count × image-size grid, first-call cost with a cold and a warm compile cache, and
+operations dispatched per render call.
 All paths run in the same ``make bench`` on the same machine, each configuration group in a fresh subprocess
 (``RECON_FUSED`` is read per call, but a fresh process keeps compile caches and allocator state apart). The
 operation count is the number of ``aten::`` operations the profiler records for one forward+backward call: the
@@ -70,14 +71,18 @@ for level, size, b, backward, repeats in cfg["configs"]:
     verts, faces = (vertices[None] * scale).to(dev), faces.to(dev)
     eyes = eye_from_angles(2.732, 30.0, -15.0 * (torch.arange(b) % 24)).to(dev)
     renderer = SoftRenderer(RasterSettings(image_size=size, sigma=1e-4 * (64 / size) ** 2, dist_eps=1e-10))
-    colors = torch.rand(b, faces.shape[0], 3, generator=g).to(dev)
+    # 'face': one colour per face; 'vertex': per vertex, interpolated per corner (as colour training renders).
+    per = vertices.shape[0] if cfg.get("rgba") == "vertex" else faces.shape[0]
+    colors = torch.rand(b, per, 3, generator=g).to(dev)
     projected = renderer.face_vertices(verts, faces, eyes).detach()
     corner_colors = torch.rand(*projected.shape[:2], 3, 3, generator=g).to(dev)
+    if cfg.get("rgba") == "face":
+        corner_colors = corner_colors[:, :, :1]  # (B, F, 1, 3), as the renderer passes per-face colours
 
     def step(rgba=cfg.get("rgba")):
         v = verts.clone().requires_grad_(backward)
         if rgba:
-            image = renderer(v, faces, eyes, colors=colors)
+            image = renderer(v, faces, eyes, colors=colors, color_mode=cfg["rgba"])
         else:
             image = renderer.silhouette(v, faces, eyes)
         if backward:
@@ -106,7 +111,8 @@ for level, size, b, backward, repeats in cfg["configs"]:
     for path in paths:
         os.environ["RECON_FUSED"] = path
         best = min(times[path])
-        row = {"path": path, "render": "RGBA" if cfg.get("rgba") else "silhouette", "faces": faces.shape[0],
+        row = {"path": path, "render": f"RGBA, {cfg['rgba']} colours" if cfg.get("rgba") else "silhouette",
+               "faces": faces.shape[0],
                "image": size, "batch": b, "backward": backward, "ms_per_batch": 1000 * best,
                "ms_per_image": 1000 * best / b, "images_per_s": b / best}
         if len(paths) > 1:
@@ -129,7 +135,7 @@ PATHS = {"eager": "0", "numba": "auto", "inductor": "inductor", "triton": "trito
 
 
 def _measure(paths: list[str], configs: list, device: str, threads: int | None, count_ops: bool = False,
-             cache_dir: str | None = None, rgba: bool = False) -> dict:
+             cache_dir: str | None = None, rgba: str | None = None) -> dict:
     env = dict(os.environ)
     if cache_dir is not None:
         env["TORCHINDUCTOR_CACHE_DIR"] = env["NUMBA_CACHE_DIR"] = cache_dir
@@ -176,8 +182,9 @@ def run(quick: bool = False) -> list[dict]:
         rows += _rows(res, f"B={b}", threads=threads or "all")
     one = 1 if device == "cpu" else None
     rgba = [[3, 64, b, backward, 2 if quick else 4] for backward in (False, True)]
-    res = _measure(fast, rgba, device, one, count_ops=True, rgba=True)
-    rows += _rows(res, f"B={b}", threads=one or "all")
+    for layout in ("face", "vertex"):  # the RGBA render with one colour per face, and per vertex
+        res = _measure(fast, rgba, device, one, count_ops=True, rgba=layout)
+        rows += _rows(res, f"B={b}", threads=one or "all")
     rows += _rows(_measure(["inductor"], b64, device, one, count_ops=True), f"B={b}", threads=one or "all")
 
     # First call (compile) with an empty cache and with the one just filled.
