@@ -329,14 +329,27 @@ def silhouette_forward(fr, boxes, f, s, stride, lanes, sigma, threshold, prod, b
                 alpha[img, q0 + np.uint64(c)] = 1 - a if prod else a / f
 
 
+@njit(inline="always")
+def _alpha_factor(grad_alpha, acc, prod, f, s, stride, per_pixel, img):  # pragma: no cover
+    """:func:`silhouette_backward`'s per-pixel factor for image img, into per_pixel (S·stride, in rows of ``stride``
+    pixels, the padding set to 0): ∂loss/∂alpha·(1 − alpha) ('prod') or ∂loss/∂alpha/F ('sum'), from grad_alpha
+    (B, S·S) and the forward's acc. Vector code, one row at a time."""
+    for r in range(s):
+        row, local, q0 = np.uint64((img * s + r) * stride), np.uint64(r * stride), np.uint64(r * s)
+        for c in range(s):
+            g = grad_alpha[img, q0 + np.uint64(c)]
+            per_pixel[local + np.uint64(c)] = g * acc[row + np.uint64(c)] if prod else g / f
+        for c in range(s, stride):
+            per_pixel[local + np.uint64(c)] = 0.0
+
+
 @njit(**_KERNEL)
 def silhouette_backward(fr, boxes, f, s, stride, lanes, sigma, threshold, prod, grad_alpha, acc, grad, per_pixel,
                         lo, hi):  # pragma: no cover
     """grad (N, 3, ≥2) −= ∂loss/∂corners for faces lo … hi − 1, each cell evaluated again as in
     :func:`silhouette_forward`, from grad_alpha (B, S·S) = ∂loss/∂alpha (the output's dtype) and the forward's acc.
-    Each image's per-pixel factor, ∂loss/∂alpha·(1 − alpha) ('prod') or ∂loss/∂alpha/F ('sum'), is computed when
-    the piece reaches the image's first face, into this piece's own per_pixel (S·stride), as in
-    :func:`rgba_backward`. A face's 12 sums are kept per lane (``part``, sum n of lane l at n·LANES + l) and added
+    Each image's per-pixel factor (:func:`_alpha_factor`) is computed when the piece reaches the image's first face,
+    into this piece's own per_pixel (S·stride), as in :func:`rgba_backward`. A face's 12 sums are kept per lane (``part``, sum n of lane l at n·LANES + l) and added
     up in a fixed order after its last row: a face's gradient does not depend on the thread that computes it."""
     step, x_first, radius = 2 / s, (1 - s) / s, math.sqrt(threshold)
     inv_sigma = 1 / sigma
@@ -346,13 +359,7 @@ def silhouette_backward(fr, boxes, f, s, stride, lanes, sigma, threshold, prod, 
     for i in range(lo, hi):
         img = i // f
         if img != current:
-            for r in range(s):
-                row, local, q0 = np.uint64((img * s + r) * stride), np.uint64(r * stride), np.uint64(r * s)
-                for c in range(s):
-                    g = grad_alpha[img, q0 + np.uint64(c)]
-                    per_pixel[local + np.uint64(c)] = g * acc[row + np.uint64(c)] if prod else g / f
-                for c in range(s, stride):
-                    per_pixel[local + np.uint64(c)] = 0.0
+            _alpha_factor(grad_alpha, acc, prod, f, s, stride, per_pixel, img)
             current = img
         t = _face(fr, i)
         part[:] = 0.0
@@ -530,7 +537,7 @@ def rgba_forward(fr, boxes, colors, f, s, stride, lanes, sigma, threshold, prod,
     computed, and the results of a lane that is culled, beyond the span or not coloured selected away; the padding
     takes the lanes beyond the image's last column."""
     step, x_first, radius = 2 / s, (1 - s) / s, math.sqrt(threshold)
-    inv_sigma, inv_gamma, inv_range = 1 / sigma, 1 / gamma, 1 / (far - near)
+    inv_sigma, inv_gamma, inv_range, inv_f = 1 / sigma, 1 / gamma, 1 / (far - near), 1 / f
     den0 = math.exp(eps * inv_gamma)
     bg0, bg1, bg2 = background[0] * den0, background[1] * den0, background[2] * den0
     for unit in range(lo, hi):
@@ -558,7 +565,6 @@ def rgba_forward(fr, boxes, colors, f, s, stride, lanes, sigma, threshold, prod,
                         acc[p], shift[p], den[p], n0[p], n1[p], n2[p] = _rgba_pixel(
                             acc[p], shift[p], den[p], n0[p], n1[p], n2[p], prod, keep, colored, e, d, z, w0, w1, w2,
                             cc, far, inv_range, inv_gamma)
-        inv_f = 1 / f
         for r in range(band_lo, band_hi + 1):
             row, q0 = np.uint64((img * s + r) * stride), np.uint64(r * s)
             for c in range(s):
