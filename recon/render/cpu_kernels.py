@@ -349,8 +349,9 @@ def silhouette_backward(fr, boxes, f, s, stride, lanes, sigma, threshold, prod, 
     """grad (N, 3, ≥2) −= ∂loss/∂corners for faces lo … hi − 1, each cell evaluated again as in
     :func:`silhouette_forward`, from grad_alpha (B, S·S) = ∂loss/∂alpha (the output's dtype) and the forward's acc.
     Each image's per-pixel factor (:func:`_alpha_factor`) is computed when the piece reaches the image's first face,
-    into this piece's own per_pixel (S·stride), as in :func:`rgba_backward`. A face's 12 sums are kept per lane (``part``, sum n of lane l at n·LANES + l) and added
-    up in a fixed order after its last row: a face's gradient does not depend on the thread that computes it."""
+    into this piece's own per_pixel (S·stride), as in :func:`rgba_backward`. A face's 12 sums are kept per lane
+    (``part``, sum n of lane l at n·LANES + l) and added up in a fixed order after its last row: a face's gradient
+    does not depend on the thread that computes it."""
     step, x_first, radius = 2 / s, (1 - s) / s, math.sqrt(threshold)
     inv_sigma = 1 / sigma
     part = np.zeros(12 * LANES)
