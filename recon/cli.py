@@ -116,6 +116,11 @@ class ReconCLI(LightningCLI):
         # a missing data file stops the run here, before any run folder, log or W&B run exists (an existing
         # file was already checked when the DataModule was built)
         self.datamodule.check_file(self.subcommand)
+        # W&B looks for the git repository from its folder when its run starts, and warns ("git root … does not
+        # exist") when that folder is not there yet, as for any new run folder: made now that the data is checked
+        for logger in self.trainer.loggers:
+            if isinstance(logger, WandbLogger) and logger.save_dir:
+                Path(logger.save_dir).mkdir(parents=True, exist_ok=True)
 
     @override
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:

@@ -223,3 +223,16 @@ def test_wandb_run_names_tell_encoders_and_colour_models_apart(monkeypatch):
         assert init_args.group == "synthetic"
         assert init_args.tags[1:] == ["synthetic"]
     assert names == ["resnet-synthetic-s3", "baseline-synthetic-s3", "baseline+color-synthetic-s3"]
+
+
+def test_the_wandb_folder_exists_before_its_run_starts(shrink_flags, tmp_path):
+    # W&B warns "git root <folder> does not exist" at the start of a run whose folder is not there yet (inside a
+    # git checkout with a remote, as a user's clone): every fresh run folder would print it.
+    from lightning.pytorch.loggers import WandbLogger
+
+    from recon.cli import ReconCLI
+
+    cli = ReconCLI(args=["-c", DEFAULT, *shrink_flags()], run=False)
+    (logger,) = [lg for lg in cli.trainer.loggers if isinstance(lg, WandbLogger)]
+    assert Path(logger.save_dir) == tmp_path / "run" and (tmp_path / "run").is_dir()
+    assert not (tmp_path / "run" / "wandb").exists()  # the folder only: no W&B run was started
