@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import torch
 from jsonargparse import Namespace
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
@@ -90,6 +91,23 @@ class ReconCLI(LightningCLI):
         parser.link_arguments("data", "model.category_names", compute_fn=_category_names, apply_on="instantiate")
 
     @override
+    def _parse_ckpt_path(self) -> None:
+        """Lightning's: with ``--ckpt_path FILE`` the model is built from the hyperparameters the checkpoint saved,
+        whatever the config says. Where they differ (a ResNet config given a baseline checkpoint), one line says
+        which settings the checkpoint's replaced: the numbers are the checkpoint's model's."""
+        subcommand = self.config.get("subcommand")
+        before = self.config[subcommand].get("model") if subcommand else None
+        before = before.clone() if isinstance(before, Namespace) else before
+        super()._parse_ckpt_path()
+        after = self.config[subcommand].get("model") if subcommand else None
+        if not isinstance(before, Namespace) or not isinstance(after, Namespace):
+            return
+        changed = _model_changes(before, after)
+        if changed:
+            _notice(f"recon {subcommand}: the model is built from {self.config[subcommand].ckpt_path}'s saved "
+                    f"settings, not the config's: {'; '.join(changed)}")
+
+    @override
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
         root = config.trainer.get("default_root_dir")
@@ -121,6 +139,28 @@ class ReconCLI(LightningCLI):
         for logger in self.trainer.loggers:
             if isinstance(logger, WandbLogger) and logger.save_dir:
                 Path(logger.save_dir).mkdir(parents=True, exist_ok=True)
+        self._check_checkpoint()
+
+    def _check_checkpoint(self) -> None:
+        """A checkpoint to restore (``--ckpt_path FILE``, or ``last``: the run's ``last.ckpt``) that another model
+        saved is refused now, in one line (:meth:`ReconModule.check_checkpoint`), before the run or its W&B run
+        starts. A file this cannot read is left to Lightning, which says why when it restores it."""
+        if not self.subcommand or not isinstance(self.model, ReconModule):
+            return
+        ckpt_path = self.config[self.subcommand].get("ckpt_path")
+        if ckpt_path == "last":
+            names = [Path(cb.dirpath) / f"{cb.CHECKPOINT_NAME_LAST}{cb.FILE_EXTENSION}"
+                     for cb in self.trainer.checkpoint_callbacks if getattr(cb, "dirpath", None)]
+            path = next((name for name in names if name.is_file()), None)
+        else:
+            path = Path(ckpt_path) if ckpt_path and Path(ckpt_path).is_file() else None
+        if path is None:
+            return
+        try:
+            checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except Exception:  # noqa: BLE001 (unreadable here, e.g. pickled objects: Lightning's restore decides)
+            return
+        self.model.check_checkpoint(checkpoint, path)
 
     @override
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
@@ -140,6 +180,40 @@ class ReconCLI(LightningCLI):
                 if getattr(callback, "dirpath", None):
                     io.sweep(Path(callback.dirpath))
         return trainer
+
+
+_LINKED = {"category_names"}  # model settings the CLI fills from the data (a config leaves them unset)
+_LINKED_ARGS = {"latent_dim"}  # arguments the CLI fills from another setting (the colour head's, from the encoder's)
+
+
+def _model_changes(before: Namespace, after: Namespace) -> list[str]:
+    """``key old → new`` for each model setting that differs: a class by its name (``encoder ResNetEncoder →
+    BaselineEncoder``), the same class by its differing arguments (``encoder.init_args.dim 256 → 512``)."""
+
+    def name(value: Any) -> str:
+        if isinstance(value, Namespace) and value.get("class_path"):
+            return str(value.class_path).rsplit(".", 1)[-1]
+        return repr(value.as_dict() if isinstance(value, Namespace) else value)
+
+    changes = []
+    for key in sorted(set(vars(before)) | set(vars(after))):
+        old, new = before.get(key), after.get(key)
+        if key in _LINKED or old == new:
+            continue
+        same_class = isinstance(old, Namespace) and isinstance(new, Namespace) and old.get("class_path") == new.get(
+            "class_path")
+        if not same_class:
+            changes.append(f"{key} {name(old)} → {name(new)}")
+            continue
+        for leaf in sorted(set(old.keys()) | set(new.keys())):
+            if old.get(leaf) != new.get(leaf) and not leaf.endswith(tuple(f".{k}" for k in _LINKED_ARGS)):
+                changes.append(f"{key}.{leaf} {name(old.get(leaf))} → {name(new.get(leaf))}")
+    return changes
+
+
+@rank_zero_only
+def _notice(line: str) -> None:
+    print(line, file=sys.stderr)
 
 
 def _name_wandb_run(init_args: Namespace, config: Namespace) -> None:
@@ -231,5 +305,8 @@ def main(args: ArgsType = None) -> int:
         if debug():
             raise
         print(f"recon {subcommand}: error: {error}", file=sys.stderr)
+        wandb = sys.modules.get("wandb")
+        if wandb is not None and getattr(wandb, "run", None) is not None:
+            wandb.finish(exit_code=1)  # marked failed; a later call from the same process starts its own run
         return 1
     return 0

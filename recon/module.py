@@ -172,8 +172,28 @@ class ReconModule(LightningModule):
 
     @override
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if self._trainer is not None and self.strict_loading:  # `load_from_checkpoint(strict=False)` is the user's
+            self.check_checkpoint(checkpoint, getattr(self._trainer, "ckpt_path", None) or "the checkpoint")
         # validate/test restore only the weights (the trainer's step stays 0): σ must follow the trained step
         self._restored_step = int(checkpoint.get("global_step", 0))
+
+    def check_checkpoint(self, checkpoint: dict[str, Any], path: object) -> None:
+        """Raise :class:`~recon.errors.ConfigError`, one line naming both models, when ``checkpoint`` (loaded from
+        ``path``) holds weights this model cannot take (another encoder, decoder or colour head: a ResNet config
+        resuming a baseline run's ``last.ckpt``), where Lightning would print every mismatched tensor in a
+        traceback. The ``recon`` command checks before the run starts; a restore checks again."""
+        saved, own = checkpoint.get("state_dict"), self.state_dict()
+        if not isinstance(saved, dict):
+            return
+        differ = sorted(set(saved) ^ set(own)) + sorted(
+            key for key in set(saved) & set(own) if tuple(saved[key].shape) != tuple(own[key].shape))
+        if not differ:
+            return
+        raise ConfigError(
+            f"{path} holds another model ({_architecture(checkpoint.get('hyper_parameters') or {})}) than this "
+            f"config builds ({_architecture(self.hparams)}): {len(differ)} of its weights do not fit, e.g. "
+            f"{differ[0]}; use the config it was trained with (config.yaml in its run folder), or give this run a "
+            "folder of its own (--trainer.default_root_dir)")
 
     @override
     def configure_optimizers(self) -> dict[str, Any]:
@@ -252,3 +272,20 @@ class ReconModule(LightningModule):
 def _finite(value: Tensor) -> Tensor:
     """NaN (an eval set without items) becomes 0, so checkpointing on ``val/miou`` never sees NaN."""
     return torch.nan_to_num(value, nan=0.0)
+
+
+def _architecture(hparams: Any) -> str:
+    """``encoder BaselineEncoder(dim=512), decoder SphereDecoder, colors none`` from saved or live hyperparameters
+    (config entries ``{class_path, init_args}``, or modules)."""
+    parts = []
+    for key in ("encoder", "decoder", "colors"):
+        value = hparams.get(key) if hasattr(hparams, "get") else None
+        if value is None:
+            parts.append(f"{key} {'none' if key == 'colors' else 'default'}")
+        elif isinstance(value, dict) and value.get("class_path"):
+            args = value.get("init_args") or {}
+            dim = f"(dim={args['dim']})" if "dim" in args else ""
+            parts.append(f"{key} {str(value['class_path']).rsplit('.', 1)[-1]}{dim}")
+        else:
+            parts.append(f"{key} {type(value).__name__}")
+    return ", ".join(parts)

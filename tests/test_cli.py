@@ -107,6 +107,35 @@ def test_resume_from_last_continues_at_the_saved_step_with_its_schedule(shrink_f
     assert float(steps[3]["train/lr"]) == pytest.approx(3e-5)  # and the restored LambdaLR drops the lr at the same step
 
 
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore:Checkpoint directory .* exists and is not empty")
+def test_a_checkpoint_of_another_model_is_named_not_dumped(shrink_flags, tmp_path, capsys):
+    # A baseline run, then the ResNet config pointed at it: resuming its last.ckpt is refused in one line that
+    # names both models (not Lightning's traceback listing every tensor), and the checkpoint is left as it was;
+    # testing a checkpoint file builds the checkpoint's own model (Lightning's rule), and one line says so.
+    run = tmp_path / "run"
+    resnet = str(CONFIGS / "encoder" / "resnet.yaml")
+    assert main(["fit", "-c", DEFAULT, *shrink_flags()]) == 0
+    last = run / "checkpoints" / "last.ckpt"
+    saved, wandb_runs = last.read_bytes(), set((run / "wandb").glob("offline-run-*"))
+    capsys.readouterr()
+    assert main(["fit", "-c", DEFAULT, "-c", resnet, *shrink_flags({"trainer.max_steps": 4}), "--ckpt_path=last"]) == 1
+    (error,) = [line for line in capsys.readouterr().err.splitlines() if line.startswith("recon fit: error")]
+    assert f"{last} holds another model (encoder BaselineEncoder(dim=512)" in error
+    assert "than this config builds (encoder ResNetEncoder(dim=512)" in error and "Traceback" not in error
+    assert last.read_bytes() == saved
+    assert set((run / "wandb").glob("offline-run-*")) == wandb_runs  # refused before the run (and W&B's) started
+
+    assert main(["test", "-c", DEFAULT, "-c", resnet, *shrink_flags(), f"--ckpt_path={last}"]) == 0
+    err = capsys.readouterr().err
+    assert f"recon test: the model is built from {last}'s saved settings, not the config's: encoder ResNetEncoder " \
+           "→ BaselineEncoder" in err
+    assert json.loads((run / "results.json").read_text())["checkpoint"].endswith("last.ckpt")
+    capsys.readouterr()
+    assert main(["test", "-c", DEFAULT, *shrink_flags(), f"--ckpt_path={last}"]) == 0
+    assert "saved settings" not in capsys.readouterr().err  # the config's own model: nothing to say
+
+
 def _printed_config(*args: str, capsys) -> dict:
     with pytest.raises(SystemExit) as exit_info:
         main(["fit", *args, "--print_config"])

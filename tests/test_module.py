@@ -153,3 +153,23 @@ def test_overfitting_a_handful_of_objects_drives_the_silhouette_loss_down(overfi
         optimizer.step()
         losses.append(out.loss_sil.item())
     assert losses[-1] < 0.75 * losses[0], losses
+
+
+def test_a_checkpoint_of_another_model_is_refused_in_one_line(tmp_path):
+    # The restore's own check (the recon command checks earlier; a script calling the Trainer has only this one):
+    # a ResNet's weights offered to a baseline module name both models, not every mismatched tensor.
+    resnet = ReconModule(encoder=ResNetEncoder(dim=64), category_names=["airplane"])
+    path = tmp_path / "resnet.ckpt"
+    saved = {"encoder": {"class_path": "recon.models.ResNetEncoder", "init_args": {"dim": 64}}}  # as the CLI saves
+    torch.save({"state_dict": resnet.state_dict(), "hyper_parameters": saved, "global_step": 7,
+                "pytorch-lightning_version": pl.__version__}, path)
+    baseline = ReconModule(encoder=BaselineEncoder(dim=64), category_names=["airplane"])
+    trainer = pl.Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False)
+    loader = DataLoader([_batch(2)], batch_size=None)
+    with pytest.raises(ConfigError, match=r"resnet\.ckpt holds another model \(encoder ResNetEncoder\(dim=64\), "
+                                          r"decoder default, colors none\) than this config builds \(encoder "
+                                          r"BaselineEncoder, decoder default, colors none\): \d+ of its weights"):
+        trainer.validate(baseline, loader, ckpt_path=path)
+    same = ReconModule(encoder=ResNetEncoder(dim=64), category_names=["airplane"])
+    same.check_checkpoint(torch.load(path, weights_only=False), path)  # its own kind of model: accepted
