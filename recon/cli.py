@@ -139,6 +139,11 @@ class ReconCLI(LightningCLI):
         for logger in self.trainer.loggers:
             if isinstance(logger, WandbLogger) and logger.save_dir:
                 Path(logger.save_dir).mkdir(parents=True, exist_ok=True)
+            init = getattr(logger, "_wandb_init", None) if isinstance(logger, WandbLogger) else None
+            if isinstance(init, dict) and init.get("anonymous") is None:
+                # Lightning passes anonymous=None, which W&B (≥ 0.23) warns about at every start although it is
+                # W&B's own default: left out, the same run starts without the warning
+                init.pop("anonymous", None)
         self._check_checkpoint()
 
     def _check_checkpoint(self) -> None:

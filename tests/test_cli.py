@@ -188,6 +188,7 @@ def test_console_entry_point_runs(shrink_flags, tmp_path):
                          capture_output=True, text=True, timeout=600, env={**os.environ, "WANDB_MODE": "offline"})
     assert fit.returncode == 0, fit.stderr[-2000:]
     assert (tmp_path / "run" / "checkpoints" / "last.ckpt").is_file()
+    assert "wandb: WARNING" not in fit.stdout + fit.stderr  # a fresh run prints none of W&B's setup warnings
 
 
 # ------------------------------------------------------------------------------ predict inputs (PNG)
