@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 import os
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -293,6 +294,8 @@ def main(args: ArgsType = None) -> int:
 
         return sweep(argv[1:])
     keep_freed_memory()  # megabyte-sized temporaries otherwise page-fault afresh every step
+    # Lightning 2.6 calls a torch pytree API that torch 2.13 deprecates, once per run: nothing a user can change
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
     subcommand = next((arg for arg in argv if not arg.startswith("-")), "")
     forget_interrupts()
     try:
