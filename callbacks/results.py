@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -112,8 +113,12 @@ class VoxelIoULogger(Callback):
             logger.log_metrics({self.key: table}, step=trainer.global_step)
             run = logger.experiment
             run.summary.update(summary)
+            # The W&B run's own copies, not links to the run folder's files, which a later `recon test` in the same
+            # folder rewrites: an offline run synced afterwards would otherwise upload that test's numbers as its own
+            files = Path(run.dir)
             for path in (json_path, md_path):
-                run.save(str(path), base_path=str(folder), policy="now")
+                shutil.copyfile(path, files / path.name)
+                run.save(str(files / path.name), base_path=str(files), policy="now")
 
     def collect(self, trainer: Trainer, pl_module: LightningModule) -> dict[str, Any]:
         """The plain dict written to ``results.json`` (see the class docstring)."""
