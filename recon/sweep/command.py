@@ -47,7 +47,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         command = parse_command(sys.argv[2:] if argv is None else argv)
         check_fit_args(command.fit_args, command.space)
     except SearchSpaceError as error:
-        console.print(f"[red]error:[/red] {error}", highlight=False)
+        console.print(f"recon sweep: [red]error:[/red] {error}", highlight=False)  # as `recon fit: error: …`
         return 2
     options = command.options
     options.folder.mkdir(parents=True, exist_ok=True)
@@ -66,7 +66,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if options.test_best:
             test_best(command, study, url)
     except SweepStopped as error:
-        console.print(f"[red]error:[/red] {error}", highlight=False)
+        console.print(f"recon sweep: [red]error:[/red] {error}", highlight=False)  # as `recon fit: error: …`
         return 1
     except KeyboardInterrupt:
         console.print(f"sweep {options.name} interrupted; the same command continues it (interrupted trials are retried)")

@@ -27,6 +27,10 @@ class _ParseOnlyCLI(ReconCLI):
     """``recon fit``'s parser and config, nothing instantiated."""
 
     @override
+    def _set_seed(self) -> None:  # parsing only: no "Seed set to …" line per probe, the process's RNGs untouched
+        pass
+
+    @override
     def before_instantiate_classes(self) -> None:
         pass
 
@@ -54,7 +58,7 @@ def check_fit_args(fit_args: Sequence[str], space: SearchSpace) -> None:
     try:
         parse_fit_args(fit_args)
     except ValueError as error:
-        raise SearchSpaceError(f"recon sweep: `recon fit` rejects the sweep's configs and flags: {error}") from None
+        raise SearchSpaceError(f"`recon fit` rejects the sweep's configs and flags: {error}") from None
     for probe in space.probes():
         try:
             parse_fit_args([*fit_args, *(fit_flag(key, value) for key, value in probe.items())])

@@ -103,7 +103,7 @@ def parse_command(argv: Sequence[str]) -> SweepCommand:
     parsed = option_parser().parse_args(own)
     if len(spaces) != 1:
         found = ", ".join(str(space.path) for space in spaces) or "none"
-        raise SearchSpaceError(f"recon sweep: expected one search-space file among the -c files (e.g. "
+        raise SearchSpaceError(f"expected one search-space file among the -c files (e.g. "
                                f"-c configs/sweep/recipe.yaml), found {found}")
     space = spaces[0]
     settings = space.settings
@@ -130,5 +130,5 @@ def _read_space(path: str) -> SearchSpace | None:
 
 def _positive(option: str, value: Any) -> int:
     if not isinstance(value, int) or value < 1:
-        raise SearchSpaceError(f"recon sweep: {option} must be a positive whole number, got {value!r}")
+        raise SearchSpaceError(f"{option} must be a positive whole number, got {value!r}")
     return value
