@@ -189,7 +189,7 @@ class ReconCLI(LightningCLI):
 
 
 _LINKED = {"category_names"}  # model settings the CLI fills from the data (a config leaves them unset)
-_LINKED_ARGS = {"latent_dim"}  # arguments the CLI fills from another setting (the colour head's, from the encoder's)
+_LINKED_ARGS = (".latent_dim",)  # arguments the CLI fills from another setting (the colour head's, from the encoder's)
 
 
 def _model_changes(before: Namespace, after: Namespace) -> list[str]:
@@ -212,7 +212,7 @@ def _model_changes(before: Namespace, after: Namespace) -> list[str]:
             changes.append(f"{key} {name(old)} → {name(new)}")
             continue
         for leaf in sorted(set(old.keys()) | set(new.keys())):
-            if old.get(leaf) != new.get(leaf) and not leaf.endswith(tuple(f".{k}" for k in _LINKED_ARGS)):
+            if old.get(leaf) != new.get(leaf) and not leaf.endswith(_LINKED_ARGS):
                 changes.append(f"{key}.{leaf} {name(old.get(leaf))} → {name(new.get(leaf))}")
     return changes
 
@@ -277,10 +277,16 @@ def run_cli(args: ArgsType = None) -> ReconCLI:
     (``fit`` then ``test`` from Python or a test) starts its own run instead of logging into the first.
     """
     cli = ReconCLI(args=args)
+    _finish_wandb_run()
+    return cli
+
+
+def _finish_wandb_run(exit_code: int | None = None) -> None:
+    """Finish the W&B run this process has open, if any (``exit_code`` 1 marks it failed), so that a later call
+    from the same process starts a run of its own."""
     wandb = sys.modules.get("wandb")
     if wandb is not None and getattr(wandb, "run", None) is not None:
-        wandb.finish()
-    return cli
+        wandb.finish(exit_code=exit_code)
 
 
 def main(args: ArgsType = None) -> int:
@@ -313,8 +319,6 @@ def main(args: ArgsType = None) -> int:
         if debug():
             raise
         print(f"recon {subcommand}: error: {error}", file=sys.stderr)
-        wandb = sys.modules.get("wandb")
-        if wandb is not None and getattr(wandb, "run", None) is not None:
-            wandb.finish(exit_code=1)  # marked failed; a later call from the same process starts its own run
+        _finish_wandb_run(exit_code=1)
         return 1
     return 0
