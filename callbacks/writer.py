@@ -9,8 +9,10 @@ from typing import Any
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import BasePredictionWriter
 from rich.console import Console
+from rich.markup import escape
 from typing_extensions import override
 
+from recon.atomic import write_text
 from recon.models import PredictedMesh
 from recon.prediction import preview_renderer, write_prediction
 from recon.step import StepOutput
@@ -20,7 +22,8 @@ class MeshWriter(BasePredictionWriter):
     """Write what the model predicts as mesh files (OBJ and GLB; PLY too with colours).
 
     - ``predict``: per input image ``<name>.obj``, ``.glb`` (``.ply``) and a ``<name>.png`` preview (the input,
-      then the mesh from four sides) in ``dirpath`` (default ``<default_root_dir>/predictions``);
+      then the mesh from four sides) in ``dirpath`` (default ``<default_root_dir>/predictions``), and
+      ``skipped.txt`` (file, tab, reason per line) when some input images could not be read;
     - ``test``: only with a ``dirpath``: the mesh from view a of every test item as
       ``<dirpath>/test/<category>/<object>_v<view>.obj`` (and ``.glb``/``.ply``), from the step's outputs.
 
@@ -57,8 +60,19 @@ class MeshWriter(BasePredictionWriter):
 
     @override
     def on_predict_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        if trainer.is_global_zero and self._folder is not None:
-            Console().print(f"predicted meshes written to [bold]{self._folder}[/bold]")
+        if not trainer.is_global_zero or self._folder is None:
+            return
+        skipped = _skipped_images(trainer)
+        listing = self._folder / "skipped.txt"
+        if skipped:
+            write_text(listing, "".join(f"{file}\t{reason}\n" for file, reason in skipped))
+        else:
+            listing.unlink(missing_ok=True)  # a list from an earlier run into this folder
+        console = Console()
+        console.print(f"predicted meshes written to [bold]{escape(str(self._folder))}[/bold]")
+        if skipped:
+            console.print(f"skipped {len(skipped)} unreadable images, listed in {escape(str(listing))}",
+                          highlight=False)
 
     @override
     def on_test_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any,
@@ -71,3 +85,10 @@ class MeshWriter(BasePredictionWriter):
             name = f"{int(batch['object_index'][index]):05d}_v{int(batch['views_a'][index]):02d}"
             color = outputs.colors[index] if outputs.colors is not None else None
             write_prediction(self._folder / "test" / category, name, mesh, pl_module.faces, colors=color)
+
+
+def _skipped_images(trainer: Trainer) -> list[tuple[Path, str]]:
+    """The ``(file, reason)`` of every input image the predict loaders left out as unreadable."""
+    loaders = trainer.predict_dataloaders
+    loaders = loaders if isinstance(loaders, Sequence) else [loaders]
+    return [item for loader in loaders if loader is not None for item in getattr(loader.dataset, "skipped", [])]

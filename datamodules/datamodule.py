@@ -23,6 +23,8 @@ from recon.datamodules.samplers import (
 )
 from recon.errors import ConfigError, DataFileError
 
+SKIPPED_SHOWN = 20  # unreadable predict images named on the console; the writer's skipped.txt lists them all
+
 DEFAULT_SYNTHETIC_PATH = "data/synthetic.h5"
 
 
@@ -265,4 +267,9 @@ class ViewPairDataModule(pl.LightningDataModule):
 
         size = self.image_size or (self.info.layout.image_size if Path(self.path).exists() else 64)
         dataset = ImageFolderDataset(self.predict_images, image_size=size)
+        if dataset.skipped and (self.trainer is None or self.trainer.is_global_zero):
+            for file, reason in dataset.skipped[:SKIPPED_SHOWN]:
+                print(f"skipped {file}: {reason}", flush=True)
+            if len(dataset.skipped) > SKIPPED_SHOWN:
+                print(f"skipped {len(dataset.skipped) - SKIPPED_SHOWN} more unreadable images", flush=True)
         return DataLoader(dataset, batch_size=self.eval_batch_size, num_workers=self.num_workers)

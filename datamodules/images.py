@@ -72,16 +72,39 @@ def view_from_image(image: Image.Image, image_size: int = 64) -> Tensor:
     return view.contiguous()
 
 
+def unreadable(file: Path) -> str | None:
+    """Why ``file`` cannot be read as an image (PIL's reason, e.g. a truncated file or a text file named
+    ``.png``), or None when it can. The file is decoded in full: checking its header and checksums alone misses
+    a damaged compressed stream."""
+    try:
+        with Image.open(file) as image:
+            image.load()
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
+        return f"cannot read it as an image ({error})"
+    return None
+
+
 class ImageFolderDataset(Dataset):
     """PNG images named by a folder or glob, as model inputs.
 
     Items: ``{"images": (4, S, S) float32 in [0, 1] (see :func:`view_from_image`), "name": file stem}``; the
     default collate turns a batch into ``images (B, 4, S, S)`` and ``name`` a list of strings. Stems are made
     unique (``chair``, ``chair-1``) when a glob spans folders, since outputs are written as ``<name>.obj``.
+
+    Every file is checked when the dataset is made (:func:`unreadable`): one that is not an image, or is
+    truncated or damaged, is left out and listed in ``skipped`` as ``(file, reason)``, so that one bad file in a
+    large folder does not stop the others. ``DataFileError`` when no file is readable.
     """
 
     def __init__(self, pattern: str | os.PathLike[str], image_size: int = 64) -> None:
-        self.files = find_images(pattern)
+        found = find_images(pattern)
+        checked = [(file, unreadable(file)) for file in found]
+        self.files = [file for file, reason in checked if reason is None]
+        self.skipped = [(file, reason) for file, reason in checked if reason is not None]
+        if not self.files:
+            file, reason = self.skipped[0]
+            more = f" (and the other {len(found) - 1})" if len(found) > 1 else ""
+            raise DataFileError(f"no readable image matches {str(pattern)!r}: {file}: {reason}{more}")
         self.image_size = image_size
         self.names: list[str] = []
         seen: dict[str, int] = {}
@@ -98,6 +121,6 @@ class ImageFolderDataset(Dataset):
         try:
             with Image.open(file) as image:
                 view = view_from_image(image, self.image_size)
-        except OSError as error:
+        except (OSError, SyntaxError) as error:  # PIL raises SyntaxError for some broken PNG chunks
             raise DataFileError(f"{file}: cannot read it as an image ({error})") from error
         return {"images": view, "name": self.names[index]}

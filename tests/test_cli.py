@@ -51,7 +51,7 @@ def _write_pngs(h5_path: Path, folder: Path) -> list[str]:
 
 
 @pytest.mark.slow
-def test_fit_then_test_then_predict(shrink_flags, tiny_h5, tmp_path):
+def test_fit_then_test_then_predict(shrink_flags, tiny_h5, tmp_path, capsys):
     run = tmp_path / "run"
     main(["fit", "-c", DEFAULT, *shrink_flags()])
     checkpoints = run / "checkpoints"
@@ -80,12 +80,19 @@ def test_fit_then_test_then_predict(shrink_flags, tiny_h5, tmp_path):
     assert exported == [f"00000_v{view:02d}.obj" for view in range(4)]  # one mesh per (object, view)
 
     names = _write_pngs(tiny_h5, tmp_path / "images")
+    cut = tmp_path / "images" / "cut short.png"  # one damaged file among them is skipped, not fatal
+    cut.write_bytes((tmp_path / "images" / "plane.png").read_bytes()[:300])
     out = tmp_path / "predicted"
+    capsys.readouterr()
     main(["predict", "-c", DEFAULT, *shrink_flags(), f"--ckpt_path={checkpoints / 'last.ckpt'}",
           f"--data.predict_images={tmp_path / 'images' / '*.png'}", f"--export.dirpath={out}"])  # fmt: skip
     for name in names:
         for suffix in (".obj", ".glb", ".png"):
             assert (out / f"{name}{suffix}").stat().st_size > 0
+    assert not list(out.glob("cut short.*"))
+    assert (out / "skipped.txt").read_text().startswith(f"{cut}\tcannot read it as an image (")
+    printed = capsys.readouterr().out
+    assert f"skipped {cut}: cannot read it as an image" in printed and "skipped 1 unreadable images" in printed
     with Image.open(out / "plane.png") as preview:
         assert preview.size == (5 * 128, 128)  # the input, then four views of the mesh
 

@@ -18,6 +18,7 @@ from recon.datamodules.datamodule import ViewPairDataModule
 from recon.datamodules.dataset import ViewPairDataset
 from recon.datamodules.h5 import ViewsLayout, ViewsWriter, open_views
 from recon.datamodules.samplers import EvalPairSampler, PairBatchSampler, TrainPairSampler, other_view
+from recon.errors import DataFileError
 from recon.render import eye_from_angles
 
 CATS = [SHAPENET_CATEGORIES[i] for i in (0, 4, 10)]  # airplane, chair, table
@@ -321,6 +322,28 @@ def test_predict_loader_reads_png_folders(tmp_path: Path) -> None:
     assert batch["images"].shape == (2, 4, 64, 64) and list(batch["name"]) == ["a", "b"]
     with pytest.raises(ValueError, match="predict_images"):
         ViewPairDataModule(str(tmp_path / "unused.h5")).predict_dataloader()
+
+
+def test_unreadable_predict_images_are_skipped_and_named(tmp_path: Path, capsys) -> None:
+    from PIL import Image
+
+    from recon.datamodules.images import ImageFolderDataset
+
+    Image.new("RGBA", (80, 80), (200, 30, 30, 255)).save(tmp_path / "good.png")
+    whole = (tmp_path / "good.png").read_bytes()
+    (tmp_path / "cut.png").write_bytes(whole[: len(whole) // 2])
+    (tmp_path / "notes.png").write_text("not an image")
+    dm = ViewPairDataModule(str(tmp_path / "unused.h5"), batch_size=4, predict_images=str(tmp_path))
+    batch = next(iter(dm.predict_dataloader()))
+    assert list(batch["name"]) == ["good"]
+    printed = capsys.readouterr().out.splitlines()
+    assert [line.split(":")[0] for line in printed] == [f"skipped {tmp_path / 'cut.png'}",
+                                                         f"skipped {tmp_path / 'notes.png'}"]
+    assert all("cannot read it as an image (" in line for line in printed)
+
+    (tmp_path / "good.png").unlink()
+    with pytest.raises(DataFileError, match=r"no readable image matches .*cut\.png: cannot read .*\(and the other 1\)"):
+        ImageFolderDataset(tmp_path)
 
 
 DDP_SCRIPT = """
