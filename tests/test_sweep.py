@@ -130,6 +130,7 @@ def test_a_killed_trial_is_retried_once_and_a_rerun_adds_trials_to_the_same_stud
     finally:
         driver.kill()
     assert driver.returncode == 0, errors.decode()[-3000:]
+    assert b"Traceback" not in errors  # the failed trial is one warning naming its fit.log
 
     first = read_trials(folder)
     assert [(row["trial"], row["state"], row["retry_of"]) for row in first] == [("0", "fail", ""), ("1", "complete", "0")]
@@ -143,6 +144,35 @@ def test_a_killed_trial_is_retried_once_and_a_rerun_adds_trials_to_the_same_stud
     assert all((folder / f"trial-{n}" / "config.yaml").is_file() for n in (2, 3))
     trials = optuna.load_study(study_name="resume", storage=open_storage(str(folder / "study.journal"))).trials
     assert trials[2].datetime_start < trials[3].datetime_complete and trials[3].datetime_start < trials[2].datetime_complete
+
+
+def test_ctrl_c_stops_the_sweep_and_its_trial_in_one_message_and_a_rerun_runs_the_trial_again(shrink_flags, tmp_path):
+    root = tmp_path / "sweeps"
+    space = write_space(tmp_path, {"sweep": {"name": "stop"}, **LR_SPACE})
+    folder = root / "stop"
+    # Ctrl-C in a terminal: SIGINT to the whole process group, the sweep and its trial's recon fit
+    args = sweep_args(space, shrink_flags(), root, "--sweep.trials", "1")
+    driver = subprocess.Popen([sys.executable, "-m", "recon", "sweep", *args], env=child_env(), stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        fit_pid = wait_for_fit_pid(driver, folder, "stop")
+        os.killpg(driver.pid, signal.SIGINT)
+        out, errors = driver.communicate(timeout=120)
+    finally:
+        driver.kill()
+    printed = (out + errors).decode()
+    assert driver.returncode == 130, printed[-3000:]
+    assert "sweep stop interrupted; the same command continues it" in printed
+    assert "Traceback" not in printed  # Optuna's warning names the trial, without the sweep's own frames
+    with pytest.raises(ProcessLookupError):
+        os.kill(fit_pid, 0)  # the trial's process ended with the sweep
+    assert [(row["trial"], row["state"]) for row in read_trials(folder)] == [("0", "interrupted")]
+
+    assert sweep_main(args) == 0  # the same command continues the sweep
+    rows = read_trials(folder)
+    assert [(row["trial"], row["state"], row["retry_of"]) for row in rows] == [("0", "interrupted", ""),
+                                                                              ("1", "complete", "0")]
+    assert rows[1]["model.lr"] == rows[0]["model.lr"]  # the interrupted trial's values, run again
 
 
 def test_two_processes_share_one_study_without_losing_or_duplicating_a_trial(shrink_flags, tmp_path):

@@ -8,6 +8,7 @@ study through one storage; each stops once the finished and running trials reach
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -28,7 +29,7 @@ from recon.sweep.report import TEST_RESULT, best_trial, write_plots, write_table
 from recon.sweep.runner import TrialFailed, TrialRunner, stop_running
 from recon.sweep.space import SearchSpaceError
 from recon.sweep.storage import storage_url
-from recon.sweep.study import count_trials, fail_orphans, open_study, retry_failed
+from recon.sweep.study import count_trials, fail_orphans, interrupted, open_study, retry_failed
 
 MAX_FAILURES_IN_A_ROW = 3  # a sweep whose every trial fails (a broken config) stops instead of burning the budget
 
@@ -39,10 +40,27 @@ class SweepStopped(RuntimeError):
     """The sweep cannot make progress: its trials keep failing."""
 
 
+class _NoTrialTraceback(logging.Filter):
+    """Optuna logs a failed trial with the traceback of what ended it. For a trial interrupted with the sweep
+    (Ctrl-C, SIGTERM) or whose ``recon fit`` failed (:class:`TrialFailed`, whose message names the trial's
+    fit.log) that traceback is only the sweep's own frames waiting on the process: the one-line warning stays."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], (KeyboardInterrupt, TrialFailed)):
+            record.exc_info = record.exc_text = None
+        return True
+
+
+_OPTUNA_TRIAL_LOGGER = "optuna.study._optimize"  # the logger of Optuna's "Trial N failed …" warning
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """``recon sweep ...`` (``argv`` without the word ``sweep``): exit status 0; 2 for a bad command or search
     space (before any trial); 1 when trials keep failing; 130 when interrupted (Ctrl-C or SIGTERM)."""
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    trial_logger = logging.getLogger(_OPTUNA_TRIAL_LOGGER)
+    if not any(isinstance(f, _NoTrialTraceback) for f in trial_logger.filters):
+        trial_logger.addFilter(_NoTrialTraceback())
     try:
         command = parse_command(sys.argv[2:] if argv is None else argv)
         check_fit_args(command.fit_args, command.space)
@@ -61,6 +79,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     console.print(f"sweep {options.name}: {count_trials(study).finished} of {options.trials} trials finished; "
                   f"{options.jobs} at a time, {threads} threads each; folder {options.folder}", highlight=False)
     previous = signal.signal(signal.SIGTERM, _terminate)
+    previous_int = signal.getsignal(signal.SIGINT)
+    if previous_int is signal.default_int_handler:  # (left alone where SIGINT is ignored, as in a nohup'd job)
+        signal.signal(signal.SIGINT, _terminate)
     try:
         run_trials(study, TrialRunner(command, url, threads), command, url)
         if options.test_best:
@@ -73,6 +94,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     finally:
         signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGINT, previous_int)
         write_tables(study, options.folder, url)
         write_plots(study, options.folder)
     best = best_trial(study)
@@ -90,7 +112,8 @@ def run_trials(study: optuna.Study, runner: TrialRunner, command: SweepCommand, 
 
     def after_trial(study: optuna.Study, trial: FrozenTrial) -> None:
         with lock:
-            failures[:] = [*failures, trial.number] if trial.state == TrialState.FAIL else []
+            failed = trial.state == TrialState.FAIL and not interrupted(trial)  # (a trial stopped with the sweep: not)
+            failures[:] = [*failures, trial.number] if failed else []
             if trial.state == TrialState.FAIL:
                 retry_failed(study)
             write_tables(study, options.folder, url)
@@ -147,8 +170,9 @@ def test_best(command: SweepCommand, study: optuna.Study, url: str) -> None:
 
 
 def _terminate(signum: int, frame: object) -> None:
-    """SIGTERM (a scheduler ending the job) is handled like Ctrl-C: the trial processes end too, their trials
-    are marked failed and retried when the sweep is run again."""
+    """Ctrl-C and SIGTERM (a scheduler ending the job) stop the sweep: every trial process ends too (with
+    ``--sweep.jobs`` > 1 those of the other threads, which a KeyboardInterrupt would not reach), and their trials
+    are marked failed, interrupted, and run again when the sweep is run again."""
     stop_running()
     raise KeyboardInterrupt
 

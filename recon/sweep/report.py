@@ -21,7 +21,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from recon.atomic import atomic_write, write_text
 from recon.sweep.fit_args import CALLBACK
-from recon.sweep.study import retry_of
+from recon.sweep.study import interrupted, retry_of
 
 PLOTS = {"history": "optimization history", "importances": "parameter importances",
          "parallel_coordinates": "parallel coordinates"}
@@ -37,7 +37,7 @@ def trial_rows(study: optuna.Study) -> tuple[list[str], list[dict[str, Any]]]:
     for trial in trials:
         row: dict[str, Any] = {
             "trial": trial.number,
-            "state": trial.state.name.lower(),
+            "state": "interrupted" if trial.state == TrialState.FAIL and interrupted(trial) else trial.state.name.lower(),
             "val_miou": "" if trial.value is None else f"{trial.value:.6f}",
             "seconds": "" if trial.duration is None else f"{trial.duration.total_seconds():.1f}",
             "last_step": "" if trial.last_step is None else trial.last_step,
@@ -114,7 +114,7 @@ def _relocated(value: Any, old: str, new: str) -> Any:
 def summary_markdown(study: optuna.Study, folder: Path, storage_url: str, keys: list[str],
                      rows: list[dict[str, Any]], best: FrozenTrial | None) -> str:
     states = [row["state"] for row in rows]
-    counts = ", ".join(f"{states.count(s)} {s}" for s in ("complete", "pruned", "fail", "running", "waiting") if s in states)
+    counts = ", ".join(f"{states.count(s)} {s}" for s in ("complete", "pruned", "fail", "interrupted", "running", "waiting") if s in states)
     lines = [f"# Sweep `{folder.name}`", "",
              f"Study `{study.study_name}` in `{storage_url}`; objective: each trial's best `val/miou` on the "
              "validation split, maximised (the test split is never used for selection). "

@@ -18,14 +18,16 @@ import optuna
 from recon.sweep.callback import read_result
 from recon.sweep.fit_args import trial_args
 from recon.sweep.options import SweepCommand
-from recon.sweep.study import claim
+from recon.sweep.study import claim, mark_interrupted
 
 FIT_LOG = "fit.log"
 RUNNING: set[subprocess.Popen] = set()  # the trial processes of this sweep, ended with it (see stop_running)
+# how a recon fit that was told to stop ends: exit status 130/143 (its own SIGINT/SIGTERM handling) or the signal
+STOPPED = {130: "SIGINT", 143: "SIGTERM", -signal.SIGINT: "SIGINT", -signal.SIGTERM: "SIGTERM"}
 
 
 class TrialFailed(RuntimeError):
-    """A trial's ``recon fit`` exited with an error, was killed, or logged no ``val/miou``."""
+    """A trial's ``recon fit`` exited with an error, was killed or interrupted, or logged no ``val/miou``."""
 
 
 class TrialRunner:
@@ -67,6 +69,7 @@ class TrialRunner:
             except BaseException:  # Ctrl-C or the sweep stopped: never leave the trial's process behind
                 process.terminate()
                 process.wait()
+                mark_interrupted(trial)
                 raise
             finally:
                 RUNNING.discard(process)
@@ -81,6 +84,9 @@ def stop_running() -> None:
 
 def _score(trial: optuna.Trial, folder: Path, status: int) -> float:
     log = folder / FIT_LOG
+    if status in STOPPED:  # e.g. Ctrl-C reached it with the sweep, or the sweep's other trials were stopped
+        mark_interrupted(trial)
+        raise TrialFailed(f"trial {trial.number}: recon fit was interrupted ({STOPPED[status]}); it will run again")
     if status != 0:
         how = f"killed by {signal.Signals(-status).name}" if status < 0 else f"exit status {status}"
         raise TrialFailed(f"trial {trial.number}: recon fit failed ({how}); its output: {log}")
