@@ -175,6 +175,50 @@ def test_ctrl_c_stops_the_sweep_and_its_trial_in_one_message_and_a_rerun_runs_th
     assert rows[1]["model.lr"] == rows[0]["model.lr"]  # the interrupted trial's values, run again
 
 
+def gone(pid: int, timeout: float) -> bool:
+    """Whether process ``pid`` has ended (or is a zombie nobody reaped) within ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (FileNotFoundError, ProcessLookupError):
+            return True
+        if state == "Z":
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def test_a_killed_sweep_takes_its_trial_with_it_and_a_rerun_runs_that_trial_again(shrink_flags, tmp_path):
+    root = tmp_path / "sweeps"
+    space = write_space(tmp_path, {"sweep": {"name": "orphan"}, **LR_SPACE})
+    folder = root / "orphan"
+    long_fit = shrink_flags({"trainer.max_steps": 10_000, "trainer.val_check_interval": 10_000})
+    args = sweep_args(space, long_fit, root, "--sweep.trials", "1")
+    driver = subprocess.Popen([sys.executable, "-m", "recon", "sweep", *args], env=child_env(),
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        fit_pid = wait_for_fit_pid(driver, folder, "orphan")
+        log = folder / "trial-0" / "fit.log"
+        deadline = time.monotonic() + 240
+        while "Total params" not in log.read_text() and time.monotonic() < deadline:
+            time.sleep(0.5)  # until it trains (the model summary is printed as the fit starts)
+        time.sleep(2)
+        driver.kill()  # kill -9: no handler runs in the sweep
+        driver.wait()
+        assert gone(fit_pid, timeout=60), "the trial's recon fit outlived its killed sweep"
+    finally:
+        driver.kill()
+    fit_log = log.read_text()
+    assert "recon fit: interrupted; exit status 143" in fit_log  # stopped as SIGTERM stops a fit: cleanly
+
+    # The rerun fails the orphaned trial as interrupted and runs its values again.
+    assert sweep_main(sweep_args(space, shrink_flags(), root, "--sweep.trials", "1")) == 0
+    rows = read_trials(folder)
+    assert [(row["trial"], row["state"], row["retry_of"]) for row in rows] == [("0", "interrupted", ""),
+                                                                              ("1", "complete", "0")]
+
+
 def test_two_processes_share_one_study_without_losing_or_duplicating_a_trial(shrink_flags, tmp_path):
     root = tmp_path / "sweeps"
     space = write_space(tmp_path, {"sweep": {"name": "shared"}, **LR_SPACE})

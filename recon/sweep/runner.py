@@ -15,7 +15,7 @@ from pathlib import Path
 
 import optuna
 
-from recon.sweep.callback import read_result
+from recon.sweep.callback import SWEEP_PID, read_result
 from recon.sweep.fit_args import trial_args
 from recon.sweep.options import SweepCommand
 from recon.sweep.study import claim, mark_interrupted
@@ -57,6 +57,7 @@ class TrialRunner:
             "WANDB_RUN_GROUP": f"sweep-{options.name}",
             "WANDB_TAGS": ",".join(filter(None, ["sweep", options.name, os.environ.get("WANDB_TAGS", "")])),
             "OMP_NUM_THREADS": str(self.threads),
+            SWEEP_PID: str(os.getpid()),  # the trial stops if this process dies (kill -9 included)
         }
         trial.set_user_attr("folder", str(folder))
         with open(folder / FIT_LOG, "w") as log:

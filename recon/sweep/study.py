@@ -17,7 +17,6 @@ import os
 import socket
 import warnings
 from dataclasses import dataclass
-from typing import Any
 
 import optuna
 from optuna.pruners import MedianPruner
@@ -25,6 +24,7 @@ from optuna.samplers import TPESampler
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 
+from recon.atomic import pid_alive
 from recon.sweep.space import SearchSpace
 from recon.sweep.storage import open_storage
 
@@ -100,7 +100,8 @@ def fail_orphans(study: optuna.Study) -> list[int]:
     orphans = []
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         attrs = trial.user_attrs
-        if attrs.get("host") == socket.gethostname() and not _alive(attrs.get("sweep_pid")):
+        pid = attrs.get("sweep_pid")
+        if attrs.get("host") == socket.gethostname() and not (isinstance(pid, int) and pid_alive(pid)):
             study._storage.set_trial_user_attr(trial._trial_id, INTERRUPTED, True)
             study.tell(trial.number, state=TrialState.FAIL)
             orphans.append(trial.number)
@@ -134,14 +135,3 @@ def retry_of(trial: FrozenTrial) -> int | None:
     history = retry_history(trial)
     return history[-1] if history else None
 
-
-def _alive(pid: Any) -> bool:
-    if not isinstance(pid, int):
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process: alive
-        return True
-    return True
