@@ -72,9 +72,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     url = storage_url(options.storage, options.folder)
     study = open_study(options.name, url, command.space, options.seed)
     if orphans := fail_orphans(study):
-        console.print(f"trials {orphans} were left running by a sweep process that is gone: marked failed")
+        console.print(f"trials {orphans} were left running by a sweep process that is gone: marked interrupted")
     if retried := retry_failed(study):
-        console.print(f"failed trials {retried} queued once more")
+        console.print(f"trials {retried} did not finish: queued to run again with the same values")
     threads = max(1, _cpu_threads() // options.jobs)
     console.print(f"sweep {options.name}: {count_trials(study).finished} of {options.trials} trials finished; "
                   f"{options.jobs} at a time, {threads} threads each; folder {options.folder}", highlight=False)
