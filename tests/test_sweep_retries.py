@@ -14,6 +14,7 @@ def _fail(study: optuna.Study, *, interrupted: bool) -> optuna.trial.FrozenTrial
     its own (a crash, SIGKILL)."""
     trial = study.ask({"model.lr": optuna.distributions.FloatDistribution(1e-5, 1e-3, log=True)})
     trial.set_user_attr(INTERRUPTED, interrupted)
+    trial.set_user_attr("folder", f"runs/trial-{trial.number}")
     study.tell(trial, state=optuna.trial.TrialState.FAIL)
     return study.trials[trial.number]
 
@@ -49,3 +50,5 @@ def test_a_failed_trial_is_queued_once(study):
     assert retry_failed(study) == [0]
     assert retry_failed(study) == []  # already retried: its retry is waiting
     assert [trial.state for trial in study.trials] == [optuna.trial.TrialState.FAIL, optuna.trial.TrialState.WAITING]
+    assert [(row["state"], row["retry_of"], row["folder"]) for row in trial_rows(study)[1]] == [
+        ("interrupted", "", "runs/trial-0"), ("waiting", 0, "")]  # no folder of its own yet

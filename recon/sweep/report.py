@@ -44,7 +44,8 @@ def trial_rows(study: optuna.Study) -> tuple[list[str], list[dict[str, Any]]]:
             "retry_of": "" if retry_of(trial) is None else retry_of(trial),
         }
         row.update({key: trial.params.get(key, "") for key in keys})
-        row["folder"] = trial.user_attrs.get("folder", "")
+        # (a queued retry carries its failed trial's attributes until it runs in a folder of its own)
+        row["folder"] = "" if trial.state == TrialState.WAITING else trial.user_attrs.get("folder", "")
         rows.append(row)
     return keys, rows
 
