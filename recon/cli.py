@@ -30,6 +30,7 @@ from recon.callbacks.interrupt import forget_interrupts, interrupt_status
 from recon.checkpoint_io import AtomicCheckpointIO
 from recon.datamodules import ViewPairDataModule
 from recon.errors import PATH_ERRORS, ConfigError, UserError, debug
+from recon.lifetime import stop_with_parent
 from recon.module import ReconModule
 
 
@@ -299,6 +300,7 @@ def main(args: ArgsType = None) -> int:
         from recon.sweep import main as sweep
 
         return sweep(argv[1:])
+    stop_with_parent()  # a sweep's trial or a table's run ends with the sweep or table, kill -9 included
     keep_freed_memory()  # megabyte-sized temporaries otherwise page-fault afresh every step
     # Lightning 2.6 calls a torch pytree API that torch 2.13 deprecates, once per run: nothing a user can change
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")

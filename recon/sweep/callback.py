@@ -8,16 +8,12 @@ a pruned trial **stops training** (``trainer.should_stop``) instead of raising i
 exits cleanly with its checkpoints and W&B run closed. It records each report, and where it was pruned, in
 ``<run folder>/sweep-trial.json``, which the sweep reads when the process ends. It also writes the trial's
 number and values into each W&B run's config (the dashboard's parallel-coordinates view) and names the run
-``<study>-trial-<n>``. And it stops its process when the sweep that started it is gone (:func:`stop_with_sweep`).
+``<study>-trial-<n>``.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import signal
-import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -28,36 +24,10 @@ from optuna.pruners import MedianPruner
 from optuna_integration import PyTorchLightningPruningCallback
 from typing_extensions import override
 
-from recon.atomic import pid_alive, write_text
+from recon.atomic import write_text
 from recon.sweep.storage import open_storage
 
 RESULT = "sweep-trial.json"
-SWEEP_PID = "RECON_SWEEP_PID"  # set by the sweep in its trials' environment: the sweep process's id
-WATCH_SECONDS = 0.5  # how often a trial looks whether its sweep is still there
-_watching = False
-
-
-def stop_with_sweep() -> None:
-    """In a trial's ``recon fit`` started by a sweep (its parent, named by ``RECON_SWEEP_PID``): once that sweep
-    process is gone, however it ended (``kill -9`` included), stop this process as SIGTERM does (``last.ckpt``
-    saved, exit status 143), rather than train on, unseen, beside the trials of the sweep run next. The sweep
-    marks such a trial interrupted and runs it again. Elsewhere (the variable unset, or another parent: a DDP
-    rank's own processes), nothing."""
-    global _watching
-    value = os.environ.get(SWEEP_PID, "")
-    if _watching or not value.isdigit():
-        return
-    sweep = int(value)
-    if os.getppid() != sweep and pid_alive(sweep):
-        return  # another process's child (a DDP rank's): its parent stops it
-
-    def watch() -> None:
-        while os.getppid() == sweep:  # a process whose parent died is handed to another
-            time.sleep(WATCH_SECONDS)
-        os.kill(os.getpid(), signal.SIGTERM)
-
-    threading.Thread(target=watch, name="sweep-watchdog", daemon=True).start()
-    _watching = True
 
 
 class SweepTrial(PyTorchLightningPruningCallback):
@@ -80,7 +50,6 @@ class SweepTrial(PyTorchLightningPruningCallback):
                                   pruner=MedianPruner(**(pruner or {})))
         trial_id = study._storage.get_trial_id_from_study_id_trial_number(study._study_id, trial_number)
         super().__init__(optuna.trial.Trial(study, trial_id), monitor)
-        stop_with_sweep()
         self.trial_number = trial_number
         self.study_name = study_name
         self.reports: dict[int, float] = {}

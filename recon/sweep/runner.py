@@ -15,7 +15,8 @@ from pathlib import Path
 
 import optuna
 
-from recon.sweep.callback import SWEEP_PID, read_result
+from recon.lifetime import child_env
+from recon.sweep.callback import read_result
 from recon.sweep.fit_args import trial_args
 from recon.sweep.options import SweepCommand
 from recon.sweep.study import claim, mark_interrupted
@@ -52,12 +53,11 @@ class TrialRunner:
         args = trial_args(self.command.fit_args, values, folder, self.storage_url, options.name, trial.number,
                           self.command.space.settings.get("pruner"))
         env = {
-            **os.environ,
+            **child_env(dict(os.environ)),  # the trial's fit stops if this process dies (kill -9 included)
             "WANDB_MODE": os.environ.get("WANDB_MODE", "offline"),
             "WANDB_RUN_GROUP": f"sweep-{options.name}",
             "WANDB_TAGS": ",".join(filter(None, ["sweep", options.name, os.environ.get("WANDB_TAGS", "")])),
             "OMP_NUM_THREADS": str(self.threads),
-            SWEEP_PID: str(os.getpid()),  # the trial stops if this process dies (kill -9 included)
         }
         trial.set_user_attr("folder", str(folder))
         with open(folder / FIT_LOG, "w") as log:
