@@ -6,7 +6,8 @@ job) but saves nothing, so every step since the last validation's checkpoint wou
 reached, through the trainer's ``CheckpointIO`` (atomic in recon: a kill during this save leaves the previous
 ``last.ckpt`` whole), when that step is newer than the last checkpoint, so ``--ckpt_path last`` continues from it.
 A Ctrl-C during an optimizer step takes effect when the step is whole (SIGTERM always stops between steps), so
-the checkpoint never holds a half-applied step.
+the checkpoint never holds a half-applied step. A Ctrl-C while a checkpoint is being written
+(:func:`checkpoint_writes_finish_first`) lets the file be finished, then stops the fit at its next step.
 
 It saves only in a single-process run: in a multi-process run the other processes may already be gone, and a
 checkpoint needs them all; the last periodic ``last.ckpt`` is kept. :func:`interrupt_status` gives the exit
@@ -16,9 +17,11 @@ that a script or scheduler never takes an interrupted fit for a finished one.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import signal
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -34,6 +37,7 @@ log = logging.getLogger(__name__)
 
 EXIT_STATUS = {"Ctrl-C": 130, "SIGTERM": 143}  # 128 + the signal's number
 _received: list[str] = []  # the interrupts trainers stopped on since forget_interrupts(), in order
+_fitting: list[InterruptCheckpoint] = []  # the callbacks of the fits training in this process now
 
 
 def interrupt_status() -> int | None:
@@ -45,6 +49,32 @@ def interrupt_status() -> int | None:
 def forget_interrupts() -> None:
     """Start a new command: the interrupts recorded so far no longer count for :func:`interrupt_status`."""
     _received.clear()
+
+
+@contextlib.contextmanager
+def checkpoint_writes_finish_first() -> Iterator[None]:
+    """Hold Ctrl-C while the block writes a checkpoint (in the main thread, under Python's default handler).
+
+    A KeyboardInterrupt inside ``torch.save`` leaves torch's zip writer to raise a ``RuntimeError`` as it closes,
+    which hides the interrupt: the fit ended in a traceback, exit status 1, instead of stopping with its progress
+    saved. Held, a Ctrl-C takes effect once the file is complete: at a training fit's next step (the fit then
+    stops and saves ``last.ckpt`` there; a checkpoint written at validation may not be ``last.ckpt``), or at the
+    end of the block outside one. Where SIGINT is ignored (Lightning, while it shuts down) it stays so."""
+    if threading.current_thread() is not threading.main_thread() or (
+            signal.getsignal(signal.SIGINT) is not signal.default_int_handler):
+        yield
+        return
+    received: list[int] = []
+    signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    if received:
+        if _fitting:
+            _fitting[-1]._deferred = True
+        else:
+            raise KeyboardInterrupt
 
 
 class InterruptCheckpoint(Callback):
@@ -59,6 +89,12 @@ class InterruptCheckpoint(Callback):
     @override
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._saved_step = trainer.global_step  # 0, or the step of the checkpoint the fit resumed from
+        _fitting.append(self)
+
+    @override
+    def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        if self in _fitting:
+            _fitting.remove(self)
 
     @override
     def on_save_checkpoint(self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict) -> None:

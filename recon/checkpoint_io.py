@@ -5,7 +5,9 @@ Lightning's default ``TorchCheckpointIO`` writes through an fsspec transaction, 
 copy over the old ``last.ckpt``, and a kill during the copy leaves a truncated checkpoint that no longer
 resumes. Here a checkpoint is written with :func:`recon.atomic.atomic_write` (temporary file in the
 checkpoint's own folder, fsync, rename), so the previous checkpoint stays intact until the new one is
-complete. Before the first write to a folder, temporary files left there by killed processes are removed.
+complete. Before the first write to a folder, temporary files left there by killed processes are removed. A
+Ctrl-C during the write takes effect once the file is complete
+(:func:`recon.callbacks.interrupt.checkpoint_writes_finish_first`).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from typing_extensions import override
 
 from recon.atomic import atomic_write, remove_stale_temporaries
+from recon.callbacks.interrupt import checkpoint_writes_finish_first
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +43,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         self.sweep(path.parent)
-        with atomic_write(path, "wb") as file:
+        with checkpoint_writes_finish_first(), atomic_write(path, "wb") as file:
             torch.save(checkpoint, file)
 
     def sweep(self, folder: Path) -> list[Path]:

@@ -78,3 +78,36 @@ def test_a_fit_that_is_not_interrupted_leaves_sigint_as_it_was(tmp_path, _sigint
     assert trainer.global_step == 10
     assert signal.getsignal(signal.SIGINT) is _sigint_restored
     assert interrupt_status() is None
+
+
+class _CtrlCWhilePickled:
+    """Sends this process a real SIGINT when torch.save pickles it: a Ctrl-C in the middle of a checkpoint write."""
+
+    def __reduce__(self):
+        os.kill(os.getpid(), signal.SIGINT)
+        return (str, ("ctrl-c",))
+
+
+class _CtrlCDuringSave(Callback):
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint):
+        if trainer.global_step == self.step:
+            checkpoint["ctrl_c"] = _CtrlCWhilePickled()
+
+
+def test_ctrl_c_while_a_checkpoint_is_written_finishes_it_then_stops_at_the_next_step(tmp_path, _sigint_restored):
+    from recon.checkpoint_io import AtomicCheckpointIO
+
+    checkpoint = ModelCheckpoint(dirpath=tmp_path, save_last=True, every_n_train_steps=2)
+    trainer = Trainer(max_steps=10, accelerator="cpu", logger=False, enable_progress_bar=False,
+                      enable_model_summary=False, default_root_dir=tmp_path, plugins=[AtomicCheckpointIO()],
+                      callbacks=[InterruptCheckpoint(), _CtrlCDuringSave(step=2), checkpoint])
+    with pytest.raises(SystemExit):  # an interrupt, not torch's "unexpected pos" RuntimeError from a cut write
+        trainer.fit(_Tiny())
+    interrupted = torch.load(tmp_path / "epoch=0-step=2.ckpt", weights_only=False)  # whole: it loads
+    assert interrupted["global_step"] == 2 and interrupted["ctrl_c"] == "ctrl-c"
+    assert torch.load(tmp_path / "last.ckpt", weights_only=True)["global_step"] == 3  # saved as the fit stopped
+    assert interrupt_status() == 130
+    assert not list(tmp_path.glob(".*.tmp-*"))
