@@ -21,6 +21,7 @@ import csv
 import io
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -35,10 +36,25 @@ from rich.table import Table
 
 from recon.atomic import write_text
 from recon.datamodules.categories import SHAPENET_CATEGORIES
+from recon.lifetime import child_env
 from recon.published import ORIGINAL_PROJECT, PUBLISHED
 from recon.report import markdown_table, rich_table
 
 ENTRY = "table-entry.json"
+STOPPED = {130: "Ctrl-C", 143: "SIGTERM", -signal.SIGINT: "Ctrl-C", -signal.SIGTERM: "SIGTERM"}  # a run's status
+
+
+class Terminated(Exception):
+    """SIGTERM reached the table (a scheduler ending the job), raised where it was waiting."""
+
+
+class RunInterrupted(Exception):
+    """A run stopped on Ctrl-C or SIGTERM (its last.ckpt saved, for a fit); the table stops too."""
+
+    def __init__(self, run_dir: Path, status: int) -> None:
+        super().__init__(f"{run_dir}: {STOPPED.get(status, 'interrupted')}")
+        self.run_dir = run_dir
+        self.status = 143 if STOPPED.get(status) == "SIGTERM" else 130
 CATEGORIES = tuple(category.name for category in SHAPENET_CATEGORIES)
 
 
@@ -103,11 +119,11 @@ def run_encoder(
     if not fit_done.is_file():
         resume = ["--ckpt_path", "last"] if last.is_file() and not redo else []
         started = time.perf_counter()
-        _run([sys.executable, "-m", "recon", "fit", *common, *resume], env)
-        fit_done.write_text(json.dumps({"train_seconds": time.perf_counter() - started, "resumed": bool(resume)}))
+        _run([sys.executable, "-m", "recon", "fit", *common, *resume], env, run_dir)
+        write_text(fit_done, json.dumps({"train_seconds": time.perf_counter() - started, "resumed": bool(resume)}))
     written = run_dir / "results.json"  # the results writer's file in the run folder
     written.unlink(missing_ok=True)
-    _run([sys.executable, "-m", "recon", "test", *common, "--ckpt_path", str(last)], env)
+    _run([sys.executable, "-m", "recon", "test", *common, "--ckpt_path", str(last)], env, run_dir)
     if not written.is_file():
         raise RuntimeError(f"{run_dir}: `recon test` wrote no results.json (is VoxelIoULogger in the config?)")
     results = json.loads(written.read_text())
@@ -116,11 +132,34 @@ def run_encoder(
     return results
 
 
-def _run(command: list[str], env: dict[str, str]) -> None:
-    Console(stderr=True).print(f"[dim]$ {' '.join(command[2:])}[/dim]")
-    done = subprocess.run(command, env=env)
-    if done.returncode != 0:
-        raise SystemExit(f"command failed with exit status {done.returncode}: {' '.join(command)}")
+def _run(command: list[str], env: dict[str, str], run_dir: Path) -> None:
+    """Run one recon command to its end. It runs in a process group of its own, so Ctrl-C reaches it once, from
+    here: on Ctrl-C or SIGTERM the same signal is passed on once and the table waits for the run to stop (a fit
+    saves ``last.ckpt`` first), then raises :class:`RunInterrupted`. A run that ends on such a signal of its own
+    does too. The run also stops if this process is killed (:mod:`recon.lifetime`)."""
+    console = Console(stderr=True, soft_wrap=True)  # paths stay whole, on one line
+    console.print(f"[dim]$ {' '.join(command[2:])}[/dim]")
+    process = subprocess.Popen(command, env=child_env(env), start_new_session=True)
+    passed_on = None
+    while True:
+        try:
+            status = process.wait()
+            break
+        except (KeyboardInterrupt, Terminated) as stop:
+            if passed_on is None:
+                passed_on = signal.SIGINT if isinstance(stop, KeyboardInterrupt) else signal.SIGTERM
+                process.send_signal(passed_on)
+                console.print(f"stopping {run_dir.name}: waiting for it to save its last.ckpt", highlight=False)
+    if passed_on is not None:
+        raise RunInterrupted(run_dir, 130 if passed_on == signal.SIGINT else 143)
+    if status in STOPPED:
+        raise RunInterrupted(run_dir, status)
+    if status != 0:
+        raise SystemExit(f"command failed with exit status {status}: {' '.join(command)}")
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise Terminated
 
 
 def summarize(runs: list[dict]) -> list[dict]:
@@ -237,11 +276,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     unknown = [e for e in encoders if e not in profile.encoders]
     if unknown:
         parser.error(f"unknown encoders {unknown}; profile {profile.name} has {list(profile.encoders)}")
-    runs = [
-        run_encoder(profile, encoder, seed, args.runs / profile.name, args.data, args.redo, args.extra)
-        for encoder in encoders
-        for seed in profile.seeds
-    ]
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        runs = [
+            run_encoder(profile, encoder, seed, args.runs / profile.name, args.data, args.redo, args.extra)
+            for encoder in encoders
+            for seed in profile.seeds
+        ]
+    except RunInterrupted as stop:
+        Console(stderr=True, soft_wrap=True).print(
+            f"interrupted: {stop}; the same command continues the table (finished runs are kept, this one "
+            "resumes from its last.ckpt)", highlight=False)
+        return stop.status
+    except (KeyboardInterrupt, Terminated) as stop:  # between runs
+        message = "interrupted; the same command continues the table (finished runs are kept)"
+        Console(stderr=True, soft_wrap=True).print(message, highlight=False)
+        return 130 if isinstance(stop, KeyboardInterrupt) else 143
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     rows = summarize(runs)
     args.out.mkdir(parents=True, exist_ok=True)
     write_text(args.out / "table.md", render_markdown(profile, rows))

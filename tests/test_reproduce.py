@@ -4,6 +4,7 @@ CLI, one table."""
 from __future__ import annotations
 
 import csv
+import json
 import math
 import os
 import subprocess
@@ -75,3 +76,45 @@ def test_make_reproduce_table_smoke(tiny_h5, tmp_path):
     again = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0
     assert {p: p.stat().st_mtime for p in runs.rglob("fit.done")} == fit_marks
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_the_table_after_its_run_saves_and_the_same_command_resumes_that_run(tiny_h5, tmp_path):
+    import signal
+    import sys
+    import time
+
+    import torch
+
+    out, runs = tmp_path / "results", tmp_path / "runs"
+    base = [sys.executable, "-m", "recon.reproduce", "--profile", "smoke", "--data", str(tiny_h5), "--out", str(out),
+            "--runs", str(runs), "--encoders", "baseline", "--"]
+    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true", "OMP_NUM_THREADS": "1"}
+    run = runs / "smoke" / "baseline-seed0"
+    last = run / "checkpoints" / "last.ckpt"
+    # Ctrl-C in a terminal: SIGINT to the table's process group, while its fit trains
+    table = subprocess.Popen([*base, "--trainer.max_steps=100000"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 240
+        while not last.is_file() and time.monotonic() < deadline and table.poll() is None:
+            time.sleep(0.5)
+        time.sleep(1)
+        os.killpg(table.pid, signal.SIGINT)
+        printed, errors = table.communicate(timeout=120)
+    finally:
+        table.kill()
+    assert table.returncode == 130, errors[-3000:]
+    assert "Traceback" not in printed + errors
+    assert f"interrupted: {run}: Ctrl-C; the same command continues the table" in errors
+    assert not (run / "fit.done").exists() and not (out / "table.csv").exists()
+    step = torch.load(last, weights_only=True)["global_step"]
+    assert step >= 2
+
+    # The same command (here with a budget two steps past the saved one) resumes the run and writes the table.
+    done = subprocess.run([*base, f"--trainer.max_steps={step + 2}"], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads((run / "fit.done").read_text())["resumed"] is True
+    assert torch.load(last, weights_only=True)["global_step"] == step + 2
+    assert (out / "table.csv").is_file()
