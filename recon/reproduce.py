@@ -114,13 +114,22 @@ def run_encoder(
     }
     last = run_dir / "checkpoints" / "last.ckpt"
     fit_done = run_dir / "fit.done"
+    partial = run_dir / "fit.partial"  # the seconds of the interrupted attempts, added to the one that finishes
     if redo:
         fit_done.unlink(missing_ok=True)
+        partial.unlink(missing_ok=True)
     if not fit_done.is_file():
         resume = ["--ckpt_path", "last"] if last.is_file() and not redo else []
+        before = json.loads(partial.read_text())["train_seconds"] if resume and partial.is_file() else 0.0
         started = time.perf_counter()
-        _run([sys.executable, "-m", "recon", "fit", *common, *resume], env, run_dir)
-        write_text(fit_done, json.dumps({"train_seconds": time.perf_counter() - started, "resumed": bool(resume)}))
+        try:
+            _run([sys.executable, "-m", "recon", "fit", *common, *resume], env, run_dir)
+        except RunInterrupted:
+            write_text(partial, json.dumps({"train_seconds": before + time.perf_counter() - started}))
+            raise
+        seconds = before + time.perf_counter() - started
+        write_text(fit_done, json.dumps({"train_seconds": seconds, "resumed": bool(resume)}))
+        partial.unlink(missing_ok=True)
     written = run_dir / "results.json"  # the results writer's file in the run folder
     written.unlink(missing_ok=True)
     _run([sys.executable, "-m", "recon", "test", *common, "--ckpt_path", str(last)], env, run_dir)

@@ -108,6 +108,8 @@ def test_ctrl_c_stops_the_table_after_its_run_saves_and_the_same_command_resumes
     assert "Traceback" not in printed + errors
     assert f"interrupted: {run}: Ctrl-C; the same command continues the table" in errors
     assert not (run / "fit.done").exists() and not (out / "table.csv").exists()
+    first_attempt = json.loads((run / "fit.partial").read_text())["train_seconds"]
+    assert first_attempt > 0
     step = torch.load(last, weights_only=True)["global_step"]
     assert step >= 2
 
@@ -115,6 +117,8 @@ def test_ctrl_c_stops_the_table_after_its_run_saves_and_the_same_command_resumes
     done = subprocess.run([*base, f"--trainer.max_steps={step + 2}"], cwd=ROOT, env=env, capture_output=True,
                           text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert json.loads((run / "fit.done").read_text())["resumed"] is True
+    fit = json.loads((run / "fit.done").read_text())
+    assert fit["resumed"] is True and fit["train_seconds"] > first_attempt  # both attempts' time: the table's
+    assert not (run / "fit.partial").exists()
     assert torch.load(last, weights_only=True)["global_step"] == step + 2
     assert (out / "table.csv").is_file()
