@@ -23,6 +23,7 @@ from optuna.trial import FrozenTrial, TrialState
 from rich.console import Console
 
 from recon.atomic import write_text
+from recon.lifetime import child_env
 from recon.sweep.fit_args import check_fit_args
 from recon.sweep.options import SweepCommand, fit_flag, parse_command
 from recon.sweep.report import TEST_RESULT, best_trial, write_plots, write_tables
@@ -152,7 +153,7 @@ def test_best(command: SweepCommand, study: optuna.Study, url: str) -> None:
         raise FileNotFoundError(f"{checkpoint}: the best trial has no best.ckpt (is ModelCheckpoint in the config?)")
     args = [*command.fit_args, *(fit_flag(k, v) for k, v in best.params.items()),
             f"--trainer.default_root_dir={run}", f"--ckpt_path={checkpoint}"]
-    env = {**os.environ, "WANDB_MODE": os.environ.get("WANDB_MODE", "offline"),
+    env = {**child_env(dict(os.environ)), "WANDB_MODE": os.environ.get("WANDB_MODE", "offline"),
            "WANDB_RUN_GROUP": f"sweep-{options.name}", "WANDB_TAGS": f"sweep,{options.name},test-best"}
     written = run / "results.json"  # the results writer's file in the run folder
     written.unlink(missing_ok=True)
