@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 from jsonargparse import Namespace
+from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI, SaveConfigCallback
@@ -317,7 +318,7 @@ def main(args: ArgsType = None) -> int:
         if rank_zero_only.rank == 0:
             print(f"recon {subcommand}: interrupted; exit status {status}", file=sys.stderr)
         return status
-    except (UserError, *PATH_ERRORS) as error:
+    except (UserError, MisconfigurationException, *PATH_ERRORS) as error:  # Lightning's: a trainer setting
         if debug():
             raise
         print(f"recon {subcommand}: error: {error}", file=sys.stderr)

@@ -73,6 +73,10 @@ def test_a_bad_config_value_is_one_line_naming_it(shrink_flags):
     assert done.returncode == 1 and "Traceback" not in done.stderr
     expected = "recon fit: error: lr, sigma and schedule_gamma must be > 0, got -1.0, 0.0001, 0.3"
     assert done.stderr.strip().splitlines()[-1] == expected
+    # a trainer setting Lightning refuses (its MisconfigurationException) reads the same way
+    done = recon("fit", "-c", DEFAULT, *shrink_flags({"trainer.max_steps": -5}))
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines()[-1].startswith("recon fit: error: `max_steps` must be a non-negative")
 
 
 # ------------------------------------------------------------------------------------------ atomic writes
