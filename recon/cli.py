@@ -137,6 +137,7 @@ class ReconCLI(LightningCLI):
         # a missing data file stops the run here, before any run folder, log or W&B run exists (an existing
         # file was already checked when the DataModule was built)
         self.datamodule.check_file(self.subcommand)
+        self._check_checkpoint()
         # W&B looks for the git repository from its folder when its run starts, and warns ("git root … does not
         # exist") when that folder is not there yet, as for any new run folder: made now that the data is checked
         for logger in self.trainer.loggers:
@@ -147,19 +148,26 @@ class ReconCLI(LightningCLI):
                 # Lightning passes anonymous=None, which W&B (≥ 0.23) warns about at every start although it is
                 # W&B's own default: left out, the same run starts without the warning
                 init.pop("anonymous", None)
-        self._check_checkpoint()
 
     def _check_checkpoint(self) -> None:
         """A checkpoint to restore (``--ckpt_path FILE``, or ``last``: the run's ``last.ckpt``) that another model
-        saved is refused now, in one line (:meth:`ReconModule.check_checkpoint`), before the run or its W&B run
-        starts. A file this cannot read is left to Lightning, which says why when it restores it."""
+        saved is refused now, in one line (:meth:`ReconModule.check_checkpoint`), before the run folder or its W&B
+        run exists; so is ``test``, ``validate`` or ``predict`` with no checkpoint at all, which would score the
+        untrained model. A file this cannot read is left to Lightning, which says why when it restores it."""
         if not self.subcommand or not isinstance(self.model, ReconModule):
             return
         ckpt_path = self.config[self.subcommand].get("ckpt_path")
+        if ckpt_path is None and self.subcommand != "fit":
+            raise ConfigError(f"no --ckpt_path: recon {self.subcommand} would evaluate an untrained model; give the "
+                              "trained run's checkpoint (--ckpt_path runs/default/checkpoints/best.ckpt, or last "
+                              "with that run's --trainer.default_root_dir)")
         if ckpt_path == "last":
             names = [Path(cb.dirpath) / f"{cb.CHECKPOINT_NAME_LAST}{cb.FILE_EXTENSION}"
                      for cb in self.trainer.checkpoint_callbacks if getattr(cb, "dirpath", None)]
             path = next((name for name in names if name.is_file()), None)
+            if path is None:
+                self._no_last_checkpoint(names)
+                return
         else:
             path = Path(ckpt_path) if ckpt_path and Path(ckpt_path).is_file() else None
         if path is None:
@@ -169,6 +177,19 @@ class ReconCLI(LightningCLI):
         except Exception:  # noqa: BLE001 (unreadable here, e.g. pickled objects: Lightning's restore decides)
             return
         self.model.check_checkpoint(checkpoint, path)
+
+    def _no_last_checkpoint(self, names: list[Path]) -> None:
+        """``--ckpt_path last`` where no run saved one (a mistyped ``--trainer.default_root_dir``, or a first run).
+        Lightning then warns and goes on from fresh weights: for ``fit`` a new run, said here in one line; for
+        ``test``, ``validate`` and ``predict`` the numbers of an untrained model, refused here."""
+        where = " or ".join(str(name) for name in names) or "checkpoint folder (no ModelCheckpoint)"
+        if self.subcommand != "fit":
+            raise ConfigError(f"--ckpt_path last: there is no {where}; point --trainer.default_root_dir at a trained "
+                              "run's folder, or give --ckpt_path a checkpoint file")
+        warnings.filterwarnings("ignore", message=r'.*ckpt_path="last"\) is set, but there is no last checkpoint')
+        if rank_zero_only.rank == 0:
+            print(f"recon fit: there is no {where} to resume: this is a new run (--ckpt_path last resumes a run "
+                  "that saved one)", file=sys.stderr, flush=True)
 
     @override
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:

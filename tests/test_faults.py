@@ -68,6 +68,26 @@ def test_a_truncated_data_file_is_refused_before_the_run_starts_and_debug_shows_
 
 
 @pytest.mark.slow
+def test_evaluating_without_a_trained_checkpoint_is_refused_and_a_fit_says_it_starts_afresh(shrink_flags, tmp_path):
+    run = tmp_path / "run"
+    done = recon("test", "-c", DEFAULT, *shrink_flags())  # no --ckpt_path: the untrained model's numbers
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines()[-1].startswith("recon test: error: no --ckpt_path: recon test would "
+                                                           "evaluate an untrained model")
+    done = recon("validate", "-c", DEFAULT, *shrink_flags(), "--ckpt_path=last")  # a folder with no run in it
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines()[-1] == (
+        f"recon validate: error: --ckpt_path last: there is no {run / 'checkpoints' / 'last.ckpt'}; point "
+        "--trainer.default_root_dir at a trained run's folder, or give --ckpt_path a checkpoint file")
+    assert not run.exists()  # no run folder, results or W&B run
+    done = recon("fit", "-c", DEFAULT, *shrink_flags(), "--ckpt_path=last")  # a first run: it starts, and says so
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert (f"recon fit: there is no {run / 'checkpoints' / 'last.ckpt'} to resume: this is a new run"
+            in done.stderr) and 'ckpt_path="last") is set' not in done.stderr  # instead of Lightning's warning
+    assert (run / "checkpoints" / "last.ckpt").is_file()
+
+
+@pytest.mark.slow
 def test_a_bad_config_value_is_one_line_naming_it(shrink_flags):
     done = recon("fit", "-c", DEFAULT, *shrink_flags({"model.lr": -1}))
     assert done.returncode == 1 and "Traceback" not in done.stderr
