@@ -30,7 +30,7 @@ from recon.sweep.report import TEST_RESULT, best_trial, write_plots, write_table
 from recon.sweep.runner import TrialFailed, TrialRunner, stop_running
 from recon.sweep.space import SearchSpaceError
 from recon.sweep.storage import storage_url
-from recon.sweep.study import count_trials, fail_orphans, interrupted, open_study, retry_failed
+from recon.sweep.study import count_trials, fail_orphans, open_study, retry_failed
 
 MAX_FAILURES_IN_A_ROW = 3  # a sweep whose every trial fails (a broken config) stops instead of burning the budget
 
@@ -113,8 +113,9 @@ def run_trials(study: optuna.Study, runner: TrialRunner, command: SweepCommand, 
 
     def after_trial(study: optuna.Study, trial: FrozenTrial) -> None:
         with lock:
-            failed = trial.state == TrialState.FAIL and not interrupted(trial)  # (a trial stopped with the sweep: not)
-            failures[:] = [*failures, trial.number] if failed else []
+            # interrupted trials count too: the sweep is stopping then anyway, and a fit that keeps being stopped
+            # while the sweep goes on must not be run again and again
+            failures[:] = [*failures, trial.number] if trial.state == TrialState.FAIL else []
             if trial.state == TrialState.FAIL:
                 retry_failed(study)
             write_tables(study, options.folder, url)
