@@ -41,6 +41,7 @@ from recon.published import ORIGINAL_PROJECT, PUBLISHED
 from recon.report import markdown_table, rich_table
 
 ENTRY = "table-entry.json"
+CATEGORIES = tuple(category.name for category in SHAPENET_CATEGORIES)
 STOPPED = {130: "Ctrl-C", 143: "SIGTERM", -signal.SIGINT: "Ctrl-C", -signal.SIGTERM: "SIGTERM"}  # a run's status
 
 
@@ -55,7 +56,6 @@ class RunInterrupted(Exception):
         super().__init__(f"{run_dir}: {STOPPED.get(status, 'interrupted')}")
         self.run_dir = run_dir
         self.status = 143 if STOPPED.get(status) == "SIGTERM" else 130
-CATEGORIES = tuple(category.name for category in SHAPENET_CATEGORIES)
 
 
 @dataclass(frozen=True)
@@ -158,7 +158,8 @@ def _run(command: list[str], env: dict[str, str], run_dir: Path) -> None:
             if passed_on is None:
                 passed_on = signal.SIGINT if isinstance(stop, KeyboardInterrupt) else signal.SIGTERM
                 process.send_signal(passed_on)
-                console.print(f"stopping {run_dir.name}: waiting for it to save its last.ckpt", highlight=False)
+                console.print(f"stopping {run_dir.name}: waiting for it to end (a fit saves its last.ckpt first)",
+                              highlight=False)
     if passed_on is not None:
         raise RunInterrupted(run_dir, 130 if passed_on == signal.SIGINT else 143)
     if status in STOPPED:
