@@ -137,6 +137,7 @@ class ReconCLI(LightningCLI):
         # a missing data file stops the run here, before any run folder, log or W&B run exists (an existing
         # file was already checked when the DataModule was built)
         self.datamodule.check_file(self.subcommand)
+        self._check_folders()
         self._check_checkpoint()
         # W&B looks for the git repository from its folder when its run starts, and warns ("git root … does not
         # exist") when that folder is not there yet, as for any new run folder: made now that the data is checked
@@ -148,6 +149,17 @@ class ReconCLI(LightningCLI):
                 # Lightning passes anonymous=None, which W&B (≥ 0.23) warns about at every start although it is
                 # W&B's own default: left out, the same run starts without the warning
                 init.pop("anonymous", None)
+
+    def _check_folders(self) -> None:
+        """The run folder and the mesh export folder are made when missing; an existing file in their place is
+        refused now, in one line, rather than as ``[Errno 17] File exists`` once the run is under way."""
+        folders = {"--trainer.default_root_dir": self.trainer.default_root_dir}
+        for callback in self.trainer.callbacks:
+            if isinstance(callback, MeshWriter) and callback.dirpath:
+                folders["--export.dirpath"] = callback.dirpath
+        for flag, folder in folders.items():
+            if folder and Path(folder).exists() and not Path(folder).is_dir():
+                raise ConfigError(f"{flag} {folder}: is a file; expected a folder (it is made when missing)")
 
     def _check_checkpoint(self) -> None:
         """A checkpoint to restore (``--ckpt_path FILE``, or ``last``: the run's ``last.ckpt``) that another model

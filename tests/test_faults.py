@@ -88,6 +88,19 @@ def test_evaluating_without_a_trained_checkpoint_is_refused_and_a_fit_says_it_st
 
 
 @pytest.mark.slow
+def test_a_file_where_a_folder_goes_is_one_line_before_the_run(shrink_flags, tmp_path):
+    taken = tmp_path / "taken"
+    taken.write_text("mine")
+    for flags, flag in (({"trainer.default_root_dir": taken}, "--trainer.default_root_dir"),
+                        ({"export.dirpath": taken}, "--export.dirpath")):
+        done = recon("fit", "-c", DEFAULT, *shrink_flags(flags))
+        assert done.returncode == 1 and "Traceback" not in done.stderr
+        expected = f"recon fit: error: {flag} {taken}: is a file; expected a folder (it is made when missing)"
+        assert done.stderr.strip().splitlines()[-1] == expected
+    assert taken.read_text() == "mine" and not (tmp_path / "run").exists()
+
+
+@pytest.mark.slow
 def test_a_bad_config_value_is_one_line_naming_it(shrink_flags):
     done = recon("fit", "-c", DEFAULT, *shrink_flags({"model.lr": -1}))
     assert done.returncode == 1 and "Traceback" not in done.stderr
