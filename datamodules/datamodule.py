@@ -126,8 +126,13 @@ class ViewPairDataModule(pl.LightningDataModule):
     def check_file(self, stage: str | None) -> None:
         """Raise ``FileNotFoundError`` saying how to make ``path`` when it is missing and ``stage`` (``"fit"``,
         ``"validate"``, ``"test"``, ``"predict"``) will not generate it; ``predict`` from ``predict_images``
-        needs no file. The ``recon`` command calls this before anything is created; ``prepare_data`` too."""
-        if Path(self.path).exists() or (stage == "predict" and self.predict_images):
+        needs no file. An existing file must hold objects of the selected categories in the splits the stage
+        reads (:meth:`_check_splits`). The ``recon`` command calls this before anything is created;
+        ``prepare_data`` too."""
+        if stage == "predict" and self.predict_images:
+            return
+        if Path(self.path).exists():
+            self._check_splits(stage)
             return
         fitting = stage == "fit"
         if fitting and self._synthesizes():
@@ -194,6 +199,17 @@ class ViewPairDataModule(pl.LightningDataModule):
             return
         self.selected_category_indices  # noqa: B018 — raises early on a bad file or unknown categories
         self._check_image_size()
+
+    def _check_splits(self, stage: str | None) -> None:
+        """``DataFileError`` naming the file when a split ``stage`` reads (fit: train and val; validate: val; test:
+        test) has no object of the selected categories: the run would fail or score nothing once under way."""
+        needed = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",)}.get(stage or "", ())
+        for split in needed:
+            if len(self._split_objects(split)[0]) == 0:
+                names = [self.info.categories[i].name for i in self.selected_category_indices]
+                raise DataFileError(f"{self.path}: its '{split}' split holds no object of {names} (it holds "
+                                    f"{self.info.split_sizes.get(split, 0)} objects in all); recon {stage} needs "
+                                    f"{' and '.join(needed)} objects")
 
     def _check_image_size(self) -> None:
         stored = self.info.layout.image_size

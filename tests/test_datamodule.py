@@ -399,3 +399,24 @@ def test_ddp_ranks_draw_different_pairs_and_split_validation_exactly(random_file
     assert ranks[0]["train"] != ranks[1]["train"]
     val = [tuple(item) for seen in ranks for item in seen["val"]]
     assert len(val) == 2 * 5 * 24 and len(set(val)) == 5 * 24  # 2 epochs; every (object, view) once per epoch
+
+
+def test_a_split_with_no_object_of_the_chosen_categories_is_refused_before_the_run(tmp_path: Path) -> None:
+    path = tmp_path / "gaps.h5"
+    rng = np.random.default_rng(0)
+    with ViewsWriter(path, CATS[:2], source="test") as writer:
+        for split, category in (("train", [0, 1]), ("val", [0]), ("test", [1])):  # no val for 1, no test for 0
+            n = len(category)
+            writer.append(split, rng.integers(0, 256, (n, 24, 4, 64, 64), dtype=np.uint8),
+                          rng.random((n, 32, 32, 32)) < 0.1, np.array(category), [str(i) for i in range(n)])
+    both = ViewPairDataModule(str(path))
+    for stage in ("fit", "validate", "test"):
+        both.check_file(stage)  # every split has an object of one of the two
+    first = ViewPairDataModule(str(path), categories=[CATS[0].name])
+    second = ViewPairDataModule(str(path), categories=[CATS[1].name])
+    second.check_file("test")
+    with pytest.raises(DataFileError, match=rf"gaps.h5: its 'val' split holds no object of \['{CATS[1].name}'\] "
+                                            r"\(it holds 1 objects in all\); recon fit needs train and val objects"):
+        second.check_file("fit")
+    with pytest.raises(DataFileError, match=rf"its 'test' split holds no object of \['{CATS[0].name}'\]"):
+        first.check_file("test")
