@@ -16,6 +16,8 @@ import time
 from recon.atomic import pid_alive
 
 PARENT_PID = "RECON_PARENT_PID"
+# how a recon command that was told to stop ends: the exit status of its own handling (130, 143), or the signal
+STOPPED = {130: "Ctrl-C", 143: "SIGTERM", -signal.SIGINT: "Ctrl-C", -signal.SIGTERM: "SIGTERM"}
 WATCH_SECONDS = 0.5  # how often a child looks whether its parent is still there
 _watching = False
 

@@ -36,13 +36,12 @@ from rich.table import Table
 
 from recon.atomic import write_text
 from recon.datamodules.categories import SHAPENET_CATEGORIES
-from recon.lifetime import child_env
+from recon.lifetime import STOPPED, child_env
 from recon.published import ORIGINAL_PROJECT, PUBLISHED
 from recon.report import markdown_table, rich_table
 
 ENTRY = "table-entry.json"
 CATEGORIES = tuple(category.name for category in SHAPENET_CATEGORIES)
-STOPPED = {130: "Ctrl-C", 143: "SIGTERM", -signal.SIGINT: "Ctrl-C", -signal.SIGTERM: "SIGTERM"}  # a run's status
 
 
 class Terminated(Exception):

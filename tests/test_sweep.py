@@ -19,6 +19,7 @@ import optuna
 import pytest
 import yaml
 
+from recon.atomic import pid_alive
 from recon.sweep import main as sweep_main
 from recon.sweep.storage import open_storage
 
@@ -178,15 +179,9 @@ def test_ctrl_c_stops_the_sweep_and_its_trial_in_one_message_and_a_rerun_runs_th
 def gone(pid: int, timeout: float) -> bool:
     """Whether process ``pid`` has ended (or is a zombie nobody reaped) within ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        except (FileNotFoundError, ProcessLookupError):
-            return True
-        if state == "Z":
-            return True
+    while pid_alive(pid) and time.monotonic() < deadline:
         time.sleep(0.2)
-    return False
+    return not pid_alive(pid)
 
 
 def test_a_killed_sweep_takes_its_trial_with_it_and_a_rerun_runs_that_trial_again(shrink_flags, tmp_path):

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import optuna
 
-from recon.lifetime import child_env
+from recon.lifetime import STOPPED, child_env
 from recon.sweep.callback import read_result
 from recon.sweep.fit_args import trial_args
 from recon.sweep.options import SweepCommand
@@ -23,8 +23,6 @@ from recon.sweep.study import claim, mark_interrupted
 
 FIT_LOG = "fit.log"
 RUNNING: set[subprocess.Popen] = set()  # the trial processes of this sweep, ended with it (see stop_running)
-# how a recon fit that was told to stop ends: exit status 130/143 (its own SIGINT/SIGTERM handling) or the signal
-STOPPED = {130: "SIGINT", 143: "SIGTERM", -signal.SIGINT: "SIGINT", -signal.SIGTERM: "SIGTERM"}
 
 
 class TrialFailed(RuntimeError):
