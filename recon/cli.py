@@ -33,6 +33,7 @@ from recon.datamodules import ViewPairDataModule
 from recon.errors import PATH_ERRORS, ConfigError, UserError, debug
 from recon.lifetime import stop_with_parent
 from recon.module import ReconModule
+from recon.run_lock import run_folder_lock
 
 
 class RunConfigSaver(SaveConfigCallback):
@@ -81,6 +82,15 @@ class ReconCLI(LightningCLI):
         kwargs.setdefault("save_config_kwargs", {"overwrite": True})
         kwargs.setdefault("save_config_callback", RunConfigSaver)
         super().__init__(ReconModule, ViewPairDataModule, args=args, run=run, **kwargs)
+
+    @override
+    def _run_subcommand(self, subcommand: str) -> None:
+        # a fit holds its run folder (rank 0 for a multi-process run, whose other processes share it)
+        if subcommand != "fit" or rank_zero_only.rank != 0:
+            super()._run_subcommand(subcommand)
+            return
+        with run_folder_lock(self.trainer.default_root_dir):
+            super()._run_subcommand(subcommand)
 
     @override
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:

@@ -101,6 +101,31 @@ def test_a_file_where_a_folder_goes_is_one_line_before_the_run(shrink_flags, tmp
 
 
 @pytest.mark.slow
+def test_a_second_fit_into_a_folder_a_fit_is_training_in_is_refused_until_that_one_ends(shrink_flags, tmp_path):
+    run = tmp_path / "run"
+    environment = {**os.environ, "WANDB_MODE": "offline", "OMP_NUM_THREADS": "1"}
+    first = subprocess.Popen([sys.executable, "-m", "recon", "fit", "-c", DEFAULT,
+                              *shrink_flags({"trainer.max_steps": 100_000})], cwd=ROOT, env=environment,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 240
+        while not (run / "checkpoints" / "last.ckpt").is_file() and time.monotonic() < deadline:
+            time.sleep(0.5)  # training, checkpoints written
+        second = recon("fit", "-c", DEFAULT, *shrink_flags())
+        assert second.returncode == 1 and "Traceback" not in second.stderr
+        assert second.stderr.strip().splitlines()[-1] == (
+            f"recon fit: error: {run}: another recon fit (process {first.pid}) is training in this run folder; wait "
+            "for it or stop it, or give this run a folder of its own (--trainer.default_root_dir)")
+        assert first.poll() is None  # the first goes on
+        first.kill()  # kill -9: the kernel drops its lock
+        first.wait()
+    finally:
+        first.kill()
+    again = recon("fit", "-c", DEFAULT, *shrink_flags())
+    assert again.returncode == 0, again.stderr[-3000:]
+
+
+@pytest.mark.slow
 def test_a_bad_config_value_is_one_line_naming_it(shrink_flags):
     done = recon("fit", "-c", DEFAULT, *shrink_flags({"model.lr": -1}))
     assert done.returncode == 1 and "Traceback" not in done.stderr
