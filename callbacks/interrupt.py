@@ -72,7 +72,7 @@ def checkpoint_writes_finish_first() -> Iterator[None]:
         signal.signal(signal.SIGINT, signal.default_int_handler)
     if received:
         if _fitting:
-            _fitting[-1]._deferred = True
+            _fitting[-1]._defer(signal.SIGINT, None)  # as a Ctrl-C during an optimizer step
         else:
             raise KeyboardInterrupt
 
