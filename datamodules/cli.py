@@ -29,6 +29,7 @@ from rich.table import Table
 
 from recon.datamodules.h5 import SPLITS, ViewsFileInfo, open_views, read_info
 from recon.datamodules.interrupts import stop_signals_interrupt
+from recon.errors import UserError, disk_full_cause, full_disk_message
 
 
 def _progress(console: Console) -> Progress:
@@ -147,10 +148,17 @@ def _run(argv: Sequence[str] | None, received: list[int]) -> int:
             print_info(info, console)
         else:
             print_info(read_info(args.file), console)
-    except (FileNotFoundError, FileExistsError, ValueError) as error:
+    except (FileNotFoundError, FileExistsError, ValueError, UserError) as error:
         if received:  # a stop signal that surfaced as this error: report the stop, not the error
             raise KeyboardInterrupt from error
         errors.print(f"[red]recon-data {args.command}: error:[/red] {escape(str(error))}", highlight=False)
+        return 1
+    except OSError as error:  # a full disk under a write that is not the output file's (which names it)
+        cause = disk_full_cause(error)
+        if cause is None or received:
+            raise
+        errors.print(f"[red]recon-data {args.command}: error:[/red] {escape(full_disk_message(cause))}",
+                     highlight=False)
         return 1
     return 0
 

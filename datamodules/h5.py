@@ -8,6 +8,7 @@ Layout (docs/conventions.md#hdf5-layout): one group per split with
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
@@ -22,7 +23,7 @@ import numpy as np
 from recon import atomic
 from recon.datamodules.categories import Category
 from recon.datamodules.interrupts import raise_if_interrupted
-from recon.errors import DataFileError
+from recon.errors import DataFileError, disk_full_cause, disk_full_error, mebibytes
 
 FORMAT = "recon-views"
 VERSION = 1
@@ -227,6 +228,8 @@ class ViewsWriter:
         self._level = compression_level
         self._temp = atomic.temporary_path(self.path)
         self._file: h5py.File | None = None
+        self._reached = 0  # bytes the temporary file held when it was given up
+        self._datasets: dict[str, dict[str, h5py.Dataset]] = {}
 
     def __enter__(self) -> ViewsWriter:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -253,18 +256,24 @@ class ViewsWriter:
         group = file.create_group(split)
         v, s, r = self.layout.num_views, self.layout.image_size, self.layout.voxel_size
         gzip = {"compression": "gzip", "compression_opts": self._level}
-        group.create_dataset("images", (0, v, 4, s, s), np.uint8, maxshape=(None, v, 4, s, s),
-                             chunks=(1, 1, 4, s, s), **gzip)
-        group.create_dataset("voxels", (0, r, r, r), bool, maxshape=(None, r, r, r), chunks=(1, r, r, r), **gzip)
-        group.create_dataset("category", (0,), np.int16, maxshape=(None,), chunks=(4096,))
-        group.create_dataset("object_id", (0,), h5py.string_dtype("ascii"), maxshape=(None,), chunks=(4096,))
+        # Held open until the file closes: a dataset object dropped after each append would flush its chunk
+        # cache as it is freed, where a failed write (a full disk) is only printed, never raised.
+        self._datasets[split] = {
+            "images": group.create_dataset("images", (0, v, 4, s, s), np.uint8, maxshape=(None, v, 4, s, s),
+                                           chunks=(1, 1, 4, s, s), **gzip),
+            "voxels": group.create_dataset("voxels", (0, r, r, r), bool, maxshape=(None, r, r, r),
+                                           chunks=(1, r, r, r), **gzip),
+            "category": group.create_dataset("category", (0,), np.int16, maxshape=(None,), chunks=(4096,)),
+            "object_id": group.create_dataset("object_id", (0,), h5py.string_dtype("ascii"), maxshape=(None,),
+                                              chunks=(4096,)),
+        }
 
     def append(self, split: str, images: np.ndarray, voxels: np.ndarray, category: np.ndarray | Sequence[int],
                object_ids: Sequence[str]) -> None:
         """Append ``n`` objects to ``split`` (created on first use)."""
         raise_if_interrupted()
         self.create_split(split)
-        group = self._require_open()[split]
+        group = self._datasets[split]
         category = np.asarray(category)
         n = len(images)
         checks = {"images": (images, group["images"]), "voxels": (voxels, group["voxels"])}
@@ -291,14 +300,42 @@ class ViewsWriter:
                  trace: TracebackType | None) -> None:
         file, self._file = self._file, None
         try:
-            if file is not None:
+            if file is not None and kind is None:
+                try:
+                    file.flush()  # what close would write: a full disk fails here, with the file still open
+                except BaseException as failure:
+                    self._discard(file)
+                    self._raise_if_disk_full(failure)
+                    raise
+                self._datasets.clear()
                 file.close()
+            elif file is not None:
+                self._discard(file)
             if kind is None:
                 raise_if_interrupted()  # Ctrl-C during the last append: never publish the file
                 os.replace(self._temp, self.path)
         finally:
             if self._temp.exists():
                 self._temp.unlink()
+        self._raise_if_disk_full(error)
+
+    def _discard(self, file: h5py.File) -> None:
+        """Close a file that will not be published. It is emptied first: HDF5 flushes its caches on close, and
+        on a full disk those writes fail over and over (a screenful of errors per object, then a crash at exit)."""
+        self._reached = max(self._reached, self._temp.stat().st_size if self._temp.exists() else 0)
+        with contextlib.suppress(OSError):
+            os.truncate(self._temp, 0)
+        self._datasets.clear()
+        with contextlib.suppress(Exception):
+            file.close()
+
+    def _raise_if_disk_full(self, error: BaseException | None) -> None:
+        cause = disk_full_cause(error)
+        if cause is not None:
+            kept = f"the existing {self.path.name} is unchanged" if self.path.exists() else "no output file was written"
+            if self._reached >= 2**20:
+                kept += f" (the unfinished file had reached {mebibytes(self._reached)})"
+            raise disk_full_error(self.path, cause, kept) from error
 
 
 def remove_stale_temporaries(path: str | os.PathLike[str]) -> list[Path]:

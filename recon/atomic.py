@@ -18,6 +18,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
+from recon.errors import disk_full_cause, disk_full_error, mebibytes
+
 _TEMPORARY = re.compile(r"^\.(?P<name>.+)\.tmp-(?P<pid>\d+)$")
 
 
@@ -38,7 +40,9 @@ def atomic_write(path: str | os.PathLike[str], mode: str = "wb", **open_kwargs: 
     """``with atomic_write(path) as file: ...`` writes ``path`` atomically (see the module docstring).
 
     The file gets the usual permissions (``0o666`` less the umask). On any exception, Ctrl-C included, the
-    temporary file is removed and ``path`` is left as it was. The folder must exist.
+    temporary file is removed and ``path`` is left as it was. The folder must exist. A write that runs out of
+    room raises :class:`recon.errors.DiskFullError`, which names ``path``, the space left once the temporary
+    file is gone, and that the previous file is kept.
     """
     if "w" not in mode:
         raise ValueError(f"atomic_write: mode {mode!r}; expected a write mode such as 'wb' or 'w'")
@@ -51,9 +55,23 @@ def atomic_write(path: str | os.PathLike[str], mode: str = "wb", **open_kwargs: 
             os.fsync(file.fileno())
         os.chmod(temporary, 0o666 & ~_umask())
         os.replace(temporary, path)
-    except BaseException:
+    except BaseException as error:
+        reached = _size(temporary)
         temporary.unlink(missing_ok=True)
-        raise
+        cause = disk_full_cause(error)
+        if cause is None:
+            raise
+        kept = f"the previous {path.name} is kept" if path.exists() else f"no {path.name} was written"
+        if reached >= 2**20:
+            kept += f" (the unfinished file had reached {mebibytes(reached)})"
+        raise disk_full_error(path, cause, kept) from error
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
 
 
 def write_text(path: str | os.PathLike[str], text: str) -> None:

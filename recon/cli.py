@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import shutil
 import sys
 import warnings
 from pathlib import Path
@@ -30,7 +31,7 @@ from recon.callbacks import InterruptCheckpoint, MeshWriter
 from recon.callbacks.interrupt import forget_interrupts, interrupt_status
 from recon.checkpoint_io import AtomicCheckpointIO
 from recon.datamodules import ViewPairDataModule
-from recon.errors import PATH_ERRORS, ConfigError, UserError, debug
+from recon.errors import PATH_ERRORS, ConfigError, UserError, debug, disk_full_cause, full_disk_message, mebibytes
 from recon.lifetime import stop_with_parent
 from recon.module import ReconModule
 from recon.run_lock import run_folder_lock
@@ -90,6 +91,7 @@ class ReconCLI(LightningCLI):
             super()._run_subcommand(subcommand)
             return
         with run_folder_lock(self.trainer.default_root_dir):
+            _warn_if_checkpoints_may_not_fit(self.trainer, self.model)
             super()._run_subcommand(subcommand)
 
     @override
@@ -263,6 +265,24 @@ def _model_changes(before: Namespace, after: Namespace) -> list[str]:
 
 
 @rank_zero_only
+def _warn_if_checkpoints_may_not_fit(trainer: Trainer, model: torch.nn.Module) -> None:
+    """One line when the checkpoint folder's filesystem has less room than a fit's checkpoints take: the weights
+    and Adam's two moments each, for last.ckpt, best.ckpt and the one being written next to them. A full disk
+    then ends the fit with one line, keeping the checkpoints already written (:mod:`recon.atomic`)."""
+    folders = {Path(cb.dirpath) for cb in trainer.checkpoint_callbacks
+               if getattr(cb, "dirpath", None) and "://" not in str(cb.dirpath)}  # not a remote URL
+    size = 3 * sum(p.numel() * p.element_size() for p in model.parameters())
+    for folder in sorted(folders):
+        existing = folder
+        while not existing.exists() and existing != existing.parent:
+            existing = existing.parent
+        free = shutil.disk_usage(existing).free
+        if free < 3 * size:
+            _notice(f"recon fit: only {mebibytes(free)} free for {folder}; a checkpoint of this model takes "
+                    f"~{mebibytes(size)} and a fit needs room for three (last.ckpt, best.ckpt and the next one "
+                    f"being written: ~{mebibytes(3 * size)}); it will stop with an error if the disk fills")
+
+
 def _notice(line: str) -> None:
     print(line, file=sys.stderr)
 
@@ -365,6 +385,13 @@ def main(args: ArgsType = None) -> int:
         if debug():
             raise
         print(f"recon {subcommand}: error: {error}", file=sys.stderr)
+        _finish_wandb_run(exit_code=1)
+        return 1
+    except Exception as error:  # a full disk under a write of Lightning's or W&B's own (recon's name their file)
+        cause = disk_full_cause(error)
+        if cause is None or debug():
+            raise
+        print(f"recon {subcommand}: error: {full_disk_message(cause)}", file=sys.stderr)
         _finish_wandb_run(exit_code=1)
         return 1
     return 0

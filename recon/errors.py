@@ -7,7 +7,10 @@ its traceback. ``RECON_DEBUG=1`` shows the traceback of user errors too.
 
 from __future__ import annotations
 
+import errno
 import os
+import shutil
+from pathlib import Path
 
 
 class UserError(Exception):
@@ -24,6 +27,57 @@ class DataFileError(UserError, ValueError):
 
 class NonFiniteMeshError(UserError, FloatingPointError):
     """Predicted vertices that are NaN or infinite: training diverged (or the input was not finite)."""
+
+
+class DiskFullError(UserError, OSError):
+    """A write that ran out of room (no space left on the device, or the user's quota): the message names the
+    file, the space left and what became of the file; nothing already written is lost."""
+
+
+_DISK_FULL = {errno.ENOSPC, errno.EDQUOT}
+
+
+def disk_full_cause(error: BaseException | None) -> OSError | None:
+    """The "no space left" (or quota) ``OSError`` that ``error`` is, or was raised from or while handling (torch's
+    zip writer reports a failed ``write`` as ``RuntimeError: … unexpected pos …``, the ``OSError`` its context).
+    """
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, OSError) and error.errno in _DISK_FULL:
+            return error
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return None
+
+
+def disk_full_error(path: str | os.PathLike[str], cause: OSError, outcome: str) -> DiskFullError:
+    """``PATH: no space left on device (N MiB free in FOLDER); OUTCOME``, to raise from ``cause``."""
+    path = Path(path)
+    folder = path.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    try:
+        free = f"{mebibytes(shutil.disk_usage(folder).free)} free in {folder}"
+    except OSError:
+        free = f"free space in {folder} unknown"
+    reason = "over the disk quota" if cause.errno == errno.EDQUOT else "no space left on device"
+    error = DiskFullError(f"{path}: {reason} ({free}); {outcome}")
+    error.errno = cause.errno
+    return error
+
+
+def mebibytes(size: int) -> str:
+    """``311 MiB``, ``2.5 MiB``, ``0.1 MiB``: a size for a message."""
+    mib = size / 2**20
+    return f"{mib:,.0f} MiB" if mib >= 10 else f"{mib:.1f} MiB"
+
+
+def full_disk_message(cause: OSError) -> str:
+    """One line for a full disk met outside recon's own writes: the file, if the error names one, and the space
+    left there."""
+    if cause.filename is None:
+        return f"no space left on device ({cause.strerror or cause}); free some space and run the command again"
+    return str(disk_full_error(cause.filename, cause, "free some space and run the command again"))
 
 
 #: Built-in exceptions that, reaching the command line, mean a user's path was wrong rather than a bug.
