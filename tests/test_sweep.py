@@ -105,6 +105,9 @@ def test_sweep_writes_its_results_prunes_a_bad_region_and_best_yaml_retrains_the
         data = record.read_bytes()
         assert b"sweep-tiny" in data and f"tiny-trial-{number}".encode() in data  # group and run name
         assert wandb_config_item("model.lr", float(row["model.lr"])) in data  # the trial's value in its config
+        # --sweep.keep_checkpoints best (the default): a finished trial keeps its best.ckpt only, a pruned one none
+        kept = sorted(path.name for path in (run / "checkpoints").glob("*.ckpt"))
+        assert kept == (["best.ckpt"] if row["state"] == "complete" else []), (number, kept)
 
     # best.yaml is the best trial's whole config: with the default config first it retrains that trial exactly.
     best = max(rows[:2], key=lambda row: float(row["val_miou"]))
@@ -138,11 +141,14 @@ def test_a_killed_trial_is_retried_once_and_a_rerun_adds_trials_to_the_same_stud
     assert first[1]["model.lr"] == first[0]["model.lr"]  # the retry repeats the killed trial's values
 
     # The rerun continues the study: two more trials, run at once (--sweep.jobs 2).
-    assert sweep_main([*args, "--sweep.trials", "3", "--sweep.jobs", "2"]) == 0
+    assert sweep_main([*args, "--sweep.trials", "3", "--sweep.jobs", "2", "--sweep.keep_checkpoints", "all"]) == 0
     again = read_trials(folder)
     assert [row["trial"] for row in again] == ["0", "1", "2", "3"] and again[:2] == first
     assert [row["state"] for row in again[2:]] == ["complete", "complete"]
     assert all((folder / f"trial-{n}" / "config.yaml").is_file() for n in (2, 3))
+    for n in (2, 3):  # --sweep.keep_checkpoints all
+        assert sorted(path.name for path in (folder / f"trial-{n}" / "checkpoints").glob("*.ckpt")) == [
+            "best.ckpt", "last.ckpt"]
     trials = optuna.load_study(study_name="resume", storage=open_storage(str(folder / "study.journal"))).trials
     assert trials[2].datetime_start < trials[3].datetime_complete and trials[3].datetime_start < trials[2].datetime_complete
 

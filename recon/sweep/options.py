@@ -21,6 +21,7 @@ from recon.sweep.space import SearchSpace, SearchSpaceError, is_search_space, lo
 
 DEFAULT_TRIALS = 10
 CONFIG_FLAGS = ("-c", "--config")
+KEEP_CHECKPOINTS = ("best", "all")
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,7 @@ class SweepOptions:
     storage: str | None  # an RDB URL or a journal file; None: <folder>/study.journal
     root: Path
     test_best: bool
+    keep_checkpoints: str = "best"  # "best": a finished trial's best.ckpt only; "all": every trial's, as written
 
     @property
     def folder(self) -> Path:
@@ -71,6 +73,10 @@ def option_parser() -> argparse.ArgumentParser:
                         "(default <folder>/study.journal)")
     parser.add_argument("--sweep.root", dest="root", default="runs/sweeps", help="parent of the sweep folder (default runs/sweeps)")
     parser.add_argument("--test-best", dest="test_best", action="store_true", help="test the best trial once, at the end")
+    parser.add_argument("--sweep.keep_checkpoints", dest="keep_checkpoints", choices=KEEP_CHECKPOINTS,
+                        help="best: once a trial ends, keep only a finished trial's best.ckpt (a pruned, failed or "
+                        "interrupted trial's checkpoints are removed; each is ~300 MiB); all: keep every checkpoint "
+                        "(default: best)")
     return parser
 
 
@@ -115,7 +121,11 @@ def parse_command(argv: Sequence[str]) -> SweepCommand:
         storage=parsed.storage,
         root=Path(parsed.root),
         test_best=parsed.test_best,
+        keep_checkpoints=parsed.keep_checkpoints or settings.get("keep_checkpoints", "best"),
     )
+    if options.keep_checkpoints not in KEEP_CHECKPOINTS:
+        raise SearchSpaceError(f"sweep.keep_checkpoints must be one of {list(KEEP_CHECKPOINTS)}, got "
+                               f"{options.keep_checkpoints!r}")
     return SweepCommand(options=options, space=space, fit_args=fit_args)
 
 

@@ -22,6 +22,7 @@ from recon.sweep.options import SweepCommand
 from recon.sweep.study import claim, mark_interrupted
 
 FIT_LOG = "fit.log"
+BEST = "best.ckpt"  # the checkpoint of a trial's score (its best val/miou), which --test-best tests
 RUNNING: set[subprocess.Popen] = set()  # the trial processes of this sweep, ended with it (see stop_running)
 
 
@@ -72,7 +73,22 @@ class TrialRunner:
                 raise
             finally:
                 RUNNING.discard(process)
-        return _score(trial, folder, status)
+        try:
+            value = _score(trial, folder, status)
+        except (optuna.TrialPruned, TrialFailed):
+            self._drop_checkpoints(folder, keep=())  # a pruned trial is never the best; a failed one runs afresh
+            raise
+        self._drop_checkpoints(folder, keep=(BEST,))
+        return value
+
+    def _drop_checkpoints(self, folder: Path, keep: tuple[str, ...]) -> None:
+        """With ``--sweep.keep_checkpoints best``, remove the ended trial's checkpoints but ``keep``: its last.ckpt
+        resumes nothing (a trial that runs again starts afresh in a folder of its own), and each is ~300 MiB."""
+        if self.command.options.keep_checkpoints == "all":
+            return
+        for checkpoint in sorted((folder / "checkpoints").glob("*.ckpt")):
+            if checkpoint.name not in keep:
+                checkpoint.unlink(missing_ok=True)
 
 
 def stop_running() -> None:

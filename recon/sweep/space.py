@@ -31,7 +31,7 @@ import yaml
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.pruners import MedianPruner
 
-SETTINGS = {"name", "trials", "seed", "jobs", "pruner", "enqueue", "fixed"}
+SETTINGS = {"name", "trials", "seed", "jobs", "pruner", "enqueue", "fixed", "keep_checkpoints"}
 FIELDS = {"float": {"low", "high", "log", "step"}, "int": {"low", "high", "log", "step"}, "categorical": {"choices"}}
 
 
