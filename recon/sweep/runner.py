@@ -70,6 +70,7 @@ class TrialRunner:
                 process.terminate()
                 process.wait()
                 mark_interrupted(trial)
+                self._drop_checkpoints(folder, keep=())  # it runs again afresh, in a folder of its own
                 raise
             finally:
                 RUNNING.discard(process)
