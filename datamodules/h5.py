@@ -23,7 +23,7 @@ import numpy as np
 from recon import atomic
 from recon.datamodules.categories import Category
 from recon.datamodules.interrupts import raise_if_interrupted
-from recon.errors import DataFileError, disk_full_cause, disk_full_error, mebibytes
+from recon.errors import DataFileError, disk_full_cause, disk_full_error, human_size
 
 FORMAT = "recon-views"
 VERSION = 1
@@ -334,7 +334,7 @@ class ViewsWriter:
         if cause is not None:
             kept = f"the existing {self.path.name} is unchanged" if self.path.exists() else "no output file was written"
             if self._reached >= 2**20:
-                kept += f" (the unfinished file had reached {mebibytes(self._reached)})"
+                kept += f" (the unfinished file had reached {human_size(self._reached)})"
             raise disk_full_error(self.path, cause, kept) from error
 
 

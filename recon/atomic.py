@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
-from recon.errors import disk_full_cause, disk_full_error, mebibytes
+from recon.errors import disk_full_cause, disk_full_error, human_size
 
 _TEMPORARY = re.compile(r"^\.(?P<name>.+)\.tmp-(?P<pid>\d+)$")
 
@@ -63,7 +63,7 @@ def atomic_write(path: str | os.PathLike[str], mode: str = "wb", **open_kwargs: 
             raise
         kept = f"the previous {path.name} is kept" if path.exists() else f"no {path.name} was written"
         if reached >= 2**20:
-            kept += f" (the unfinished file had reached {mebibytes(reached)})"
+            kept += f" (the unfinished file had reached {human_size(reached)})"
         raise disk_full_error(path, cause, kept) from error
 
 

@@ -12,6 +12,7 @@ import os
 import shutil
 import sys
 import warnings
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +32,16 @@ from recon.callbacks import InterruptCheckpoint, MeshWriter
 from recon.callbacks.interrupt import forget_interrupts, interrupt_status
 from recon.checkpoint_io import AtomicCheckpointIO
 from recon.datamodules import ViewPairDataModule
-from recon.errors import PATH_ERRORS, ConfigError, UserError, debug, disk_full_cause, full_disk_message, mebibytes
+from recon.errors import (
+    PATH_ERRORS,
+    ConfigError,
+    DataFileError,
+    UserError,
+    debug,
+    disk_full_cause,
+    full_disk_message,
+    human_size,
+)
 from recon.lifetime import stop_with_parent
 from recon.module import ReconModule
 from recon.run_lock import run_folder_lock
@@ -111,6 +121,8 @@ class ReconCLI(LightningCLI):
         whatever the config says. Where they differ (a ResNet config given a baseline checkpoint), one line says
         which settings the checkpoint's replaced: the numbers are the checkpoint's model's."""
         subcommand = self.config.get("subcommand")
+        if subcommand:
+            _check_checkpoint_file(self.config[subcommand].get("ckpt_path"))
         before = self.config[subcommand].get("model") if subcommand else None
         before = before.clone() if isinstance(before, Namespace) else before
         super()._parse_ckpt_path()
@@ -199,6 +211,8 @@ class ReconCLI(LightningCLI):
         try:
             checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
         except Exception:  # noqa: BLE001 (unreadable here, e.g. pickled objects: Lightning's restore decides)
+            if not zipfile.is_zipfile(path):  # every checkpoint torch and Lightning write is a zip archive
+                raise DataFileError(_unreadable_checkpoint(path)) from None
             return
         self.model.check_checkpoint(checkpoint, path)
 
@@ -265,6 +279,32 @@ def _model_changes(before: Namespace, after: Namespace) -> list[str]:
 
 
 @rank_zero_only
+def _check_checkpoint_file(ckpt_path: str | None) -> None:
+    """``--ckpt_path FILE`` that is missing, a folder, or no checkpoint (a copy cut short, another file) is refused
+    in one line before anything is read or created; Lightning's words (``last``, ``best``, …) and URLs pass."""
+    if not ckpt_path or str(ckpt_path) in ("last", "best", "hpc") or str(ckpt_path).startswith("registry") or (
+            "://" in str(ckpt_path)):
+        return
+    path = Path(ckpt_path)
+    if path.is_dir():
+        raise IsADirectoryError(f"--ckpt_path {path}: is a folder; expected a checkpoint file, such as "
+                                f"{path / 'last.ckpt'}")
+    if not path.is_file():
+        raise FileNotFoundError(f"--ckpt_path {path}: no such checkpoint file")
+    if not zipfile.is_zipfile(path):  # every checkpoint torch and Lightning write is a zip archive
+        raise DataFileError(_unreadable_checkpoint(path))
+
+
+def _unreadable_checkpoint(path: Path) -> str:
+    """The one line for a checkpoint file that is no zip archive: cut short (a copy interrupted) or another file."""
+    message = (f"{path}: truncated, damaged or not a checkpoint (a .ckpt is a zip archive, and this file has no "
+               f"zip directory; {human_size(path.stat().st_size)}); copy it again or give another checkpoint")
+    siblings = [p for p in sorted(path.parent.glob("*.ckpt")) if p != path and zipfile.is_zipfile(p)]
+    if siblings:
+        message += f" (this folder also holds {', '.join(p.name for p in siblings)})"
+    return message
+
+
 def _warn_if_checkpoints_may_not_fit(trainer: Trainer, model: torch.nn.Module) -> None:
     """One line when the checkpoint folder's filesystem has less room than a fit's checkpoints take: the weights
     and Adam's two moments each, for last.ckpt, best.ckpt and the one being written next to them. A full disk
@@ -278,9 +318,9 @@ def _warn_if_checkpoints_may_not_fit(trainer: Trainer, model: torch.nn.Module) -
             existing = existing.parent
         free = shutil.disk_usage(existing).free
         if free < 3 * size:
-            _notice(f"recon fit: only {mebibytes(free)} free for {folder}; a checkpoint of this model takes "
-                    f"~{mebibytes(size)} and a fit needs room for three (last.ckpt, best.ckpt and the next one "
-                    f"being written: ~{mebibytes(3 * size)}); it will stop with an error if the disk fills")
+            _notice(f"recon fit: only {human_size(free)} free for {folder}; a checkpoint of this model takes "
+                    f"~{human_size(size)} and a fit needs room for three (last.ckpt, best.ckpt and the next one "
+                    f"being written: ~{human_size(3 * size)}); it will stop with an error if the disk fills")
 
 
 def _notice(line: str) -> None:

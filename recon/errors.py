@@ -57,7 +57,7 @@ def disk_full_error(path: str | os.PathLike[str], cause: OSError, outcome: str) 
     while not folder.exists() and folder != folder.parent:
         folder = folder.parent
     try:
-        free = f"{mebibytes(shutil.disk_usage(folder).free)} free in {folder}"
+        free = f"{human_size(shutil.disk_usage(folder).free)} free in {folder}"
     except OSError:
         free = f"free space in {folder} unknown"
     reason = "over the disk quota" if cause.errno == errno.EDQUOT else "no space left on device"
@@ -66,10 +66,12 @@ def disk_full_error(path: str | os.PathLike[str], cause: OSError, outcome: str) 
     return error
 
 
-def mebibytes(size: int) -> str:
-    """``311 MiB``, ``2.5 MiB``, ``0.1 MiB``: a size for a message."""
+def human_size(size: int) -> str:
+    """``311 MiB``, ``2.5 MiB``, ``12 KiB``: a size in bytes for a message."""
     mib = size / 2**20
-    return f"{mib:,.0f} MiB" if mib >= 10 else f"{mib:.1f} MiB"
+    if mib >= 10:
+        return f"{mib:,.0f} MiB"
+    return f"{mib:.1f} MiB" if mib >= 0.1 else f"{size / 2**10:.0f} KiB"
 
 
 def full_disk_message(cause: OSError) -> str:

@@ -6,6 +6,7 @@ import csv
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -141,6 +142,38 @@ def test_a_checkpoint_of_another_model_is_named_not_dumped(shrink_flags, tmp_pat
     capsys.readouterr()
     assert main(["test", "-c", DEFAULT, *shrink_flags(), f"--ckpt_path={last}"]) == 0
     assert "saved settings" not in capsys.readouterr().err  # the config's own model: nothing to say
+
+
+@pytest.mark.slow
+def test_a_checkpoint_file_that_is_missing_cut_short_or_another_file_is_one_line_before_the_run(shrink_flags,
+                                                                                               tmp_path, capsys):
+    assert main(["fit", "-c", DEFAULT, *shrink_flags()]) == 0
+    last = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    copied = tmp_path / "copied" / "checkpoints"  # a run folder copied between machines, its last.ckpt cut short
+    copied.mkdir(parents=True)
+    (copied / "last.ckpt").write_bytes(last.read_bytes()[:4_000_000])
+    shutil.copy(last.with_name("best.ckpt"), copied / "best.ckpt")
+    image = tmp_path / "photo.png"
+    image.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(2000))
+    cases = [
+        ("test", image, f"{image}: truncated, damaged or not a checkpoint (a .ckpt is a zip archive, and this file "
+                        "has no zip directory; 2 KiB); copy it again or give another checkpoint"),
+        ("test", tmp_path / "nothere.ckpt", f"--ckpt_path {tmp_path / 'nothere.ckpt'}: no such checkpoint file"),
+        ("validate", last.parent, f"--ckpt_path {last.parent}: is a folder; expected a checkpoint file, such as "
+                                  f"{last}"),
+        ("fit", "last", f"{copied / 'last.ckpt'}: truncated, damaged or not a checkpoint (a .ckpt is a zip archive, "
+                        "and this file has no zip directory; 3.8 MiB); copy it again or give another checkpoint (this "
+                        "folder also holds best.ckpt)"),
+    ]
+    for command, ckpt_path, expected in cases:
+        capsys.readouterr()
+        run = copied.parent if ckpt_path == "last" else tmp_path / "refused"
+        assert main([command, "-c", DEFAULT, *shrink_flags({"trainer.default_root_dir": run}),
+                     f"--ckpt_path={ckpt_path}"]) == 1
+        err = capsys.readouterr().err
+        assert err.strip().splitlines()[-1] == f"recon {command}: error: {expected}" and "Traceback" not in err
+        assert not (tmp_path / "refused").exists() and sorted(p.name for p in copied.parent.iterdir()) == [
+            "checkpoints"]  # no run folder, config, log or W&B run
 
 
 def _printed_config(*args: str, capsys) -> dict:
