@@ -278,7 +278,6 @@ def _model_changes(before: Namespace, after: Namespace) -> list[str]:
     return changes
 
 
-@rank_zero_only
 def _check_checkpoint_file(ckpt_path: str | None) -> None:
     """``--ckpt_path FILE`` that is missing, a folder, or no checkpoint (a copy cut short, another file) is refused
     in one line before anything is read or created; Lightning's words (``last``, ``best``, …) and URLs pass."""
@@ -323,6 +322,7 @@ def _warn_if_checkpoints_may_not_fit(trainer: Trainer, model: torch.nn.Module) -
                     f"being written: ~{human_size(3 * size)}); it will stop with an error if the disk fills")
 
 
+@rank_zero_only
 def _notice(line: str) -> None:
     print(line, file=sys.stderr)
 

@@ -78,7 +78,8 @@ def full_disk_message(cause: OSError) -> str:
     """One line for a full disk met outside recon's own writes: the file, if the error names one, and the space
     left there."""
     if cause.filename is None:
-        return f"no space left on device ({cause.strerror or cause}); free some space and run the command again"
+        reason = "over the disk quota" if cause.errno == errno.EDQUOT else "no space left on device"
+        return f"{reason}; free some space and run the command again"
     return str(disk_full_error(cause.filename, cause, "free some space and run the command again"))
 
 

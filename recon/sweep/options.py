@@ -35,7 +35,7 @@ class SweepOptions:
     storage: str | None  # an RDB URL or a journal file; None: <folder>/study.journal
     root: Path
     test_best: bool
-    keep_checkpoints: str = "best"  # "best": a finished trial's best.ckpt only; "all": every trial's, as written
+    keep_checkpoints: str = "best"  # "best": a complete trial's best.ckpt only; "all": every trial's, as written
 
     @property
     def folder(self) -> Path:
@@ -74,7 +74,7 @@ def option_parser() -> argparse.ArgumentParser:
     parser.add_argument("--sweep.root", dest="root", default="runs/sweeps", help="parent of the sweep folder (default runs/sweeps)")
     parser.add_argument("--test-best", dest="test_best", action="store_true", help="test the best trial once, at the end")
     parser.add_argument("--sweep.keep_checkpoints", dest="keep_checkpoints", choices=KEEP_CHECKPOINTS,
-                        help="best: once a trial ends, keep only a finished trial's best.ckpt (a pruned, failed or "
+                        help="best: once a trial ends, keep only a complete trial's best.ckpt (a pruned, failed or "
                         "interrupted trial's checkpoints are removed; each is ~300 MiB); all: keep every checkpoint "
                         "(default: best)")
     return parser
