@@ -121,8 +121,8 @@ class ReconCLI(LightningCLI):
         whatever the config says. Where they differ (a ResNet config given a baseline checkpoint), one line says
         which settings the checkpoint's replaced: the numbers are the checkpoint's model's."""
         subcommand = self.config.get("subcommand")
-        if subcommand:
-            _check_checkpoint_file(self.config[subcommand].get("ckpt_path"))
+        if subcommand and _checkpoint_file_error(self.config[subcommand].get("ckpt_path")):
+            return  # no checkpoint to read settings from: refused by _check_checkpoint, after the data's checks
         before = self.config[subcommand].get("model") if subcommand else None
         before = before.clone() if isinstance(before, Namespace) else before
         super()._parse_ckpt_path()
@@ -193,6 +193,8 @@ class ReconCLI(LightningCLI):
         if not self.subcommand or not isinstance(self.model, ReconModule):
             return
         ckpt_path = self.config[self.subcommand].get("ckpt_path")
+        if error := _checkpoint_file_error(ckpt_path):
+            raise error
         if ckpt_path is None and self.subcommand != "fit":
             raise ConfigError(f"no --ckpt_path: recon {self.subcommand} would evaluate an untrained model; give the "
                               "trained run's checkpoint (--ckpt_path runs/default/checkpoints/best.ckpt, or last "
@@ -278,20 +280,22 @@ def _model_changes(before: Namespace, after: Namespace) -> list[str]:
     return changes
 
 
-def _check_checkpoint_file(ckpt_path: str | None) -> None:
-    """``--ckpt_path FILE`` that is missing, a folder, or no checkpoint (a copy cut short, another file) is refused
-    in one line before anything is read or created; Lightning's words (``last``, ``best``, …) and URLs pass."""
+def _checkpoint_file_error(ckpt_path: str | None) -> Exception | None:
+    """The one-line error for ``--ckpt_path FILE`` that is missing, a folder, or no checkpoint (a copy cut short,
+    another file), which must be refused before anything reads it; None for a readable file, for none, and for
+    Lightning's words (``last``, ``best``, …) and URLs."""
     if not ckpt_path or str(ckpt_path) in ("last", "best", "hpc") or str(ckpt_path).startswith("registry") or (
             "://" in str(ckpt_path)):
-        return
+        return None
     path = Path(ckpt_path)
     if path.is_dir():
-        raise IsADirectoryError(f"--ckpt_path {path}: is a folder; expected a checkpoint file, such as "
-                                f"{path / 'last.ckpt'}")
+        return IsADirectoryError(f"--ckpt_path {path}: is a folder; expected a checkpoint file, such as "
+                                 f"{path / 'last.ckpt'}")
     if not path.is_file():
-        raise FileNotFoundError(f"--ckpt_path {path}: no such checkpoint file")
+        return FileNotFoundError(f"--ckpt_path {path}: no such checkpoint file")
     if not zipfile.is_zipfile(path):  # every checkpoint torch and Lightning write is a zip archive
-        raise DataFileError(_unreadable_checkpoint(path))
+        return DataFileError(_unreadable_checkpoint(path))
+    return None
 
 
 def _unreadable_checkpoint(path: Path) -> str:
