@@ -263,3 +263,16 @@ def test_a_bad_search_space_fails_with_one_message_before_any_trial(space, messa
     assert "recon sweep: error: " in error and message in error and str(path) in error
     assert "Seed set to" not in error  # the check only parses: it seeds nothing
     assert not root.exists()  # no study, no trial folder
+
+
+def test_trials_that_keep_failing_stop_the_sweep_with_the_fits_own_error(shrink_flags, tmp_path, capsys):
+    root = tmp_path / "sweeps"
+    space = write_space(tmp_path, {"sweep": {"name": "broken"}, **LR_SPACE})
+    missing = tmp_path / "moved.h5"  # a data file moved away: every trial's recon fit refuses it in one line
+    args = sweep_args(space, shrink_flags({"data.path": missing, "data.synthesize": None}), root, "--sweep.trials", "1")
+    assert sweep_main(args) == 1
+    error = " ".join(capsys.readouterr().err.split())
+    expected = f"the last: {missing}: no such file"
+    assert f"recon sweep: error: sweep broken: trials [0, 1] failed in a row; see their fit.log in {root / 'broken'}; " \
+           f"{expected}" in error, error[-3000:]
+    assert [row["state"] for row in read_trials(root / "broken")] == ["fail", "fail"]

@@ -109,6 +109,7 @@ def run_trials(study: optuna.Study, runner: TrialRunner, command: SweepCommand, 
     """Run trials until the study holds ``trials`` finished ones (counting those other processes are running)."""
     options = command.options
     failures: list[int] = []
+    last_error: list[str] = []  # the last failed trial's `recon fit: error: …` line, if it ended with one
     lock = threading.Lock()  # with --sweep.jobs, trials end in several threads: one retry per failure
 
     def after_trial(study: optuna.Study, trial: FrozenTrial) -> None:
@@ -116,6 +117,8 @@ def run_trials(study: optuna.Study, runner: TrialRunner, command: SweepCommand, 
             # interrupted trials count too: the sweep is stopping then anyway, and a fit that keeps being stopped
             # while the sweep goes on must not be run again and again
             failures[:] = [*failures, trial.number] if trial.state == TrialState.FAIL else []
+            if trial.state == TrialState.FAIL and trial.user_attrs.get("error"):
+                last_error[:] = [trial.user_attrs["error"]]
             if trial.state == TrialState.FAIL:
                 retry_failed(study)
             write_tables(study, options.folder, url)
@@ -132,8 +135,9 @@ def run_trials(study: optuna.Study, runner: TrialRunner, command: SweepCommand, 
                        callbacks=[after_trial], gc_after_trial=False)
         after = count_trials(study)
         if len(failures) >= MAX_FAILURES_IN_A_ROW or (after.finished == counts.finished and not after.waiting):
+            last = f"; the last: {last_error[0]}" if last_error else ""
             raise SweepStopped(f"sweep {options.name}: trials {failures} failed in a row; see their fit.log in "
-                               f"{options.folder}")
+                               f"{options.folder}{last}")
 
 
 def test_best(command: SweepCommand, study: optuna.Study, url: str) -> None:

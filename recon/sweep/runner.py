@@ -105,7 +105,11 @@ def _score(trial: optuna.Trial, folder: Path, status: int) -> float:
         raise TrialFailed(f"trial {trial.number}: recon fit was interrupted ({STOPPED[status]}); it will run again")
     if status != 0:
         how = f"killed by {signal.Signals(-status).name}" if status < 0 else f"exit status {status}"
-        raise TrialFailed(f"trial {trial.number}: recon fit failed ({how}); its output: {log}")
+        reason = fit_error(log)
+        if reason:
+            trial.set_user_attr("error", reason)
+        raise TrialFailed(f"trial {trial.number}: recon fit failed ({how}{': ' + reason if reason else ''}); its "
+                          f"output: {log}")
     result = read_result(folder)
     reports = (result or {}).get("reports") or {}
     if not reports:
@@ -115,6 +119,16 @@ def _score(trial: optuna.Trial, folder: Path, status: int) -> float:
     if result and result.get("pruned_at") is not None:
         raise optuna.TrialPruned(f"trial {trial.number} pruned at step {result['pruned_at']}")
     return max(reports.values())
+
+
+def fit_error(log: Path) -> str | None:
+    """The one-line error ``recon fit`` ended with (``recon fit: error: …``, without that prefix), if it did."""
+    prefix = "recon fit: error: "
+    try:
+        lines = log.read_text(errors="replace").splitlines()
+    except OSError:
+        return None
+    return next((line[len(prefix):] for line in reversed(lines) if line.startswith(prefix)), None)
 
 
 def _move_aside(folder: Path) -> None:
