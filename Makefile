@@ -37,8 +37,9 @@ setup: $(STAMP) ## create .venv: the CPU torch wheel first, then recon with its 
 data: $(STAMP) ## generate the synthetic dataset data/synthetic.h5 if it is missing
 	test -f data/synthetic.h5 || $(VENV)/bin/recon-data synth data/synthetic.h5
 
-train: $(STAMP) ## the main job: synthetic data if missing, train the baseline on CPU (~6 min), test, print the IoU table
-	$(VENV)/bin/recon fit -c configs/default.yaml --trainer.default_root_dir $(RUN) $(ARGS)
+train: $(STAMP) ## the main job: synthetic data if missing, train the baseline on CPU (~8 min), test, print the IoU table; RESUME=1 continues an interrupted run
+	$(VENV)/bin/recon fit -c configs/default.yaml --trainer.default_root_dir $(RUN) $(if $(RESUME),--ckpt_path last) $(ARGS) \
+	  || { status=$$?; [ $$status -lt 128 ] || echo "make train RESUME=1 continues this run from $(RUN)/checkpoints/last.ckpt" >&2; exit $$status; }
 	$(VENV)/bin/recon test -c configs/default.yaml --trainer.default_root_dir $(RUN) --ckpt_path $(RUN)/checkpoints/best.ckpt $(ARGS)
 
 reproduce-table: $(STAMP) ## train+test the encoders (+ colour): PROFILE=quick|paper|smoke [DATA=file.h5] [ENCODERS="baseline resnet"] [REDO=1] → results/table.md

@@ -199,9 +199,15 @@ class ReconCLI(LightningCLI):
             raise ConfigError(f"no --ckpt_path: recon {self.subcommand} would evaluate an untrained model; give the "
                               "trained run's checkpoint (--ckpt_path runs/default/checkpoints/best.ckpt, or last "
                               "with that run's --trainer.default_root_dir)")
+        names = [Path(cb.dirpath) / f"{cb.CHECKPOINT_NAME_LAST}{cb.FILE_EXTENSION}"
+                 for cb in self.trainer.checkpoint_callbacks if getattr(cb, "dirpath", None)]
+        if ckpt_path is None and self.subcommand == "fit":
+            earlier = next((name for name in names if name.is_file()), None)
+            if earlier is not None:  # Lightning only says the folder is not empty
+                warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
+                _notice(f"recon fit: {earlier.parent} holds an earlier run's checkpoints, which this new run "
+                        "replaces as it saves its own; --ckpt_path last continues that run instead")
         if ckpt_path == "last":
-            names = [Path(cb.dirpath) / f"{cb.CHECKPOINT_NAME_LAST}{cb.FILE_EXTENSION}"
-                     for cb in self.trainer.checkpoint_callbacks if getattr(cb, "dirpath", None)]
             path = next((name for name in names if name.is_file()), None)
             if path is None:
                 self._no_last_checkpoint(names)

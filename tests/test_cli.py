@@ -116,6 +116,17 @@ def test_resume_from_last_continues_at_the_saved_step_with_its_schedule(shrink_f
 
 
 @pytest.mark.slow
+def test_a_new_fit_into_a_folder_with_a_run_says_it_replaces_that_runs_checkpoints(shrink_flags, tmp_path, capsys):
+    checkpoints = tmp_path / "run" / "checkpoints"
+    assert main(["fit", "-c", DEFAULT, *shrink_flags()]) == 0
+    assert "an earlier run's checkpoints" not in capsys.readouterr().err  # a first run: nothing to say
+    assert main(["fit", "-c", DEFAULT, *shrink_flags()]) == 0  # no --ckpt_path: a new run, as asked
+    err = capsys.readouterr().err
+    assert (f"recon fit: {checkpoints} holds an earlier run's checkpoints, which this new run replaces as it saves "
+            "its own; --ckpt_path last continues that run instead") in err
+
+
+@pytest.mark.slow
 @pytest.mark.filterwarnings("ignore:Checkpoint directory .* exists and is not empty")
 def test_a_checkpoint_of_another_model_is_named_not_dumped(shrink_flags, tmp_path, capsys):
     # A baseline run, then the ResNet config pointed at it: resuming its last.ckpt is refused in one line that
