@@ -105,7 +105,7 @@ def _score(trial: optuna.Trial, folder: Path, status: int) -> float:
         raise TrialFailed(f"trial {trial.number}: recon fit was interrupted ({STOPPED[status]}); it will run again")
     if status != 0:
         how = f"killed by {signal.Signals(-status).name}" if status < 0 else f"exit status {status}"
-        reason = fit_error(log)
+        reason = _fit_error(log)
         if reason:
             trial.set_user_attr("error", reason)
         raise TrialFailed(f"trial {trial.number}: recon fit failed ({how}{': ' + reason if reason else ''}); its "
@@ -121,7 +121,7 @@ def _score(trial: optuna.Trial, folder: Path, status: int) -> float:
     return max(reports.values())
 
 
-def fit_error(log: Path) -> str | None:
+def _fit_error(log: Path) -> str | None:
     """The one-line error ``recon fit`` ended with (``recon fit: error: …``, without that prefix), if it did."""
     prefix = "recon fit: error: "
     try:
