@@ -189,7 +189,8 @@ class ReconCLI(LightningCLI):
         """A checkpoint to restore (``--ckpt_path FILE``, or ``last``: the run's ``last.ckpt``) that another model
         saved is refused now, in one line (:meth:`ReconModule.check_checkpoint`), before the run folder or its W&B
         run exists; so is ``test``, ``validate`` or ``predict`` with no checkpoint at all, which would score the
-        untrained model. A file this cannot read is left to Lightning, which says why when it restores it."""
+        untrained model, and a file that is missing or no checkpoint (:func:`_checkpoint_file_error`). A zip archive
+        this cannot read (pickled objects) is left to Lightning, which says why when it restores it."""
         if not self.subcommand or not isinstance(self.model, ReconModule):
             return
         ckpt_path = self.config[self.subcommand].get("ckpt_path")
@@ -201,17 +202,19 @@ class ReconCLI(LightningCLI):
                               "with that run's --trainer.default_root_dir)")
         names = [Path(cb.dirpath) / f"{cb.CHECKPOINT_NAME_LAST}{cb.FILE_EXTENSION}"
                  for cb in self.trainer.checkpoint_callbacks if getattr(cb, "dirpath", None)]
-        if ckpt_path is None and self.subcommand == "fit":
-            earlier = next((name for name in names if name.is_file()), None)
-            if earlier is not None:  # Lightning only says the folder is not empty
-                warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
-                _notice(f"recon fit: {earlier.parent} holds an earlier run's checkpoints, which this new run "
-                        "replaces as it saves its own; --ckpt_path last continues that run instead")
+        last = next((name for name in names if name.is_file()), None)
+        if ckpt_path is None and self.subcommand == "fit" and last is not None:
+            # Lightning only says the folder is not empty
+            warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
+            _notice(f"recon fit: {last.parent} holds an earlier run's checkpoints, which this new run replaces as "
+                    "it saves its own; --ckpt_path last continues that run instead")
         if ckpt_path == "last":
-            path = next((name for name in names if name.is_file()), None)
-            if path is None:
+            if last is None:
                 self._no_last_checkpoint(names)
                 return
+            if error := _checkpoint_file_error(str(last)):  # a last.ckpt cut short
+                raise error
+            path = last
         else:
             path = Path(ckpt_path) if ckpt_path and Path(ckpt_path).is_file() else None
         if path is None:
@@ -219,8 +222,6 @@ class ReconCLI(LightningCLI):
         try:
             checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
         except Exception:  # noqa: BLE001 (unreadable here, e.g. pickled objects: Lightning's restore decides)
-            if not zipfile.is_zipfile(path):  # every checkpoint torch and Lightning write is a zip archive
-                raise DataFileError(_unreadable_checkpoint(path)) from None
             return
         self.model.check_checkpoint(checkpoint, path)
 
