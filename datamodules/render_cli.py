@@ -85,6 +85,17 @@ def print_collection(collection: Collection, split: tuple[float, float, float], 
     console.print(table)
     for item in collection.objects[:3]:
         console.print(f"  {escape(item.object_id)}: {escape(str(item.path))}", highlight=False)
+    _warn_empty_splits({s: sum(counts[(c, s)] for c in collection.categories) for s in SPLITS}, console)
+
+
+def _warn_empty_splits(sizes: dict[str, int], console: Console) -> None:
+    """One line when a split holds no object: ``recon fit`` needs train and val objects, ``recon test`` test ones."""
+    empty = [split for split in SPLITS if not sizes.get(split)]
+    if empty and any(sizes.values()):
+        console.print(f"[yellow]warning:[/yellow] the {' and '.join(empty)} split{'s' if len(empty) > 1 else ''} "
+                      f"hold{'' if len(empty) > 1 else 's'} no object: recon fit needs train and val objects and "
+                      "recon test needs test objects; add objects, change --split, or give splits in a manifest",
+                      highlight=False)
 
 
 def run_render(args: argparse.Namespace, console: Console) -> None:
@@ -117,6 +128,7 @@ def run_render(args: argparse.Namespace, console: Console) -> None:
         console.print(f"  skipped {escape(object_id)} ({escape(path)}): {escape(reason)}", highlight=False)
     if len(summary.skipped) > SKIPPED_SHOWN:
         console.print(f"  ... {len(summary.skipped) - SKIPPED_SHOWN} more in the file's 'skipped' attribute")
+    _warn_empty_splits(summary.info.split_sizes, console)
     if summary.clipped:
         shown = ", ".join(summary.clipped[:SKIPPED_SHOWN]) + (" ..." if len(summary.clipped) > SKIPPED_SHOWN else "")
         console.print(f"[yellow]warning:[/yellow] {len(summary.clipped)} objects reached outside (-0.5, 0.5)³ and "

@@ -28,7 +28,7 @@ from recon.datamodules.h5 import SPLITS, ViewsFileInfo, ViewsWriter, read_info
 from recon.datamodules.meshes import load_mesh, outside_cube
 from recon.datamodules.pool import default_workers, map_jobs
 from recon.datamodules.shards import Shard, ShardStore, partial_folder
-from recon.datamodules.sources import DEFAULT_SPLIT, Collection, MeshSource, assign_split
+from recon.datamodules.sources import DEFAULT_SPLIT, Collection, MeshSource, assign_splits
 from recon.datamodules.views import ViewSettings, dataset_renderer
 
 SOURCE = "meshes"
@@ -57,7 +57,7 @@ class RenderSummary(NamedTuple):
 
 def plan(collection: Collection, split: Sequence[float] = DEFAULT_SPLIT) -> list[MeshSource]:
     """The collection's objects with their splits, in file order: split, then category, then id."""
-    ordered = [o._replace(split=o.split or assign_split(o.object_id, split)) for o in collection.objects]
+    ordered = assign_splits(collection.objects, split)
     return sorted(ordered, key=lambda o: (SPLITS.index(o.split or ""), o.category, o.object_id))
 
 

@@ -12,7 +12,8 @@
 
 Categories that name one of the 13 ShapeNet categories of the NMR set (by synset id, name or NMR alias)
 become that category, so ShapeNetCore's synsets get recon's names; others keep their folder name (or
-ShapeNetCore's ``taxonomy.json`` name). Splits not given by a manifest come from a hash of the object id.
+ShapeNetCore's ``taxonomy.json`` name). Splits not given by a manifest come from a hash of the object id
+(:func:`assign_splits`).
 """
 
 from __future__ import annotations
@@ -98,15 +99,66 @@ def category_for(key: str, names: dict[str, str] | None = None) -> Category:
         return Category(key, (names or {}).get(key, key))
 
 
+def _hash_position(object_id: str) -> float:
+    """The object's place in [0, 1) from a hash of its id: the same on any machine and run."""
+    return int.from_bytes(hashlib.sha256(object_id.encode()).digest()[:8], "big") / 2.0**64
+
+
+def _intervals(fractions: Sequence[float]) -> list[tuple[float, float]]:
+    """Each split's interval [lo, hi) of hash positions."""
+    bounds = [0.0]
+    for fraction in fractions:
+        bounds.append(bounds[-1] + fraction)
+    return list(zip(bounds[:-1], bounds[1:], strict=True))
+
+
 def assign_split(object_id: str, fractions: Sequence[float] = DEFAULT_SPLIT) -> str:
     """The split of an object from a hash of its id: the same for the same id on any machine and run."""
-    position = int.from_bytes(hashlib.sha256(object_id.encode()).digest()[:8], "big") / 2.0**64
-    total = 0.0
-    for split, fraction in zip(SPLITS, fractions, strict=True):
-        total += fraction
-        if position < total:
+    position = _hash_position(object_id)
+    for split, (_, hi) in zip(SPLITS, _intervals(fractions), strict=True):
+        if position < hi:
             return split
     return SPLITS[max(i for i, f in enumerate(fractions) if f > 0)]
+
+
+def assign_splits(objects: Sequence[MeshSource], fractions: Sequence[float] = DEFAULT_SPLIT) -> list[MeshSource]:
+    """``objects`` with their splits: a manifest's where it gives one, else :func:`assign_split`'s.
+
+    A hash split can leave a small category without an object in some split (a 10% val split of 6 objects is
+    empty half the time), and then ``recon fit`` refuses the file or the test scores no object of the category.
+    So in a category with at least as many objects as splits of non-zero fraction, each such split left empty
+    takes one object: from the split that holds the most hashed objects, the one whose hash lies nearest to the
+    empty split's share. Categories of many objects are left as hashed (an object keeps its split when objects are
+    added), unless a split of theirs is empty too.
+    """
+    intervals = dict(zip(SPLITS, _intervals(fractions), strict=True))
+    wanted = [split for split, fraction in zip(SPLITS, fractions, strict=True) if fraction > 0]
+    placed = [o._replace(split=o.split or assign_split(o.object_id, fractions)) for o in objects]
+    hashed = {i for i, o in enumerate(objects) if not o.split}
+    by_category: dict[Category, list[int]] = {}
+    for i, o in enumerate(placed):
+        by_category.setdefault(o.category, []).append(i)
+
+    def distance(i: int, split: str) -> float:
+        lo, hi = intervals[split]
+        position = _hash_position(placed[i].object_id)
+        return max(lo - position, position - hi, 0.0)
+
+    for members in by_category.values():
+        if len(members) < len(wanted):
+            continue
+        for split in wanted:
+            if any(placed[i].split == split for i in members):
+                continue
+            movable = [i for i in members if i in hashed]
+            sizes = {s: sum(placed[i].split == s for i in movable) for s in SPLITS}
+            donor = max(SPLITS, key=lambda s: (sizes[s], -SPLITS.index(s)))
+            if sizes[donor] < 2:
+                continue  # nothing to give without emptying another split
+            moved = min((i for i in movable if placed[i].split == donor),
+                        key=lambda i: (distance(i, split), placed[i].object_id))
+            placed[moved] = placed[moved]._replace(split=split)
+    return placed
 
 
 def parse_split(text: str) -> tuple[float, float, float]:

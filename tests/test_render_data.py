@@ -15,13 +15,14 @@ import numpy as np
 import pytest
 import trimesh
 
+from recon.datamodules.categories import Category
 from recon.datamodules.cli import main
 from recon.datamodules.h5 import ViewsLayout, open_views, read_info
 from recon.datamodules.meshes import MeshError, clean_faces, load_mesh, normalize_mesh
 from recon.datamodules.primitives import ColoredMesh, box, cone, merge
 from recon.datamodules.shapes import make_shape
 from recon.datamodules.shards import ShardStore, partial_folder
-from recon.datamodules.sources import assign_split, discover
+from recon.datamodules.sources import MeshSource, assign_split, assign_splits, discover
 from recon.datamodules.synthetic import generate_synthetic, object_rng
 
 REPO = Path(__file__).resolve().parents[1]
@@ -311,6 +312,46 @@ def test_splits_come_from_a_hash_of_the_id() -> None:
     assert np.allclose(fractions, [0.7, 0.1, 0.2], atol=0.03)
     assert splits == [assign_split(f"chair/{n:05d}") for n in range(3000)]
     assert {assign_split(f"x{n}", (0.0, 0.0, 1.0)) for n in range(100)} == {"test"}
+
+
+def test_a_small_category_gets_an_object_in_every_split_and_a_large_one_keeps_its_hash_splits() -> None:
+    def objects(category: str, n: int, split: str | None = None) -> list[MeshSource]:
+        return [MeshSource(f"{category}/{i:03d}", Path(f"{category}/{i:03d}.obj"), Category(category, category), split)
+                for i in range(n)]
+
+    small = [o for c in range(30) for o in objects(f"c{c}", 6)]
+    hashed = [assign_split(o.object_id) for o in small]
+    assert any(hashed[i:i + 6].count("val") == 0 for i in range(0, 180, 6))  # the hash alone leaves some empty
+    placed = assign_splits(small)
+    assert [o.object_id for o in placed] == [o.object_id for o in small]
+    for c in range(30):
+        splits = [o.split for o in placed[6 * c:6 * c + 6]]
+        assert {"train", "val", "test"} <= set(splits) and splits.count("train") >= 2, splits
+        moved = sum(a != b for a, b in zip(splits, hashed[6 * c:6 * c + 6], strict=True))
+        assert moved == len({"train", "val", "test"}.difference(hashed[6 * c:6 * c + 6]))  # one per empty split
+    assert assign_splits(small) == placed  # the same on every run
+
+    large = objects("big", 400)
+    assert [o.split for o in assign_splits(large)] == [assign_split(o.object_id) for o in large]
+    two = objects("two", 2)  # fewer objects than splits: as hashed
+    assert [o.split for o in assign_splits(two)] == [assign_split(o.object_id) for o in two]
+    given = objects("given", 5, "train")  # a manifest's splits are kept
+    assert {o.split for o in assign_splits(given)} == {"train"}
+    assert {o.split for o in assign_splits(objects("zero", 6), (0.8, 0.0, 0.2))} == {"train", "test"}
+
+
+def test_a_render_whose_split_holds_no_object_says_so(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    folder = tmp_path / "mine" / "mugs"
+    folder.mkdir(parents=True)
+    vertices = np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0], [0, 0, 1]], dtype=float)
+    _write_obj(folder / "a.obj", vertices, [[0, 2, 1], [0, 1, 3], [0, 3, 2], [1, 2, 3]])
+    for extra in ([], ["--workers", "1"]):
+        args = ["render", str(tmp_path / "mine"), str(tmp_path / "out.h5"), *(extra or ["--dry-run"])]
+        assert main(args) == 0
+        printed = " ".join(capsys.readouterr().out.split())
+        split = assign_split("mugs/a")
+        empty = " and ".join(s for s in ("train", "val", "test") if s != split)
+        assert f"warning: the {empty} splits hold no object: recon fit needs train and val objects" in printed
 
 
 def test_shards_refuse_to_mix_runs(tmp_path: Path) -> None:
