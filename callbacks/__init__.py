@@ -1,8 +1,9 @@
-"""Callbacks: silhouette grids, meshes beside their voxels, test results (W&B and run folder), mesh files, and
-last.ckpt when a fit is interrupted."""
+"""Callbacks: silhouette grids, meshes beside their voxels, test results (W&B and run folder), mesh files,
+last.ckpt when a fit is interrupted, and a progress bar that counts steps."""
 
 from recon.callbacks.interrupt import InterruptCheckpoint
 from recon.callbacks.meshes import MeshLogger
+from recon.callbacks.progress import StepProgressBar
 from recon.callbacks.results import VoxelIoULogger, results_markdown
 from recon.callbacks.run_folder import run_folder
 from recon.callbacks.samples import ValidationSamplesCallback
@@ -15,6 +16,7 @@ __all__ = [
     "MeshLogger",
     "MeshWriter",
     "SilhouetteLogger",
+    "StepProgressBar",
     "ValidationSamplesCallback",
     "VoxelIoULogger",
     "image_grid",

@@ -20,7 +20,7 @@ import torch
 from jsonargparse import Namespace
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch import LightningModule, Trainer
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar, RichProgressBar
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import Logger, WandbLogger
 from lightning.pytorch.plugins.io import CheckpointIO
@@ -28,7 +28,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from typing_extensions import override
 
 from recon.allocator import keep_freed_memory
-from recon.callbacks import InterruptCheckpoint, MeshWriter
+from recon.callbacks import InterruptCheckpoint, MeshWriter, StepProgressBar
 from recon.callbacks.interrupt import forget_interrupts, interrupt_status
 from recon.checkpoint_io import AtomicCheckpointIO
 from recon.datamodules import ViewPairDataModule
@@ -242,14 +242,22 @@ class ReconCLI(LightningCLI):
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
         """The Trainer, with :class:`~recon.checkpoint_io.AtomicCheckpointIO` unless the config names another
         ``CheckpointIO`` and with :class:`~recon.callbacks.interrupt.InterruptCheckpoint`; what killed runs left in the
-        checkpoint folders is removed before anything starts."""
+        checkpoint folders is removed before anything starts; Lightning's default progress bar becomes
+        :class:`~recon.callbacks.progress.StepProgressBar`."""
         plugins = kwargs.get("plugins", self._get(self.config_init, "trainer", default={}).get("plugins"))
         plugins = [] if plugins is None else list(plugins) if isinstance(plugins, list) else [plugins]
         if not any(isinstance(plugin, CheckpointIO) for plugin in plugins):
             plugins.append(AtomicCheckpointIO())
+        # Read before the Trainer exists: it adds its default callbacks to the config's own list.
+        named = self._get(self.config_init, "trainer", default={}).get("callbacks")
+        named = named if isinstance(named, list) else [named]
+        named_bar = any(isinstance(callback, ProgressBar) for callback in named)
         trainer = super().instantiate_trainer(**{**kwargs, "plugins": plugins})
         if not any(isinstance(callback, InterruptCheckpoint) for callback in trainer.callbacks):
             trainer.callbacks.append(InterruptCheckpoint())  # Ctrl-C and SIGTERM keep a fit's progress
+        if not named_bar:  # Lightning added its default bar, which labels a run bounded by steps "Epoch 3/-2"
+            trainer.callbacks[:] = [StepProgressBar() if type(callback) is RichProgressBar else callback
+                                    for callback in trainer.callbacks]
         io = trainer.strategy.checkpoint_io
         if isinstance(io, AtomicCheckpointIO):
             for callback in trainer.checkpoint_callbacks:

@@ -318,3 +318,20 @@ def test_the_wandb_folder_exists_before_its_run_starts(shrink_flags, tmp_path):
     (logger,) = [lg for lg in cli.trainer.loggers if isinstance(lg, WandbLogger)]
     assert Path(logger.save_dir) == tmp_path / "run" and (tmp_path / "run").is_dir()
     assert not (tmp_path / "run" / "wandb").exists()  # the folder only: no W&B run was started
+
+
+def test_the_progress_bar_counts_steps_and_a_named_bar_is_kept(shrink_flags, capsys):
+    # A run bounded by max_steps leaves max_epochs at -1, which Lightning's own bar shows as "Epoch 0/-2".
+    from lightning.pytorch.callbacks import TQDMProgressBar
+
+    from recon.callbacks import StepProgressBar
+    from recon.cli import ReconCLI
+
+    assert main(["fit", "-c", DEFAULT, *shrink_flags({"trainer.enable_progress_bar": "true"})]) == 0
+    printed = capsys.readouterr().out
+    assert "Epoch 0 · step 2/2" in printed and "/-2" not in printed
+    cli = ReconCLI(args=["-c", DEFAULT, *shrink_flags({"trainer.enable_progress_bar": "true"})], run=False)
+    assert type(cli.trainer.progress_bar_callback) is StepProgressBar
+    cli = ReconCLI(args=["-c", DEFAULT, *shrink_flags({"trainer.enable_progress_bar": "true",
+                                                         "trainer.callbacks+": "TQDMProgressBar"})], run=False)
+    assert type(cli.trainer.progress_bar_callback) is TQDMProgressBar
