@@ -268,6 +268,11 @@ def _nearest_factors(d0, h0, e0, f0, d1, h1, e1, f1, d2, h2, e2, f2, q):  # prag
 # turned off; rows hold ~4 cells), silhouette 20 + 26 → 20 + 29 ms, RGBA 35 + 40.5 → 42.5 + 46.5 ms; each
 # image's faces visited by their top row (the RGBA forward's six per-pixel arrays are then read a few rows at a
 # time): unchanged. The polynomial of :func:`_vexp` is ~3 of the RGBA forward's 35 ms (both its exps).
+# Nor these (2026-12-07, RGBA forward + backward against 33 + 38 ms, silhouette 18.5 + 25): one division per RGBA
+# cell for D, 1/total and z, 1/((1 + e)·total·raw) (2 and 3 vdivpd per vector step down to 1), 38 + 49 ms, as the
+# quotients then wait on the exp; the exp's constants hidden from LLVM (an empty inline asm), so that it stops
+# rebuilding them in the loop (movabs + broadcast: 9% fewer instructions per step), 33 + 41 ms; 8 lanes in
+# 256-bit vectors, 46 + 52 ms; row bands of 8 rows (per-pixel state in L1), no faster.
 LANES = 4
 
 
