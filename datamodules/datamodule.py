@@ -125,11 +125,15 @@ class ViewPairDataModule(pl.LightningDataModule):
 
     def check_file(self, stage: str | None) -> None:
         """Raise ``FileNotFoundError`` saying how to make ``path`` when it is missing and ``stage`` (``"fit"``,
-        ``"validate"``, ``"test"``, ``"predict"``) will not generate it; ``predict`` from ``predict_images``
-        needs no file. An existing file must hold objects of the selected categories in the splits the stage
+        ``"validate"``, ``"test"``) will not generate it; ``predict`` reads ``predict_images`` and needs no file. An existing file must hold objects of the selected categories in the splits the stage
         reads (:meth:`_check_splits`). The ``recon`` command calls this before anything is created;
-        ``prepare_data`` too."""
-        if stage == "predict" and self.predict_images:
+        ``prepare_data`` too. ``predict`` needs ``predict_images`` to name at least one PNG file."""
+        if stage == "predict":
+            if not self.predict_images:
+                raise ConfigError("predict needs images: set data.predict_images to a folder or glob of PNG files")
+            from recon.datamodules.images import find_images
+
+            find_images(self.predict_images)  # FileNotFoundError naming the pattern when nothing matches
             return
         if Path(self.path).exists():
             self._check_splits(stage)

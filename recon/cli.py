@@ -208,6 +208,8 @@ class ReconCLI(LightningCLI):
             warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
             _notice(f"recon fit: {last.parent} holds an earlier run's checkpoints, which this new run replaces as "
                     "it saves its own; --ckpt_path last continues that run instead")
+        if self.subcommand != "fit":  # a ModelCheckpoint's state only matters to a fit that goes on saving
+            warnings.filterwarnings("ignore", message=r"The dirpath has changed from .* won't be reloaded")
         if ckpt_path == "last":
             if last is None:
                 self._no_last_checkpoint(names)

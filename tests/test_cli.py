@@ -80,6 +80,14 @@ def test_fit_then_test_then_predict(shrink_flags, tiny_h5, tmp_path, capsys):
     exported = sorted(p.name for p in (export / "test" / "airplane").glob("*.obj"))
     assert exported == [f"00000_v{view:02d}.obj" for view in range(4)]  # one mesh per (object, view)
 
+    capsys.readouterr()
+    elsewhere = tmp_path / "elsewhere"  # a mistyped image path: one line, before any run folder or W&B run
+    flags = shrink_flags({"trainer.default_root_dir": str(elsewhere)})
+    assert main(["predict", "-c", DEFAULT, *flags, f"--ckpt_path={checkpoints / 'last.ckpt'}",
+                 f"--data.predict_images={tmp_path / 'imgs' / '*.png'}"]) == 1
+    assert f"recon predict: error: no PNG images match '{tmp_path / 'imgs' / '*.png'}'" in capsys.readouterr().err
+    assert not elsewhere.exists()
+
     names = _write_pngs(tiny_h5, tmp_path / "images")
     cut = tmp_path / "images" / "cut short.png"  # one damaged file among them is skipped, not fatal
     cut.write_bytes((tmp_path / "images" / "plane.png").read_bytes()[:300])
