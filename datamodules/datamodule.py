@@ -125,9 +125,10 @@ class ViewPairDataModule(pl.LightningDataModule):
 
     def check_file(self, stage: str | None) -> None:
         """Raise ``FileNotFoundError`` saying how to make ``path`` when it is missing and ``stage`` (``"fit"``,
-        ``"validate"``, ``"test"``) will not generate it; ``predict`` reads ``predict_images`` and needs no file. An existing file must hold objects of the selected categories in the splits the stage
-        reads (:meth:`_check_splits`). The ``recon`` command calls this before anything is created;
-        ``prepare_data`` too. ``predict`` needs ``predict_images`` to name at least one PNG file."""
+        ``"validate"``, ``"test"``) will not generate it. An existing file must hold objects of the selected
+        categories in the splits the stage reads (:meth:`_check_splits`). ``predict`` reads no file: its
+        ``predict_images`` must name at least one PNG file. The ``recon`` command calls this before anything is
+        created; ``prepare_data`` too."""
         if stage == "predict":
             if not self.predict_images:
                 raise ConfigError("predict needs images: set data.predict_images to a folder or glob of PNG files")
