@@ -18,7 +18,7 @@ from recon.datamodules.datamodule import ViewPairDataModule
 from recon.datamodules.dataset import ViewPairDataset
 from recon.datamodules.h5 import ViewsLayout, ViewsWriter, open_views
 from recon.datamodules.samplers import EvalPairSampler, PairBatchSampler, TrainPairSampler, other_view
-from recon.errors import DataFileError
+from recon.errors import ConfigError, DataFileError
 from recon.render import eye_from_angles
 
 CATS = [SHAPENET_CATEGORIES[i] for i in (0, 4, 10)]  # airplane, chair, table
@@ -239,8 +239,10 @@ def test_missing_file_names_the_path_and_how_to_make_it(tmp_path: Path, generate
 def test_evaluation_never_synthesizes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, generated: list,
                                       stage: str) -> None:
     monkeypatch.chdir(tmp_path)  # the default path data/synthetic.h5, explicitly allowed: still never
-    data = ViewPairDataModule(synthesize=True)  # (predict from predict_images needs no data file at all)
-    with pytest.raises(FileNotFoundError, match="data/synthetic.h5: no such file \\(only `fit` generates"):
+    data = ViewPairDataModule(synthesize=True)  # (predict reads predict_images, never a data file)
+    expected = ((ConfigError, "predict needs images") if stage == "predict" else
+                (FileNotFoundError, "data/synthetic.h5: no such file \\(only `fit` generates"))
+    with pytest.raises(expected[0], match=expected[1]):
         getattr(_trainer(), stage)(Tiny(), datamodule=data)
     assert generated == [] and not (tmp_path / "data").exists()
 
