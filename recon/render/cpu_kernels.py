@@ -272,7 +272,8 @@ def _nearest_factors(d0, h0, e0, f0, d1, h1, e1, f1, d2, h2, e2, f2, q):  # prag
 # cell for D, 1/total and z, 1/((1 + e)·total·raw) (2 and 3 vdivpd per vector step down to 1), 38 + 49 ms, as the
 # quotients then wait on the exp; the exp's constants hidden from LLVM (an empty inline asm), so that it stops
 # rebuilding them in the loop (movabs + broadcast: 9% fewer instructions per step), 33 + 41 ms; 8 lanes in
-# 256-bit vectors, 46 + 52 ms; row bands of 8 rows (per-pixel state in L1), no faster.
+# 256-bit vectors, 46 + 52 ms; row bands of 8 rows (per-pixel state in L1), no faster; the backward's z and depth
+# terms from one 1/raw instead of total/raw and 1/total (one colour per face), unchanged.
 LANES = 4
 
 
