@@ -43,7 +43,9 @@ def load_mesh(path: str | os.PathLike[str]) -> LoadedMesh:
     try:
         loaded = trimesh.load(os.fspath(path), process=False)
     except Exception as error:  # trimesh raises anything from ValueError to struct.error on bad files
-        raise MeshError(f"cannot be read: {type(error).__name__}: {error}") from None
+        # an index beyond the vertex list is what trimesh's readers meet at a face that names a missing vertex
+        why = " (a face refers to a vertex the file does not have?)" if isinstance(error, IndexError) else ""
+        raise MeshError(f"cannot be read{why}: {type(error).__name__}: {error}") from None
     geometries = loaded.dump() if isinstance(loaded, trimesh.Scene) else [loaded]
     parts, kinds = [], set()
     for geometry in geometries:

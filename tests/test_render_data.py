@@ -234,13 +234,17 @@ def test_normalize_none_skips_or_clips_what_lies_outside_the_cube(collection: Pa
 # ---- pieces: loading, normalisation, sources, splits, shards ----------------------------------------------
 
 
-def test_loading_triangulates_and_cleans(collection: Path) -> None:
+def test_loading_triangulates_and_cleans(collection: Path, tmp_path: Path) -> None:
     loaded = load_mesh(collection / "lamp" / "quads.obj")
     assert len(loaded.mesh.faces) == 12 + 2 + 1 and loaded.colors == "material"  # quads fanned into triangles
     assert len(clean_faces(loaded.mesh).faces) == 12  # duplicate (reversed) and degenerate faces dropped
     assert load_mesh(collection / "lamp" / "parts.glb").mesh.faces.shape[0] == 12 + 320  # both parts
     with pytest.raises(MeshError, match="cannot be read"):
         load_mesh(collection / "sofa" / "truncated.glb")
+    (tmp_path / "missing vertex.obj").write_text("v 0 0 0\nv 1 0 0\nv 0 1 0\nf 1 2 3\nf 1 2 9\n")
+    with pytest.raises(MeshError, match=r"cannot be read \(a face refers to a vertex the file does not have\?\): "
+                                        "IndexError"):
+        load_mesh(tmp_path / "missing vertex.obj")
 
 
 def test_views_rendered_in_groups_equal_views_rendered_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
