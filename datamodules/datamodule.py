@@ -282,8 +282,7 @@ class ViewPairDataModule(pl.LightningDataModule):
 
     def predict_dataloader(self) -> DataLoader:
         """PNG images from ``predict_images`` (items ``{"images": (4, 64, 64), "name": str}``)."""
-        if not self.predict_images:
-            raise ConfigError("predict needs images: set data.predict_images to a folder or glob of PNG files")
+        self.check_file("predict")  # predict_images set and matching
         from recon.datamodules.images import ImageFolderDataset
 
         size = self.image_size or (self.info.layout.image_size if Path(self.path).exists() else 64)

@@ -246,12 +246,13 @@ class ReconCLI(LightningCLI):
         ``CheckpointIO`` and with :class:`~recon.callbacks.interrupt.InterruptCheckpoint`; what killed runs left in the
         checkpoint folders is removed before anything starts; Lightning's default progress bar becomes
         :class:`~recon.callbacks.progress.StepProgressBar`."""
-        plugins = kwargs.get("plugins", self._get(self.config_init, "trainer", default={}).get("plugins"))
+        configured = self._get(self.config_init, "trainer", default={})
+        plugins = kwargs.get("plugins", configured.get("plugins"))
         plugins = [] if plugins is None else list(plugins) if isinstance(plugins, list) else [plugins]
         if not any(isinstance(plugin, CheckpointIO) for plugin in plugins):
             plugins.append(AtomicCheckpointIO())
         # Read before the Trainer exists: it adds its default callbacks to the config's own list.
-        named = self._get(self.config_init, "trainer", default={}).get("callbacks")
+        named = configured.get("callbacks")
         named = named if isinstance(named, list) else [named]
         named_bar = any(isinstance(callback, ProgressBar) for callback in named)
         trainer = super().instantiate_trainer(**{**kwargs, "plugins": plugins})
