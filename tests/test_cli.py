@@ -328,6 +328,18 @@ def test_the_wandb_folder_exists_before_its_run_starts(shrink_flags, tmp_path):
     assert not (tmp_path / "run" / "wandb").exists()  # the folder only: no W&B run was started
 
 
+def test_a_command_line_mistake_is_its_message_not_the_usage_of_every_option(tmp_path, capsys):
+    for args, expected in (([], 'Parser key "model.lr":'), (["--trainer.max_stepz", "3"], "unrecognized arguments")):
+        with pytest.raises(SystemExit) as exit_info:
+            main(["fit", "-c", DEFAULT, "--model.lr", "abc" if not args else "0.001", *args,
+                  f"--trainer.default_root_dir={tmp_path / 'run'}"])
+        assert exit_info.value.code == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"recon fit: error: {expected}"), err
+        assert "usage:" not in err and len(err.splitlines()) <= 3 and "`recon fit --help` lists every option" in err
+    assert not (tmp_path / "run").exists()
+
+
 def test_the_progress_bar_counts_steps_and_a_named_bar_is_kept(shrink_flags, capsys):
     # A run bounded by max_steps leaves max_epochs at -1, which Lightning's own bar shows as "Epoch 0/-2".
     from lightning.pytorch.callbacks import TQDMProgressBar
