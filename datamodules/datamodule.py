@@ -28,6 +28,27 @@ SKIPPED_SHOWN = 20  # unreadable predict images named on the console; the writer
 DEFAULT_SYNTHETIC_PATH = "data/synthetic.h5"
 
 
+def _category_list(categories: list[str | int] | str | None) -> list[str] | None:
+    """``categories`` as given on the command line or in a config → a list of names or synsets.
+
+    One string may list several, comma-separated (``chair,car``). An unquoted synset that YAML 1.1 reads as an
+    octal number (``[03001627]`` → 787351: a leading 0 and only the digits 0–7, as for chair, display, sofa and
+    watercraft) is turned back into its eight digits.
+    """
+    if categories is None:
+        return None
+    names: list[str] = []
+    for entry in [categories] if isinstance(categories, str) else categories:
+        if isinstance(entry, int) and not isinstance(entry, bool):
+            names.append(f"{entry:o}".zfill(8))
+            continue
+        text = str(entry).strip()
+        if text.startswith("[") and text.endswith("]"):
+            text = text[1:-1]
+        names.extend(part.strip().strip("'\"") for part in text.split(",") if part.strip().strip("'\""))
+    return names
+
+
 class ViewPairDataModule(pl.LightningDataModule):
     """View pairs from a recon-views file (``recon-data synth`` / ``recon-data convert-nmr``).
 
@@ -35,7 +56,8 @@ class ViewPairDataModule(pl.LightningDataModule):
         path: the HDF5 file.
         batch_size: items per training batch; ``eval_batch_size`` (default: the same) for val/test.
         num_workers: DataLoader worker processes (each opens the file itself).
-        categories: names ("chair") or synsets ("03001627") to keep; None keeps all.
+        categories: names ("chair") or synsets ("03001627") to keep, as a list or one comma-separated string
+            (``--data.categories chair,car``); None keeps all.
         class_balanced: training draws the category uniformly, then an object (SoftRas); else objects uniformly.
         train_voxels: include ``voxels`` in training batches (default no). Training only compares silhouettes;
             a 32 KiB grid per item is the largest cost of a read and half of what a worker ships per batch.
@@ -69,7 +91,7 @@ class ViewPairDataModule(pl.LightningDataModule):
         path: str = DEFAULT_SYNTHETIC_PATH,
         batch_size: int = 32,
         num_workers: int = 0,
-        categories: list[str] | None = None,
+        categories: list[str | int] | str | None = None,
         class_balanced: bool = True,
         train_voxels: bool = False,
         val_views_per_object: int | None = 4,
@@ -93,12 +115,16 @@ class ViewPairDataModule(pl.LightningDataModule):
             raise ValueError(f"eval_batch_size={eval_batch_size}; expected ≥ 1, or None for the same as batch_size")
         if val_views_per_object is not None and val_views_per_object < 1:
             raise ValueError(f"val_views_per_object={val_views_per_object}; expected ≥ 1 or None (all views)")
+        categories = _category_list(categories)
+        if categories is not None and not categories:
+            raise ValueError("categories names no category; give names or synsets (chair, 03001627), or leave it "
+                             "out (null) for all")
         self.save_hyperparameters()
         self.path = path
         self.batch_size = batch_size
         self.eval_batch_size = batch_size if eval_batch_size is None else eval_batch_size
         self.num_workers = num_workers
-        self.categories = categories
+        self.categories: list[str] | None = categories
         self.class_balanced = class_balanced
         self.train_voxels = train_voxels
         self.val_views_per_object = val_views_per_object

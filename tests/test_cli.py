@@ -328,6 +328,20 @@ def test_the_wandb_folder_exists_before_its_run_starts(shrink_flags, tmp_path):
     assert not (tmp_path / "run" / "wandb").exists()  # the folder only: no W&B run was started
 
 
+@pytest.mark.parametrize(
+    ("given", "chosen"),
+    [("chair", ["chair"]), ("chair, airplane", ["airplane", "chair"]), ("[chair]", ["chair"]),
+     # YAML 1.1 reads an unquoted 03001627 (chair's synset: a leading 0, digits 0-7) as the octal number 787351
+     ("03001627", ["chair"]), ("[03001627]", ["chair"]), ("[02691156, 03001627]", ["airplane", "chair"])],
+)
+def test_categories_are_a_list_a_comma_separated_string_or_unquoted_synsets(tiny_h5, given, chosen):
+    from recon.cli import ReconCLI
+
+    cli = ReconCLI(args=["-c", DEFAULT, f"--data.path={tiny_h5}", "--trainer.logger=false",
+                         f"--data.categories={given}"], run=False)
+    assert [cli.datamodule.category_names[i] for i in cli.datamodule.selected_category_indices] == chosen
+
+
 def test_a_command_line_mistake_is_its_message_not_the_usage_of_every_option(tmp_path, capsys):
     for args, expected in (([], 'Parser key "model.lr":'), (["--trainer.max_stepz", "3"], "unrecognized arguments")):
         with pytest.raises(SystemExit) as exit_info:
@@ -337,6 +351,9 @@ def test_a_command_line_mistake_is_its_message_not_the_usage_of_every_option(tmp
         err = capsys.readouterr().err
         assert err.startswith(f"recon fit: error: {expected}"), err
         assert "usage:" not in err and len(err.splitlines()) <= 3 and "`recon fit --help` lists every option" in err
+    assert main(["fit", "-c", DEFAULT, "--data.categories=[]", f"--trainer.default_root_dir={tmp_path / 'run'}"]) == 1
+    assert capsys.readouterr().err.strip() == ("recon fit: error: categories names no category; give names or "
+                                               "synsets (chair, 03001627), or leave it out (null) for all")
     assert not (tmp_path / "run").exists()
 
 
