@@ -76,6 +76,8 @@ def generate_synthetic(out: str | os.PathLike[str], counts: Mapping[str, int] = 
     unknown = [s for s in counts if s not in SPLITS]
     if unknown or any(n < 0 for n in counts.values()):
         raise ValueError(f"object counts {dict(counts)}; expected non-negative counts for splits in {list(SPLITS)}")
+    if not any(counts.values()):
+        raise ValueError(f"object counts {dict(counts)}: no object to generate; expected at least one")
     chosen = resolve_categories(categories, SHAPENET_CATEGORIES) if categories else list(SHAPENET_CATEGORIES)
     splits = [s for s in SPLITS if s in counts]
     settings = ViewSettings(ViewsLayout(), supersample)

@@ -140,3 +140,28 @@ def test_cli_convert_and_info(nmr_dir: tuple[Path, dict], tmp_path: Path, capsys
     assert "already exists" in capsys.readouterr().err
     assert main(["info", str(folder / f"{CHAIR}_val_images.npz")]) == 1
     assert "not an HDF5 file" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", ["synth", "convert-nmr", "render"])
+def test_an_output_that_cannot_be_a_file_is_refused_before_any_work(command: str, nmr_dir: tuple[Path, dict],
+                                                                    tmp_path: Path, capsys) -> None:
+    tmp_path = tmp_path / "work"
+    meshes = tmp_path / "meshes" / "mugs"
+    meshes.mkdir(parents=True)
+    (meshes / "tri.obj").write_text("v 0 0 0\nv 1 0 0\nv 0 1 0\nf 1 2 3\n")
+    source = {"synth": [], "convert-nmr": [str(nmr_dir[0])], "render": [str(meshes.parent)]}[command]
+    folder = tmp_path / "runs"
+    (folder / "keep").mkdir(parents=True)
+    (tmp_path / "notes.txt").write_text("mine")
+    for out, expected in ((folder, f"{folder}: is a folder; give the output file's name, e.g. {folder / 'data.h5'}"),
+                          (tmp_path / "notes.txt" / "sub" / "data.h5",
+                           f"{tmp_path / 'notes.txt'} is a file, not a folder")):
+        for flags in ([], ["--overwrite"]):  # --overwrite replaces a file, never a folder
+            assert main([command, *source, str(out), *flags]) == 1
+            err = " ".join(capsys.readouterr().err.split())  # rich may wrap a long path
+            assert f"recon-data {command}: error:" in err and expected in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["meshes", "notes.txt", "runs"]
+    assert [p.name for p in folder.iterdir()] == ["keep"] and (tmp_path / "notes.txt").read_text() == "mine"
+    if command == "synth":
+        assert main(["synth", str(tmp_path / "none.h5"), "--train", "0", "--val", "0", "--test", "0"]) == 1
+        assert "no object to generate" in capsys.readouterr().err and not (tmp_path / "none.h5").exists()
