@@ -280,7 +280,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("extra", nargs="*", help="extra flags for every recon run (after --)")
     args = parser.parse_args(argv)
 
-    profile = load_profile(args.profile)
+    try:
+        profile = load_profile(args.profile)
+    except (OSError, ValueError, yaml.YAMLError) as error:  # a mistyped PROFILE, a malformed profile file
+        parser.error(str(error))
     encoders = args.encoders or list(profile.encoders)
     unknown = [e for e in encoders if e not in profile.encoders]
     if unknown:

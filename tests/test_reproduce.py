@@ -14,11 +14,12 @@ import pytest
 
 from recon.published import PUBLISHED
 from recon.reproduce import CATEGORIES, TableProfile, load_profile, render_markdown, summarize
+from recon.reproduce import main as reproduce_main
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_profiles_name_existing_configs():
+def test_profiles_name_existing_configs(capsys):
     cwd = os.getcwd()
     os.chdir(ROOT)
     try:
@@ -29,6 +30,12 @@ def test_profiles_name_existing_configs():
         assert len(load_profile("quick").seeds) >= 2  # a spread over seeds, not one draw
         with pytest.raises(FileNotFoundError, match="known profiles"):
             load_profile("nonexistent")
+        with pytest.raises(SystemExit) as exit_info:  # `make reproduce-table PROFILE=quik`: a usage error
+            reproduce_main(["--profile", "quik", "--runs", "unused"])
+        assert exit_info.value.code == 2
+        err = capsys.readouterr().err
+        assert "error: configs/table/quik.yaml: no such table profile; known profiles: paper, quick, smoke" in err
+        assert "Traceback" not in err
     finally:
         os.chdir(cwd)
 
