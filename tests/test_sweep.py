@@ -265,6 +265,32 @@ def test_a_bad_search_space_fails_with_one_message_before_any_trial(space, messa
     assert not root.exists()  # no study, no trial folder
 
 
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["-c", "{tmp}/spcae.yaml"], "-c {tmp}/spcae.yaml: no such file"),
+        (["--sweep.storage", "{tmp}/notes.txt/study.journal"], "{tmp}/notes.txt is a file, not a folder"),
+        (["--sweep.storage", "{tmp}"], "{tmp}: is a folder; give the journal file's name"),
+        (["--sweep.storage", "{tmp}/absent/study.journal"], "the journal file's folder {tmp}/absent does not exist"),
+        (["--sweep.storage", "postgresq://me:secret@localhost/db"],
+         "--sweep.storage postgresq://me:***@localhost/db: cannot open it (NoSuchModuleError: "),
+        (["--sweep.storage", "sqlite:///{tmp}/absent/study.db"], "cannot open it (OperationalError: "),
+    ],
+    ids=["missing-config", "journal-below-a-file", "journal-is-a-folder", "journal-folder-missing",
+         "mistyped-scheme", "unreachable-database"],
+)
+def test_a_bad_command_line_fails_with_one_message_before_any_trial(extra, message, shrink_flags, tmp_path, capsys):
+    root = tmp_path / "sweeps"
+    (tmp_path / "notes.txt").write_text("mine")
+    path = write_space(tmp_path, LR_SPACE)
+    extra = [arg.replace("{tmp}", str(tmp_path)) for arg in extra]
+    assert sweep_main(sweep_args(path, shrink_flags(), root, *extra)) == 2
+    error = " ".join(capsys.readouterr().err.split())
+    assert error.startswith("recon sweep: error: ") and message.replace("{tmp}", str(tmp_path)) in error, error
+    assert "Traceback" not in error and "secret" not in error
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt", "space.yaml"]  # no study, folder or file
+
+
 def test_trials_that_keep_failing_stop_the_sweep_with_the_fits_own_error(shrink_flags, tmp_path, capsys):
     root = tmp_path / "sweeps"
     space = write_space(tmp_path, {"sweep": {"name": "broken"}, **LR_SPACE})

@@ -21,6 +21,7 @@ from pathlib import Path
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 from rich.console import Console
+from rich.markup import escape
 
 from recon.atomic import write_text
 from recon.lifetime import child_env
@@ -29,7 +30,7 @@ from recon.sweep.options import SweepCommand, fit_flag, parse_command
 from recon.sweep.report import TEST_RESULT, best_trial, write_plots, write_tables
 from recon.sweep.runner import TrialFailed, TrialRunner, stop_running
 from recon.sweep.space import SearchSpaceError
-from recon.sweep.storage import storage_url
+from recon.sweep.storage import is_rdb, rdb_error, storage_url
 from recon.sweep.study import count_trials, fail_orphans, open_study, retry_failed
 
 MAX_FAILURES_IN_A_ROW = 3  # a sweep whose every trial fails (a broken config) stops instead of burning the budget
@@ -69,9 +70,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         console.print(f"recon sweep: [red]error:[/red] {error}", highlight=False)  # as `recon fit: error: …`
         return 2
     options = command.options
-    options.folder.mkdir(parents=True, exist_ok=True)
     url = storage_url(options.storage, options.folder)
-    study = open_study(options.name, url, command.space, options.seed)
+    if is_rdb(url):  # opened before the sweep's folder exists: a URL that fails leaves nothing behind
+        from sqlalchemy.exc import SQLAlchemyError
+
+        try:
+            study = open_study(options.name, url, command.space, options.seed)
+        except (ImportError, SQLAlchemyError) as error:
+            console.print(f"recon sweep: [red]error:[/red] {escape(rdb_error(url, error))}", highlight=False)
+            return 2
+    options.folder.mkdir(parents=True, exist_ok=True)
+    if not is_rdb(url):
+        study = open_study(options.name, url, command.space, options.seed)
     if orphans := fail_orphans(study):
         console.print(f"trials {orphans} were left running by a sweep process that is gone: marked interrupted")
     if retried := retry_failed(study):

@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 
 from recon.sweep.space import SearchSpace, SearchSpaceError, is_search_space, load_search_space
+from recon.sweep.storage import is_rdb, journal_problem
 
 DEFAULT_TRIALS = 10
 CONFIG_FLAGS = ("-c", "--config")
@@ -96,6 +97,10 @@ def parse_command(argv: Sequence[str]) -> SweepCommand:
         if name in CONFIG_FLAGS:
             path = token.split("=", 1)[1] if "=" in token else (tokens[i + 1] if i + 1 < len(tokens) else "")
             step = 1 if "=" in token else 2
+            # recon fit would refuse a missing file too, but "no search space found" would come first and hide it
+            # (a config given inline, as jsonargparse allows, is left to it)
+            if not Path(path).is_file() and not any(mark in path for mark in "{:\n"):
+                raise SearchSpaceError(f"{name} {path}: no such file" if path else f"{name} names no file")
             space = _read_space(path)
             if space is None:
                 fit_args += tokens[i : i + step]
@@ -123,6 +128,10 @@ def parse_command(argv: Sequence[str]) -> SweepCommand:
         test_best=parsed.test_best,
         keep_checkpoints=parsed.keep_checkpoints or settings.get("keep_checkpoints", "best"),
     )
+    if options.storage is not None and not is_rdb(options.storage):
+        problem = journal_problem(Path(options.storage).expanduser().resolve())
+        if problem:
+            raise SearchSpaceError(f"--sweep.storage {problem}")
     if options.keep_checkpoints not in KEEP_CHECKPOINTS:
         raise SearchSpaceError(f"sweep.keep_checkpoints must be one of {list(KEEP_CHECKPOINTS)}, got "
                                f"{options.keep_checkpoints!r}")

@@ -26,6 +26,36 @@ def storage_url(storage: str | None, folder: Path) -> str:
     return storage if is_rdb(storage) else str(Path(storage).expanduser().resolve())
 
 
+def journal_problem(path: Path) -> str | None:
+    """Why a journal file cannot be at ``path`` (a folder there, or no folder to hold it), or None."""
+    if path.is_dir():
+        return f"{path}: is a folder; give the journal file's name, e.g. {path / JOURNAL}"
+    folder = next((parent for parent in path.parents if parent.exists()), None)
+    if folder is not None and not folder.is_dir():
+        return f"{path}: {folder} is a file, not a folder"
+    if not path.parent.is_dir():
+        return f"{path}: the journal file's folder {path.parent} does not exist; create it, or name another file"
+    return None
+
+
+def rdb_error(url: str, error: Exception) -> str:
+    """One line for an RDB the sweep cannot open (``error``: an ImportError or SQLAlchemy's): a driver that is not
+    installed, a mistyped scheme, a server that does not answer. The URL's password is not shown."""
+    try:
+        from sqlalchemy.engine import make_url
+
+        shown = make_url(url).render_as_string(hide_password=True)
+    except Exception:  # noqa: BLE001 — a URL SQLAlchemy cannot even parse is shown without its credentials
+        shown = url.split("://", 1)[0] + "://…"
+    reason = (str(error).strip().splitlines() or [""])[0]
+    if isinstance(error, ImportError) or "Can't load plugin" in reason:
+        hint = ("its driver is not installed (PostgreSQL: pip install psycopg2-binary; MySQL: pip install pymysql) "
+                "or the scheme is mistyped")
+    else:
+        hint = "check the server (for SQLite, the file's folder), the database name and the credentials"
+    return f"--sweep.storage {shown}: cannot open it ({type(error).__name__}: {reason}); {hint}"
+
+
 def is_rdb(url: str) -> bool:
     return "://" in url
 
@@ -38,7 +68,7 @@ def open_storage(url: str, heartbeat: bool = False) -> BaseStorage:
             return RDBStorage(url)
         return RDBStorage(url, heartbeat_interval=HEARTBEAT_SECONDS, grace_period=GRACE_SECONDS,
                           heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=1))
-    path = Path(url)
-    if not path.parent.is_dir():
-        raise FileNotFoundError(f"{path}: the journal file's folder does not exist")
-    return JournalStorage(JournalFileBackend(str(path)))
+    problem = journal_problem(Path(url))
+    if problem:
+        raise FileNotFoundError(problem)
+    return JournalStorage(JournalFileBackend(url))
