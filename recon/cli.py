@@ -180,6 +180,7 @@ class ReconCLI(LightningCLI):
         self.datamodule.check_file(self.subcommand)
         self._check_folders()
         self._check_checkpoint()
+        self._check_wandb_login()
         # W&B looks for the git repository from its folder when its run starts, and warns ("git root … does not
         # exist") when that folder is not there yet, as for any new run folder: made now that the data is checked
         for logger in self.trainer.loggers:
@@ -190,6 +191,25 @@ class ReconCLI(LightningCLI):
                 # Lightning passes anonymous=None, which W&B (≥ 0.23) warns about at every start although it is
                 # W&B's own default: left out, the same run starts without the warning
                 init.pop("anonymous", None)
+
+    def _check_wandb_login(self) -> None:
+        """An online W&B run (``WANDB_MODE=online``) needs credentials (``wandb login``, or ``WANDB_API_KEY``): without
+        them W&B would stop the fit once under way with a traceback, or wait at a prompt. Checked now, on rank 0,
+        without prompting: one line before any run folder exists. Whether the key is accepted is W&B's to say."""
+        loggers = [logger for logger in self.trainer.loggers if isinstance(logger, WandbLogger)]
+        if os.environ.get("WANDB_MODE") != "online" or rank_zero_only.rank != 0 or not loggers:
+            return
+        import wandb
+
+        offline = (f"or leave WANDB_MODE unset to log offline, and upload later with `wandb sync "
+                   f"{loggers[0].save_dir or '.'}/wandb/offline-run-*`")
+        try:
+            found = wandb.login(verify=False, prompt=False)
+        except wandb.errors.Error as error:  # a malformed key
+            raise ConfigError(f"W&B is online (WANDB_MODE=online) but {str(error).rstrip('.')}; {offline}") from error
+        if not found:
+            raise ConfigError(f"W&B is online (WANDB_MODE=online) but has no API key: run `wandb login` or set "
+                              f"WANDB_API_KEY; {offline}")
 
     def _check_folders(self) -> None:
         """The run folder and the mesh export folder are made when missing; an existing file in their place is
@@ -433,6 +453,18 @@ def _finish_wandb_run(exit_code: int | None = None) -> None:
         wandb.finish(exit_code=exit_code)
 
 
+def _wandb_comm_message(error: BaseException) -> str | None:
+    """One line for an online W&B run that could not reach or be accepted by its server (W&B's ``CommError``, after
+    its own retries), or None for any other error."""
+    wandb = sys.modules.get("wandb")
+    comm_error = getattr(getattr(wandb, "errors", None), "CommError", None)
+    if comm_error is None or not isinstance(error, comm_error):
+        return None
+    reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+    return (f"W&B (WANDB_MODE=online) could not start its run: {reason}; check the network (or WANDB_BASE_URL), or "
+            "leave WANDB_MODE unset to log offline and upload later with `wandb sync`")
+
+
 def main(args: ArgsType = None) -> int:
     """Entry point of the ``recon`` console script: exit status 0 on success, 1 on a user error (a bad path,
     value or file: one line on stderr, the traceback only with ``RECON_DEBUG=1``), 2 on a command-line error, 130
@@ -468,9 +500,10 @@ def main(args: ArgsType = None) -> int:
         return 1
     except Exception as error:  # a full disk under a write of Lightning's or W&B's own (recon's name their file)
         cause = disk_full_cause(error)
-        if cause is None or debug():
+        message = full_disk_message(cause) if cause is not None else _wandb_comm_message(error)
+        if message is None or debug():
             raise
-        print(f"recon {subcommand}: error: {full_disk_message(cause)}", file=sys.stderr)
+        print(f"recon {subcommand}: error: {message}", file=sys.stderr)
         _finish_wandb_run(exit_code=1)
         return 1
     return 0

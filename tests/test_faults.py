@@ -56,6 +56,35 @@ def test_a_mistyped_data_path_is_one_line_naming_it_and_creates_no_run_folder(sh
 
 
 @pytest.mark.slow
+def test_online_w_and_b_without_an_api_key_is_one_line_before_the_run_starts(shrink_flags, tmp_path):
+    """W&B itself would stop the fit once under way (``UsageError: No API key configured`` and its traceback)."""
+    home = tmp_path / "home"  # no ~/.netrc, no W&B settings: credentials only from the environment
+    home.mkdir()
+    run = tmp_path / "run"
+    env = {"WANDB_MODE": "online", "HOME": str(home), "WANDB_CONFIG_DIR": str(home), "NETRC": str(home / "none")}
+    for key, expected in (("", "but has no API key: run `wandb login` or set WANDB_API_KEY"),
+                          ("abc", "but WANDB_API_KEY invalid: API key must have 40+ characters")):
+        done = subprocess.run([sys.executable, "-m", "recon", "fit", "-c", DEFAULT, *shrink_flags()], cwd=ROOT,
+                              capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL,
+                              env={**{k: v for k, v in os.environ.items() if not k.startswith("WANDB_")},
+                                   **env, "WANDB_API_KEY": key, "OMP_NUM_THREADS": "1"})
+        assert done.returncode == 1, done.stderr
+        last = done.stderr.strip().splitlines()[-1]
+        assert last.startswith("recon fit: error: W&B is online (WANDB_MODE=online) ") and expected in last
+        assert f"`wandb sync {run}/wandb/offline-run-*`" in last and "Traceback" not in done.stderr
+        assert not run.exists()
+    # a key, but a server that refuses the connection: W&B gives up after its init timeout, with one line from recon
+    done = subprocess.run([sys.executable, "-m", "recon", "fit", "-c", DEFAULT, *shrink_flags()], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL,
+                          env={**{k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}, **env,
+                               "WANDB_API_KEY": "a" * 40, "WANDB_BASE_URL": "http://127.0.0.1:9",
+                               "WANDB_INIT_TIMEOUT": "5", "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 1, done.stderr
+    assert "recon fit: error: W&B (WANDB_MODE=online) could not start its run: " in done.stderr
+    assert "127.0.0.1:9" in done.stderr and "Traceback" not in done.stderr
+
+
+@pytest.mark.slow
 def test_a_truncated_data_file_is_refused_before_the_run_starts_and_debug_shows_the_traceback(tiny_h5, shrink_flags,
                                                                                             tmp_path):
     truncated = tmp_path / "truncated.h5"
