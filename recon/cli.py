@@ -8,6 +8,7 @@ later config files and flags win. Every configurable class lives in ``recon.*`` 
 from __future__ import annotations
 
 import importlib
+import inspect
 import os
 import shutil
 import sys
@@ -203,6 +204,8 @@ class ReconCLI(LightningCLI):
 
         offline = (f"or leave WANDB_MODE unset to log offline, and upload later with `wandb sync "
                    f"{loggers[0].save_dir or '.'}/wandb/offline-run-*`")
+        if "prompt" not in inspect.signature(wandb.login).parameters:
+            return  # a W&B older than login(prompt=...): its own error when the run starts (see main)
         try:
             found = wandb.login(verify=False, prompt=False)
         except wandb.errors.Error as error:  # a malformed key
@@ -455,10 +458,12 @@ def _finish_wandb_run(exit_code: int | None = None) -> None:
 
 def _wandb_comm_message(error: BaseException) -> str | None:
     """One line for an online W&B run that could not reach or be accepted by its server (W&B's ``CommError``, after
-    its own retries), or None for any other error."""
-    wandb = sys.modules.get("wandb")
-    comm_error = getattr(getattr(wandb, "errors", None), "CommError", None)
-    if comm_error is None or not isinstance(error, comm_error):
+    its own retries) or found no API key, or None for any other error."""
+    errors = getattr(sys.modules.get("wandb"), "errors", None)
+    comm_error, usage_error = getattr(errors, "CommError", None), getattr(errors, "UsageError", None)
+    # (no API key, as an older W&B says it once the run starts: see ReconCLI._check_wandb_login)
+    no_key = usage_error is not None and isinstance(error, usage_error) and "API key" in str(error)
+    if not no_key and (comm_error is None or not isinstance(error, comm_error)):
         return None
     reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
     return (f"W&B (WANDB_MODE=online) could not start its run: {reason}; check the network (or WANDB_BASE_URL), or "
