@@ -465,9 +465,10 @@ def _wandb_comm_message(error: BaseException) -> str | None:
     no_key = usage_error is not None and isinstance(error, usage_error) and "API key" in str(error)
     if not no_key and (comm_error is None or not isinstance(error, comm_error)):
         return None
-    reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
-    return (f"W&B (WANDB_MODE=online) could not start its run: {reason}; check the network (or WANDB_BASE_URL), or "
-            "leave WANDB_MODE unset to log offline and upload later with `wandb sync`")
+    reason = (str(error).strip().splitlines() or [type(error).__name__])[0].rstrip(".")
+    fix = "run `wandb login` or set WANDB_API_KEY" if no_key else "check the network (or WANDB_BASE_URL)"
+    return (f"W&B (WANDB_MODE=online) could not start its run: {reason}; {fix}, or leave WANDB_MODE unset to log "
+            "offline and upload later with `wandb sync`")
 
 
 def main(args: ArgsType = None) -> int:
