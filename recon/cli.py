@@ -51,10 +51,19 @@ from recon.run_lock import run_folder_lock
 class RunConfigSaver(SaveConfigCallback):
     """Save the fully resolved config with every run.
 
-    Besides ``config.yaml`` in the run folder, each W&B run gets the config as its own run config (so the
-    dashboard can filter and group by any setting) and as ``recon-config.yaml`` among its files: runs that
-    share a folder never share, or overwrite, each other's record.
+    In the run folder: a fit's as ``config.yaml`` (the record a resume, ``best.yaml`` of a sweep and the
+    "holds another model" message point to), ``test``/``validate``/``predict``'s as ``config-<stage>.yaml``
+    beside it, so evaluating a run never replaces the record of how it was trained. Each W&B run also gets the
+    config as its own run config (so the dashboard can filter and group by any setting) and as
+    ``recon-config.yaml`` among its files: runs that share a folder never share, or overwrite, each other's record.
     """
+
+    @override
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        stage = str(getattr(stage, "value", stage))  # Lightning passes its TrainerFn enum ("fit", "test", …)
+        if stage != "fit":
+            self.config_filename = f"config-{stage}.yaml"
+        super().setup(trainer, pl_module, stage)
 
     @override
     def save_config(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
@@ -101,8 +110,8 @@ class ReconCLI(LightningCLI):
     checkpoints in a new logger version folder per run, where ``last`` would find nothing).
 
     Trainer defaults: ``use_distributed_sampler=False`` (the DataModule shards val/test itself, without
-    the repeats that would bias the IoU under DDP). ``config.yaml`` is overwritten by a rerun in the same
-    folder.
+    the repeats that would bias the IoU under DDP). ``config.yaml`` (``config-test.yaml`` for a test, …) is
+    overwritten by a rerun in the same folder.
     """
 
     def __init__(self, args: ArgsType = None, run: bool = True, **kwargs: Any) -> None:

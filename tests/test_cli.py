@@ -71,6 +71,10 @@ def test_fit_then_test_then_predict(shrink_flags, tiny_h5, tmp_path, capsys):
     cli = run_cli(["test", "-c", DEFAULT, *shrink_flags(), f"--ckpt_path={checkpoints / 'best.ckpt'}",
                 f"--export.dirpath={export}"])  # fmt: skip
     results = stored = json.loads((run / "results.json").read_text())
+    # the test's config is saved beside the fit's, which stays the record of how the run was trained
+    fit_config, test_config = (yaml.safe_load((run / name).read_text()) for name in ("config.yaml", "config-test.yaml"))
+    assert fit_config["ckpt_path"] is None and "verbose" not in fit_config
+    assert test_config["ckpt_path"] == str(checkpoints / "best.ckpt") and "verbose" in test_config
     assert stored["data"] == str(tiny_h5) and stored["data_source"] == "synthetic"  # where the numbers come from
     assert stored["global_step"] == 2 and stored["checkpoint"].endswith("best.ckpt")  # the tested checkpoint's step
     assert set(results["iou"]) == {"airplane"}  # 2 batches × 2 items: the first object's first 4 views

@@ -75,8 +75,8 @@ def wait_for_fit_pid(driver: subprocess.Popen, folder: Path, name: str, timeout:
 
 
 def val_miou_by_step(run: Path) -> dict[int, float]:
-    """``val/miou`` per global step from the run's CSVLogger file."""
-    (metrics,) = run.glob("logs/version_*/metrics.csv")
+    """``val/miou`` per global step from the run's CSVLogger file (its fit's: version 0; a test logs another)."""
+    metrics = run / "logs" / "version_0" / "metrics.csv"
     with open(metrics, newline="") as file:
         return {int(row["step"]): float(row["val/miou"]) for row in csv.DictReader(file) if row.get("val/miou")}
 
@@ -85,7 +85,7 @@ def test_sweep_writes_its_results_prunes_a_bad_region_and_best_yaml_retrains_the
     root = tmp_path / "sweeps"
     space = write_space(tmp_path, PRUNING_SPACE)
     flags = shrink_flags({"trainer.max_steps": 4})
-    assert sweep_main(sweep_args(space, flags, root, "--sweep.trials", "3")) == 0
+    assert sweep_main(sweep_args(space, flags, root, "--sweep.trials", "3", "--test-best")) == 0
 
     folder = root / "tiny"
     for name in ("summary.md", "trials.csv", "best.yaml", "study.journal", "history.png", "parallel_coordinates.png"):
@@ -98,19 +98,26 @@ def test_sweep_writes_its_results_prunes_a_bad_region_and_best_yaml_retrains_the
     assert float(rows[2]["val_miou"]) < min(float(rows[0]["val_miou"]), float(rows[1]["val_miou"]))
     assert "pruned" in (folder / "summary.md").read_text()
 
+    best = max(rows[:2], key=lambda row: float(row["val_miou"]))
     for number, row in enumerate(rows):
         run = folder / f"trial-{number}"
         assert Path(row["folder"]) == run and (run / "config.yaml").is_file()
-        (record,) = run.glob("wandb/offline-run-*/run-*.wandb")
-        data = record.read_bytes()
+        records = sorted(run.glob("wandb/offline-run-*/run-*.wandb"))  # by start time: the fit's, then a test's
+        assert len(records) == (2 if str(number) == best["trial"] else 1)
+        data = records[0].read_bytes()
         assert b"sweep-tiny" in data and f"tiny-trial-{number}".encode() in data  # group and run name
         assert wandb_config_item("model.lr", float(row["model.lr"])) in data  # the trial's value in its config
         # --sweep.keep_checkpoints best (the default): a finished trial keeps its best.ckpt only, a pruned one none
         kept = sorted(path.name for path in (run / "checkpoints").glob("*.ckpt"))
         assert kept == (["best.ckpt"] if row["state"] == "complete" else []), (number, kept)
 
-    # best.yaml is the best trial's whole config: with the default config first it retrains that trial exactly.
-    best = max(rows[:2], key=lambda row: float(row["val_miou"]))
+    # --test-best tested the best trial's best.ckpt once, on the test split, into that trial's folder
+    tested = json.loads((folder / "test-best.json").read_text())
+    assert tested["trial"] == int(best["trial"]) and tested["checkpoint"].endswith("best.ckpt")
+    assert 0 <= tested["miou"] <= 1 and (folder / f"trial-{best['trial']}" / "config-test.yaml").is_file()
+
+    # best.yaml is the best trial's whole config: with the default config first it retrains that trial exactly
+    # (after --test-best too: the test's config, with its checkpoint and options, is not the trial's record)
     refit = tmp_path / "refit"
     subprocess.run([sys.executable, "-m", "recon", "fit", "-c", DEFAULT, "-c", str(folder / "best.yaml"),
                     f"--trainer.default_root_dir={refit}"], env=child_env(), check=True, capture_output=True)

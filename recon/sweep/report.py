@@ -79,6 +79,11 @@ def write_best_config(best: FrozenTrial, folder: Path) -> Path:
     if not source.is_file():
         raise FileNotFoundError(f"{source}: the best trial's resolved config is missing (was its run folder moved?)")
     config = _relocated(yaml.safe_load(source.read_text()), str(run), str(folder / "best"))
+    # a fresh fit: never a resume, nor the options of an evaluation (a trial folder tested by an older recon kept
+    # the test's config as config.yaml, with its checkpoint and `verbose`, which recon fit refuses)
+    config["ckpt_path"] = None
+    for key in ("verbose", "return_predictions"):
+        config.pop(key, None)
     trainer = config.setdefault("trainer", {})
     callbacks = trainer.get("callbacks") or []
     trainer["callbacks"] = [c for c in callbacks if not (isinstance(c, dict) and c.get("class_path") == CALLBACK)]
