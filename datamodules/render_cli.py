@@ -110,6 +110,11 @@ def run_render(args: argparse.Namespace, console: Console) -> None:
         print_collection(collection, split, console)
         return
     _refuse_existing(args.out, args.overwrite)
+    if args.resume and not args.overwrite and not partial_folder(args.out).exists():
+        # said, not refused: a script may always pass --resume; but a mistyped OUT must not restart hours unseen
+        notice = (f"--resume: no interrupted run to continue for {args.out} (no {partial_folder(args.out)}); "
+                  "rendering every object")
+        Console(stderr=True, soft_wrap=True).print(escape(notice), highlight=False)
     try:
         with _progress(console) as progress:
             summary = render_collection(collection, args.out, settings, split, args.workers, args.resume,

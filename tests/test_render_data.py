@@ -190,15 +190,18 @@ def test_coloured_meshes_keep_their_colour(rendered: Path) -> None:
     assert np.ptp(grey) < 0.01 and 0.25 < grey.mean() < 0.5  # flat grey 0.5, lit by 0.5 + 0.5·max(n·l, 0)
 
 
-def test_render_gives_synth_objects_exactly(tmp_path: Path) -> None:
-    """A procedural shape written to a file and rendered is the object `synth` makes for it, bit for bit."""
+def test_render_gives_synth_objects_exactly(tmp_path: Path, capsys) -> None:
+    """A procedural shape written to a file and rendered is the object `synth` makes for it, bit for bit (with a
+    --resume that finds nothing to continue: it says so, and renders everything)."""
     synth = tmp_path / "synth.h5"
     generate_synthetic(synth, {"train": 1}, seed=4, categories=["chair", "lamp"], workers=1)
     for name in ("chair", "lamp"):
         (tmp_path / "src" / name).mkdir(parents=True)
         _write_ply(tmp_path / "src" / name / "00000.ply", make_shape(name, object_rng(4, "train", name, 0)))
     out = tmp_path / "render.h5"
-    assert main(["render", str(tmp_path / "src"), str(out), "--split", "1,0,0", "--workers", "1"]) == 0
+    assert main(["render", str(tmp_path / "src"), str(out), "--split", "1,0,0", "--workers", "1", "--resume"]) == 0
+    err = " ".join(capsys.readouterr().err.split())
+    assert f"--resume: no interrupted run to continue for {out} (no {out}.partial); rendering every object" in err
     made, expected = _objects(out), _objects(synth)
     for name in ("chair", "lamp"):
         images, voxels = made[f"{name}/00000"]
