@@ -211,10 +211,10 @@ class ReconCLI(LightningCLI):
             return
         import wandb
 
-        offline = (f"or leave WANDB_MODE unset to log offline, and upload later with `wandb sync "
-                   f"{loggers[0].save_dir or '.'}/wandb/offline-run-*`")
         if "prompt" not in inspect.signature(wandb.login).parameters:
             return  # a W&B older than login(prompt=...): its own error when the run starts (see main)
+        offline = (f"or leave WANDB_MODE unset to log offline, and upload later with `wandb sync "
+                   f"{loggers[0].save_dir or '.'}/wandb/offline-run-*`")
         try:
             found = wandb.login(verify=False, prompt=False)
         except wandb.errors.Error as error:  # a malformed key

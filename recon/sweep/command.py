@@ -22,6 +22,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 from rich.console import Console
 from rich.markup import escape
+from sqlalchemy.exc import SQLAlchemyError
 
 from recon.atomic import write_text
 from recon.lifetime import child_env
@@ -71,17 +72,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     options = command.options
     url = storage_url(options.storage, options.folder)
-    if is_rdb(url):  # opened before the sweep's folder exists: a URL that fails leaves nothing behind
-        from sqlalchemy.exc import SQLAlchemyError
-
-        try:
-            study = open_study(options.name, url, command.space, options.seed)
-        except (ImportError, SQLAlchemyError) as error:
-            console.print(f"recon sweep: [red]error:[/red] {escape(rdb_error(url, error))}", highlight=False)
-            return 2
-    options.folder.mkdir(parents=True, exist_ok=True)
     if not is_rdb(url):
+        options.folder.mkdir(parents=True, exist_ok=True)  # the journal's; an RDB that fails leaves no folder behind
+    try:
         study = open_study(options.name, url, command.space, options.seed)
+    except (ImportError, SQLAlchemyError) as error:  # an RDB: no driver, a mistyped scheme, no server
+        if not is_rdb(url):
+            raise
+        console.print(f"recon sweep: [red]error:[/red] {escape(rdb_error(url, error))}", highlight=False)
+        return 2
+    options.folder.mkdir(parents=True, exist_ok=True)
     if orphans := fail_orphans(study):
         console.print(f"trials {orphans} were left running by a sweep process that is gone: marked interrupted")
     if retried := retry_failed(study):
