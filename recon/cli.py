@@ -47,6 +47,8 @@ from recon.lifetime import stop_with_parent
 from recon.module import ReconModule
 from recon.run_lock import run_folder_lock
 
+DEFAULT_CONFIG = "configs/default.yaml"  # the main job's recipe; relative to the working folder
+
 
 class RunConfigSaver(SaveConfigCallback):
     """Save the fully resolved config with every run.
@@ -119,7 +121,13 @@ class ReconCLI(LightningCLI):
         kwargs.setdefault("save_config_kwargs", {"overwrite": True})
         kwargs.setdefault("save_config_callback", RunConfigSaver)
         kwargs.setdefault("parser_class", _ReconArgumentParser)
-        super().__init__(ReconModule, ViewPairDataModule, args=args, run=run, **kwargs)
+        # configs/default.yaml (from the working folder: the repository's root) is read first, under every -c file
+        parser_kwargs = dict(kwargs.pop("parser_kwargs", None) or {})
+        for name in self.subcommands() if run else []:
+            parser_kwargs[name] = {"default_config_files": [DEFAULT_CONFIG], **parser_kwargs.get(name, {})}
+        if not run:  # no subcommand: one parser
+            parser_kwargs.setdefault("default_config_files", [DEFAULT_CONFIG])
+        super().__init__(ReconModule, ViewPairDataModule, args=args, run=run, parser_kwargs=parser_kwargs, **kwargs)
 
     @override
     def _run_subcommand(self, subcommand: str) -> None:

@@ -24,7 +24,8 @@ from recon.datamodules.images import ImageFolderDataset, find_images, view_from_
 # Lightning 2.6 itself calls jsonargparse's deprecated add_instantiator: not ours to fix
 pytestmark = pytest.mark.filterwarnings("ignore::jsonargparse._deprecated.JsonargparseDeprecationWarning")
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = ROOT / "configs"
 DEFAULT = str(CONFIGS / "default.yaml")
 
 
@@ -214,6 +215,18 @@ def test_encoder_configs_compose_over_the_default(encoder, class_path, capsys):
     config = _printed_config("-c", DEFAULT, "-c", str(CONFIGS / "encoder" / f"{encoder}.yaml"), capsys=capsys)
     assert config["model"]["encoder"]["class_path"] == f"recon.models.{class_path}"
     assert config["data"]["path"] == "data/synthetic.h5"  # the rest of the default is kept
+
+
+def test_the_default_config_is_read_first_from_the_repository_root(capsys, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    bare = _printed_config(capsys=capsys)  # `recon fit` alone: the main job's recipe
+    assert bare == _printed_config("-c", DEFAULT, capsys=capsys)
+    assert bare["trainer"]["max_steps"] == 1000 and bare["trainer"]["default_root_dir"] == "runs/default"
+    resnet = _printed_config("-c", str(CONFIGS / "encoder" / "resnet.yaml"), capsys=capsys)  # composes over it
+    assert resnet["model"]["encoder"]["class_path"] == "recon.models.ResNetEncoder"
+    assert resnet["trainer"]["max_steps"] == 1000 and resnet["data"]["path"] == "data/synthetic.h5"
+    monkeypatch.chdir(ROOT / "tests")  # elsewhere: no configs/default.yaml, the classes' own defaults
+    assert _printed_config(capsys=capsys)["trainer"]["max_steps"] == -1
 
 
 def test_the_colour_head_reads_the_encoders_dim_through_a_link(tiny_h5):
