@@ -151,6 +151,12 @@ class ReconCLI(LightningCLI):
         parser.link_arguments("data", "model.category_names", compute_fn=_category_names, apply_on="instantiate")
 
     @override
+    def parse_arguments(self, parser: LightningArgumentParser, args: ArgsType) -> None:
+        super().parse_arguments(parser, args)
+        subcommand = self.config.get("subcommand")
+        _expand_home(self.config[subcommand] if subcommand else self.config)
+
+    @override
     def _parse_ckpt_path(self) -> None:
         """Lightning's: with ``--ckpt_path FILE`` the model is built from the hyperparameters the checkpoint saved,
         whatever the config says. Where they differ (a ResNet config given a baseline checkpoint), one line says
@@ -404,6 +410,20 @@ def _warn_if_checkpoints_may_not_fit(trainer: Trainer, model: torch.nn.Module) -
 @rank_zero_only
 def _notice(line: str) -> None:
     print(line, file=sys.stderr)
+
+
+# the settings that name a file or folder: a leading ~ is the user's home, as in a shell (which leaves the ~ of
+# --data.path=~/x.h5 alone, and a config file's always)
+_PATH_SETTINGS = (("data", "path"), ("data", "predict_images"), ("trainer", "default_root_dir"), ("export", "dirpath"),
+                  (None, "ckpt_path"))
+
+
+def _expand_home(config: Namespace) -> None:
+    for section, key in _PATH_SETTINGS:
+        group = config.get(section) if section else config
+        value = group.get(key) if isinstance(group, Namespace) else None
+        if isinstance(value, str) and value.startswith("~"):
+            group[key] = os.path.expanduser(value)
 
 
 def _name_wandb_run(init_args: Namespace, config: Namespace) -> None:

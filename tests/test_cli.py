@@ -229,6 +229,23 @@ def test_the_default_config_is_read_first_from_the_repository_root(capsys, monke
     assert _printed_config(capsys=capsys)["trainer"]["max_steps"] == -1
 
 
+def test_a_leading_tilde_in_a_path_setting_is_the_home_folder(tiny_h5, tmp_path, monkeypatch):
+    """The shell leaves the ~ of ``--data.path=~/x.h5`` (and a config file's) as it is: recon expands it, rather than
+    refuse a file that exists or make a folder named ``~`` in the working folder."""
+    from recon.cli import ReconCLI
+
+    home = tmp_path / "home"
+    home.mkdir()
+    shutil.copy(tiny_h5, home / "views.h5")
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(tmp_path)
+    cli = ReconCLI(args=["-c", str(ROOT / DEFAULT),
+                         "--data.path=~/views.h5", "--trainer.default_root_dir=~/runs/a", "--trainer.logger=false",
+                         "--export.dirpath=~/meshes"], run=False)
+    assert cli.datamodule.path == str(home / "views.h5") and cli.trainer.default_root_dir == str(home / "runs" / "a")
+    assert cli.config.export.dirpath == str(home / "meshes") and not (tmp_path / "~").exists()
+
+
 def test_the_colour_head_reads_the_encoders_dim_through_a_link(tiny_h5):
     from recon.cli import ReconCLI
 
