@@ -274,8 +274,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--profile", default="quick", help="configs/table/<profile>.yaml (quick, paper, smoke)")
     parser.add_argument("--data", help="dataset .h5 (e.g. the converted ShapeNet set); default: the profile's")
     parser.add_argument("--redo", action="store_true", help="retrain encoders whose results already exist")
-    parser.add_argument("--runs", type=Path, default=Path("runs/table"), help="parent of the run folders")
-    parser.add_argument("--out", type=Path, default=Path("results"), help="folder for table.md and table.csv")
+    home = lambda text: Path(text).expanduser()  # noqa: E731 — `--runs=~/table`: the shell leaves that ~ alone
+    parser.add_argument("--runs", type=home, default=Path("runs/table"), help="parent of the run folders")
+    parser.add_argument("--out", type=home, default=Path("results"), help="folder for table.md and table.csv")
     parser.add_argument("--encoders", nargs="+", help="a subset of the profile's encoders")
     parser.add_argument("extra", nargs="*", help="extra flags for every recon run (after --)")
     args = parser.parse_args(argv)

@@ -124,7 +124,7 @@ def parse_command(argv: Sequence[str]) -> SweepCommand:
         jobs=_positive("--sweep.jobs", parsed.jobs if parsed.jobs is not None else settings.get("jobs", 1)),
         seed=int(parsed.seed if parsed.seed is not None else settings.get("seed", 0)),
         storage=parsed.storage,
-        root=Path(parsed.root),
+        root=Path(parsed.root).expanduser(),
         test_best=parsed.test_best,
         keep_checkpoints=parsed.keep_checkpoints or settings.get("keep_checkpoints", "best"),
     )
