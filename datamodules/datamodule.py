@@ -33,14 +33,16 @@ def _category_list(categories: list[str | int] | str | None) -> list[str] | None
 
     One string may list several, comma-separated (``chair,car``). An unquoted synset that YAML 1.1 reads as an
     octal number (``[03001627]`` → 787351: a leading 0 and only the digits 0–7, as for chair, display, sofa and
-    watercraft) is turned back into its eight digits.
+    watercraft) is turned back into its eight digits; so is one written without its leading 0 (2691156).
     """
     if categories is None:
         return None
     names: list[str] = []
     for entry in [categories] if isinstance(categories, str) else categories:
         if isinstance(entry, int) and not isinstance(entry, bool):
-            names.append(f"{entry:o}".zfill(8))
+            octal, decimal = f"{entry:o}".zfill(8), f"{entry:08d}"  # (or a synset written without its leading 0)
+            known = {category.synset for category in SHAPENET_CATEGORIES}
+            names.append(decimal if decimal in known and octal not in known else octal)
             continue
         text = str(entry).strip()
         if text.startswith("[") and text.endswith("]"):

@@ -366,7 +366,7 @@ def test_the_wandb_folder_exists_before_its_run_starts(shrink_flags, tmp_path):
     ("given", "chosen"),
     [("chair", ["chair"]), ("chair, airplane", ["airplane", "chair"]), ("[chair]", ["chair"]),
      # YAML 1.1 reads an unquoted 03001627 (chair's synset: a leading 0, digits 0-7) as the octal number 787351
-     ("03001627", ["chair"]), ("[03001627]", ["chair"]), ("[02691156, 03001627]", ["airplane", "chair"])],
+     ("03001627", ["chair"]), ("[03001627]", ["chair"]), ("[2691156, 03001627]", ["airplane", "chair"])],
 )
 def test_categories_are_a_list_a_comma_separated_string_or_unquoted_synsets(tiny_h5, given, chosen):
     from recon.cli import ReconCLI
