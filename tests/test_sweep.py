@@ -282,9 +282,10 @@ def test_a_bad_search_space_fails_with_one_message_before_any_trial(space, messa
         (["--sweep.storage", "postgresq://me:secret@localhost/db"],
          "--sweep.storage postgresq://me:***@localhost/db: cannot open it (NoSuchModuleError: "),
         (["--sweep.storage", "sqlite:///{tmp}/absent/study.db"], "cannot open it (OperationalError: "),
+        (["--sweep.name", "../beside"], "sweep name '../beside' (--sweep.name, or sweep.name in the space): expected"),
     ],
     ids=["missing-config", "journal-below-a-file", "journal-is-a-folder", "journal-folder-missing",
-         "mistyped-scheme", "unreachable-database"],
+         "mistyped-scheme", "unreachable-database", "name-with-a-path"],
 )
 def test_a_bad_command_line_fails_with_one_message_before_any_trial(extra, message, shrink_flags, tmp_path, capsys):
     root = tmp_path / "sweeps"

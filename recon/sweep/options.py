@@ -128,6 +128,9 @@ def parse_command(argv: Sequence[str]) -> SweepCommand:
         test_best=parsed.test_best,
         keep_checkpoints=parsed.keep_checkpoints or settings.get("keep_checkpoints", "best"),
     )
+    if not options.name or options.name in (".", "..") or "/" in options.name or "\\" in options.name:
+        raise SearchSpaceError(f"sweep name {options.name!r} (--sweep.name, or sweep.name in the space): expected a "
+                               f"plain name, which becomes the study's name and its folder below {options.root}")
     if options.storage is not None and not is_rdb(options.storage):
         problem = journal_problem(Path(options.storage).expanduser().resolve())
         if problem:
