@@ -48,6 +48,8 @@ from recon.module import ReconModule
 from recon.run_lock import run_folder_lock
 
 DEFAULT_CONFIG = "configs/default.yaml"  # the main job's recipe; relative to the working folder
+DESCRIPTION = ("recon: single-view 3D mesh reconstruction trained through a soft rasterizer (SoftRas). Also `recon "
+               "sweep` (hyperparameter search: `recon sweep --help`) and `recon-data` (datasets: `recon-data --help`).")
 
 
 class RunConfigSaver(SaveConfigCallback):
@@ -125,6 +127,8 @@ class ReconCLI(LightningCLI):
         parser_kwargs = dict(kwargs.pop("parser_kwargs", None) or {})
         for name in self.subcommands() if run else []:
             parser_kwargs[name] = {"default_config_files": [DEFAULT_CONFIG], **parser_kwargs.get(name, {})}
+        if run:
+            parser_kwargs.setdefault("description", DESCRIPTION)
         if not run:  # no subcommand: one parser
             parser_kwargs.setdefault("default_config_files", [DEFAULT_CONFIG])
         super().__init__(ReconModule, ViewPairDataModule, args=args, run=run, parser_kwargs=parser_kwargs, **kwargs)
