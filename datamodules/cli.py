@@ -134,6 +134,8 @@ def _run(argv: Sequence[str] | None, received: list[int]) -> int:
     console = Console(soft_wrap=not sys.stdout.isatty())
     errors = Console(stderr=True, soft_wrap=not sys.stderr.isatty())
     try:
+        if getattr(args, "workers", None) is not None and args.workers < 1:
+            raise ValueError(f"--workers {args.workers}; expected an integer ≥ 1 (1 works in this process)")
         if args.command == "synth":
             from recon.datamodules.synthetic import generate_synthetic
 

@@ -219,3 +219,5 @@ def test_cli_synth_writes_a_file_and_refuses_to_overwrite(tmp_path: Path, capsys
     assert main(args) == 1 and "--overwrite" in capsys.readouterr().err
     assert main([*args, "--categories", "spoon", "--overwrite"]) == 1
     assert "unknown or unavailable categories ['spoon']" in capsys.readouterr().err
+    assert main([*args, "--workers", "0", "--overwrite"]) == 1
+    assert "--workers 0; expected an integer ≥ 1 (1 works in this process)" in capsys.readouterr().err
