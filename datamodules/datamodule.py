@@ -73,7 +73,7 @@ class ViewPairDataModule(pl.LightningDataModule):
         eval_batch_size: items per val/test/predict batch (None: ``batch_size``).
         pin_memory: page-locked batches (None: when CUDA is available).
         persistent_workers: keep workers alive across epochs (when ``num_workers > 0``).
-        predict_images: a folder or glob of PNGs for ``predict``.
+        predict_images: a folder or glob of images (PNG, JPEG) for ``predict``.
         image_size: the size of the model's input views (the ``recon`` command links it to the encoder's
             ``image_size``): a file of another size is refused with a message saying what to set, and
             ``predict`` resizes its images to it. None: the file's size (64 without a file).
@@ -155,11 +155,12 @@ class ViewPairDataModule(pl.LightningDataModule):
         """Raise ``FileNotFoundError`` saying how to make ``path`` when it is missing and ``stage`` (``"fit"``,
         ``"validate"``, ``"test"``) will not generate it. An existing file must hold objects of the selected
         categories in the splits the stage reads (:meth:`_check_splits`). ``predict`` reads no file: its
-        ``predict_images`` must name at least one PNG file. The ``recon`` command calls this before anything is
+        ``predict_images`` must name at least one image file. The ``recon`` command calls this before anything is
         created; ``prepare_data`` too."""
         if stage == "predict":
             if not self.predict_images:
-                raise ConfigError("predict needs images: set data.predict_images to a folder or glob of PNG files")
+                raise ConfigError("predict needs images: set data.predict_images to a folder or glob of .png or .jpg "
+                                  "files")
             from recon.datamodules.images import find_images
 
             find_images(self.predict_images)  # FileNotFoundError naming the pattern when nothing matches
@@ -309,7 +310,7 @@ class ViewPairDataModule(pl.LightningDataModule):
         return self._eval_loader("test", None, None)
 
     def predict_dataloader(self) -> DataLoader:
-        """PNG images from ``predict_images`` (items ``{"images": (4, 64, 64), "name": str}``)."""
+        """The images of ``predict_images`` (items ``{"images": (4, 64, 64), "name": str}``)."""
         self.check_file("predict")  # predict_images set and matching
         from recon.datamodules.images import ImageFolderDataset
 

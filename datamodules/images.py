@@ -1,4 +1,5 @@
-"""User images for ``recon predict``: a folder or glob of PNGs → views in the dataset's channel convention."""
+"""User images for ``recon predict``: a folder or glob of PNG or JPEG images → views in the dataset's channel
+convention."""
 
 from __future__ import annotations
 
@@ -15,23 +16,26 @@ from torch.utils.data import Dataset
 
 from recon.errors import DataFileError
 
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")  # what a folder given to predict is searched for
+
 # a pixel of an image without alpha belongs to the object when some channel is darker than this
 # (i.e. it is not the white studio background the dataset's objects are rendered on)
 WHITE_THRESHOLD = 0.95
 
 
 def find_images(pattern: str | os.PathLike[str]) -> list[Path]:
-    """The PNG files named by ``pattern``: a folder (its ``*.png``, sorted) or a glob such as ``'imgs/*.png'``.
+    """The image files named by ``pattern``: a folder (its ``.png``, ``.jpg`` and ``.jpeg`` files, sorted) or a glob
+    such as ``'imgs/*.png'``.
 
     Raises ``FileNotFoundError`` naming the pattern when nothing matches.
     """
     path = Path(pattern)
     if path.is_dir():
-        files = sorted(p for p in path.iterdir() if p.suffix.lower() == ".png" and p.is_file())
+        files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
     else:
         files = sorted(Path(p) for p in glob.glob(str(pattern), recursive=True) if Path(p).is_file())
     if not files:
-        raise FileNotFoundError(f"no PNG images match {str(pattern)!r}: give a folder of .png files or a glob")
+        raise FileNotFoundError(f"no images match {str(pattern)!r}: give a folder of .png or .jpg files, or a glob")
     return files
 
 
@@ -85,7 +89,7 @@ def unreadable(file: Path) -> str | None:
 
 
 class ImageFolderDataset(Dataset):
-    """PNG images named by a folder or glob, as model inputs.
+    """Images named by a folder or glob, as model inputs.
 
     Items: ``{"images": (4, S, S) float32 in [0, 1] (see :func:`view_from_image`), "name": file stem}``; the
     default collate turns a batch into ``images (B, 4, S, S)`` and ``name`` a list of strings. Stems are made

@@ -90,7 +90,7 @@ def test_fit_then_test_then_predict(shrink_flags, tiny_h5, tmp_path, capsys):
     flags = shrink_flags({"trainer.default_root_dir": str(elsewhere)})
     assert main(["predict", "-c", DEFAULT, *flags, f"--ckpt_path={checkpoints / 'last.ckpt'}",
                  f"--data.predict_images={tmp_path / 'imgs' / '*.png'}"]) == 1
-    assert f"recon predict: error: no PNG images match '{tmp_path / 'imgs' / '*.png'}'" in capsys.readouterr().err
+    assert f"recon predict: error: no images match '{tmp_path / 'imgs' / '*.png'}'" in capsys.readouterr().err
     assert not elsewhere.exists()
 
     names = _write_pngs(tiny_h5, tmp_path / "images")
@@ -314,15 +314,15 @@ def test_rgb_png_gets_a_mask_from_non_white_pixels_and_any_size_is_resized():
 
 def test_folder_or_glob_lists_pngs_and_missing_ones_are_a_clear_error(tmp_path):
     (tmp_path / "b").mkdir()
-    for name in ("one.png", "two.png", "b/one.png"):
+    for name in ("one.png", "two.png", "b/one.png", "three.JPG"):
         Image.new("RGB", (10, 10), "black").save(tmp_path / name)
     (tmp_path / "notes.txt").write_text("not an image")
-    assert [p.name for p in find_images(tmp_path)] == ["one.png", "two.png"]
+    assert [p.name for p in find_images(tmp_path)] == ["one.png", "three.JPG", "two.png"]  # a photo folder's JPEGs too
     dataset = ImageFolderDataset(str(tmp_path / "**" / "*.png"))
     assert len(dataset) == 3 and sorted(dataset.names) == ["one", "one-1", "two"]
     item = dataset[0]
     assert item["images"].shape == (4, 64, 64) and isinstance(item["name"], str)
-    with pytest.raises(FileNotFoundError, match="no PNG images match"):
+    with pytest.raises(FileNotFoundError, match="no images match"):
         find_images(tmp_path / "missing" / "*.png")
 
 
