@@ -129,7 +129,7 @@ class ReconCLI(LightningCLI):
             parser_kwargs[name] = {"default_config_files": [DEFAULT_CONFIG], **parser_kwargs.get(name, {})}
         if run:
             parser_kwargs.setdefault("description", DESCRIPTION)
-        if not run:  # no subcommand: one parser
+        else:  # no subcommand: one parser
             parser_kwargs.setdefault("default_config_files", [DEFAULT_CONFIG])
         super().__init__(ReconModule, ViewPairDataModule, args=args, run=run, parser_kwargs=parser_kwargs, **kwargs)
 
@@ -141,6 +141,7 @@ class ReconCLI(LightningCLI):
             return
         with run_folder_lock(self.trainer.default_root_dir):
             _warn_if_checkpoints_may_not_fit(self.trainer, self.model)
+            _warn_if_no_validation(self.trainer)
             super()._run_subcommand(subcommand)
 
     @override
@@ -391,6 +392,16 @@ def _unreadable_checkpoint(path: Path) -> str:
     if siblings:
         message += f" (this folder also holds {', '.join(p.name for p in siblings)})"
     return message
+
+
+def _warn_if_no_validation(trainer: Trainer) -> None:
+    """One line when a fit that validates every N steps ends (``max_steps``) before step N: it will log no
+    ``val/miou`` and save no ``best.ckpt``, which ``make train``'s test and a sweep's objective read."""
+    interval, steps = trainer.val_check_interval, trainer.max_steps
+    if (isinstance(interval, int) and trainer.check_val_every_n_epoch is None and 0 < steps < interval
+            and trainer.limit_val_batches != 0):
+        _notice(f"recon fit: --trainer.max_steps {steps} ends before the first validation (every {interval} steps): "
+                "no val/miou and no best.ckpt; set --trainer.val_check_interval to at most max_steps to validate")
 
 
 def _warn_if_checkpoints_may_not_fit(trainer: Trainer, model: torch.nn.Module) -> None:

@@ -391,6 +391,16 @@ def test_a_command_line_mistake_is_its_message_not_the_usage_of_every_option(tmp
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.slow
+def test_a_fit_that_ends_before_its_first_validation_says_so(shrink_flags, tmp_path, capsys):
+    assert main(["fit", "-c", DEFAULT, *shrink_flags({"trainer.max_steps": 1, "trainer.logger": "false"})]) == 0
+    assert ("recon fit: --trainer.max_steps 1 ends before the first validation (every 2 steps): no val/miou and no "
+            "best.ckpt") in capsys.readouterr().err
+    assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir()) == ["last.ckpt"]
+    main(["fit", "-c", DEFAULT, *shrink_flags({"trainer.logger": "false"})])  # validates at step 2: no notice
+    assert "ends before the first validation" not in capsys.readouterr().err
+
+
 def test_the_progress_bar_counts_steps_and_a_named_bar_is_kept(shrink_flags, capsys):
     # A run bounded by max_steps leaves max_epochs at -1, which Lightning's own bar shows as "Epoch 0/-2".
     from lightning.pytorch.callbacks import TQDMProgressBar
