@@ -7,6 +7,7 @@ import json
 import math
 import os
 import shutil
+import sys
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,8 @@ class VoxelIoULogger(Callback):
     global under DDP). On rank 0 it writes, each atomically (:mod:`recon.atomic`):
 
     - ``<folder>/results.json``: ``iou`` {category: IoU}, ``items`` {category: count}, ``num_items``,
+      ``split_items`` (the test split's items: more than ``num_items`` for a partial test, which is also said on
+      the console and in ``results.md``),
       ``miou``, ``loss``, ``loss_sil``, ``psnr`` {category: dB}, ``mpsnr``, ``mssim``, ``psnr_colors``
       (``"predicted"``, or ``"gray"`` for a model without colours, rendered flat mid-grey), ``encoder`` (class
       name), ``encoder_class`` (import path),
@@ -86,6 +89,8 @@ class VoxelIoULogger(Callback):
         json_path, md_path = folder / "results.json", folder / "results.md"
         write_text(json_path, json.dumps(results, indent=2) + "\n")
         write_text(md_path, results_markdown(results))
+        if partial := partial_test(results):
+            print(f"recon test: {partial}", file=sys.stderr, flush=True)
 
         loggers = wandb_loggers(trainer)
         if not loggers:
@@ -130,6 +135,8 @@ class VoxelIoULogger(Callback):
         wandb_ids = [logger.version for logger in wandb_loggers(trainer)]
         trained = checkpoint_progress(trainer.ckpt_path)
         source = getattr(trainer.datamodule, "data_source", None) or {}
+        split_items = getattr(trainer.datamodule, "split_items", None)
+        total = split_items("test") if callable(split_items) else None
         return {
             "iou": {name: metrics[f"test/iou_{name}"] for name in names if f"test/iou_{name}" in metrics},
             "miou": _finite(metrics["test/miou"]),
@@ -141,6 +148,8 @@ class VoxelIoULogger(Callback):
             "psnr_colors": "predicted" if getattr(pl_module, "has_colors", False) else "gray",
             "items": items,
             "num_items": int(sum(items.values())),
+            # the test split's items in the chosen categories: fewer scored (limit_test_batches) is a partial test
+            "split_items": total,
             "encoder": type(encoder).__name__ if encoder is not None else None,
             "encoder_class": None if encoder is None else f"{type(encoder).__module__}.{type(encoder).__qualname__}",
             "checkpoint": str(trainer.ckpt_path) if trainer.ckpt_path else None,
@@ -162,6 +171,15 @@ def checkpoint_progress(path: str | os.PathLike[str] | None) -> dict[str, int]:
     return {key: int(checkpoint[key]) for key in ("global_step", "epoch") if key in checkpoint}
 
 
+def partial_test(results: dict[str, Any]) -> str | None:
+    """What a test that scored only part of its split (``trainer.limit_test_batches``) should say, or None."""
+    total = results.get("split_items")
+    if total is None or results["num_items"] >= total:
+        return None
+    return (f"scored {results['num_items']} of the test split's {total} items (trainer.limit_test_batches): these "
+            "are not the whole test split's numbers")
+
+
 def results_markdown(results: dict[str, Any]) -> str:
     """``results`` (as :meth:`VoxelIoULogger.collect` returns) → a markdown report with one table."""
     lines = [
@@ -173,6 +191,8 @@ def results_markdown(results: dict[str, Any]) -> str:
         f"data `{results.get('data') or 'unknown'}` (source: {results.get('data_source') or 'unknown'})",
         "",
     ]
+    if partial := partial_test(results):
+        lines += [f"**Partial test:** {partial}.", ""]
     psnr = results.get("psnr") or {}
     rows = [[name, _format(value), _format(psnr.get(name), 2), str(results["items"].get(name, 0))]
             for name, value in results["iou"].items()]

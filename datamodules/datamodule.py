@@ -271,6 +271,10 @@ class ViewPairDataModule(pl.LightningDataModule):
             objects, category = objects[chosen], category[chosen]
         return objects, category
 
+    def split_items(self, split: str) -> int:
+        """The (object, view) items of ``split`` in the selected categories that a whole test pass scores."""
+        return len(self._split_objects(split)[0]) * self.info.layout.num_views
+
     def _loader(self, split: str, sampler: TrainPairSampler | EvalPairSampler, batch_size: int,
                 voxels: bool = True) -> DataLoader:
         # Whole batches are read by one dataset call (batch_size=None + a batch sampler): per-item dicts and

@@ -79,6 +79,10 @@ def test_fit_then_test_then_predict(shrink_flags, tiny_h5, tmp_path, capsys):
     assert stored["data"] == str(tiny_h5) and stored["data_source"] == "synthetic"  # where the numbers come from
     assert stored["global_step"] == 2 and stored["checkpoint"].endswith("best.ckpt")  # the tested checkpoint's step
     assert set(results["iou"]) == {"airplane"}  # 2 batches × 2 items: the first object's first 4 views
+    # of the split's 2 objects × 24 views: a partial test, said in the results and on the console
+    assert results["num_items"] == 4 and results["split_items"] == 48
+    assert "**Partial test:** scored 4 of the test split's 48 items" in (run / "results.md").read_text()
+    assert "recon test: scored 4 of the test split's 48 items" in capsys.readouterr().err
     assert math.isfinite(results["miou"]) and 0 <= results["miou"] <= 1
     assert math.isfinite(results["loss"]) and results["loss"] > 0
     assert math.isfinite(float(cli.trainer.callback_metrics["test/iou_airplane"]))

@@ -46,6 +46,8 @@ def test_ddp_fit_and_test_match_single_process(shrink_flags, tmp_path):
     ddp_result, single = results["ddp"], results["single"]
     assert single["num_items"] == 2 * 24  # every view of the 1 test object of each of the 2 categories
     assert ddp_result["num_items"] == single["num_items"]  # no item repeated to pad the shards
+    assert ddp_result["split_items"] == single["split_items"] == 2 * 24  # the whole split: not a partial test
+    assert "Partial test" not in (tmp_path / "ddp" / "results.md").read_text()
     assert ddp_result["items"] == single["items"]
     assert ddp_result["miou"] == pytest.approx(single["miou"], abs=1e-6)
     for category, value in single["iou"].items():
