@@ -51,6 +51,32 @@ def _category_list(categories: list[str | int] | str | None) -> list[str] | None
     return names
 
 
+class _TrainLoader(DataLoader):
+    """The training loader, resumable within an epoch: Lightning saves a loader's ``state_dict`` in the checkpoint
+    and hands it back on resume. A fit resumed from a checkpoint saved mid-epoch then leaves out the batches that
+    epoch had already trained on, where a plain loader would start the epoch over (training on its first batches
+    twice and never on its last ones): the resumed run sees the batches of the uninterrupted one.
+
+    The position comes from the restored trainer: ``global_step − epoch × batches per epoch`` (one optimizer step
+    per batch). Another batch size, data file or number of processes since the save changes the epoch's length,
+    and the epoch then starts over, as before.
+    """
+
+    datamodule: ViewPairDataModule
+
+    def state_dict(self) -> dict[str, int]:
+        return {"batches_per_epoch": len(self)}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        trainer = self.datamodule.trainer
+        batches = len(self)
+        if trainer is None or state.get("batches_per_epoch") != batches or trainer.accumulate_grad_batches != 1:
+            return
+        done = trainer.global_step - trainer.current_epoch * batches
+        if 0 < done < batches and isinstance(self.sampler, PairBatchSampler):
+            self.sampler.skip = done
+
+
 class ViewPairDataModule(pl.LightningDataModule):
     """View pairs from a recon-views file (``recon-data synth`` / ``recon-data convert-nmr``).
 
@@ -276,14 +302,14 @@ class ViewPairDataModule(pl.LightningDataModule):
         return len(self._split_objects(split)[0]) * self.info.layout.num_views
 
     def _loader(self, split: str, sampler: TrainPairSampler | EvalPairSampler, batch_size: int,
-                voxels: bool = True) -> DataLoader:
+                voxels: bool = True, kind: type[DataLoader] = DataLoader) -> DataLoader:
         # Whole batches are read by one dataset call (batch_size=None + a batch sampler): per-item dicts and
         # their collation cost more than the HDF5 reads themselves.
         dataset = ViewPairDataset(self.path, split, self.info.layout, self.info.split_sizes[split],
                                   eyes=view_eyes(self.info.layout), float_images=False, voxels=voxels)
-        return DataLoader(dataset, batch_size=None, sampler=PairBatchSampler(sampler, batch_size),
-                          num_workers=self.num_workers, pin_memory=self.pin_memory,
-                          persistent_workers=self.persistent_workers and self.num_workers > 0)
+        return kind(dataset, batch_size=None, sampler=PairBatchSampler(sampler, batch_size),
+                    num_workers=self.num_workers, pin_memory=self.pin_memory,
+                    persistent_workers=self.persistent_workers and self.num_workers > 0)
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         """Scale the uint8 images the loaders ship to float32 in [0, 1], on the batch's device."""
@@ -298,7 +324,9 @@ class ViewPairDataModule(pl.LightningDataModule):
         rank, world_size = distributed_rank_and_size()
         sampler = TrainPairSampler(objects, category, self.info.layout.num_views, self.class_balanced, self.seed,
                                    rank, world_size)
-        return self._loader("train", sampler, self.batch_size, voxels=self.train_voxels)
+        loader = self._loader("train", sampler, self.batch_size, voxels=self.train_voxels, kind=_TrainLoader)
+        loader.datamodule = self
+        return loader
 
     def _eval_loader(self, split: str, views_per_object: int | None, max_per_category: int | None) -> DataLoader:
         rank, world_size = distributed_rank_and_size()

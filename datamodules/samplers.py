@@ -119,6 +119,7 @@ class PairBatchSampler(Sampler[list[PairKey]]):
             raise ValueError(f"batch_size={batch_size}; expected ≥ 1")
         self.sampler = sampler
         self.batch_size = batch_size
+        self.skip = 0  # batches the next pass leaves out: those a fit resumed mid-epoch had already trained on
 
     def set_epoch(self, epoch: int) -> None:
         if isinstance(self.sampler, TrainPairSampler):
@@ -129,5 +130,8 @@ class PairBatchSampler(Sampler[list[PairKey]]):
 
     def __iter__(self) -> Iterator[list[PairKey]]:
         keys = iter(self.sampler)
+        skip, self.skip = self.skip, 0
+        for _ in range(skip):  # drawn and dropped: the pass goes on with the very keys it would have had
+            list(itertools.islice(keys, self.batch_size))
         while batch := list(itertools.islice(keys, self.batch_size)):
             yield batch

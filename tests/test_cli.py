@@ -7,6 +7,7 @@ import json
 import math
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -16,9 +17,11 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from lightning.pytorch import Callback
 from PIL import Image
 
-from recon.cli import main, run_cli
+from recon.callbacks.interrupt import forget_interrupts
+from recon.cli import _finish_wandb_run, main, run_cli
 from recon.datamodules.images import ImageFolderDataset, find_images, view_from_image
 
 # Lightning 2.6 itself calls jsonargparse's deprecated add_instantiator: not ours to fix
@@ -130,6 +133,48 @@ def test_resume_from_last_continues_at_the_saved_step_with_its_schedule(shrink_f
     assert float(steps[3]["train/sigma"]) == pytest.approx(3e-5)  # σ follows global_step after the resume
     assert float(steps[2]["train/lr"]) == pytest.approx(1e-4)
     assert float(steps[3]["train/lr"]) == pytest.approx(3e-5)  # and the restored LambdaLR drops the lr at the same step
+
+
+class _CtrlCBeforeStep(Callback):
+    """A real SIGINT to this process just before the optimizer steps at ``step``, as a Ctrl-C mid-training."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer):
+        if trainer.global_step == self.step:
+            os.kill(os.getpid(), signal.SIGINT)
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore:Checkpoint directory .* exists and is not empty")
+def test_a_fit_resumed_mid_epoch_trains_on_the_batches_of_the_uninterrupted_run(shrink_flags, tmp_path, recwarn):
+    """Batches of 1 from the tiny file's 4 training objects: 4 batches an epoch. Ctrl-C during step 1 saves
+    last.ckpt at step 2, mid-epoch; resumed there, the fit goes on with the epoch's third batch (a plain loader
+    would start the epoch over: its first two batches twice, its last two never)."""
+    from recon.cli import ReconCLI
+
+    whole, parted = tmp_path / "whole", tmp_path / "parted"
+    flags = {"data.batch_size": 1, "trainer.max_steps": 6, "trainer.val_check_interval": 3}
+    main(["fit", "-c", DEFAULT, *shrink_flags({**flags, "trainer.default_root_dir": whole})])
+    previous = signal.getsignal(signal.SIGINT)
+    forget_interrupts()
+    try:
+        cli = ReconCLI(args=["-c", DEFAULT, *shrink_flags({**flags, "trainer.default_root_dir": parted})], run=False)
+        cli.trainer.callbacks.append(_CtrlCBeforeStep(1))
+        with pytest.raises(SystemExit):  # Lightning's graceful shutdown after the interrupt's checkpoint
+            cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        forget_interrupts()
+    _finish_wandb_run()
+    assert torch.load(parted / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 2
+    main(["fit", "-c", DEFAULT, *shrink_flags({**flags, "trainer.default_root_dir": parted}), "--ckpt_path=last"])
+    expected = {int(row["step"]): float(row["train/loss"]) for row in _rows(whole) if row.get("train/loss")}
+    resumed = {int(row["step"]): float(row["train/loss"]) for row in _rows(parted, 1) if row.get("train/loss")}
+    assert sorted(resumed) == [2, 3, 4, 5] and sorted(expected) == list(range(6))
+    assert resumed == {step: expected[step] for step in resumed}
+    assert not [w for w in recwarn if "not resumable" in str(w.message)]  # Lightning's mid-epoch warning
 
 
 @pytest.mark.slow
