@@ -294,6 +294,8 @@ class ReconCLI(LightningCLI):
         except Exception:  # noqa: BLE001 (unreadable here, e.g. pickled objects: Lightning's restore decides)
             return
         self.model.check_checkpoint(checkpoint, path)
+        if self.subcommand == "fit" and ckpt_path == "last":  # (a FILE's own settings build the model: nothing differs)
+            _notice_resumed_settings(checkpoint, self.model, path)
 
     def _no_last_checkpoint(self, names: list[Path]) -> None:
         """``--ckpt_path last`` where no run saved one (a mistyped ``--trainer.default_root_dir``, or a first run).
@@ -339,6 +341,36 @@ class ReconCLI(LightningCLI):
 
 _LINKED = {"category_names"}  # model settings the CLI fills from the data (a config leaves them unset)
 _LINKED_ARGS = (".latent_dim",)  # arguments the CLI fills from another setting (the colour head's, from the encoder's)
+
+
+# restored with the optimizer's state on resume, whatever the config says now
+_OPTIMIZER_SETTINGS = ("lr", "betas")
+
+
+def _notice_resumed_settings(checkpoint: dict[str, Any], model: LightningModule, path: Path) -> None:
+    """One line when ``fit --ckpt_path last`` resumes a run with other settings than it was saved with (the
+    config's values build the model). The loss weights, σ and the lr schedule's step and factor apply from the saved
+    step on; the lr and Adam's betas do not, as the run's are restored with the optimizer's state, and the model
+    records the run's (the next checkpoint's settings stay true)."""
+    saved = checkpoint.get("hyper_parameters") or {}
+    changed = {key: (saved[key], value) for key, value in dict(model.hparams).items()
+               if key in saved and not isinstance(value, dict | Namespace) and key != "category_names"
+               and _plain(saved[key]) != _plain(value)}
+    if not changed:
+        return
+    step = checkpoint.get("global_step", "?")
+    parts = []
+    for key, (old, new) in sorted(changed.items()):
+        if key in _OPTIMIZER_SETTINGS:
+            parts.append(f"{key} {new!r} is not used (the run's {old!r} is restored with its optimizer)")
+            model.hparams[key] = old
+        else:
+            parts.append(f"{key} {old!r} → {new!r} applies from step {step} on")
+    _notice(f"recon fit: resuming {path} with other settings than its run's: {'; '.join(parts)}")
+
+
+def _plain(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple | list) else value
 
 
 def _model_changes(before: Namespace, after: Namespace) -> list[str]:

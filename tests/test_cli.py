@@ -120,7 +120,7 @@ def test_fit_then_test_then_predict(shrink_flags, tiny_h5, tmp_path, capsys):
 
 @pytest.mark.slow
 @pytest.mark.filterwarnings("ignore:Checkpoint directory .* exists and is not empty")
-def test_resume_from_last_continues_at_the_saved_step_with_its_schedule(shrink_flags, tmp_path):
+def test_resume_from_last_continues_at_the_saved_step_with_its_schedule(shrink_flags, tmp_path, capsys):
     run = tmp_path / "run"
     flags = {"model.schedule_step": 3, "model.sigma": 1e-4, "model.lr": 1e-4}
     main(["fit", "-c", DEFAULT, *shrink_flags(flags)])
@@ -133,6 +133,18 @@ def test_resume_from_last_continues_at_the_saved_step_with_its_schedule(shrink_f
     assert float(steps[3]["train/sigma"]) == pytest.approx(3e-5)  # σ follows global_step after the resume
     assert float(steps[2]["train/lr"]) == pytest.approx(1e-4)
     assert float(steps[3]["train/lr"]) == pytest.approx(3e-5)  # and the restored LambdaLR drops the lr at the same step
+    assert "other settings than its run's" not in capsys.readouterr().err  # resumed as it was trained: nothing to say
+
+    # Resumed with another lr and λ_lap: the λ applies, the lr cannot (Adam's state brings the run's), and one line
+    # says which; the next checkpoint records the lr the run really has.
+    main(["fit", "-c", DEFAULT, *shrink_flags({**flags, "model.lr": 1e-2, "model.lambda_lap": 0.02,
+                                                "trainer.max_steps": 5}), "--ckpt_path=last"])
+    assert (f"recon fit: resuming {run / 'checkpoints' / 'last.ckpt'} with other settings than its run's: lambda_lap "
+            "0.005 → 0.02 applies from step 4 on; lr 0.01 is not used (the run's 0.0001 is restored with its "
+            "optimizer)") in capsys.readouterr().err
+    saved = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    assert saved["global_step"] == 5 and saved["hyper_parameters"]["lambda_lap"] == 0.02
+    assert saved["hyper_parameters"]["lr"] == 1e-4 and saved["lr_schedulers"][0]["base_lrs"] == [1e-4]
 
 
 class _CtrlCBeforeStep(Callback):
