@@ -96,3 +96,22 @@ def overfit_batch(tiny_h5: Path) -> dict:
     data = ViewPairDataModule(path=str(tiny_h5), batch_size=4)
     data.setup("fit")
     return data.on_after_batch_transfer(next(iter(data.train_dataloader())), 0)
+
+
+@pytest.fixture
+def ctrl_c_before_step():
+    """``ctrl_c_before_step(step)``: a Lightning callback that sends this process a real SIGINT just before the
+    optimizer steps at ``step`` (a Ctrl-C inside that step's window)."""
+    import signal
+
+    from lightning.pytorch import Callback
+
+    class CtrlCBeforeStep(Callback):
+        def __init__(self, step: int) -> None:
+            self.step = step
+
+        def on_before_optimizer_step(self, trainer, pl_module, optimizer):
+            if trainer.global_step == self.step:
+                os.kill(os.getpid(), signal.SIGINT)
+
+    return CtrlCBeforeStep

@@ -17,7 +17,6 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from lightning.pytorch import Callback
 from PIL import Image
 
 from recon.callbacks.interrupt import forget_interrupts
@@ -147,20 +146,10 @@ def test_resume_from_last_continues_at_the_saved_step_with_its_schedule(shrink_f
     assert saved["hyper_parameters"]["lr"] == 1e-4 and saved["lr_schedulers"][0]["base_lrs"] == [1e-4]
 
 
-class _CtrlCBeforeStep(Callback):
-    """A real SIGINT to this process just before the optimizer steps at ``step``, as a Ctrl-C mid-training."""
-
-    def __init__(self, step: int) -> None:
-        self.step = step
-
-    def on_before_optimizer_step(self, trainer, pl_module, optimizer):
-        if trainer.global_step == self.step:
-            os.kill(os.getpid(), signal.SIGINT)
-
-
 @pytest.mark.slow
 @pytest.mark.filterwarnings("ignore:Checkpoint directory .* exists and is not empty")
-def test_a_fit_resumed_mid_epoch_trains_on_the_batches_of_the_uninterrupted_run(shrink_flags, tmp_path, recwarn):
+def test_a_fit_resumed_mid_epoch_trains_on_the_batches_of_the_uninterrupted_run(shrink_flags, tmp_path, recwarn,
+                                                                                 ctrl_c_before_step):
     """Batches of 1 from the tiny file's 4 training objects: 4 batches an epoch. Ctrl-C during step 1 saves
     last.ckpt at step 2, mid-epoch; resumed there, the fit goes on with the epoch's third batch (a plain loader
     would start the epoch over: its first two batches twice, its last two never)."""
@@ -173,7 +162,7 @@ def test_a_fit_resumed_mid_epoch_trains_on_the_batches_of_the_uninterrupted_run(
     forget_interrupts()
     try:
         cli = ReconCLI(args=["-c", DEFAULT, *shrink_flags({**flags, "trainer.default_root_dir": parted})], run=False)
-        cli.trainer.callbacks.append(_CtrlCBeforeStep(1))
+        cli.trainer.callbacks.append(ctrl_c_before_step(1))
         with pytest.raises(SystemExit):  # Lightning's graceful shutdown after the interrupt's checkpoint
             cli.trainer.fit(cli.model, datamodule=cli.datamodule)
     finally:

@@ -32,17 +32,6 @@ class _Tiny(LightningModule):
         return DataLoader(TensorDataset(torch.randn(64, 4, generator=g), torch.randn(64, 1, generator=g)), batch_size=4)
 
 
-class _CtrlCBeforeStep(Callback):
-    """A real SIGINT to this process just before the optimizer steps at ``step``: inside the step's window."""
-
-    def __init__(self, step: int) -> None:
-        self.step = step
-
-    def on_before_optimizer_step(self, trainer, pl_module, optimizer):
-        if trainer.global_step == self.step:
-            os.kill(os.getpid(), signal.SIGINT)
-
-
 def _trainer(tmp_path, *callbacks) -> Trainer:
     # the run's own checkpoints come at step 1000 only: whatever last.ckpt holds, the interrupt saved it
     checkpoint = ModelCheckpoint(dirpath=tmp_path, save_last=True, every_n_train_steps=1000)
@@ -60,8 +49,9 @@ def _sigint_restored():
     forget_interrupts()
 
 
-def test_ctrl_c_during_an_optimizer_step_saves_last_ckpt_with_the_whole_step(tmp_path, _sigint_restored):
-    trainer = _trainer(tmp_path, _CtrlCBeforeStep(step=2))
+def test_ctrl_c_during_an_optimizer_step_saves_last_ckpt_with_the_whole_step(tmp_path, _sigint_restored,
+                                                                              ctrl_c_before_step):
+    trainer = _trainer(tmp_path, ctrl_c_before_step(step=2))
     with pytest.raises(SystemExit):  # Lightning's graceful shutdown ends with sys.exit(1); recon maps it to 130
         trainer.fit(_Tiny())
     saved = torch.load(tmp_path / "last.ckpt", weights_only=True)
