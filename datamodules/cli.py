@@ -27,6 +27,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from recon.atomic import file_path_problem
 from recon.datamodules.h5 import SPLITS, ViewsFileInfo, open_views, read_info
 from recon.datamodules.interrupts import stop_signals_interrupt
 from recon.errors import UserError, disk_full_cause, full_disk_message
@@ -97,11 +98,8 @@ def print_info(info: ViewsFileInfo, console: Console) -> None:
 def _refuse_existing(out: Path, overwrite: bool) -> None:
     """Refuse an output path that cannot take the file before any work: a folder (which ``--overwrite`` must not
     replace), a path below a file, or an existing file without ``--overwrite``."""
-    if out.is_dir():
-        raise FileExistsError(f"{out}: is a folder; give the output file's name, e.g. {out / 'data.h5'}")
-    below = next((parent for parent in out.parents if parent.exists()), None)
-    if below is not None and not below.is_dir():
-        raise FileExistsError(f"{out}: {below} is a file, not a folder, so nothing can be written below it")
+    if problem := file_path_problem(out, "output file", "data.h5"):
+        raise FileExistsError(problem)
     if out.exists() and not overwrite:
         raise FileExistsError(f"{out}: already exists; pass --overwrite to replace it")
 

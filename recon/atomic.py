@@ -29,6 +29,19 @@ def temporary_path(path: str | os.PathLike[str], pid: int | None = None) -> Path
     return path.parent / f".{path.name}.tmp-{os.getpid() if pid is None else pid}"
 
 
+def file_path_problem(path: str | os.PathLike[str], what: str, example: str) -> str | None:
+    """Why no file can be written at ``path`` (a folder stands there, or a file where a folder above it should
+    be), or None: checked before a command does any work. ``what`` and ``example`` name the file in the message
+    (``"output file"``, ``"data.h5"``)."""
+    path = Path(path)
+    if path.is_dir():
+        return f"{path}: is a folder; give the {what}'s name, e.g. {path / example}"
+    below = next((parent for parent in path.parents if parent.exists()), None)
+    if below is not None and not below.is_dir():
+        return f"{path}: {below} is a file, not a folder, so nothing can be written below it"
+    return None
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)

@@ -14,6 +14,8 @@ from pathlib import Path
 from optuna.storages import BaseStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.storages.journal import JournalFileBackend, JournalStorage
 
+from recon.atomic import file_path_problem
+
 JOURNAL = "study.journal"
 HEARTBEAT_SECONDS = 60  # an RDB trial whose process has sent nothing for GRACE_SECONDS is failed and retried
 GRACE_SECONDS = 180
@@ -28,11 +30,8 @@ def storage_url(storage: str | None, folder: Path) -> str:
 
 def journal_problem(path: Path) -> str | None:
     """Why a journal file cannot be at ``path`` (a folder there, or no folder to hold it), or None."""
-    if path.is_dir():
-        return f"{path}: is a folder; give the journal file's name, e.g. {path / JOURNAL}"
-    folder = next((parent for parent in path.parents if parent.exists()), None)
-    if folder is not None and not folder.is_dir():
-        return f"{path}: {folder} is a file, not a folder"
+    if problem := file_path_problem(path, "journal file", JOURNAL):
+        return problem
     if not path.parent.is_dir():
         return f"{path}: the journal file's folder {path.parent} does not exist; create it, or name another file"
     return None
