@@ -38,10 +38,10 @@ def _category_list(categories: list[str | int] | str | None) -> list[str] | None
     if categories is None:
         return None
     names: list[str] = []
+    known = {category.synset for category in SHAPENET_CATEGORIES}
     for entry in [categories] if isinstance(categories, str) else categories:
         if isinstance(entry, int) and not isinstance(entry, bool):
             octal, decimal = f"{entry:o}".zfill(8), f"{entry:08d}"  # (or a synset written without its leading 0)
-            known = {category.synset for category in SHAPENET_CATEGORIES}
             names.append(decimal if decimal in known and octal not in known else octal)
             continue
         text = str(entry).strip()
