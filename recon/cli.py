@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import logging
 import os
 import shutil
 import sys
@@ -555,6 +556,20 @@ def _wandb_comm_message(error: BaseException) -> str | None:
             "offline and upload later with `wandb sync`")
 
 
+class _NoTips(logging.Filter):
+    """Drops Lightning's "💡 Tip: … try installing litlogger" line, printed at every start: an advertisement for
+    another logger, nothing about the run."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("💡 Tip")
+
+
+def _drop_lightning_tips() -> None:
+    rank_zero_log = logging.getLogger("lightning.pytorch.utilities.rank_zero")  # where rank_zero_info writes
+    if not any(isinstance(f, _NoTips) for f in rank_zero_log.filters):
+        rank_zero_log.addFilter(_NoTips())
+
+
 def main(args: ArgsType = None) -> int:
     """Entry point of the ``recon`` console script: exit status 0 on success, 1 on a user error (a bad path,
     value or file: one line on stderr, the traceback only with ``RECON_DEBUG=1``), 2 on a command-line error, 130
@@ -569,6 +584,7 @@ def main(args: ArgsType = None) -> int:
     keep_freed_memory()  # megabyte-sized temporaries otherwise page-fault afresh every step
     # Lightning 2.6 calls a torch pytree API that torch 2.13 deprecates, once per run: nothing a user can change
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
+    _drop_lightning_tips()
     subcommand = next((arg for arg in argv if not arg.startswith("-")), "")
     forget_interrupts()
     try:

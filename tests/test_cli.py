@@ -333,6 +333,8 @@ def test_console_entry_point_runs(shrink_flags, tmp_path):
     assert (tmp_path / "run" / "checkpoints" / "last.ckpt").is_file()
     assert "wandb: WARNING" not in fit.stdout + fit.stderr  # a fresh run prints none of W&B's setup warnings
     assert "LeafSpec" not in fit.stderr  # nor the deprecation Lightning's own code triggers in torch
+    assert "litlogger" not in fit.stdout + fit.stderr  # nor Lightning's advertisement for another logger
+    assert "GPU available" in fit.stdout + fit.stderr  # while its other start-up lines stay
 
 
 # ------------------------------------------------------------------------------ predict inputs (PNG)
