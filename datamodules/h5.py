@@ -2,8 +2,8 @@
 
 Layout (docs/conventions.md#hdf5-layout): one group per split with
 ``images`` uint8 (N, V, 4, S, S) chunked one view per chunk, ``voxels`` bool (N, R, R, R),
-``category`` int16 (N,) indexing ``/categories`` (bytes synset ids, attribute ``names``) and
-``object_id`` bytes (N,); file attributes describe the camera and the sizes.
+``category`` int16 (N,) indexing ``/categories`` (synset ids, attribute ``names``) and
+``object_id`` (N,), both UTF-8 strings; file attributes describe the camera and the sizes.
 """
 
 from __future__ import annotations
@@ -239,7 +239,9 @@ class ViewsWriter:
             self._file = h5py.File(self._temp, "w")
             self._file.attrs.update({"format": FORMAT, "version": VERSION, **asdict(self.layout),
                                      **self._attributes})
-            table = self._file.create_dataset("categories", data=np.array([c.synset for c in self.categories], "S"))
+            # UTF-8: a category or object named after its folder or file may be any name (``café``, ``Stühle``).
+            table = self._file.create_dataset("categories", data=np.array([c.synset for c in self.categories], object),
+                                              dtype=h5py.string_dtype("utf-8"))
             table.attrs["names"] = [c.name for c in self.categories]
         except BaseException as error:
             self.__exit__(type(error), error, error.__traceback__)
@@ -264,7 +266,7 @@ class ViewsWriter:
             "voxels": group.create_dataset("voxels", (0, r, r, r), bool, maxshape=(None, r, r, r),
                                            chunks=(1, r, r, r), **gzip),
             "category": group.create_dataset("category", (0,), np.int16, maxshape=(None,), chunks=(4096,)),
-            "object_id": group.create_dataset("object_id", (0,), h5py.string_dtype("ascii"), maxshape=(None,),
+            "object_id": group.create_dataset("object_id", (0,), h5py.string_dtype("utf-8"), maxshape=(None,),
                                               chunks=(4096,)),
         }
 

@@ -361,6 +361,23 @@ def test_a_render_whose_split_holds_no_object_says_so(tmp_path: Path, capsys: py
         assert f"warning: the {empty} splits hold no object: recon fit needs train and val objects" in printed
 
 
+def test_names_beyond_ascii_are_rendered_and_read_back(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # Folder and file names are the ids and categories: any name a file system takes must reach the file (the
+    # write after every object is rendered once failed on a non-ASCII one, and --resume failed the same way).
+    folder = tmp_path / "mine" / "Stühle café"
+    folder.mkdir(parents=True)
+    vertices = np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0], [0, 0, 1]], dtype=float)
+    _write_obj(folder / "mésh ü 椅子.obj", vertices, [[0, 2, 1], [0, 1, 3], [0, 3, 2], [1, 2, 3]])
+    out = tmp_path / "out.h5"
+    assert main(["render", str(tmp_path / "mine"), str(out), "--split", "1,0,0", "--workers", "1"]) == 0
+    info = read_info(out)
+    assert info.category_names == ["Stühle café"] and info.split_sizes["train"] == 1
+    with open_views(out) as file:
+        assert [i.decode() for i in file["train"]["object_id"][()]] == ["Stühle café/mésh ü 椅子"]
+    capsys.readouterr()
+    assert main(["info", str(out)]) == 0 and "Stühle café" in capsys.readouterr().out
+
+
 def test_shards_refuse_to_mix_runs(tmp_path: Path) -> None:
     store = ShardStore(tmp_path / "out.h5.partial")
     assert store.open({"objects": 3}, resume=False, overwrite=False) == 0
