@@ -1,6 +1,7 @@
 """Callbacks: silhouette grids, meshes beside their voxels, test results (W&B and run folder), mesh files,
-last.ckpt when a fit is interrupted, and a progress bar that counts steps."""
+last.ckpt at every validation and when a fit is interrupted, and a progress bar that counts steps."""
 
+from recon.callbacks.checkpoint import ModelCheckpoint
 from recon.callbacks.interrupt import InterruptCheckpoint
 from recon.callbacks.meshes import MeshLogger
 from recon.callbacks.progress import StepProgressBar
@@ -15,6 +16,7 @@ __all__ = [
     "InterruptCheckpoint",
     "MeshLogger",
     "MeshWriter",
+    "ModelCheckpoint",
     "SilhouetteLogger",
     "StepProgressBar",
     "ValidationSamplesCallback",

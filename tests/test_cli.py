@@ -19,6 +19,7 @@ import torch
 import yaml
 from PIL import Image
 
+from recon.callbacks import ModelCheckpoint
 from recon.callbacks.interrupt import forget_interrupts
 from recon.cli import _finish_wandb_run, main, run_cli
 from recon.datamodules.images import ImageFolderDataset, find_images, view_from_image
@@ -126,6 +127,7 @@ def test_resume_from_last_continues_at_the_saved_step_with_its_schedule(shrink_f
     assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 2
     cli = run_cli(["fit", "-c", DEFAULT, *shrink_flags({**flags, "trainer.max_steps": 4}), "--ckpt_path=last"])
     assert cli.trainer.global_step == 4
+    assert isinstance(cli.trainer.checkpoint_callback, ModelCheckpoint)  # last.ckpt at every validation
     steps = {int(row["step"]): row for row in _rows(run, version=1) if row.get("train/loss")}
     assert sorted(steps) == [2, 3]  # two more steps, numbered from the saved step: not a fresh run
     assert float(steps[2]["train/sigma"]) == pytest.approx(1e-4)

@@ -1,0 +1,39 @@
+"""``ModelCheckpoint``: Lightning's, with ``last.ckpt`` written at every validation whether or not the score
+improved.
+
+Lightning 2.6 writes ``last.ckpt`` at a validation only when it also writes a top-k checkpoint there, that is
+when the monitored metric improved. A run whose later validations scored lower then kept the ``last.ckpt`` of its
+best step: ``--ckpt_path last`` trained those steps again, ``recon test --ckpt_path last`` scored older weights,
+and a killed run lost everything since its best score instead of since its last validation. recon's configs use
+this class; it is Lightning's in every other way (same arguments, same files, same state).
+"""
+
+from __future__ import annotations
+
+import lightning.pytorch as pl
+from lightning.pytorch.callbacks import ModelCheckpoint as LightningModelCheckpoint
+from typing_extensions import override
+
+
+class ModelCheckpoint(LightningModelCheckpoint):
+    """Lightning's ``ModelCheckpoint``; with ``save_last`` it saves ``last.ckpt`` at each of its saving points
+    (every validation, or every training epoch's end where it saves then), improved or not."""
+
+    @override
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        super().on_validation_end(trainer, pl_module)
+        if not self._should_save_on_train_epoch_end(trainer):
+            self._save_last_if_not_saved(trainer)
+
+    @override
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        super().on_train_epoch_end(trainer, pl_module)
+        if self._should_save_on_train_epoch_end(trainer):
+            self._save_last_if_not_saved(trainer)
+
+    def _save_last_if_not_saved(self, trainer: pl.Trainer) -> None:
+        # Skipped where Lightning skips (sanity check, another stage, fast_dev_run) and where this step's
+        # checkpoint, last.ckpt included, is already written. Every rank takes the same branch (a DDP save is
+        # collective): the step and the saved step are the same on all of them.
+        if self.save_last and not self._should_skip_saving_checkpoint(trainer):
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
