@@ -39,6 +39,23 @@ def find_images(pattern: str | os.PathLike[str]) -> list[Path]:
     return files
 
 
+def output_names(files: list[Path]) -> list[str]:
+    """A name per file for its outputs (``<name>.obj``, …): its stem, and for a later file with a stem already used
+    (``chair.png`` beside ``chair.jpg``, or a glob over folders) ``<stem>-1``, ``<stem>-2``, … skipping the stems
+    of the other files, so that no two files' outputs share a name."""
+    stems = {file.stem for file in files}
+    taken: set[str] = set()
+    names = []
+    for file in files:
+        name, count = file.stem, 0
+        while name in taken or (count and name in stems):
+            count += 1
+            name = f"{file.stem}-{count}"
+        taken.add(name)
+        names.append(name)
+    return names
+
+
 def view_from_image(image: Image.Image, image_size: int = 64) -> Tensor:
     """A PIL image of any size and mode → ``(4, S, S)`` float32 in [0, 1], NMR's convention.
 
@@ -93,7 +110,7 @@ class ImageFolderDataset(Dataset):
 
     Items: ``{"images": (4, S, S) float32 in [0, 1] (see :func:`view_from_image`), "name": file stem}``; the
     default collate turns a batch into ``images (B, 4, S, S)`` and ``name`` a list of strings. Stems are made
-    unique (``chair``, ``chair-1``) when a glob spans folders, since outputs are written as ``<name>.obj``.
+    unique (:func:`output_names`: ``chair``, ``chair-1``), since outputs are written as ``<name>.obj``.
 
     Every file is checked when the dataset is made (:func:`unreadable`): one that is not an image, or is
     truncated or damaged, is left out and listed in ``skipped`` as ``(file, reason)``, so that one bad file in a
@@ -110,12 +127,7 @@ class ImageFolderDataset(Dataset):
             more = f" (and the other {len(found) - 1})" if len(found) > 1 else ""
             raise DataFileError(f"no readable image matches {str(pattern)!r}: {file}: {reason}{more}")
         self.image_size = image_size
-        self.names: list[str] = []
-        seen: dict[str, int] = {}
-        for file in self.files:
-            count = seen.get(file.stem, 0)
-            seen[file.stem] = count + 1
-            self.names.append(file.stem if count == 0 else f"{file.stem}-{count}")
+        self.names = output_names(self.files)
 
     def __len__(self) -> int:
         return len(self.files)

@@ -253,6 +253,29 @@ class ReconCLI(LightningCLI):
         for flag, folder in folders.items():
             if folder and Path(folder).exists() and not Path(folder).is_dir():
                 raise ConfigError(f"{flag} {folder}: is a file; expected a folder (it is made when missing)")
+            below = next((parent for parent in Path(folder or ".").parents if parent.exists()), None)
+            if folder and below is not None and not below.is_dir():
+                raise ConfigError(f"{flag} {folder}: {below} is a file, not a folder, so nothing can be made below it")
+        if self.subcommand == "predict":
+            self._check_predictions_keep_inputs()
+
+    def _check_predictions_keep_inputs(self) -> None:
+        """Predicting into the folder of the input images would write each ``<name>.png`` preview over the PNG it
+        was predicted from: refused now, in one line, rather than replacing the user's photos."""
+        from recon.datamodules.images import find_images, output_names
+
+        writer = next((cb for cb in self.trainer.callbacks if isinstance(cb, MeshWriter)), None)
+        images = self.datamodule.predict_images
+        if writer is None or not writer.previews or not images:
+            return
+        folder = Path(writer.dirpath or Path(self.trainer.default_root_dir) / "predictions").resolve()
+        files = find_images(images)
+        for file, name in zip(files, output_names(files), strict=True):
+            if folder / f"{name}.png" == file.parent.resolve() / file.name:  # a link in its place is an input too
+                flag = "--export.dirpath" if writer.dirpath else "--trainer.default_root_dir"
+                raise ConfigError(f"{flag}: predicting into {folder} would write the preview {name}.png over the "
+                                  f"input image {file}; give the predictions a folder of their own "
+                                  "(--export.dirpath out/)")
 
     def _check_checkpoint(self) -> None:
         """A checkpoint to restore (``--ckpt_path FILE``, or ``last``: the run's ``last.ckpt``) that another model

@@ -22,7 +22,7 @@ from PIL import Image
 from recon.callbacks import ModelCheckpoint
 from recon.callbacks.interrupt import forget_interrupts
 from recon.cli import _finish_wandb_run, main, run_cli
-from recon.datamodules.images import ImageFolderDataset, find_images, view_from_image
+from recon.datamodules.images import ImageFolderDataset, find_images, output_names, view_from_image
 
 # Lightning 2.6 itself calls jsonargparse's deprecated add_instantiator: not ours to fix
 pytestmark = pytest.mark.filterwarnings("ignore::jsonargparse._deprecated.JsonargparseDeprecationWarning")
@@ -116,6 +116,16 @@ def test_fit_then_test_then_predict(shrink_flags, tiny_h5, tmp_path, capsys):
     assert f"skipped {cut}: cannot read it as an image" in printed and "skipped 1 unreadable images" in printed
     with Image.open(out / "plane.png") as preview:
         assert preview.size == (5 * 128, 128)  # the input, then four views of the mesh
+
+    # Predicting into the images' own folder would write plane.png's preview over plane.png: refused, photos kept.
+    photo = (tmp_path / "images" / "plane.png").read_bytes()
+    for dirpath, message in ((tmp_path / "images", ".png over the input image"),
+                             (tmp_path / "images" / "plane.png" / "out", "is a file, not a folder")):
+        assert main(["predict", "-c", DEFAULT, *shrink_flags(), f"--ckpt_path={checkpoints / 'last.ckpt'}",
+                     f"--data.predict_images={tmp_path / 'images'}", f"--export.dirpath={dirpath}"]) == 1
+        assert message in capsys.readouterr().err
+    assert (tmp_path / "images" / "plane.png").read_bytes() == photo
+    assert not list((tmp_path / "images").glob("*.obj"))
 
 
 @pytest.mark.slow
@@ -378,6 +388,14 @@ def test_folder_or_glob_lists_pngs_and_missing_ones_are_a_clear_error(tmp_path):
     assert item["images"].shape == (4, 64, 64) and isinstance(item["name"], str)
     with pytest.raises(FileNotFoundError, match="no images match"):
         find_images(tmp_path / "missing" / "*.png")
+
+
+def test_output_names_never_share_a_name():
+    # chair.png beside chair.jpg must not take the name of chair-1.png, whose outputs it would replace
+    files = [Path(name) for name in ("a/chair-1.png", "a/chair.jpg", "a/chair.png", "b/chair.png", "b/chair-2.png")]
+    names = output_names(files)
+    assert names == ["chair-1", "chair", "chair-3", "chair-4", "chair-2"]
+    assert len(set(names)) == len(files)
 
 
 def test_wandb_run_names_tell_encoders_and_colour_models_apart(monkeypatch):
