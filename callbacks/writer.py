@@ -71,8 +71,8 @@ class MeshWriter(BasePredictionWriter):
         console = Console()
         console.print(f"predicted meshes written to [bold]{escape(str(self._folder))}[/bold]")
         if skipped:
-            console.print(f"skipped {len(skipped)} unreadable images, listed in {escape(str(listing))}",
-                          highlight=False)
+            console.print(f"skipped {len(skipped)} unusable images (unreadable, or with no object), listed in "
+                          f"{escape(str(listing))}", highlight=False)
 
     @override
     def on_test_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any,

@@ -352,5 +352,5 @@ class ViewPairDataModule(pl.LightningDataModule):
             for file, reason in dataset.skipped[:SKIPPED_SHOWN]:
                 print(f"skipped {file}: {reason}", flush=True)
             if len(dataset.skipped) > SKIPPED_SHOWN:
-                print(f"skipped {len(dataset.skipped) - SKIPPED_SHOWN} more unreadable images", flush=True)
+                print(f"skipped {len(dataset.skipped) - SKIPPED_SHOWN} more unusable images", flush=True)
         return DataLoader(dataset, batch_size=self.eval_batch_size, num_workers=self.num_workers)

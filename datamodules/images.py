@@ -18,6 +18,9 @@ from recon.errors import DataFileError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")  # what a folder given to predict is searched for
 
+# grey images of more than 8 bits per pixel (16-bit PNG: "I;16" or "I"; "F" holds floats in [0, 255])
+WIDE_GREY_MODES = ("I", "I;16", "I;16B", "I;16L", "F")
+
 # a pixel of an image without alpha belongs to the object when some channel is darker than this
 # (i.e. it is not the white studio background the dataset's objects are rendered on)
 WHITE_THRESHOLD = 0.95
@@ -72,7 +75,12 @@ def view_from_image(image: Image.Image, image_size: int = 64) -> Tensor:
     (distance 2.732, 15° half field of view): crop user photos similarly for sensible meshes.
     """
     has_alpha = image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info)
-    rgba = np.asarray(image.convert("RGBA"), dtype=np.float32) / 255.0  # (H, W, 4)
+    if image.mode in WIDE_GREY_MODES:  # 16-bit (or 32-bit, float) grey, which convert("RGBA") would clip at 255
+        grey = np.asarray(image, dtype=np.float32)
+        grey = grey / (255.0 if image.mode == "F" or grey.max(initial=0) <= 255 else 65535.0)
+        rgba = np.concatenate([np.repeat(grey.clip(0, 1)[..., None], 3, -1), np.ones_like(grey)[..., None]], -1)
+    else:
+        rgba = np.asarray(image.convert("RGBA"), dtype=np.float32) / 255.0  # (H, W, 4)
     rgb = rgba[..., :3]
     if has_alpha:
         mask = rgba[..., 3]
@@ -93,15 +101,20 @@ def view_from_image(image: Image.Image, image_size: int = 64) -> Tensor:
     return view.contiguous()
 
 
-def unreadable(file: Path) -> str | None:
-    """Why ``file`` cannot be read as an image (PIL's reason, e.g. a truncated file or a text file named
-    ``.png``), or None when it can. The file is decoded in full: checking its header and checksums alone misses
-    a damaged compressed stream."""
+def unreadable(file: Path, image_size: int = 64) -> str | None:
+    """Why ``file`` cannot be a model input, or None: PIL's reason when it cannot be read as an image (e.g. a
+    truncated file or a text file named ``.png``; the file is decoded in full, since its header and checksums alone
+    miss a damaged compressed stream), or an empty mask at ``image_size`` (nothing but transparent or white
+    pixels: no object to reconstruct, whose mesh would mean nothing)."""
     try:
         with Image.open(file) as image:
             image.load()
+            view = view_from_image(image, image_size)
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
         return f"cannot read it as an image ({error})"
+    if not view[3].max() > 0:
+        return ("no object in it: its mask is empty (every pixel transparent, or white where the image has no "
+                "alpha)")
     return None
 
 
@@ -112,14 +125,14 @@ class ImageFolderDataset(Dataset):
     default collate turns a batch into ``images (B, 4, S, S)`` and ``name`` a list of strings. Stems are made
     unique (:func:`output_names`: ``chair``, ``chair-1``), since outputs are written as ``<name>.obj``.
 
-    Every file is checked when the dataset is made (:func:`unreadable`): one that is not an image, or is
-    truncated or damaged, is left out and listed in ``skipped`` as ``(file, reason)``, so that one bad file in a
-    large folder does not stop the others. ``DataFileError`` when no file is readable.
+    Every file is checked when the dataset is made (:func:`unreadable`): one that is not an image, is truncated
+    or damaged, or shows no object (an empty mask), is left out and listed in ``skipped`` as ``(file, reason)``,
+    so that one bad file in a large folder does not stop the others. ``DataFileError`` when no file is usable.
     """
 
     def __init__(self, pattern: str | os.PathLike[str], image_size: int = 64) -> None:
         found = find_images(pattern)
-        checked = [(file, unreadable(file)) for file in found]
+        checked = [(file, unreadable(file, image_size)) for file in found]
         self.files = [file for file, reason in checked if reason is None]
         self.skipped = [(file, reason) for file, reason in checked if reason is not None]
         if not self.files:

@@ -113,7 +113,8 @@ def test_fit_then_test_then_predict(shrink_flags, tiny_h5, tmp_path, capsys):
     assert not list(out.glob("cut short.*"))
     assert (out / "skipped.txt").read_text().startswith(f"{cut}\tcannot read it as an image (")
     printed = capsys.readouterr().out
-    assert f"skipped {cut}: cannot read it as an image" in printed and "skipped 1 unreadable images" in printed
+    assert f"skipped {cut}: cannot read it as an image" in printed
+    assert "skipped 1 unusable images (unreadable, or with no object)" in printed
     with Image.open(out / "plane.png") as preview:
         assert preview.size == (5 * 128, 128)  # the input, then four views of the mesh
 
@@ -388,6 +389,25 @@ def test_folder_or_glob_lists_pngs_and_missing_ones_are_a_clear_error(tmp_path):
     assert item["images"].shape == (4, 64, 64) and isinstance(item["name"], str)
     with pytest.raises(FileNotFoundError, match="no images match"):
         find_images(tmp_path / "missing" / "*.png")
+
+
+def test_sixteen_bit_grey_reads_as_grey_and_images_without_an_object_are_skipped(tmp_path):
+    # A 16-bit grey PNG: a dark square on white. PIL's convert("RGBA") clips such values at 255 (all white: an
+    # empty mask), and an empty mask gives a mesh of nothing: such an image is skipped, with its reason.
+    grey = np.full((40, 40), 65535, dtype=np.uint16)
+    grey[10:30, 10:30] = 12000
+    Image.fromarray(grey).save(tmp_path / "deep.png")
+    Image.new("RGBA", (20, 20), (200, 30, 30, 0)).save(tmp_path / "transparent.png")
+    Image.new("RGB", (1, 1), "white").save(tmp_path / "white.png")
+    with Image.open(tmp_path / "deep.png") as image:
+        assert image.mode.startswith("I")
+        view = view_from_image(image)
+    assert view[3, 32, 32] == 1 and view[3, 2, 2] == 0  # the square is the object, the white its background
+    torch.testing.assert_close(view[:3, 32, 32], torch.full((3,), 1 - 12000 / 65535))
+    dataset = ImageFolderDataset(tmp_path)
+    assert dataset.names == ["deep"]
+    assert [(file.name, reason.split(":")[0]) for file, reason in dataset.skipped] == [
+        ("transparent.png", "no object in it"), ("white.png", "no object in it")]
 
 
 def test_output_names_never_share_a_name():
