@@ -9,6 +9,8 @@ A Ctrl-C during an optimizer step takes effect when the step is whole (SIGTERM a
 the checkpoint never holds a half-applied step. A Ctrl-C while a checkpoint is being written
 (:func:`checkpoint_writes_finish_first`) lets the file be finished, then stops the fit at its next step.
 
+``recon predict`` stops between batches on SIGTERM as ``fit`` and ``test`` do (Lightning's predict loop does not).
+
 It saves only in a single-process run: in a multi-process run the other processes may already be gone, and a
 checkpoint needs them all; the last periodic ``last.ckpt`` is kept. :func:`interrupt_status` gives the exit
 status the ``recon`` command ends with: 130 after Ctrl-C and 143 after SIGTERM, as any interrupted command, so
@@ -120,6 +122,14 @@ class InterruptCheckpoint(Callback):
         if self._deferred:
             self._deferred = False
             raise KeyboardInterrupt
+
+    @override
+    def on_predict_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any,
+                             batch_idx: int, dataloader_idx: int = 0) -> None:
+        # Lightning's fit and evaluation loops stop between batches on SIGTERM; its predict loop went on to the
+        # last image and ended with exit status 0, so a scheduler could not stop a long predict
+        if trainer.received_sigterm and not trainer.predict_loop.batch_progress.is_last_batch:
+            raise SIGTERMException
 
     def _release(self) -> None:
         if self._held is not None:

@@ -101,3 +101,37 @@ def test_ctrl_c_while_a_checkpoint_is_written_finishes_it_then_stops_at_the_next
     assert torch.load(tmp_path / "last.ckpt", weights_only=True)["global_step"] == 3  # saved as the fit stopped
     assert interrupt_status() == 130
     assert not list(tmp_path.glob(".*.tmp-*"))
+
+
+class _Predicting(_Tiny):
+    def predict_step(self, batch, batch_idx):
+        return self.layers(batch[0])
+
+    def predict_dataloader(self):
+        return DataLoader(TensorDataset(torch.randn(40, 4)), batch_size=4)
+
+
+class _SigtermAtBatch(Callback):
+    def __init__(self, batch: int) -> None:
+        self.batch, self.seen = batch, 0
+
+    def on_predict_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):
+        self.seen += 1
+        if batch_idx == self.batch:
+            os.kill(os.getpid(), signal.SIGTERM)  # Lightning's handler sets trainer.received_sigterm
+
+
+def test_sigterm_stops_a_predict_between_batches_with_its_status(tmp_path):
+    previous = signal.getsignal(signal.SIGTERM)
+    forget_interrupts()
+    seen = _SigtermAtBatch(batch=2)
+    trainer = Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False,
+                      default_root_dir=tmp_path, callbacks=[seen, InterruptCheckpoint()])
+    try:
+        with pytest.raises(SystemExit):  # SIGTERMException: the recon command ends with its status, 143
+            trainer.predict(_Predicting())
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert seen.seen == 3  # of 10 batches: stopped after the one during which SIGTERM came
+    assert interrupt_status() == 143
+    forget_interrupts()
