@@ -10,6 +10,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import h5py
@@ -242,7 +243,25 @@ def test_a_checkpoint_file_that_is_missing_cut_short_or_another_file_is_one_line
     shutil.copy(last.with_name("best.ckpt"), copied / "best.ckpt")
     image = tmp_path / "photo.png"
     image.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(2000))
+    middle = tmp_path / "zeroed.ckpt"  # a copy damaged in the middle: torch would read it without a word
+    data = bytearray(last.read_bytes())
+    data[len(data) // 2:len(data) // 2 + 100_000] = bytes(100_000)
+    middle.write_bytes(bytes(data))
+    weights = tmp_path / "weights.pt"  # the model's weights alone, saved with torch.save
+    torch.save(torch.load(last, weights_only=True)["state_dict"], weights)
+    archive = tmp_path / "photos.zip"
+    with zipfile.ZipFile(archive, "w") as handle:
+        handle.writestr("photo.png", b"not a checkpoint")
     cases = [
+        ("test", middle, f"{middle}: damaged: its part "),
+        ("test", weights, f"{weights}: a torch file, but not a checkpoint of a run (it has no state_dict and "
+                          "pytorch-lightning_version: e.g. a model's weights saved with torch.save); give one that "
+                          "recon fit saved, such as RUN/checkpoints/best.ckpt"),
+        ("validate", archive, f"{archive}: not a checkpoint (a zip archive, but not one torch wrote: it holds no "
+                              "data.pkl); copy it again or give another checkpoint"),
+        ("test", "best", f"--ckpt_path best: there is no {tmp_path / 'refused' / 'checkpoints' / 'best.ckpt'}; point "
+                         "--trainer.default_root_dir at a trained run, or give the checkpoint file (--ckpt_path "
+                         "RUN/checkpoints/best.ckpt)"),
         ("test", image, f"{image}: truncated, damaged or not a checkpoint (a .ckpt is a zip archive, and this file "
                         "has no zip directory; 2 KiB); copy it again or give another checkpoint"),
         ("test", tmp_path / "nothere.ckpt", f"--ckpt_path {tmp_path / 'nothere.ckpt'}: no such checkpoint file"),
@@ -258,9 +277,13 @@ def test_a_checkpoint_file_that_is_missing_cut_short_or_another_file_is_one_line
         assert main([command, "-c", DEFAULT, *shrink_flags({"trainer.default_root_dir": run}),
                      f"--ckpt_path={ckpt_path}"]) == 1
         err = capsys.readouterr().err
-        assert err.strip().splitlines()[-1] == f"recon {command}: error: {expected}" and "Traceback" not in err
+        assert err.strip().splitlines()[-1].startswith(f"recon {command}: error: {expected}") and "Traceback" not in err
         assert not (tmp_path / "refused").exists() and sorted(p.name for p in copied.parent.iterdir()) == [
             "checkpoints"]  # no run folder, config, log or W&B run
+    # `best` outside the fit that saved it: the run folder's best.ckpt, as `last` is its last.ckpt
+    assert main(["test", "-c", DEFAULT, *shrink_flags(), "--ckpt_path=best"]) == 0
+    assert yaml.safe_load((tmp_path / "run" / "config-test.yaml").read_text())["ckpt_path"] == str(
+        last.with_name("best.ckpt"))
 
 
 def _printed_config(*args: str, capsys) -> dict:
