@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.markup import escape
 from typing_extensions import override
 
-from recon.atomic import write_text
+from recon.atomic import remove_stale_temporaries, write_text
 from recon.models import PredictedMesh
 from recon.prediction import preview_renderer, write_prediction
 from recon.step import StepOutput
@@ -45,6 +45,11 @@ class MeshWriter(BasePredictionWriter):
             self._preview = preview_renderer() if self.previews else None
         else:
             self._folder = Path(self.dirpath) if self.dirpath else None
+        if self._folder is not None and trainer.is_global_zero:
+            # files a killed predict or test was writing (hidden .NAME.tmp-PID): those of live processes stay
+            for folder in (self._folder, *self._folder.glob("test/*")):
+                if folder.is_dir():
+                    remove_stale_temporaries(folder)
 
     @override
     def write_on_batch_end(self, trainer: Trainer, pl_module: LightningModule, prediction: Any,

@@ -33,6 +33,8 @@ def find_images(pattern: str | os.PathLike[str]) -> list[Path]:
     Raises ``FileNotFoundError`` naming the pattern when nothing matches.
     """
     path = Path(pattern)
+    if path.is_file():  # a file named as it is, even with glob characters in its name (`[a].png`)
+        return [path]
     if path.is_dir():
         files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
     else:

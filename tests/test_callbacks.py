@@ -4,6 +4,7 @@ disk (run folder and offline W&B run) are inspected."""
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -291,3 +292,17 @@ def test_with_a_csv_logger_elsewhere_files_still_land_in_default_root_dir(tmp_pa
     metrics = fit_and_test(tmp_path / "root", logger)
     check_run_folder(tmp_path / "root", metrics)
     assert (tmp_path / "csv" / "version_0" / "metrics.csv").is_file()
+
+
+def test_mesh_writer_removes_what_a_killed_run_was_writing(tmp_path):
+    from recon.callbacks import MeshWriter
+
+    out = tmp_path / "out"
+    (out / "test" / "chair").mkdir(parents=True)
+    dead = [out / ".img096.png.tmp-999999999", out / "test" / "chair" / ".00001_v00.obj.tmp-999999999"]
+    alive = out / f".img097.png.tmp-{os.getpid()}"  # a write in progress in a live process
+    for path in (*dead, alive):
+        path.write_text("half")
+    trainer = SimpleNamespace(is_global_zero=True, default_root_dir=str(tmp_path))
+    MeshWriter(dirpath=str(out), previews=False).setup(trainer, None, "predict")
+    assert [path.exists() for path in dead] == [False, False] and alive.exists()

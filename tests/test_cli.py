@@ -412,6 +412,8 @@ def test_folder_or_glob_lists_pngs_and_missing_ones_are_a_clear_error(tmp_path):
     assert item["images"].shape == (4, 64, 64) and isinstance(item["name"], str)
     with pytest.raises(FileNotFoundError, match="no images match"):
         find_images(tmp_path / "missing" / "*.png")
+    Image.new("RGB", (10, 10), "black").save(tmp_path / "[a].png")  # a file named as it is, not read as a glob
+    assert find_images(tmp_path / "[a].png") == [tmp_path / "[a].png"]
 
 
 def test_sixteen_bit_grey_reads_as_grey_and_images_without_an_object_are_skipped(tmp_path):
