@@ -2,7 +2,7 @@
 
 import sys
 
-from recon.cli import main
+from recon.console import recon
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(recon())

@@ -427,3 +427,24 @@ def test_a_file_of_another_image_size_is_refused_naming_the_flag_that_fits_it(sh
     cli = run_cli(["fit", "-c", DEFAULT, *shrink_flags({"data.path": data, "trainer.logger": "false"}),
                    "--model.encoder.init_args.image_size=32"])
     assert cli.trainer.global_step == 2 and cli.model.renderer.image_size == 32
+
+
+@pytest.mark.parametrize(("script", "module"), [("recon", "recon.cli"), ("recon_data", "recon.datamodules.cli")])
+def test_ctrl_c_while_a_command_starts_is_one_line_and_status_130(script, module, monkeypatch, capsys):
+    # Importing torch and Lightning takes seconds: a Ctrl-C then used to end in a KeyboardInterrupt traceback.
+    import importlib.abc
+
+    from recon import console
+
+    class CtrlCOnImport(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path, target=None):
+            if name == module:
+                raise KeyboardInterrupt
+            return None
+
+    monkeypatch.delitem(sys.modules, module, raising=False)
+    monkeypatch.setattr(sys, "meta_path", [CtrlCOnImport(), *sys.meta_path])
+    monkeypatch.setattr(sys, "argv", [script, "fit", "--trainer.max_steps", "3"])
+    assert getattr(console, script)() == 130
+    command = script.replace("_", "-")
+    assert capsys.readouterr().err == f"{command} fit: interrupted; exit status 130\n"
