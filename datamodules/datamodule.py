@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import lightning.pytorch as pl
 import numpy as np
@@ -22,6 +22,9 @@ from recon.datamodules.samplers import (
     evaluation_views,
 )
 from recon.errors import ConfigError, DataFileError
+
+if TYPE_CHECKING:
+    from recon.datamodules.images import ImageFolderDataset
 
 SKIPPED_SHOWN = 20  # unreadable predict images named on the console; the writer's skipped.txt lists them all
 
@@ -187,9 +190,7 @@ class ViewPairDataModule(pl.LightningDataModule):
             if not self.predict_images:
                 raise ConfigError("predict needs images: set data.predict_images to a folder or glob of .png or .jpg "
                                   "files")
-            from recon.datamodules.images import find_images
-
-            find_images(self.predict_images)  # FileNotFoundError naming the pattern when nothing matches
+            self._predict_images()  # FileNotFoundError when nothing matches, DataFileError when nothing is usable
             return
         if Path(self.path).exists():
             self._check_splits(stage)
@@ -341,13 +342,22 @@ class ViewPairDataModule(pl.LightningDataModule):
     def test_dataloader(self) -> DataLoader:
         return self._eval_loader("test", None, None)
 
-    def predict_dataloader(self) -> DataLoader:
-        """The images of ``predict_images`` (items ``{"images": (4, 64, 64), "name": str}``)."""
-        self.check_file("predict")  # predict_images set and matching
+    def _predict_images(self) -> ImageFolderDataset:
+        """The :class:`ImageFolderDataset` of ``predict_images``, made (every file read and checked) once for the
+        check before the run starts and for the loader."""
         from recon.datamodules.images import ImageFolderDataset
 
         size = self.image_size or (self.info.layout.image_size if Path(self.path).exists() else 64)
-        dataset = ImageFolderDataset(self.predict_images, image_size=size)
+        made = getattr(self, "_predict_dataset", None)
+        if made is None or made[0] != (self.predict_images, size):
+            made = ((self.predict_images, size), ImageFolderDataset(self.predict_images, image_size=size))
+            self._predict_dataset = made
+        return made[1]
+
+    def predict_dataloader(self) -> DataLoader:
+        """The images of ``predict_images`` (items ``{"images": (4, 64, 64), "name": str}``)."""
+        self.check_file("predict")  # predict_images set, matching, and one of them usable
+        dataset = self._predict_images()
         if dataset.skipped and (self.trainer is None or self.trainer.is_global_zero):
             for file, reason in dataset.skipped[:SKIPPED_SHOWN]:
                 print(f"skipped {file}: {reason}", flush=True)

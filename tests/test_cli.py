@@ -100,6 +100,12 @@ def test_fit_then_test_then_predict(shrink_flags, tiny_h5, tmp_path, capsys):
                  f"--data.predict_images={tmp_path / 'imgs' / '*.png'}"]) == 1
     assert f"recon predict: error: no images match '{tmp_path / 'imgs' / '*.png'}'" in capsys.readouterr().err
     assert not elsewhere.exists()
+    notes = tmp_path / "notes.png"  # matches, but no image: refused before the run folder too
+    notes.write_text("not an image")
+    assert main(["predict", "-c", DEFAULT, *flags, f"--ckpt_path={checkpoints / 'last.ckpt'}",
+                 f"--data.predict_images={notes}"]) == 1
+    assert f"recon predict: error: no readable image matches '{notes}'" in capsys.readouterr().err
+    assert not elsewhere.exists()
 
     names = _write_pngs(tiny_h5, tmp_path / "images")
     cut = tmp_path / "images" / "cut short.png"  # one damaged file among them is skipped, not fatal
