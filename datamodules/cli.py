@@ -30,7 +30,7 @@ from rich.table import Table
 from recon.atomic import file_path_problem
 from recon.datamodules.h5 import SPLITS, ViewsFileInfo, open_views, read_info
 from recon.datamodules.interrupts import stop_signals_interrupt
-from recon.errors import UserError, disk_full_cause, full_disk_message
+from recon.errors import UserError, debug, disk_full_cause, full_disk_message
 
 
 def _progress(console: Console) -> Progress:
@@ -134,6 +134,8 @@ def _run(argv: Sequence[str] | None, received: list[int]) -> int:
     try:
         if getattr(args, "workers", None) is not None and args.workers < 1:
             raise ValueError(f"--workers {args.workers}; expected an integer ≥ 1 (1 works in this process)")
+        if args.command == "synth" and not 0 <= args.seed < 2**63:  # numpy's and HDF5's refusals name no option
+            raise ValueError(f"--seed {args.seed}; expected an integer ≥ 0 and < 2**63 (it is stored as an int64)")
         if args.command == "synth":
             from recon.datamodules.synthetic import generate_synthetic
 
@@ -158,11 +160,13 @@ def _run(argv: Sequence[str] | None, received: list[int]) -> int:
     except (FileNotFoundError, FileExistsError, ValueError, UserError) as error:
         if received:  # a stop signal that surfaced as this error: report the stop, not the error
             raise KeyboardInterrupt from error
+        if debug():  # RECON_DEBUG=1: the traceback, as `recon` shows it
+            raise
         errors.print(f"[red]recon-data {args.command}: error:[/red] {escape(str(error))}", highlight=False)
         return 1
     except OSError as error:  # a full disk under a write that is not the output file's (which names it)
         cause = disk_full_cause(error)
-        if cause is None or received:
+        if cause is None or received or debug():
             raise
         errors.print(f"[red]recon-data {args.command}: error:[/red] {escape(full_disk_message(cause))}",
                      highlight=False)

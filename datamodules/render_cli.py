@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 from collections import Counter
 from pathlib import Path
 
@@ -12,11 +13,12 @@ from rich.table import Table
 
 from recon.datamodules.h5 import SPLITS, ViewsLayout
 from recon.datamodules.meshes import NORMALIZATIONS
-from recon.datamodules.shards import partial_folder
+from recon.datamodules.shards import partial_folder, plural
 from recon.datamodules.sources import Collection, discover, parse_split
 from recon.datamodules.views import SUPERSAMPLE, ViewSettings
 
 SKIPPED_SHOWN = 20  # the summary lists this many skipped objects; the file's `skipped` attribute has them all
+LOOK_ALONG_UP = 1e-4  # |cos(elevation)| below this: the camera looks along +y (90° and 270°: no x axis)
 
 
 def add_render_parser(commands: argparse._SubParsersAction) -> None:
@@ -61,8 +63,15 @@ def settings_from(args: argparse.Namespace) -> ViewSettings:
                              ("--supersample", args.supersample, 1)):
         if value < low:
             raise ValueError(f"{name} {value}; expected an integer ≥ {low}")
-    if not args.distance > 0.9:
-        raise ValueError(f"--distance {args.distance}; expected > 0.9 (the camera must stay outside the object)")
+    if not (math.isfinite(args.distance) and args.distance > 0.9):
+        raise ValueError(f"--distance {args.distance}; expected a finite number > 0.9 (the camera must stay outside "
+                         "the object)")
+    if not math.isfinite(args.elevation):
+        raise ValueError(f"--elevation {args.elevation}; expected a finite angle in degrees")
+    if abs(math.cos(math.radians(args.elevation))) < LOOK_ALONG_UP:
+        # the look-at camera takes its x axis from up (+y) × view direction: zero when it looks straight along +y
+        raise ValueError(f"--elevation {args.elevation:g}; the camera would look straight along the up axis (+y) "
+                         "and have no orientation: expected an angle short of ±90 (e.g. 89.9 or -89.9)")
     if args.clip and args.normalize != "none":
         raise ValueError("--clip only applies with --normalize none")
     layout = ViewsLayout(image_size=args.image_size, num_views=args.views, distance=args.distance,
@@ -76,7 +85,7 @@ def print_collection(collection: Collection, split: tuple[float, float, float], 
 
     objects = plan(collection, split)
     counts = Counter((o.category, o.split) for o in objects)
-    table = Table(title=f"{collection.root}: {collection.kind}, {len(objects)} objects")
+    table = Table(title=f"{collection.root}: {collection.kind}, {plural(len(objects), 'object')}")
     for column in ("category", "synset", *SPLITS, "total"):
         table.add_column(column, justify="left" if column in ("category", "synset") else "right")
     for category in collection.categories:
@@ -117,8 +126,9 @@ def run_render(args: argparse.Namespace, console: Console) -> None:
         Console(stderr=True, soft_wrap=True).print(escape(notice), highlight=False)
     try:
         with _progress(console) as progress:
-            summary = render_collection(collection, args.out, settings, split, args.workers, args.resume,
-                                        args.overwrite, progress)
+            summary = render_collection(
+                collection, args.out, settings, split, args.workers, args.resume, args.overwrite, progress,
+                lambda line: Console(stderr=True, soft_wrap=True).print(escape(line), highlight=False))
     except KeyboardInterrupt:
         shards = partial_folder(args.out)
         if shards.exists():
@@ -127,8 +137,8 @@ def run_render(args: argparse.Namespace, console: Console) -> None:
         raise
     print_info(summary.info, console)
     colors = ", ".join(f"{k} {n}" for k, n in sorted(summary.colors.items()))
-    console.print(f"rendered {summary.rendered} objects (colours: {colors}); skipped {len(summary.skipped)}",
-                  highlight=False)
+    console.print(f"rendered {plural(summary.rendered, 'object')} (colours: {colors}); skipped "
+                  f"{len(summary.skipped)}", highlight=False)
     for object_id, path, reason in summary.skipped[:SKIPPED_SHOWN]:
         console.print(f"  skipped {escape(object_id)} ({escape(path)}): {escape(reason)}", highlight=False)
     if len(summary.skipped) > SKIPPED_SHOWN:
@@ -136,5 +146,6 @@ def run_render(args: argparse.Namespace, console: Console) -> None:
     _warn_empty_splits(summary.info.split_sizes, console)
     if summary.clipped:
         shown = ", ".join(summary.clipped[:SKIPPED_SHOWN]) + (" ..." if len(summary.clipped) > SKIPPED_SHOWN else "")
-        console.print(f"[yellow]warning:[/yellow] {len(summary.clipped)} objects reached outside (-0.5, 0.5)³ and "
-                      f"were clamped onto it (--clip): {escape(shown)}", highlight=False)
+        console.print(f"[yellow]warning:[/yellow] {plural(len(summary.clipped), 'object')} reached outside "
+                      f"(-0.5, 0.5)³ and {'was' if len(summary.clipped) == 1 else 'were'} clamped onto it (--clip): "
+                      f"{escape(shown)}", highlight=False)

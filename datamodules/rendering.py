@@ -3,7 +3,8 @@
 Two phases. Render: every object not yet finished is loaded (``recon.datamodules.meshes``), rendered and
 voxelized by the dataset renderer that ``synth`` uses (``recon.datamodules.views``) in worker processes
 that exit with this one, and kept as a shard (``recon.datamodules.shards``); an object that fails for any
-reason becomes a shard with the reason, never a failed run. Assemble: the shards are streamed in object
+reason becomes a shard with the reason, never a failed run (so does one the camera sees nothing of in
+every view: a file of blank images would train nothing). Assemble: the shards are streamed in object
 order (split, category, id) into a ``ViewsWriter``, whose attributes record the collection, every
 rendering choice, the colour sources and each skipped object with its reason; the shard folder is removed.
 Memory holds a few objects at a time whatever the collection's size.
@@ -15,7 +16,7 @@ import hashlib
 import json
 import os
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import NamedTuple
@@ -27,7 +28,7 @@ from rich.progress import Progress
 from recon.datamodules.h5 import SPLITS, ViewsFileInfo, ViewsWriter, read_info
 from recon.datamodules.meshes import load_mesh, outside_cube
 from recon.datamodules.pool import default_workers, map_jobs
-from recon.datamodules.shards import Shard, ShardStore, partial_folder
+from recon.datamodules.shards import DamagedShard, Shard, ShardStore, partial_folder
 from recon.datamodules.sources import DEFAULT_SPLIT, Collection, MeshSource, assign_splits
 from recon.datamodules.views import ViewSettings, dataset_renderer
 
@@ -67,6 +68,10 @@ def render_object(job: RenderJob) -> tuple[int, str]:
     try:
         loaded = load_mesh(job.source.path)
         images, voxels = dataset_renderer(job.settings)(loaded.mesh)
+        if not images[:, 3].any():  # alpha: an object seen edge-on in some views is fine, in all of them not
+            layout = job.settings.layout
+            raise ValueError(f"every view's silhouette is empty: the camera (--distance {layout.distance:g}, "
+                             f"--elevation {layout.elevation:g}) sees nothing of it")
         clipped = job.settings.clip and job.settings.normalize == "none" and outside_cube(loaded.mesh)
         shard = Shard(job.source.object_id, images, voxels, loaded.colors, "", clipped)
     except Exception as error:  # one broken object must never end the run: keep why, go on
@@ -82,12 +87,15 @@ def _start_worker() -> None:
 
 def render_collection(collection: Collection, out: str | os.PathLike[str], settings: ViewSettings | None = None,
                       split: Sequence[float] = DEFAULT_SPLIT, workers: int | None = None, resume: bool = False,
-                      overwrite: bool = False, progress: Progress | None = None) -> RenderSummary:
+                      overwrite: bool = False, progress: Progress | None = None,
+                      notice: Callable[[str], None] | None = None) -> RenderSummary:
     """Render ``collection`` into the recon-views file ``out``; see the module docstring.
 
-    ``resume`` continues from the shards of an interrupted run with the same settings; ``overwrite``
-    discards them. ``workers``: processes (default: the usable cores from 16 objects on; ≤ 1: this process).
-    Raises ``ValueError`` when no object at all could be rendered.
+    ``resume`` continues from the shards of an interrupted run with the same settings (damaged ones are
+    rendered again, and ``notice`` gets a line saying so); ``overwrite`` discards them. ``workers``: processes
+    (default: the usable cores from 16 objects on; ≤ 1: this process). Raises ``ValueError`` when no object at
+    all could be rendered, or when a shard turns out damaged while assembling (it is removed: ``resume``
+    renders its object again).
     """
     settings = settings or ViewSettings()
     objects = plan(collection, split)
@@ -99,7 +107,7 @@ def render_collection(collection: Collection, out: str | os.PathLike[str], setti
         "objects_sha256": hashlib.sha256(json.dumps(
             [(o.object_id, str(o.path), o.category.synset, o.split) for o in objects]).encode()).hexdigest(),
     }
-    done = store.open(record, resume, overwrite)
+    done = store.open(record, resume, overwrite, notice)
     jobs = [RenderJob(i, o, settings, str(store.folder)) for i, o in enumerate(objects) if not store.done(i)]
     if workers is None:  # a spawned worker costs seconds of imports: worth it only for many objects
         workers = default_workers() if len(jobs) >= 16 else 1
@@ -120,7 +128,10 @@ def _assemble(collection: Collection, objects: list[MeshSource], store: ShardSto
     colors: Counter[str] = Counter()
     clipped: list[str] = []
     for index, item in enumerate(objects):  # the attributes need every outcome before the file is opened
-        kind, reason, clamped = store.outcome(index)
+        try:
+            kind, reason, clamped = store.outcome(index)
+        except DamagedShard as error:
+            raise _discarded(store, index, item, error) from error
         if reason:
             skipped.append((item.object_id, str(item.path), reason))
         else:
@@ -130,8 +141,9 @@ def _assemble(collection: Collection, objects: list[MeshSource], store: ShardSto
     if len(skipped) == len(objects):
         store.remove()  # nothing worth resuming
         reasons = "; ".join(f"{i}: {r}" for i, _, r in skipped[:3])
-        raise ValueError(f"{collection.root}: none of the {len(objects)} objects could be rendered ({reasons}"
-                         f"{' ...' if len(skipped) > 3 else ''}); nothing written")
+        what = (f"none of the {len(objects)} objects could be rendered" if len(objects) > 1
+                else "its only object could not be rendered")
+        raise ValueError(f"{collection.root}: {what} ({reasons}{' ...' if len(skipped) > 3 else ''}); nothing written")
     attributes = {
         "collection": collection.kind,
         "collection_path": str(Path(collection.root).resolve()),
@@ -152,7 +164,10 @@ def _assemble(collection: Collection, objects: list[MeshSource], store: ShardSto
             writer.create_split(name)
         batch: list[tuple[MeshSource, Shard]] = []
         for index, item in enumerate(objects):
-            shard = store.read(index)
+            try:
+                shard = store.read(index)
+            except DamagedShard as error:  # a flipped bit inside its arrays shows only now
+                raise _discarded(store, index, item, error) from error
             if not shard.reason:
                 batch.append((item, shard))
             if batch and (len(batch) == APPEND_BATCH or index + 1 == len(objects)
@@ -165,6 +180,13 @@ def _assemble(collection: Collection, objects: list[MeshSource], store: ShardSto
                 progress.advance(task)
     store.remove()
     return RenderSummary(read_info(out), len(objects) - len(skipped), skipped, dict(colors), clipped)
+
+
+def _discarded(store: ShardStore, index: int, item: MeshSource, error: DamagedShard) -> ValueError:
+    """Remove a damaged shard; the error says that ``--resume`` renders its object again (the others are kept)."""
+    store.discard(index)
+    return ValueError(f"{error}; removed it: rerun with --resume to render {item.object_id} again (the other "
+                      f"finished objects are kept in {store.folder})")
 
 
 def _listing(entries: list) -> str:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -57,8 +58,12 @@ def discover(src: str | os.PathLike[str], categories: Sequence[str] | None = Non
     """The objects of ``src``; ``categories`` keeps some (names or synsets; ShapeNetCore defaults to the 13
     NMR categories, ``["all"]`` takes every one); ``per_category`` keeps the first N ids of each."""
     root = Path(src)
+    if per_category is not None and per_category < 1:
+        raise ValueError(f"--per-category {per_category}; expected an integer ≥ 1 (objects kept per category)")
+    rows: list[tuple[int, MeshSource]] | None = None  # a manifest's objects with their row numbers
     if root.is_file() and root.suffix.lower() in MANIFEST_SUFFIXES:
-        kind, objects = "manifest", _manifest(root)
+        rows = _manifest(root)
+        kind, objects = "manifest", [o for _, o in rows]
     elif root.is_dir():
         kind = _shapenet_version(root)
         objects = _shapenet(root, kind) if kind else _folder(root)
@@ -85,10 +90,10 @@ def discover(src: str | os.PathLike[str], categories: Sequence[str] | None = Non
     for item in sorted(objects, key=lambda o: (o.category, o.object_id)):
         if item.category in kept and (per_category is None or len(kept[item.category]) < per_category):
             kept[item.category].append(item)
-    ids = [o.object_id for group in kept.values() for o in group]
-    if len(set(ids)) != len(ids):
-        raise ValueError(f"{root}: object ids are not unique (e.g. {_first_repeat(ids)!r}); give manifest rows an id")
-    return Collection(kind, root, [o for group in kept.values() for o in group], chosen)
+    chosen_objects = [o for group in kept.values() for o in group]
+    if len({o.object_id for o in chosen_objects}) != len(chosen_objects):
+        raise ValueError(_repeated_id(root, chosen_objects, rows))
+    return Collection(kind, root, chosen_objects, chosen)
 
 
 def category_for(key: str, names: dict[str, str] | None = None) -> Category:
@@ -167,7 +172,7 @@ def parse_split(text: str) -> tuple[float, float, float]:
         values = tuple(float(v) for v in text.split(","))
     except ValueError:
         values = ()
-    if len(values) != 3 or min(values) < 0 or abs(sum(values) - 1.0) > 1e-6:
+    if len(values) != 3 or not all(map(math.isfinite, values)) or min(values) < 0 or abs(sum(values) - 1.0) > 1e-6:
         raise ValueError(f"--split {text!r}; expected three fractions train,val,test that sum to 1, e.g. 0.7,0.1,0.2")
     return values  # type: ignore[return-value]
 
@@ -221,17 +226,22 @@ def _folder(root: Path) -> list[MeshSource]:
     return objects
 
 
-def _manifest(path: Path) -> list[MeshSource]:
+def _manifest(path: Path) -> list[tuple[int, MeshSource]]:
+    """The manifest's objects with their row numbers (a CSV's header is row 1, a JSON-lines file's rows are lines)."""
     try:
+        # utf-8-sig: a spreadsheet's "CSV UTF-8" starts with a byte-order mark, which would stick to the first name
         if path.suffix.lower() == ".csv":
-            with path.open(newline="") as file:
-                rows = list(csv.DictReader(file))
+            with path.open(newline="", encoding="utf-8-sig") as file:
+                rows = list(enumerate(csv.DictReader(file), start=2))
         else:
-            rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+            lines = path.read_text(encoding="utf-8-sig").splitlines()
+            rows = [(number, json.loads(line)) for number, line in enumerate(lines, start=1) if line.strip()]
     except (OSError, ValueError, UnicodeDecodeError) as error:
         raise ValueError(f"{path}: unreadable manifest ({error})") from None
     objects = []
-    for number, row in enumerate(rows, start=2 if path.suffix.lower() == ".csv" else 1):
+    for number, row in rows:
+        if isinstance(row, dict):  # "path, category": names and values padded after the commas
+            row = {str(k).strip(): v.strip() if isinstance(v, str) else v for k, v in row.items() if k is not None}
         if not isinstance(row, dict) or not row.get("path") or not row.get("category"):
             raise ValueError(f"{path}: row {number} has no 'path' or no 'category'; expected columns "
                              "path, category and optionally split, id")
@@ -240,8 +250,20 @@ def _manifest(path: Path) -> list[MeshSource]:
             raise ValueError(f"{path}: row {number} has split {split!r}; expected one of {list(SPLITS)}")
         mesh = Path(row["path"]) if Path(row["path"]).is_absolute() else path.parent / row["path"]
         object_id = str(row.get("id") or Path(row["path"]).with_suffix("").as_posix())
-        objects.append(MeshSource(object_id, mesh, category_for(str(row["category"]).strip()), split))
+        objects.append((number, MeshSource(object_id, mesh, category_for(str(row["category"]).strip()), split)))
     return objects
+
+
+def _repeated_id(root: Path, objects: list[MeshSource], rows: list[tuple[int, MeshSource]] | None) -> str:
+    """Which objects share an id, and what to change: the manifest's rows, or the folder's files."""
+    repeated = _first_repeat([o.object_id for o in objects])
+    if rows is not None:
+        numbers = [str(n) for n, o in rows if o.object_id == repeated and o in objects]
+        return (f"{root}: rows {', '.join(numbers[:-1])} and {numbers[-1]} give the same object id {repeated!r}; "
+                "give each row a unique 'id'")
+    paths = [o.path for o in objects if o.object_id == repeated]
+    return (f"{root}: {paths[0]} and {paths[1]} give the same object id {repeated!r} (the path below the category "
+            "folder, without its suffix); rename one of them, or list the files in a manifest with an 'id' column")
 
 
 def _first_repeat(ids: list[str]) -> str:

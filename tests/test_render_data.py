@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -234,6 +235,63 @@ def test_normalize_none_skips_or_clips_what_lies_outside_the_cube(collection: Pa
     assert json.loads(attrs["clipped"]) == ["sofa/grey", "sofa/tower", "sofa/tower_x10"]
 
 
+REFUSED = [  # each once wrote a file of blank images or of nothing, or failed only after the progress bar started
+    ("render --elevation 90", "--elevation 90; the camera would look straight along the up axis"),
+    ("render --elevation -90", "--elevation -90; the camera would look straight along the up axis"),
+    ("render --elevation 270", "--elevation 270; the camera would look straight along the up axis"),
+    ("render --elevation nan", "--elevation nan; expected a finite angle"),
+    ("render --distance inf", "--distance inf; expected a finite number > 0.9"),
+    ("render --split nan,0.5,0.5", "--split 'nan,0.5,0.5'; expected three fractions"),
+    ("render --per-category 0", "--per-category 0; expected an integer ≥ 1"),
+    ("render --per-category -1", "--per-category -1; expected an integer ≥ 1"),
+    ("synth --seed -5", "--seed -5; expected an integer ≥ 0 and < 2**63"),
+    ("synth --seed 9223372036854775808", "--seed 9223372036854775808; expected an integer ≥ 0 and < 2**63"),
+]
+
+
+@pytest.mark.parametrize(("command", "refused"), REFUSED, ids=[command for command, _ in REFUSED])
+def test_bad_values_are_refused_in_one_line_before_any_work(command: str, refused: str, collection: Path,
+                                                            tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    name, *options = command.split()
+    out = tmp_path / "out.h5"
+    assert main([name, *([str(collection)] if name == "render" else []), str(out), *options, "--workers", "1"]) == 1
+    captured = capsys.readouterr()
+    assert captured.err.count("\n") == 1 and captured.err.startswith(f"recon-data {name}: error: {refused}")
+    assert captured.out == "" and not out.exists() and not partial_folder(out).exists()
+
+
+def test_elevation_close_to_the_up_axis_works(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    (tmp_path / "src" / "box").mkdir(parents=True)
+    trimesh.creation.box((1.0, 0.5, 0.25)).export(tmp_path / "src" / "box" / "a.stl")
+    assert main(["render", str(tmp_path / "src"), str(tmp_path / "top.h5"), "--elevation", "89.9", "--views", "2",
+                 "--image-size", "16", "--supersample", "1", "--split", "1,0,0", "--workers", "1"]) == 0
+    images = _objects(tmp_path / "top.h5")["box/a"][0]
+    assert (images[:, 3] > 0).sum(axis=(1, 2)).min() > 16  # seen from above: the 1 × 0.25 top face
+
+
+def test_an_object_the_camera_sees_nothing_of_is_skipped(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """A sheet seen edge-on in every view is skipped with the reason; one seen edge-on in some views is kept. A camera
+    that sees nothing at all ends in one line, not a file of blank images."""
+    src = tmp_path / "src" / "sheets"
+    src.mkdir(parents=True)
+    _write_obj(src / "flat.obj", [[-1, 0, -1], [1, 0, -1], [1, 0, 1], [-1, 0, 1]], [[0, 1, 2, 3]])
+    _write_obj(src / "upright.obj", [[0, -1, -1], [0, 1, -1], [0, 1, 1], [0, -1, 1]], [[0, 1, 2, 3]])
+    common = ["--views", "4", "--image-size", "16", "--supersample", "1", "--split", "1,0,0", "--workers", "1"]
+    out = tmp_path / "sheets.h5"
+    assert main(["render", str(src.parent), str(out), "--elevation", "0", *common]) == 0
+    printed = " ".join(capsys.readouterr().out.split())
+    assert "rendered 1 object (colours: none 1); skipped 1" in printed
+    assert ("skipped sheets/flat" in printed and "every view's silhouette is empty: the camera (--distance 2.732, "
+            "--elevation 0) sees nothing of it" in printed)
+    alpha = _objects(out)["sheets/upright"][0][:, 3]
+    assert [bool(a.any()) for a in alpha] == [False, True, False, True]  # edge-on at azimuths 0 and 180: kept
+    far = tmp_path / "far.h5"
+    assert main(["render", str(src.parent), str(far), "--distance", "1e6", *common]) == 1
+    err = " ".join(capsys.readouterr().err.split())
+    assert "none of the 2 objects could be rendered" in err and "--distance 1e+06, --elevation 30) sees nothing" in err
+    assert not far.exists() and not partial_folder(far).exists()
+
+
 # ---- pieces: loading, normalisation, sources, splits, shards ----------------------------------------------
 
 
@@ -313,6 +371,32 @@ def test_sources_are_detected(tmp_path: Path, capsys: pytest.CaptureFixture) -> 
     assert "nowhere: no such file or folder" in " ".join(capsys.readouterr().err.split())  # wrapped or not
 
 
+def test_a_spreadsheets_csv_manifest_is_read(tmp_path: Path) -> None:
+    # Excel's "CSV UTF-8" starts with a byte-order mark; hand-written headers have spaces after the commas
+    trimesh.creation.box().export(tmp_path / "a.off")
+    manifest = tmp_path / "list.csv"
+    manifest.write_bytes("path, category, split , id\n a.off , mugs, test , m1\n".encode("utf-8-sig"))
+    found = discover(manifest)
+    assert [(o.object_id, o.path, o.category.name, o.split) for o in found.objects] == [
+        ("m1", tmp_path / "a.off", "mugs", "test")]
+
+
+def test_repeated_object_ids_say_which_files_or_rows(tmp_path: Path) -> None:
+    (tmp_path / "src" / "k").mkdir(parents=True)
+    for suffix in ("stl", "off"):
+        trimesh.creation.box().export(tmp_path / "src" / "k" / f"box.{suffix}")
+    with pytest.raises(ValueError) as refused:
+        discover(tmp_path / "src")
+    message = str(refused.value)
+    assert "box.off and " in message and "box.stl give the same object id 'k/box'" in message
+    assert "rename one of them" in message and "manifest rows" not in message
+    (tmp_path / "list.jsonl").write_text("\n".join(json.dumps({"path": f"src/k/box.{s}", "category": "k", "id": i})
+                                                   for s, i in (("stl", "a"), ("off", "b"), ("stl", "a"))) + "\n")
+    with pytest.raises(ValueError, match=r"list.jsonl: rows 1 and 3 give the same object id 'a'; give each row a "
+                                         r"unique 'id'"):
+        discover(tmp_path / "list.jsonl")
+
+
 def test_splits_come_from_a_hash_of_the_id() -> None:
     splits = [assign_split(f"chair/{n:05d}") for n in range(3000)]
     fractions = [splits.count(s) / len(splits) for s in ("train", "val", "test")]
@@ -386,6 +470,71 @@ def test_shards_refuse_to_mix_runs(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="objects"):
         ShardStore(store.folder).open({"objects": 4}, resume=True, overwrite=False)
     assert ShardStore(store.folder).open({"objects": 3}, resume=True, overwrite=False) == 0
+
+
+def test_recon_debug_shows_the_traceback(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                         capsys: pytest.CaptureFixture) -> None:
+    args = ["render", str(tmp_path / "nowhere"), str(tmp_path / "out.h5")]
+    monkeypatch.delenv("RECON_DEBUG", raising=False)
+    assert main(args) == 1 and "nowhere: no such file or folder" in capsys.readouterr().err
+    monkeypatch.setenv("RECON_DEBUG", "1")
+    with pytest.raises(FileNotFoundError, match="nowhere: no such file or folder"):
+        main(args)
+
+
+def _interrupted_render(src: Path, out: Path, monkeypatch: pytest.MonkeyPatch, *options: str) -> None:
+    """A render stopped after every object was rendered, before the file is written: every shard is kept."""
+    from recon.datamodules import rendering
+
+    with monkeypatch.context() as patch:
+        patch.setattr(rendering, "_assemble", lambda *args: (_ for _ in ()).throw(KeyboardInterrupt))
+        assert main(["render", str(src), str(out), *options]) == 130
+    assert len(list(partial_folder(out).glob("*.npz"))) == 3
+
+
+def test_resume_renders_damaged_shards_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                             capsys: pytest.CaptureFixture) -> None:
+    src = tmp_path / "src" / "ball"
+    src.mkdir(parents=True)
+    for n in range(3):
+        trimesh.creation.icosphere(subdivisions=1, radius=0.3 + 0.1 * n).export(src / f"{n}.ply")
+    options = ["--views", "2", "--image-size", "16", "--supersample", "1", "--workers", "1"]
+    whole, out = tmp_path / "whole.h5", tmp_path / "out.h5"
+    assert main(["render", str(src.parent), str(whole), *options]) == 0
+    shards = partial_folder(out)
+
+    # a shard cut short (a full disk, a copy): its outcome cannot be read; resuming renders it again
+    _interrupted_render(src.parent, out, monkeypatch, *options)
+    cut = shards / "0000001.npz"
+    cut.write_bytes(cut.read_bytes()[:200])
+    capsys.readouterr()
+    assert main(["render", str(src.parent), str(out), *options, "--resume"]) == 0
+    err = " ".join(capsys.readouterr().err.split())
+    assert f"--resume: removed 1 damaged shard (0000001.npz) in {shards}; its object is rendered again" in err
+    assert _objects(out).keys() == _objects(whole).keys()
+    for object_id, (images, voxels) in _objects(whole).items():
+        np.testing.assert_array_equal(_objects(out)[object_id][0], images)
+        np.testing.assert_array_equal(_objects(out)[object_id][1], voxels)
+
+    # a flipped bit inside a shard's images shows only when they are inflated: named, removed, rendered on --resume
+    out.unlink()
+    _interrupted_render(src.parent, out, monkeypatch, *options)
+    flipped = shards / "0000002.npz"
+    with zipfile.ZipFile(flipped) as archive:
+        member = archive.getinfo("images.npy")
+    data = bytearray(flipped.read_bytes())
+    start = member.header_offset + 30 + len(member.filename.encode()) + len(member.extra)  # the local header's size
+    data[start + member.compress_size // 2] ^= 0xFF
+    flipped.write_bytes(bytes(data))
+    capsys.readouterr()
+    assert main(["render", str(src.parent), str(out), *options, "--resume"]) == 1
+    err = " ".join(capsys.readouterr().err.split())
+    assert err.startswith(f"recon-data render: error: {flipped}: damaged shard, cannot be read back (")
+    assert "removed it: rerun with --resume to render ball/2 again" in err
+    assert not out.exists() and not flipped.exists() and len(list(shards.glob("*.npz"))) == 2
+    assert main(["render", str(src.parent), str(out), *options, "--resume"]) == 0
+    assert not shards.exists()
+    np.testing.assert_array_equal(_objects(out)["ball/2"][0], _objects(whole)["ball/2"][0])
 
 
 # ---- real processes: kills, resume, workers that exit with their parent ---------------------------------
