@@ -209,6 +209,7 @@ class ReconCLI(LightningCLI):
         # file was already checked when the DataModule was built)
         self.datamodule.check_file(self.subcommand)
         self._check_folders()
+        self._check_evaluation()
         self._check_checkpoint()
         self._check_wandb_login()
         # W&B looks for the git repository from its folder when its run starts, and warns ("git root … does not
@@ -258,6 +259,23 @@ class ReconCLI(LightningCLI):
                 raise ConfigError(f"{flag} {folder}: {below} is a file, not a folder, so nothing can be made below it")
         if self.subcommand == "predict":
             self._check_predictions_keep_inputs()
+
+    def _check_evaluation(self) -> None:
+        """``test``, ``validate`` or ``predict`` limited to 0 batches would score or write nothing, and Lightning ends
+        such a run with status 0 and no word: refused. ``validate`` writes no meshes: an ``--export.dirpath`` given
+        to it is said to do nothing."""
+        stage = self.subcommand
+        if stage not in ("test", "validate", "predict"):
+            return
+        name = f"limit_{'val' if stage == 'validate' else stage}_batches"
+        if getattr(self.trainer, name, None) == 0:
+            does = "write no mesh" if stage == "predict" else "score no item"
+            raise ConfigError(f"--trainer.{name} 0: recon {stage} would {does}; leave it out for every batch, or "
+                              "give a number of batches or a fraction above 0")
+        writer = next((cb for cb in self.trainer.callbacks if isinstance(cb, MeshWriter)), None)
+        if stage == "validate" and writer is not None and writer.dirpath:
+            _notice(f"recon validate: --export.dirpath {writer.dirpath} is not used: validate writes no meshes "
+                    "(recon test --export.dirpath writes the test split's, recon predict your images')")
 
     def _check_predictions_keep_inputs(self) -> None:
         """Predicting into the folder of the input images would write each ``<name>.png`` preview over the PNG it
