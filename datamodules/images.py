@@ -77,6 +77,7 @@ def view_from_image(image: Image.Image, image_size: int = 64) -> Tensor:
     (distance 2.732, 15° half field of view): crop user photos similarly for sensible meshes.
     """
     has_alpha = image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info)
+    image, has_alpha = _reduced(image, has_alpha, image_size)
     if image.mode in WIDE_GREY_MODES:  # 16-bit (or 32-bit, float) grey, which convert("RGBA") would clip at 255
         grey = np.asarray(image, dtype=np.float32)
         grey = grey / (255.0 if image.mode == "F" or grey.max(initial=0) <= 255 else 65535.0)
@@ -101,6 +102,21 @@ def view_from_image(image: Image.Image, image_size: int = 64) -> Tensor:
     if peak > 0:
         view[3] /= peak
     return view.contiguous()
+
+
+def _reduced(image: Image.Image, has_alpha: bool, image_size: int) -> tuple[Image.Image, bool]:
+    """A photo many times the model's input size, first shrunk by an integer factor (box filter) to 2-4× it, and
+    whether it has alpha now: the float copies of a 12000² image took 10 GB. An image without alpha gets its mask
+    (not white) as alpha first, at full size, and colours are averaged premultiplied by alpha, so that the result
+    is the full-size one's, averaged."""
+    factor = max(image.size) // (2 * image_size)
+    if factor < 2 or image.mode in WIDE_GREY_MODES:
+        return image, has_alpha
+    image = image.convert("RGBA")
+    if not has_alpha:
+        mask = np.asarray(image)[..., :3].min(axis=-1) < WHITE_THRESHOLD * 255
+        image.putalpha(Image.fromarray(mask.astype(np.uint8) * 255))
+    return image.convert("RGBa").reduce(factor).convert("RGBA"), True
 
 
 def unreadable(file: Path, image_size: int = 64) -> str | None:

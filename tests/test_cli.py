@@ -441,6 +441,24 @@ def test_sixteen_bit_grey_reads_as_grey_and_images_without_an_object_are_skipped
         ("transparent.png", "no object in it"), ("white.png", "no object in it")]
 
 
+@pytest.mark.parametrize("alpha", [True, False], ids=["rgba", "rgb"])
+def test_a_large_photo_is_shrunk_first_and_gives_the_same_view(alpha):
+    # 1280×960, an object of colour (20, 30, 40) filling 50% × 50% of it: on white, or transparent over pure red
+    # (which must not bleed into the object's edge). Such photos are shrunk by a box filter first (memory).
+    colour = np.array([20, 30, 40], dtype=np.uint8)
+    rgba = np.zeros((960, 1280, 4), dtype=np.uint8)
+    rgba[...] = (255, 0, 0, 0) if alpha else (255, 255, 255, 255)
+    rgba[240:720, 320:960] = [*colour, 255]
+    image = Image.fromarray(rgba, "RGBA") if alpha else Image.fromarray(rgba[..., :3], "RGB")
+    view = view_from_image(image)
+    # padded to 1280², the object covers 640 × 480 of it
+    assert float(view[3].mean()) == pytest.approx(640 * 480 / 1280**2, abs=0.005)
+    seen = view[3] > 0.1
+    colours = view[:3, seen] / view[3, seen]  # un-premultiplied inverted colour wherever the object shows
+    torch.testing.assert_close(colours, torch.tensor(1 - colour / 255, dtype=torch.float32)[:, None].expand_as(colours),
+                               atol=0.02, rtol=0)
+
+
 def test_output_names_never_share_a_name():
     # chair.png beside chair.jpg must not take the name of chair-1.png, whose outputs it would replace
     files = [Path(name) for name in ("a/chair-1.png", "a/chair.jpg", "a/chair.png", "b/chair.png", "b/chair-2.png")]
