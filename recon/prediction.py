@@ -93,6 +93,8 @@ def write_prediction(
         paths.append(directory / f"{name}.ply")
     for path in paths:
         save_mesh(path, vertices, faces, **kwargs)
+    if colors is None:  # a coloured model's PLY of this name, from an earlier run into this folder, is not this mesh
+        (directory / f"{name}.ply").unlink(missing_ok=True)
     if renderer is not None:
         png = directory / f"{name}.png"
         save_image(png, render_preview(vertices, faces, image, renderer, colors))

@@ -225,6 +225,8 @@ def test_coloured_prediction_round_trips_through_glb_and_ply(tmp_path, mode):
     np.testing.assert_allclose(np.asarray(visual)[:, :3] / 255.0, colors.numpy(), atol=0.5 / 255 + 1e-9)
     np.testing.assert_allclose(ply.vertices, vertices.numpy(), atol=1e-6)
     assert [p.name for p in write_prediction(tmp_path / "plain", "m", vertices, faces)] == ["m.obj", "m.glb"]
+    write_prediction(tmp_path, "mesh", vertices, faces)  # a silhouette model's mesh of the same name: no colour
+    assert sorted(p.name for p in tmp_path.glob("mesh.*")) == ["mesh.glb", "mesh.obj"]  # no stale coloured PLY
 
 
 # ------------------------------------------------------------------------------------------ training
