@@ -168,6 +168,8 @@ class ReconCLI(LightningCLI):
         whatever the config says. Where they differ (a ResNet config given a baseline checkpoint), one line says
         which settings the checkpoint's replaced: the numbers are the checkpoint's model's."""
         subcommand = self.config.get("subcommand")
+        if subcommand in ("test", "validate", "predict"):
+            _run_checkpoint_file(self.config[subcommand])
         if subcommand and _checkpoint_file_error(self.config[subcommand].get("ckpt_path")):
             return  # no checkpoint to read settings from: refused by _check_checkpoint, after the data's checks
         before = self.config[subcommand].get("model") if subcommand else None
@@ -581,6 +583,26 @@ def _category_names(data: ViewPairDataModule) -> list[str] | None:
         return list(data.category_names)
     except FileNotFoundError:
         return None
+
+
+def _run_checkpoint_file(config: Namespace) -> None:
+    """``--ckpt_path last`` or ``best`` of a test, validate or predict: the run folder's ``last.ckpt`` or best
+    checkpoint, when it is there, so that the model is built from the settings it saved as for a checkpoint file,
+    and the config the run records names the file. (Lightning knows no ``best`` outside the fit that saved it.)"""
+    word = config.get("ckpt_path")
+    if word not in ("last", "best"):
+        return
+    root = config.trainer.get("default_root_dir")
+    for callback in _as_list(config.trainer.get("callbacks")):
+        if not _is_a(callback, ModelCheckpoint):
+            continue
+        folder = callback.init_args.get("dirpath") or (Path(root) / "checkpoints" if root else None)
+        name = "last" if word == "last" else callback.init_args.get("filename")
+        if word == "best" and (not callback.init_args.get("monitor") or not name or "{" in name):
+            continue  # no single best file to point at
+        if folder is not None and (Path(folder) / f"{name}.ckpt").is_file():
+            config.ckpt_path = str(Path(folder) / f"{name}.ckpt")
+            return
 
 
 def _is_a(entry: Any, kind: type) -> bool:

@@ -228,10 +228,11 @@ def test_a_checkpoint_of_another_model_is_named_not_dumped(shrink_flags, tmp_pat
     assert last.read_bytes() == saved
     assert set((run / "wandb").glob("offline-run-*")) == wandb_runs  # refused before the run (and W&B's) started
 
-    assert main(["test", "-c", DEFAULT, "-c", resnet, *shrink_flags(), f"--ckpt_path={last}"]) == 0
-    err = capsys.readouterr().err
-    assert f"recon test: the model is built from {last}'s saved settings, not the config's: encoder ResNetEncoder " \
-           "→ BaselineEncoder" in err
+    for ckpt_path in (last, "last"):  # the run's `last` is its last.ckpt file, as for fit
+        assert main(["test", "-c", DEFAULT, "-c", resnet, *shrink_flags(), f"--ckpt_path={ckpt_path}"]) == 0
+        err = capsys.readouterr().err
+        assert f"recon test: the model is built from {last}'s saved settings, not the config's: encoder " \
+               "ResNetEncoder → BaselineEncoder" in err
     assert json.loads((run / "results.json").read_text())["checkpoint"].endswith("last.ckpt")
     capsys.readouterr()
     assert main(["test", "-c", DEFAULT, *shrink_flags(), f"--ckpt_path={last}"]) == 0
