@@ -322,8 +322,8 @@ class ReconCLI(LightningCLI):
                     "it saves its own; --ckpt_path last continues that run instead")
         if self.subcommand != "fit":  # a ModelCheckpoint's state only matters to a fit that goes on saving
             warnings.filterwarnings("ignore", message=r"The dirpath has changed from .* won't be reloaded")
-        if ckpt_path == "best" and self.subcommand != "fit":
-            ckpt_path = self._run_best_checkpoint()
+        if ckpt_path == "best" and self.subcommand != "fit":  # still the word: the run has no best checkpoint
+            self._no_best_checkpoint()
         if ckpt_path == "last":
             if last is None:
                 self._no_last_checkpoint(names)
@@ -347,23 +347,16 @@ class ReconCLI(LightningCLI):
         if self.subcommand == "fit" and ckpt_path == "last":  # (a FILE's own settings build the model: nothing differs)
             _notice_resumed_settings(checkpoint, self.model, path)
 
-    def _run_best_checkpoint(self) -> str:
-        """``--ckpt_path best`` for test, validate or predict: the run folder's best checkpoint (``best.ckpt``), as
-        ``last`` is its ``last.ckpt``. Lightning knows a best model only within the fit that saved it, and would stop
-        with a traceback ("ModelCheckpoint is not configured to save the best model")."""
+    def _no_best_checkpoint(self) -> NoReturn:
+        """``--ckpt_path best`` for test, validate or predict where the run folder has no best checkpoint
+        (:func:`_run_checkpoint_file` resolves it where it has). Lightning would stop with a traceback
+        ("ModelCheckpoint is not configured to save the best model"): it knows a best model only within its fit."""
         found = [Path(cb.dirpath) / f"{cb.filename}{cb.FILE_EXTENSION}" for cb in self.trainer.checkpoint_callbacks
                  if getattr(cb, "dirpath", None) and getattr(cb, "filename", None) and cb.monitor
                  and "{" not in cb.filename]
-        best = next((path for path in found if path.is_file()), None)
-        if best is None:
-            where = " or ".join(str(path) for path in found) or "best checkpoint (no ModelCheckpoint with a monitor)"
-            raise ConfigError(f"--ckpt_path best: there is no {where}; point --trainer.default_root_dir at a trained "
-                              "run, or give the checkpoint file (--ckpt_path RUN/checkpoints/best.ckpt)")
-        if error := _checkpoint_file_error(str(best)):
-            raise error
-        self.config_init[self.subcommand]["ckpt_path"] = str(best)  # what the trainer function is called with
-        self.config[self.subcommand]["ckpt_path"] = str(best)  # and what config-<stage>.yaml records
-        return str(best)
+        where = " or ".join(str(path) for path in found) or "best checkpoint (no ModelCheckpoint with a monitor)"
+        raise ConfigError(f"--ckpt_path best: there is no {where}; point --trainer.default_root_dir at a trained run, "
+                          "or give the checkpoint file (--ckpt_path RUN/checkpoints/best.ckpt)")
 
     def _no_last_checkpoint(self, names: list[Path]) -> None:
         """``--ckpt_path last`` where no run saved one (a mistyped ``--trainer.default_root_dir``, or a first run).
@@ -492,7 +485,7 @@ def _checkpoint_file_error(ckpt_path: str | None) -> Exception | None:
                                                                   "wrote: it holds no data.pkl)"))
             damaged = archive.testzip()
     except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, ValueError) as error:
-        damaged = f"? ({error})"
+        return DataFileError(_unreadable_checkpoint(path, f"damaged ({error})"))
     if damaged is not None:
         return DataFileError(_unreadable_checkpoint(path, f"damaged: its part {damaged} fails its checksum (a copy "
                                                           "that went wrong, or a failing disk)"))
