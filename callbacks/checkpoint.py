@@ -1,5 +1,5 @@
 """``ModelCheckpoint``: Lightning's, with ``last.ckpt`` written at every validation whether or not the score
-improved.
+improved, and at the fit's last step.
 
 Lightning 2.6 writes ``last.ckpt`` at a validation only when it also writes a top-k checkpoint there, that is
 when the monitored metric improved. A run whose later validations scored lower then kept the ``last.ckpt`` of its
@@ -17,7 +17,7 @@ from typing_extensions import override
 
 class ModelCheckpoint(LightningModelCheckpoint):
     """Lightning's ``ModelCheckpoint``; with ``save_last`` it saves ``last.ckpt`` at each of its saving points
-    (every validation, or every training epoch's end where it saves then), improved or not."""
+    (every validation, or every training epoch's end where it saves then), improved or not, and when the fit ends."""
 
     @override
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -30,6 +30,13 @@ class ModelCheckpoint(LightningModelCheckpoint):
         super().on_train_epoch_end(trainer, pl_module)
         if self._should_save_on_train_epoch_end(trainer):
             self._save_last_if_not_saved(trainer)
+
+    @override
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # the fit's final step, where max_steps ends it between two validations (Lightning saves last.ckpt here only
+        # when it saved no checkpoint at all during the fit)
+        super().on_train_end(trainer, pl_module)
+        self._save_last_if_not_saved(trainer)
 
     def _save_last_if_not_saved(self, trainer: pl.Trainer) -> None:
         # Skipped where Lightning skips (sanity check, another stage, fast_dev_run) and where this step's

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from lightning.pytorch import LightningModule, Trainer
+from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint as LightningModelCheckpoint
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -34,15 +34,26 @@ class _Worsening(LightningModule):
         return DataLoader(TensorDataset(torch.zeros(1, 2)), batch_size=1)
 
 
-@pytest.mark.parametrize(("kind", "last_step"), [(LightningModelCheckpoint, 2), (ModelCheckpoint, 6)])
-def test_last_ckpt_is_saved_at_every_validation_improved_or_not(tmp_path, kind, last_step):
-    # Validations at steps 2, 4 and 6 score 0 (best), -2 and -4. Lightning's own class keeps the last.ckpt of the
-    # best step (the row shows what recon's fixes); recon's saves it at each validation.
+class _Steps(Callback):
+    def __init__(self) -> None:
+        self.last = []
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint):
+        self.last.append(trainer.global_step)
+
+
+@pytest.mark.parametrize(("kind", "saves"), [(LightningModelCheckpoint, [2, 2]), (ModelCheckpoint, [2, 2, 4, 6, 7])])
+def test_last_ckpt_is_saved_at_every_validation_improved_or_not_and_at_the_end(tmp_path, kind, saves):
+    # Validations at steps 2, 4 and 6 score 0 (best), -2 and -4; the fit ends at step 7. Lightning's own class keeps
+    # the last.ckpt of the best step (the row shows what recon's fixes); recon's saves it at each validation and at
+    # the end (step 2 saves best.ckpt and last.ckpt).
     checkpoint = kind(dirpath=tmp_path, filename="best", monitor="val/score", mode="max", save_top_k=1,
                       save_last=True, enable_version_counter=False)
-    trainer = Trainer(max_steps=6, val_check_interval=2, num_sanity_val_steps=0, accelerator="cpu", logger=False,
-                      enable_progress_bar=False, enable_model_summary=False, callbacks=[checkpoint])
+    steps = _Steps()
+    trainer = Trainer(max_steps=7, val_check_interval=2, num_sanity_val_steps=0, accelerator="cpu", logger=False,
+                      enable_progress_bar=False, enable_model_summary=False, callbacks=[checkpoint, steps])
     trainer.fit(_Worsening())
     assert torch.load(tmp_path / "best.ckpt", weights_only=True)["global_step"] == 2
-    assert torch.load(tmp_path / "last.ckpt", weights_only=True)["global_step"] == last_step
+    assert torch.load(tmp_path / "last.ckpt", weights_only=True)["global_step"] == saves[-1]
+    assert steps.last == saves  # each checkpoint written once: no step saved twice
     assert sorted(p.name for p in tmp_path.iterdir()) == ["best.ckpt", "last.ckpt"]
