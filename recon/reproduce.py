@@ -9,9 +9,9 @@ below it.
 
 A profile is a YAML file under ``configs/table/`` naming the LightningCLI configs to compose, the encoders
 (each one more config), the seeds and any extra flags. Each (encoder, seed) run lives in
-``runs/table/<profile>/<encoder>-seed<seed>/``; a run whose results exist is skipped unless ``--redo``, and an
-interrupted run resumes from its ``last.ckpt``. All runs of one table share the W&B group
-``table-<profile>`` so the dashboard compares them side by side.
+``runs/table/<profile>/<encoder>-seed<seed>/``; a run whose results exist is skipped unless ``--redo`` (a run
+finished with other settings is refused, not reused), and an interrupted run resumes from its ``last.ckpt``.
+All runs of one table share the W&B group ``table-<profile>`` so the dashboard compares them side by side.
 """
 
 from __future__ import annotations
@@ -77,10 +77,28 @@ def load_profile(name_or_path: str, config_dir: Path = Path("configs/table")) ->
     if not path.is_file():
         known = sorted(p.stem for p in config_dir.glob("*.yaml"))
         raise FileNotFoundError(f"{path}: no such table profile; known profiles: {', '.join(known) or 'none'}")
-    raw = yaml.safe_load(path.read_text()) or {}
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        raise ValueError(f"{path}: not a YAML table profile ({' '.join(str(error).split())})") from None
+    if not isinstance(raw, dict):
+        raise ValueError(f"{path}: a table profile is a mapping of configs, encoders and seeds, got {raw!r}")
     missing = [key for key in ("configs", "encoders", "seeds") if key not in raw]
     if missing:
         raise ValueError(f"{path}: table profile lacks {', '.join(missing)} (expected configs, encoders, seeds)")
+    shapes = {
+        "configs": (_strings(raw["configs"]), "a list of config files, e.g. [configs/default.yaml]"),
+        "encoders": (isinstance(raw["encoders"], dict) and bool(raw["encoders"])
+                     and _strings(list(raw["encoders"].values())),
+                     "a mapping of row names to encoder configs, e.g. {baseline: configs/encoder/baseline.yaml}"),
+        "seeds": (isinstance(raw["seeds"], list) and bool(raw["seeds"])
+                  and all(isinstance(seed, int) and not isinstance(seed, bool) for seed in raw["seeds"]),
+                  "a list of integers, e.g. [0, 1]"),
+        "args": (_strings(raw.get("args", [])) or raw.get("args") == [], "a list of recon flags"),
+    }
+    for key, (right, expected) in shapes.items():
+        if not right:
+            raise ValueError(f"{path}: {key} is {raw.get(key)!r}; expected {expected}")
     for config in [*raw["configs"], *raw["encoders"].values()]:
         if not Path(config).is_file():
             raise FileNotFoundError(f"{path}: names config {config}, which does not exist")
@@ -94,17 +112,28 @@ def load_profile(name_or_path: str, config_dir: Path = Path("configs/table")) ->
     )
 
 
+def _strings(value: object) -> bool:
+    return isinstance(value, list) and bool(value) and all(isinstance(item, str) for item in value)
+
+
+class TableError(Exception):
+    """A table that cannot be built as asked (one line, exit status 1)."""
+
+
 def run_encoder(
     profile: TableProfile, encoder: str, seed: int, root: Path, data: str | None, redo: bool, extra: Sequence[str]
 ) -> dict:
     """Fit then test one (encoder, seed) in its own run folder; return its results with the training time."""
     run_dir = root / f"{encoder}-seed{seed}"
     entry = run_dir / ENTRY
-    if entry.is_file() and not redo:
-        return json.loads(entry.read_text())
     configs = [arg for config in [*profile.configs, profile.encoders[encoder]] for arg in ("-c", config)]
     common = [*configs, "--seed_everything", str(seed), "--trainer.default_root_dir", str(run_dir)]
-    common += [*profile.args, *(["--data.path", data] if data else []), *extra]
+    # a data file given is used as it is: never generated in place of a mistyped path
+    common += [*profile.args, *(["--data.path", data, "--data.synthesize", "false"] if data else []), *extra]
+    if entry.is_file() and not redo:
+        finished = json.loads(entry.read_text())
+        _check_same_run(run_dir, finished.get("command"), common)
+        return finished
     env = {
         **os.environ,
         "WANDB_MODE": os.environ.get("WANDB_MODE", "offline"),
@@ -127,8 +156,10 @@ def run_encoder(
             write_text(partial, json.dumps({"train_seconds": before + time.perf_counter() - started}))
             raise
         seconds = before + time.perf_counter() - started
-        write_text(fit_done, json.dumps({"train_seconds": seconds, "resumed": bool(resume)}))
+        write_text(fit_done, json.dumps({"train_seconds": seconds, "resumed": bool(resume), "command": common}))
         partial.unlink(missing_ok=True)
+    else:
+        _check_same_run(run_dir, json.loads(fit_done.read_text()).get("command"), common)
     written = run_dir / "results.json"  # the results writer's file in the run folder
     written.unlink(missing_ok=True)
     _run([sys.executable, "-m", "recon", "test", *common, "--ckpt_path", str(last)], env, run_dir)
@@ -138,6 +169,37 @@ def run_encoder(
     results.update(json.loads(fit_done.read_text()), encoder_name=encoder, seed=seed, profile=profile.name)
     write_text(entry, json.dumps(results, indent=2) + "\n")
     return results
+
+
+def _check_same_run(run_dir: Path, recorded: list[str] | None, command: list[str]) -> None:
+    """A finished run is reused only for the table it was made for: the same configs, seed, data and flags.
+    Otherwise its row would sit beside rows trained otherwise (another budget, another data file) without a word."""
+    if recorded is None or recorded == command:  # (a run from before runs recorded their command: reused)
+        return
+    then = [arg for arg in recorded if arg not in command]
+    now = [arg for arg in command if arg not in recorded]
+    raise TableError(f"{run_dir}: finished with other settings than this table's (then: {' '.join(then) or '-'}; "
+                     f"now: {' '.join(now) or '-'}); --redo (REDO=1) trains it again, or give the table a folder "
+                     "of its own (--runs, TABLE_RUNS)")
+
+
+def clear_run(run_dir: Path) -> None:
+    """What makes a run finished or resumable (its results, its checkpoints): ``--redo`` clears it for every run of
+    the table before training any, so that an interrupted redo continues without it."""
+    for name in (ENTRY, "fit.done", "fit.partial", "results.json"):
+        (run_dir / name).unlink(missing_ok=True)
+    for checkpoint in (run_dir / "checkpoints").glob("*.ckpt"):
+        checkpoint.unlink()
+
+
+def _folder_problem(path: Path, flag: str) -> str | None:
+    """Why ``path`` cannot be (or be made as) a folder: checked before any run trains."""
+    if path.exists() and not path.is_dir():
+        return f"{flag} {path}: is a file; expected a folder (it is made when missing)"
+    below = next((parent for parent in path.parents if parent.exists()), None)
+    if below is not None and not below.is_dir():
+        return f"{flag} {path}: {below} is a file, not a folder, so nothing can be made below it"
+    return None
 
 
 def _run(command: list[str], env: dict[str, str], run_dir: Path) -> None:
@@ -273,7 +335,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m recon.reproduce", description=__doc__.splitlines()[0])
     parser.add_argument("--profile", default="quick", help="configs/table/<profile>.yaml (quick, paper, smoke)")
     parser.add_argument("--data", help="dataset .h5 (e.g. the converted ShapeNet set); default: the profile's")
-    parser.add_argument("--redo", action="store_true", help="retrain encoders whose results already exist")
+    parser.add_argument("--redo", action="store_true", help="retrain every run of the table, finished or not (an "
+                        "interrupted redo then continues without --redo)")
     home = lambda text: Path(text).expanduser()  # noqa: E731 — `--runs=~/table`: the shell leaves that ~ alone
     parser.add_argument("--runs", type=home, default=Path("runs/table"), help="parent of the run folders")
     parser.add_argument("--out", type=home, default=Path("results"), help="folder for table.md and table.csv")
@@ -289,22 +352,35 @@ def main(argv: Sequence[str] | None = None) -> int:
     unknown = [e for e in encoders if e not in profile.encoders]
     if unknown:
         parser.error(f"unknown encoders {unknown}; profile {profile.name} has {list(profile.encoders)}")
+    encoders = list(dict.fromkeys(encoders))  # `--encoders baseline baseline`: one row, not a seed spread of one run
+    for path, flag in ((args.runs, "--runs"), (args.out, "--out")):
+        if problem := _folder_problem(path, flag):
+            parser.error(problem)
+    root = args.runs / profile.name
+    if args.redo:  # every run of the table is cleared first: an interrupted redo then continues without --redo
+        for encoder in encoders:
+            for seed in profile.seeds:
+                clear_run(root / f"{encoder}-seed{seed}")
+    again = "the same command without --redo (REDO=1)" if args.redo else "the same command"
     previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         runs = [
-            run_encoder(profile, encoder, seed, args.runs / profile.name, args.data, args.redo, args.extra)
+            run_encoder(profile, encoder, seed, root, args.data, False, args.extra)
             for encoder in encoders
             for seed in profile.seeds
         ]
     except RunInterrupted as stop:
         Console(stderr=True, soft_wrap=True).print(
-            f"interrupted: {stop}; the same command continues the table (finished runs are kept, this one "
-            "resumes from its last.ckpt)", highlight=False)
+            f"interrupted: {stop}; {again} continues the table (finished runs are kept, this one resumes from its "
+            "last.ckpt)", highlight=False)
         return stop.status
     except (KeyboardInterrupt, Terminated) as stop:  # between runs
-        message = "interrupted; the same command continues the table (finished runs are kept)"
+        message = f"interrupted; {again} continues the table (finished runs are kept)"
         Console(stderr=True, soft_wrap=True).print(message, highlight=False)
         return 130 if isinstance(stop, KeyboardInterrupt) else 143
+    except TableError as error:
+        Console(stderr=True, soft_wrap=True).print(f"error: {error}", highlight=False)
+        return 1
     finally:
         signal.signal(signal.SIGTERM, previous)
     rows = summarize(runs)

@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from recon import reproduce
 from recon.published import PUBLISHED
-from recon.reproduce import CATEGORIES, TableProfile, load_profile, render_markdown, summarize
+from recon.reproduce import CATEGORIES, ENTRY, RunInterrupted, TableProfile, load_profile, render_markdown, summarize
 from recon.reproduce import main as reproduce_main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -38,6 +39,78 @@ def test_profiles_name_existing_configs(capsys):
         assert "Traceback" not in err
     finally:
         os.chdir(cwd)
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("configs: [configs/default.yaml]\nencoders: [baseline]\nseeds: [0]\n", "encoders is ['baseline']; expected a "
+     "mapping of row names to encoder configs"),
+    ("configs: [configs/default.yaml]\nencoders: {b: configs/encoder/baseline.yaml}\nseeds: 0\n",
+     "seeds is 0; expected a list of integers"),
+    ("configs: configs/default.yaml\nencoders: {b: configs/encoder/baseline.yaml}\nseeds: [0]\n",
+     "configs is 'configs/default.yaml'; expected a list of config files"),
+    ("configs: [configs/default.yaml\n", "not a YAML table profile"),
+], ids=["encoders-list", "seeds-int", "configs-string", "yaml-error"])
+def test_a_malformed_profile_is_one_line_naming_it(tmp_path, monkeypatch, text, expected):
+    monkeypatch.chdir(ROOT)
+    profile = tmp_path / "mine.yaml"
+    profile.write_text(text)
+    with pytest.raises(ValueError, match=f"^{profile}: ") as error:
+        load_profile(str(profile))
+    assert expected in str(error.value)
+
+
+def test_a_finished_run_of_other_settings_is_refused_not_reused(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(ROOT)
+    runs = tmp_path / "runs"
+    run = runs / "smoke" / "baseline-seed0"
+    run.mkdir(parents=True)
+    args = ["--profile", "smoke", "--runs", str(runs), "--out", str(tmp_path / "out"), "--encoders", "baseline",
+            "--data", "data/x.h5"]
+    common = ["-c", "configs/default.yaml", "-c", "configs/trainer/cpu.yaml", "-c", "configs/encoder/baseline.yaml",
+              "--seed_everything", "0", "--trainer.default_root_dir", str(run), *load_profile("smoke").args,
+              "--data.path", "data/x.h5", "--data.synthesize", "false"]
+    result = {"encoder_name": "baseline", "seed": 0, "loss": 0.3, "miou": 0.4, "iou": {"chair": 0.4},
+              "train_seconds": 6.0}
+    (run / ENTRY).write_text(json.dumps({**result, "command": common}))
+    assert reproduce_main(args) == 0  # the same table: reused
+    assert reproduce_main([*args, "--", "--trainer.max_steps=8"]) == 1  # a longer budget: not beside the 2-step row
+    err = " ".join(capsys.readouterr().err.split())
+    assert f"error: {run}: finished with other settings than this table's (then: -; now: --trainer.max_steps=8); " \
+           "--redo (REDO=1) trains it again" in err
+
+
+def test_redo_clears_every_run_first_and_an_interrupted_redo_continues_without_it(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(ROOT)
+    runs = tmp_path / "runs"
+    folders = [runs / "smoke" / f"{encoder}-seed0" for encoder in ("baseline", "resnet")]
+    for folder in folders:
+        (folder / "checkpoints").mkdir(parents=True)
+        for name in (ENTRY, "fit.done", "results.json", "checkpoints/last.ckpt", "checkpoints/best.ckpt"):
+            (folder / name).write_text("{}")
+    started = []
+
+    def interrupted(profile, encoder, seed, root, data, redo, extra):
+        started.append(encoder)
+        raise RunInterrupted(root / f"{encoder}-seed{seed}", 130)
+
+    monkeypatch.setattr(reproduce, "run_encoder", interrupted)
+    args = ["--profile", "smoke", "--runs", str(runs), "--out", str(tmp_path / "out"), "--encoders", "baseline",
+            "resnet", "--redo"]
+    assert reproduce_main(args) == 130 and started == ["baseline"]
+    assert [sorted(p.name for p in folder.rglob("*") if p.is_file()) for folder in folders] == [[], []]
+    assert "the same command without --redo (REDO=1) continues the table" in " ".join(capsys.readouterr().err.split())
+
+
+def test_an_output_folder_that_cannot_be_made_is_refused_before_any_run(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(ROOT)
+    taken = tmp_path / "results.txt"
+    taken.write_text("mine")
+    monkeypatch.setattr(reproduce, "run_encoder", lambda *args: pytest.fail("a run started"))
+    for flag, path in (("--out", taken), ("--runs", taken / "runs")):
+        with pytest.raises(SystemExit) as exit_info:
+            reproduce_main(["--profile", "smoke", flag, str(path)])
+        assert exit_info.value.code == 2
+        assert f"error: {flag} {path}: " in capsys.readouterr().err
 
 
 def test_published_figures_are_sourced_means_only():
