@@ -317,14 +317,25 @@ def render_csv(rows: list[dict]) -> str:
     return out.getvalue()
 
 
+TERMINAL = [name for name in HEADER if name not in (*CATEGORIES, "data")]  # what fits a terminal; the rest: table.md
+
+
 def encoder_table(profile: TableProfile, rows: list[dict]) -> Table:
-    """The terminal table: our rows, then the published means and the original project's, dimmed."""
-    blank = [""] * (len(HEADER) - 3)
+    """The terminal table: our rows (without the per-category IoUs of table.md), then the published means and the
+    original project's, dimmed."""
+    blank = [""] * (len(TERMINAL) - 3)
     extra = [[f"[dim]{figure.method} (published)", "", f"[dim]{figure.mean_iou:.4f}", *blank] for figure in PUBLISHED]
     extra += [[f"[dim]{name} (original project)", f"[dim]{loss:.4f}", f"[dim]{iou:.4f}", *blank]
               for name, (loss, iou) in ORIGINAL_PROJECT.items()]
-    table = rich_table(HEADER, table_cells(rows, digits=3), f"encoder comparison ({profile.name})",
-                       "published: mean IoU only; their sources are listed in table.md")
+    shown = [HEADER.index(name) for name in TERMINAL]
+    cells = [[row[i] for i in shown] for row in table_cells(rows)]
+    data = "; ".join(dict.fromkeys(row.get("data") or "?" for row in rows))
+    table = rich_table(TERMINAL, cells, f"encoder comparison ({profile.name})", f"data: {data}. Per-category IoU "
+                       "in table.md and table.csv; published: mean IoU only, with their sources in table.md")
+    # Our names and numbers are never cut ("basel…", "0.30…"): in a narrow terminal the published names and the
+    # headers wrap instead.
+    for index, column in enumerate(table.columns):
+        column.min_width = max(len(row[index]) for row in cells)
     table.add_section()
     for row in extra:
         table.add_row(*row)
@@ -387,7 +398,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     write_text(args.out / "table.md", render_markdown(profile, rows))
     write_text(args.out / "table.csv", render_csv(rows))
-    console = Console()
+    console = Console(width=None if sys.stdout.isatty() else 120)  # a log file: the table's own width, not 80
     console.print(encoder_table(profile, rows))
     console.print(f"wrote {args.out / 'table.md'} and {args.out / 'table.csv'}")
     return 0

@@ -113,6 +113,21 @@ def test_an_output_folder_that_cannot_be_made_is_refused_before_any_run(tmp_path
         assert f"error: {flag} {path}: " in capsys.readouterr().err
 
 
+def test_the_terminal_table_shows_whole_names_and_numbers():
+    from rich.console import Console
+
+    from recon.reproduce import encoder_table
+
+    runs = [{"encoder_name": name, "seed": seed, "loss": 0.3, "miou": 0.4, "mpsnr": 15.2, "psnr_colors": "gray",
+             "iou": dict.fromkeys(CATEGORIES, 0.4), "train_seconds": 60.0, "data": "d/synthetic.h5",
+             "data_source": "synthetic"} for name in ("baseline", "baseline+color") for seed in (0, 1)]
+    console = Console(width=120, record=True)
+    console.print(encoder_table(TableProfile("quick", [], {}, [0, 1], []), summarize(runs)))
+    text = console.export_text()
+    assert "baseline+color " in text and "0.4000 ± 0.0000" in text and "15.20 ± 0.00 (gray)" in text
+    assert "…" not in text and "data: synthetic.h5 (synthetic)" in text
+
+
 def test_published_figures_are_sourced_means_only():
     run = {"encoder_name": "baseline", "seed": 0, "loss": 0.3, "miou": 0.4, "iou": dict.fromkeys(CATEGORIES, 0.4),
            "train_seconds": 60.0}
