@@ -21,7 +21,10 @@ import yaml
 
 from recon.atomic import pid_alive
 from recon.sweep import main as sweep_main
+from recon.sweep.fit_args import check_fit_args
+from recon.sweep.space import load_search_space
 from recon.sweep.storage import open_storage
+from recon.sweep.study import open_study, retry_failed, study_definition
 
 pytestmark = pytest.mark.slow
 
@@ -62,16 +65,18 @@ def wandb_config_item(key: str, value: object) -> bytes:
     return b"\n" + bytes([len(key)]) + key.encode() + b"\x82\x01" + bytes([len(text)]) + text
 
 
-def wait_for_fit_pid(driver: subprocess.Popen, folder: Path, name: str, timeout: float = 240) -> int:
-    """The process id of trial 0's ``recon fit``, as the sweep records it in the study, once it has started."""
+def wait_for_fit_pid(driver: subprocess.Popen, folder: Path, name: str, timeout: float = 240, number: int = 0) -> int:
+    """The process id of trial ``number``'s ``recon fit``, as the sweep records it in the study, once it has
+    started (a retry starts with the attributes of the trial it repeats: a process id of its own, then)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and driver.poll() is None:
         if (folder / "study.journal").is_file():
             trials = optuna.load_study(study_name=name, storage=open_storage(str(folder / "study.journal"))).trials
-            if trials and "fit_pid" in trials[0].user_attrs:
-                return trials[0].user_attrs["fit_pid"]
+            if len(trials) > number and trials[number].user_attrs.get("fit_pid") not in (
+                    None, *(trial.user_attrs.get("fit_pid") for trial in trials[:number])):
+                return trials[number].user_attrs["fit_pid"]
         time.sleep(0.5)
-    raise AssertionError("the sweep never started its first trial's recon fit")
+    raise AssertionError(f"the sweep never started trial {number}'s recon fit")
 
 
 def val_miou_by_step(run: Path) -> dict[int, float]:
@@ -189,6 +194,42 @@ def test_ctrl_c_stops_the_sweep_and_its_trial_in_one_message_and_a_rerun_runs_th
     assert rows[1]["model.lr"] == rows[0]["model.lr"]  # the interrupted trial's values, run again
 
 
+def wait_until_training(log: Path, timeout: float = 240) -> None:
+    """Until the trial's fit trains (the model summary is printed as the fit starts), and a little more."""
+    deadline = time.monotonic() + timeout
+    while "Total params" not in log.read_text() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    time.sleep(2)
+
+
+def test_ctrl_c_pressed_again_while_the_sweep_stops_loses_neither_the_enqueued_trial_nor_disk(shrink_flags, tmp_path):
+    root = tmp_path / "sweeps"
+    space = write_space(tmp_path, {"sweep": {"name": "again", "enqueue": [{"model.lr": 2.0e-4}]}, **LR_SPACE})
+    folder = root / "again"
+    long_fit = shrink_flags({"trainer.max_steps": 10_000, "trainer.val_check_interval": 10_000})
+    driver = subprocess.Popen([sys.executable, "-m", "recon", "sweep", *sweep_args(space, long_fit, root)],
+                              env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        wait_for_fit_pid(driver, folder, "again")
+        wait_until_training(folder / "trial-0" / "fit.log")
+        for _ in range(3):  # an impatient Ctrl-C, Ctrl-C, Ctrl-C: the later ones land while the sweep stops
+            os.killpg(driver.pid, signal.SIGINT)
+            time.sleep(0.4)
+        out, errors = driver.communicate(timeout=120)
+    finally:
+        driver.kill()
+    printed = (out + errors).decode()
+    assert driver.returncode == 130, printed[-3000:]
+    assert "Traceback" not in printed and "sweep again interrupted; the same command continues it" in printed
+    rows = read_trials(folder)
+    assert [(row["trial"], row["state"], float(row["model.lr"])) for row in rows] == [("0", "interrupted", 2.0e-4)]
+    checkpoints = folder / "trial-0" / "checkpoints"
+    assert not checkpoints.exists() or sorted(path.name for path in checkpoints.iterdir()) == []
+    # the published recipe runs again at the next run
+    study = optuna.load_study(study_name="again", storage=open_storage(str(folder / "study.journal")))
+    assert retry_failed(study) == [0] and study.trials[1].params == {"model.lr": 2.0e-4}
+
+
 def gone(pid: int, timeout: float) -> bool:
     """Whether process ``pid`` has ended (or is a zombie nobody reaped) within ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
@@ -208,10 +249,7 @@ def test_a_killed_sweep_takes_its_trial_with_it_and_a_rerun_runs_that_trial_agai
     try:
         fit_pid = wait_for_fit_pid(driver, folder, "orphan")
         log = folder / "trial-0" / "fit.log"
-        deadline = time.monotonic() + 240
-        while "Total params" not in log.read_text() and time.monotonic() < deadline:
-            time.sleep(0.5)  # until it trains (the model summary is printed as the fit starts)
-        time.sleep(2)
+        wait_until_training(log)
         driver.kill()  # kill -9: no handler runs in the sweep
         driver.wait()
         assert gone(fit_pid, timeout=60), "the trial's recon fit outlived its killed sweep"
@@ -219,12 +257,26 @@ def test_a_killed_sweep_takes_its_trial_with_it_and_a_rerun_runs_that_trial_agai
         driver.kill()
     fit_log = log.read_text()
     assert "recon fit: interrupted; exit status 143" in fit_log  # stopped as SIGTERM stops a fit: cleanly
+    checkpoints = folder / "trial-0" / "checkpoints"
+    assert (checkpoints / "last.ckpt").is_file()  # saved as it stopped
 
-    # The rerun fails the orphaned trial as interrupted and runs its values again.
-    assert sweep_main(sweep_args(space, shrink_flags(), root, "--sweep.trials", "1")) == 0
+    # The rerun, the same command (a study's settings are its own), fails the orphaned trial as interrupted,
+    # removes its checkpoints and runs its values again (stopped here, once that trial's fit has started).
+    rerun = subprocess.Popen([sys.executable, "-m", "recon", "sweep", *args], env=child_env(),
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        wait_for_fit_pid(rerun, folder, "orphan", number=1)
+        os.killpg(rerun.pid, signal.SIGINT)
+        _, errors = rerun.communicate(timeout=120)
+    finally:
+        rerun.kill()
+    assert rerun.returncode == 130, errors.decode()[-3000:]
+    assert "trials [0] were left running by a sweep process that is gone: marked interrupted" in errors.decode()
     rows = read_trials(folder)
     assert [(row["trial"], row["state"], row["retry_of"]) for row in rows] == [("0", "interrupted", ""),
-                                                                              ("1", "complete", "0")]
+                                                                              ("1", "interrupted", "0")]
+    assert rows[1]["model.lr"] == rows[0]["model.lr"]
+    assert sorted(path.name for path in checkpoints.iterdir()) == []  # 2 × ~300 MiB for a real model
 
 
 def test_two_processes_share_one_study_without_losing_or_duplicating_a_trial(shrink_flags, tmp_path):
@@ -259,8 +311,25 @@ def test_two_processes_share_one_study_without_losing_or_duplicating_a_trial(shr
         ({"model.lr": {"type": "float", "low": 1.0e-2, "high": 1.0e-4}}, "low (0.01) > high (0.0001)"),
         ({"model.color_loss": {"type": "categorical", "choices": []}}, "choices must be a non-empty list"),
         ({"trainer.max_steps": {"type": "categorical", "choices": [4, "many"]}}, "trainer.max_steps"),
+        ({"model.lr": {"type": "float", "low": float("nan"), "high": 1.0e-3}},
+         "model.lr: low must be a finite number for type float, got nan"),
+        ({"model.lr": {"type": "float", "low": 1.0e-5, "high": float("inf")}},
+         "model.lr: high must be a finite number for type float, got inf"),
+        ({"data.batch_size": {"type": "int", "low": 2, "high": 8, "step": 1.5}},
+         "data.batch_size: step must be a whole number for type int, got 1.5"),
+        ({"model.lr": {"type": "float", "low": 1.0e-5, "high": 1.0e-3, "log": "yes-please"}},
+         "model.lr: log must be true or false, got 'yes-please'"),
+        ({"sweep": {"trials": True}, **LR_SPACE}, "sweep.trials: expected a positive whole number, got True"),
+        ({"sweep": {"seed": "abc"}, **LR_SPACE}, "sweep.seed: expected a whole number from 0 to 2**32 - 1, got 'abc'"),
+        ({"sweep": {"name": 5}, **LR_SPACE}, "sweep.name: expected a plain name (a string), got 5"),
+        ({"sweep": {"name": ["a"]}, **LR_SPACE}, "sweep.name: expected a plain name (a string), got ['a']"),
+        ({"sweep": [], **LR_SPACE}, "sweep: expected a mapping of settings"),
+        ({"trainer.default_root_dir": {"type": "categorical", "choices": ["a", "b"]}},
+         "trainer.default_root_dir: the sweep sets it for every trial"),
     ],
-    ids=["unknown-key", "low-above-high", "empty-choices", "value-recon-fit-rejects"],
+    ids=["unknown-key", "low-above-high", "empty-choices", "value-recon-fit-rejects", "nan-low", "infinite-high",
+         "fractional-int-step", "log-not-a-boolean", "trials-a-boolean", "seed-not-a-number", "name-a-number",
+         "name-a-list", "sweep-a-list", "a-key-the-sweep-sets"],
 )
 def test_a_bad_search_space_fails_with_one_message_before_any_trial(space, message, shrink_flags, tmp_path, capsys):
     root = tmp_path / "sweeps"
@@ -283,9 +352,13 @@ def test_a_bad_search_space_fails_with_one_message_before_any_trial(space, messa
          "--sweep.storage postgresq://me:***@localhost/db: cannot open it (NoSuchModuleError: "),
         (["--sweep.storage", "sqlite:///{tmp}/absent/study.db"], "cannot open it (OperationalError: "),
         (["--sweep.name", "../beside"], "sweep name '../beside' (--sweep.name, or sweep.name in the space): expected"),
+        (["--sweep.root", "{tmp}/notes.txt/sweeps"],
+         "--sweep.root {tmp}/notes.txt/sweeps: {tmp}/notes.txt is a file, not a folder, so the sweep folder"),
+        (["--sweep.storage", "{tmp}/notes.txt"],
+         "--sweep.storage {tmp}/notes.txt: not an Optuna journal file (its first line is not a journal record)"),
     ],
     ids=["missing-config", "journal-below-a-file", "journal-is-a-folder", "journal-folder-missing",
-         "mistyped-scheme", "unreachable-database", "name-with-a-path"],
+         "mistyped-scheme", "unreachable-database", "name-with-a-path", "root-below-a-file", "storage-not-a-journal"],
 )
 def test_a_bad_command_line_fails_with_one_message_before_any_trial(extra, message, shrink_flags, tmp_path, capsys):
     root = tmp_path / "sweeps"
@@ -310,3 +383,71 @@ def test_trials_that_keep_failing_stop_the_sweep_with_the_fits_own_error(shrink_
     assert f"recon sweep: error: sweep broken: trials [0, 1] failed in a row; see their fit.log in {root / 'broken'}; " \
            f"{expected}" in error, error[-3000:]
     assert [row["state"] for row in read_trials(root / "broken")] == ["fail", "fail"]
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("model.lr: {type: float, low: 1.0e-5, high: 1.0e-3\n",
+         "found none: {path} is not valid YAML (expected ',' or '}', but got '<stream end>' at line 2, column 1)"),
+        ("", "found none: {path} is empty"),
+        ("model.sigma: 1.0e-4\nmodel.lr: {type: float, low: 1.0e-5, high: 1.0e-3}\n",
+         "{path}: model.sigma: expected a distribution such as {type: float, low: 1.0e-5, high: 1.0e-3, log: true}"),
+        ("model.lr: {low: 1.0e-5, high: 1.0e-3}\n",
+         "{path}: model.lr: expected {type: float|int|categorical, ...} (e.g. {type: float, low: 1.0e-5, high: "
+         "1.0e-3, log: true}), got no type"),
+    ],
+    ids=["yaml-syntax-error", "empty", "a-plain-value", "no-type"],
+)
+def test_a_search_space_file_that_is_none_says_what_is_wrong_with_it(text, message, shrink_flags, tmp_path, capsys):
+    root = tmp_path / "sweeps"
+    path = tmp_path / "space.yaml"
+    path.write_text(text)
+    assert sweep_main(sweep_args(path, shrink_flags(), root)) == 2
+    error = " ".join(capsys.readouterr().err.split())
+    assert error.startswith("recon sweep: error: ") and message.replace("{path}", str(path)) in error, error
+    assert not root.exists()
+
+
+def test_a_rerun_with_other_settings_than_the_study_s_trials_is_refused_in_one_line(shrink_flags, tmp_path, capsys):
+    root = tmp_path / "sweeps"
+    space = write_space(tmp_path, {"sweep": {"name": "fixed"}, **LR_SPACE})
+    folder = root / "fixed"
+    folder.mkdir(parents=True)
+    journal = str(folder / "study.journal")
+    # a study whose trials ran 4 steps, as `recon sweep ... --trainer.max_steps 4` would have made it
+    loaded = load_search_space(space)
+    earlier = check_fit_args(["-c", DEFAULT, *shrink_flags({"trainer.max_steps": 4})], loaded)
+    study = open_study("fixed", journal, loaded, 0, study_definition(loaded, earlier))
+    study.tell(study.ask(), 0.5)
+
+    assert sweep_main(sweep_args(space, shrink_flags(), root, "--sweep.trials", "2")) == 2
+    error = " ".join(capsys.readouterr().err.split())
+    assert error.startswith("recon sweep: error: sweep fixed: its trials ran with another search space or other "
+                            "settings than this command's (trainer.max_steps 4 then, 2 now); give another "
+                            f"--sweep.name for a new study, or remove {folder} to start this one over"), error
+    assert len(optuna.load_study(study_name="fixed", storage=open_storage(journal)).trials) == 1
+    assert not list(folder.glob("trial-*")) and not (folder / "trials.csv").exists()  # no trial, no table
+
+
+@pytest.mark.parametrize("checkpoint", [None, b"not a checkpoint"], ids=["no-best-ckpt", "recon-test-fails"])
+def test_test_best_that_cannot_test_the_best_trial_says_why_in_one_line(checkpoint, shrink_flags, tmp_path, capsys):
+    root = tmp_path / "sweeps"
+    space = write_space(tmp_path, {"sweep": {"name": "tested"}, **LR_SPACE})
+    folder = root / "tested"
+    run = folder / "trial-0"
+    (run / "checkpoints").mkdir(parents=True)
+    if checkpoint is not None:
+        (run / "checkpoints" / "best.ckpt").write_bytes(checkpoint)
+    study = optuna.create_study(study_name="tested", storage=open_storage(str(folder / "study.journal")),
+                                direction="maximize")
+    study.add_trial(optuna.trial.create_trial(
+        params={"model.lr": 1.0e-4}, value=0.5, user_attrs={"folder": str(run)},
+        distributions={"model.lr": optuna.distributions.FloatDistribution(1.0e-5, 1.0e-3, log=True)}))
+
+    assert sweep_main(sweep_args(space, shrink_flags(), root, "--sweep.trials", "1", "--test-best")) == 1
+    error = " ".join(capsys.readouterr().err.split())
+    expected = (f"--test-best: {run}/checkpoints/best.ckpt: the best trial, 0, has no best.ckpt" if checkpoint is None
+                else "--test-best: recon test of trial 0 failed (exit status 1: ")
+    assert f"recon sweep: error: {expected}" in error and "Traceback" not in error, error
+    assert (folder / "trials.csv").is_file()  # the tables are written all the same

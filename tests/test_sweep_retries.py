@@ -1,12 +1,23 @@
-"""Which failed sweep trials run again: a real Optuna study in memory, trials failed the ways a sweep fails them."""
+"""Which failed sweep trials run again: a real Optuna study in memory, trials failed the ways a sweep fails them;
+and which reruns may continue a study (one in a journal file)."""
 
 from __future__ import annotations
+
+import copy
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
 
 import optuna
 import pytest
 
 from recon.sweep.report import trial_rows
-from recon.sweep.study import INTERRUPTED, retry_failed, retry_of
+from recon.sweep.runner import end_orphans
+from recon.sweep.space import SearchSpace, load_search_space
+from recon.sweep.storage import open_storage
+from recon.sweep.study import INTERRUPTED, StudyMismatch, open_study, retry_failed, retry_of, study_definition
 
 
 def _fail(study: optuna.Study, *, interrupted: bool) -> optuna.trial.FrozenTrial:
@@ -52,3 +63,106 @@ def test_a_failed_trial_is_queued_once(study):
     assert [trial.state for trial in study.trials] == [optuna.trial.TrialState.FAIL, optuna.trial.TrialState.WAITING]
     assert [(row["state"], row["retry_of"], row["folder"]) for row in trial_rows(study)[1]] == [
         ("interrupted", "", "runs/trial-0"), ("waiting", 0, "")]  # no folder of its own yet
+
+
+def _dead_pid() -> int:
+    process = subprocess.Popen([sys.executable, "-c", ""])
+    process.wait()
+    return process.pid
+
+
+def test_a_trial_left_running_by_a_killed_sweep_is_interrupted_its_checkpoints_removed_its_time_its_own(
+        study, tmp_path):
+    trial = study.ask({"model.lr": optuna.distributions.FloatDistribution(1e-5, 1e-3, log=True)})
+    folder = tmp_path / "trial-0"
+    (folder / "checkpoints").mkdir(parents=True)
+    dead = _dead_pid()
+    for name in ("best.ckpt", "last.ckpt", f".last.ckpt.tmp-{dead}"):  # and a save the kill cut short
+        (folder / "checkpoints" / name).write_bytes(b"weights")
+    log = folder / "fit.log"
+    log.write_text("recon fit: interrupted; exit status 143\n")
+    start = study.trials[0].datetime_start.timestamp()
+    os.utime(log, (start + 7, start + 7))  # the fit's last word, 7 s into the trial: then the sweep was killed
+    trial.set_user_attr("folder", str(folder))
+    trial.set_user_attr("host", socket.gethostname())
+    trial.set_user_attr("sweep_pid", dead)  # kill -9: no handler of the sweep ran
+
+    assert end_orphans(study) == [0]
+    assert sorted(path.name for path in (folder / "checkpoints").iterdir()) == []  # ~300 MiB each
+    rows = trial_rows(study)[1]
+    assert [(row["state"], row["seconds"]) for row in rows] == [("interrupted", "7.0")]  # not until this rerun
+    assert retry_failed(study) == [0]
+    assert trial_rows(study)[1][1]["seconds"] == ""  # the retry waits: no time of its own yet
+
+
+def test_a_trial_left_running_keeps_its_checkpoints_with_keep_checkpoints_all(study, tmp_path):
+    trial = study.ask({"model.lr": optuna.distributions.FloatDistribution(1e-5, 1e-3, log=True)})
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / "last.ckpt").write_bytes(b"weights")
+    trial.set_user_attr("folder", str(tmp_path))
+    trial.set_user_attr("host", socket.gethostname())
+    trial.set_user_attr("sweep_pid", _dead_pid())
+    assert end_orphans(study, keep_checkpoints="all") == [0]
+    assert (tmp_path / "checkpoints" / "last.ckpt").is_file()
+
+
+def _space(tmp_path: Path, text: str) -> SearchSpace:
+    path = tmp_path / "space.yaml"
+    path.write_text(text)
+    return load_search_space(path)
+
+
+LR = "model.lr: {type: float, low: 1.0e-5, high: 1.0e-3, log: true}\n"
+FIT = {"trainer": {"max_steps": 4, "default_root_dir": "runs/a", "callbacks": [{"init_args": {"monitor": "val/miou"}}]},
+       "model": {"lr": 1.0e-4, "sigma": 1.0e-4}}
+
+
+def _with(config: dict, key: str, value: object) -> dict:
+    config = copy.deepcopy(config)
+    *parents, last = key.split(".")
+    node = config
+    for parent in parents:
+        node = node[parent]
+    node[last] = value
+    return config
+
+
+def test_a_rerun_with_another_space_or_other_settings_is_refused_before_anything_is_added_to_the_study(tmp_path):
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    url = str(tmp_path / "study.journal")
+    space = _space(tmp_path, "sweep: {enqueue: [{model.lr: 1.0e-4}]}\n" + LR)
+    study = open_study("s", url, space, 0, study_definition(space, FIT))
+    study.tell(study.ask(), 0.5)  # the enqueued trial ran
+
+    # the same command, or one that changes only what every trial sets itself or searches, continues the study
+    for fit in (FIT, _with(FIT, "trainer.default_root_dir", "runs/b"), _with(FIT, "model.lr", 1.0)):
+        assert len(open_study("s", url, space, 0, study_definition(space, fit)).trials) == 1
+
+    refused = [
+        (space, _with(FIT, "trainer.max_steps", 2), ["trainer.max_steps 4 then, 2 now"]),
+        (space, _with(FIT, "trainer.callbacks", [{"init_args": {"monitor": "val/loss"}}]),
+         ['trainer.callbacks[0].init_args.monitor "val/miou" then, "val/loss" now']),
+        (_space(tmp_path, LR + "model.sigma: {type: float, low: 1.0e-5, high: 1.0e-3}\n"), FIT,
+         ["model.sigma searched now, not then"]),
+        (_space(tmp_path, "model.lr: {type: float, low: 1.0e-6, high: 1.0e-3, log: true}\n"), FIT,
+         ["model.lr {type: float, low: 1e-05, high: 0.001, log: true} then, "
+          "{type: float, low: 1e-06, high: 0.001, log: true} now"]),
+        (_space(tmp_path, "model.sigma: {type: float, low: 1.0e-5, high: 1.0e-3}\n"),
+         FIT, ["model.sigma searched now, not then", "model.lr searched then, not now"]),
+    ]
+    for other, fit, changes in refused:
+        with pytest.raises(StudyMismatch) as error:
+            open_study("s", url, other, 0, study_definition(other, fit))
+        assert error.value.changes == changes
+    assert len(optuna.load_study(study_name="s", storage=open_storage(url)).trials) == 1  # nothing enqueued
+
+
+def test_a_study_with_no_trial_yet_takes_the_rerun_s_settings(tmp_path):
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    url = str(tmp_path / "study.journal")
+    space = _space(tmp_path, LR)
+    open_study("s", url, space, 0, study_definition(space, FIT))  # then stopped before its first trial
+    study = open_study("s", url, space, 0, study_definition(space, _with(FIT, "trainer.max_steps", 2)))
+    study.tell(study.ask(), 0.5)
+    with pytest.raises(StudyMismatch, match="trainer.max_steps 2 then, 4 now"):
+        open_study("s", url, space, 0, study_definition(space, FIT))

@@ -29,10 +29,10 @@ from recon.lifetime import child_env
 from recon.sweep.fit_args import check_fit_args
 from recon.sweep.options import SweepCommand, fit_flag, parse_command
 from recon.sweep.report import TEST_RESULT, best_trial, write_plots, write_tables
-from recon.sweep.runner import TrialFailed, TrialRunner, stop_running
+from recon.sweep.runner import TrialFailed, TrialRunner, end_orphans, fit_error, stop_running
 from recon.sweep.space import SearchSpaceError
 from recon.sweep.storage import is_rdb, rdb_error, storage_url
-from recon.sweep.study import count_trials, fail_orphans, open_study, retry_failed
+from recon.sweep.study import StudyMismatch, count_trials, open_study, retry_failed, study_definition
 
 MAX_FAILURES_IN_A_ROW = 3  # a sweep whose every trial fails (a broken config) stops instead of burning the budget
 
@@ -41,6 +41,10 @@ console = Console(stderr=True, soft_wrap=True)  # paths stay whole, on one line
 
 class SweepStopped(RuntimeError):
     """The sweep cannot make progress: its trials keep failing."""
+
+
+class BestUntested(RuntimeError):
+    """``--test-best`` could not test the best trial: no ``best.ckpt``, or its ``recon test`` failed."""
 
 
 class _NoTrialTraceback(logging.Filter):
@@ -55,59 +59,76 @@ class _NoTrialTraceback(logging.Filter):
 
 
 _OPTUNA_TRIAL_LOGGER = "optuna.study._optimize"  # the logger of Optuna's "Trial N failed …" warning
+_stopping = threading.Event()  # Ctrl-C or SIGTERM came: the sweep is stopping (see _terminate)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``recon sweep ...`` (``argv`` without the word ``sweep``): exit status 0; 2 for a bad command or search
-    space (before any trial); 1 when trials keep failing; 130 when interrupted (Ctrl-C or SIGTERM)."""
+    space, or one the study's trials did not run with (before any trial); 1 when trials keep failing or
+    ``--test-best`` cannot test the best trial; 130 when interrupted (Ctrl-C or SIGTERM, however often)."""
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     trial_logger = logging.getLogger(_OPTUNA_TRIAL_LOGGER)
     if not any(isinstance(f, _NoTrialTraceback) for f in trial_logger.filters):
         trial_logger.addFilter(_NoTrialTraceback())
     try:
         command = parse_command(sys.argv[2:] if argv is None else argv)
-        check_fit_args(command.fit_args, command.space)
+        fit_config = check_fit_args(command.fit_args, command.space)
     except SearchSpaceError as error:
-        console.print(f"recon sweep: [red]error:[/red] {error}", highlight=False)  # as `recon fit: error: …`
+        console.print(f"recon sweep: [red]error:[/red] {escape(str(error))}", highlight=False)  # as `recon fit: error: …`
         return 2
     options = command.options
     url = storage_url(options.storage, options.folder)
-    if not is_rdb(url):
+    if options.storage is None:
         options.folder.mkdir(parents=True, exist_ok=True)  # the journal's; an RDB that fails leaves no folder behind
     try:
-        study = open_study(options.name, url, command.space, options.seed)
+        study = open_study(options.name, url, command.space, options.seed, study_definition(command.space, fit_config))
+    except StudyMismatch as error:
+        start_over = "" if is_rdb(url) else f", or remove {options.folder} to start this one over"
+        console.print(f"recon sweep: [red]error:[/red] sweep {escape(options.name)}: its trials ran with another "
+                      f"search space or other settings than this command's ({escape(str(error))}); give another "
+                      f"--sweep.name for a new study{escape(start_over)}", highlight=False)
+        return 2
     except (ImportError, SQLAlchemyError) as error:  # an RDB: no driver, a mistyped scheme, no server
         if not is_rdb(url):
             raise
         console.print(f"recon sweep: [red]error:[/red] {escape(rdb_error(url, error))}", highlight=False)
         return 2
+    except ValueError as error:  # a journal Optuna cannot read (checked up front by its first line only)
+        if is_rdb(url):
+            raise
+        console.print(f"recon sweep: [red]error:[/red] {escape(url)}: Optuna cannot read this journal file "
+                      f"({type(error).__name__}: {escape(str(error))})", highlight=False)
+        return 2
     options.folder.mkdir(parents=True, exist_ok=True)
-    if orphans := fail_orphans(study):
+    if orphans := end_orphans(study, options.keep_checkpoints):
         console.print(f"trials {orphans} were left running by a sweep process that is gone: marked interrupted")
     if retried := retry_failed(study):
         console.print(f"trials {retried} did not finish: queued to run again with the same values")
     threads = max(1, _cpu_threads() // options.jobs)
     console.print(f"sweep {options.name}: {count_trials(study).finished} of {options.trials} trials finished; "
                   f"{options.jobs} at a time, {threads} threads each; folder {options.folder}", highlight=False)
+    _stopping.clear()
     previous = signal.signal(signal.SIGTERM, _terminate)
     previous_int = signal.getsignal(signal.SIGINT)
     if previous_int is signal.default_int_handler:  # (left alone where SIGINT is ignored, as in a nohup'd job)
         signal.signal(signal.SIGINT, _terminate)
     try:
-        run_trials(study, TrialRunner(command, url, threads), command, url)
-        if options.test_best:
-            test_best(command, study, url)
-    except SweepStopped as error:
-        console.print(f"recon sweep: [red]error:[/red] {error}", highlight=False)  # as `recon fit: error: …`
+        try:
+            run_trials(study, TrialRunner(command, url, threads), command, url)
+            if options.test_best:
+                test_best(command, study, url)
+        finally:
+            write_tables(study, options.folder, url)
+            write_plots(study, options.folder)
+    except (SweepStopped, BestUntested) as error:
+        console.print(f"recon sweep: [red]error:[/red] {escape(str(error))}", highlight=False)  # as `recon fit: error: …`
         return 1
     except KeyboardInterrupt:
         console.print(f"sweep {options.name} interrupted; the same command continues it (interrupted trials are retried)")
         return 130
-    finally:
+    finally:  # only now: a Ctrl-C more while the tables are written would end the sweep with a traceback
         signal.signal(signal.SIGTERM, previous)
         signal.signal(signal.SIGINT, previous_int)
-        write_tables(study, options.folder, url)
-        write_plots(study, options.folder)
     best = best_trial(study)
     if best is not None:
         console.print(f"best: trial {best.number}, val/miou {best.value:.4f}, {best.params}; "
@@ -165,7 +186,8 @@ def test_best(command: SweepCommand, study: optuna.Study, url: str) -> None:
     run = Path(best.user_attrs["folder"])
     checkpoint = run / "checkpoints" / "best.ckpt"
     if not checkpoint.is_file():
-        raise FileNotFoundError(f"{checkpoint}: the best trial has no best.ckpt (is ModelCheckpoint in the config?)")
+        raise BestUntested(f"--test-best: {checkpoint}: the best trial, {best.number}, has no best.ckpt (was "
+                           f"ModelCheckpoint in its config, and the run folder left in place?)")
     args = [*command.fit_args, *(fit_flag(k, v) for k, v in best.params.items()),
             f"--trainer.default_root_dir={run}", f"--ckpt_path={checkpoint}"]
     env = {**child_env(dict(os.environ)), "WANDB_MODE": os.environ.get("WANDB_MODE", "offline"),
@@ -176,8 +198,9 @@ def test_best(command: SweepCommand, study: optuna.Study, url: str) -> None:
         status = subprocess.run([sys.executable, "-m", "recon", "test", *args], stdout=log,
                                 stderr=subprocess.STDOUT, env=env).returncode
     if status != 0:
-        raise RuntimeError(f"--test-best: recon test of trial {best.number} failed (exit status {status}); "
-                           f"see {run}/test.log")
+        reason = fit_error(run / "test.log", "recon test")
+        raise BestUntested(f"--test-best: recon test of trial {best.number} failed (exit status {status}"
+                           f"{': ' + reason if reason else ''}); see {run}/test.log")
     results = json.loads(written.read_text()) if written.is_file() else {}
     entry = {"trial": best.number, "val_miou": best.value, "checkpoint": str(checkpoint),
              "miou": results.get("miou"), "results": results}
@@ -188,9 +211,15 @@ def test_best(command: SweepCommand, study: optuna.Study, url: str) -> None:
 def _terminate(signum: int, frame: object) -> None:
     """Ctrl-C and SIGTERM (a scheduler ending the job) stop the sweep: every trial process ends too (with
     ``--sweep.jobs`` > 1 those of the other threads, which a KeyboardInterrupt would not reach), and their trials
-    are marked failed, interrupted, and run again when the sweep is run again."""
+    are marked failed, interrupted, and run again when the sweep is run again.
+
+    Only the first raises KeyboardInterrupt: a second Ctrl-C (pressed again while the trials end) would land in
+    that cleanup, leaving a trial marked failed instead of interrupted (an enqueued recipe lost), its checkpoints
+    and no tables. Later ones send the trial processes SIGTERM again, and the sweep goes on stopping."""
     stop_running()
-    raise KeyboardInterrupt
+    if not _stopping.is_set():
+        _stopping.set()
+        raise KeyboardInterrupt
 
 
 def _cpu_threads() -> int:

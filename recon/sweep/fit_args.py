@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import yaml
 from typing_extensions import override
 
 from recon.cli import ReconCLI
@@ -39,24 +40,29 @@ class _ParseOnlyCLI(ReconCLI):
         pass
 
 
-def parse_fit_args(args: Sequence[str]) -> None:
-    """Parse ``args`` as ``recon fit`` would; raise ``ValueError`` with the parser's message if it rejects them."""
+def parse_fit_args(args: Sequence[str]) -> dict[str, Any]:
+    """Parse ``args`` as ``recon fit`` would and return the config it resolves (as its ``config.yaml`` records it);
+    raise ``ValueError`` with the parser's message if it rejects them."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # "args given while sys.argv has others": intended here
-            _ParseOnlyCLI(args=list(args), run=False,
-                          parser_kwargs={"exit_on_error": False})
+            cli = _ParseOnlyCLI(args=list(args), run=False,
+                                parser_kwargs={"exit_on_error": False})
     except Exception as error:  # jsonargparse's ArgumentError, or a config file that cannot be read
         raise ValueError(str(error).strip()) from None
     except SystemExit as error:  # defensive: a parser that exits instead of raising
         raise ValueError(f"recon fit exited with status {error.code}") from None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # skip_none, which newer jsonargparse calls skip_unset, as Lightning passes it
+        return yaml.safe_load(cli.parser.dump(cli.config, skip_none=False))
 
 
-def check_fit_args(fit_args: Sequence[str], space: SearchSpace) -> None:
+def check_fit_args(fit_args: Sequence[str], space: SearchSpace) -> dict[str, Any]:
     """Raise :class:`SearchSpaceError` (naming the file and key) unless ``recon fit`` accepts the configs and
-    every probe of the search space: both ends of each range, each choice."""
+    every probe of the search space: both ends of each range, each choice. Return the config of the configs and
+    flags alone, which every trial's values go into."""
     try:
-        parse_fit_args(fit_args)
+        config = parse_fit_args(fit_args)
     except ValueError as error:
         raise SearchSpaceError(f"`recon fit` rejects the sweep's configs and flags: {error}") from None
     for probe in space.probes():
@@ -64,6 +70,7 @@ def check_fit_args(fit_args: Sequence[str], space: SearchSpace) -> None:
             parse_fit_args([*fit_args, *(fit_flag(key, value) for key, value in probe.items())])
         except ValueError:
             _raise_for_culprit(fit_args, space, probe)
+    return config
 
 
 def _raise_for_culprit(fit_args: Sequence[str], space: SearchSpace, probe: dict[str, Any]) -> None:

@@ -17,8 +17,8 @@ from typing import Any
 
 import yaml
 
-from recon.sweep.space import SearchSpace, SearchSpaceError, is_search_space, load_search_space
-from recon.sweep.storage import is_rdb, journal_problem
+from recon.sweep.space import SearchSpace, SearchSpaceError, is_search_space, load_search_space, not_a_search_space
+from recon.sweep.storage import JOURNAL, is_rdb, journal_problem, not_a_journal
 
 DEFAULT_TRIALS = 10
 CONFIG_FLAGS = ("-c", "--config")
@@ -83,7 +83,7 @@ def option_parser() -> argparse.ArgumentParser:
 
 def parse_command(argv: Sequence[str]) -> SweepCommand:
     """Split ``argv`` into sweep options, the search space and ``recon fit``'s arguments; check the options."""
-    own, fit_args, spaces = [], [], []
+    own, fit_args, spaces, configs = [], [], [], []
     tokens = list(argv)
     i = 0
     while i < len(tokens):
@@ -102,6 +102,8 @@ def parse_command(argv: Sequence[str]) -> SweepCommand:
             if not Path(path).is_file() and not any(mark in path for mark in "{:\n"):
                 raise SearchSpaceError(f"{name} {path}: no such file" if path else f"{name} names no file")
             space = _read_space(path)
+            if space is None and Path(path).is_file():
+                configs.append(path)
             if space is None:
                 fit_args += tokens[i : i + step]
             else:
@@ -114,15 +116,18 @@ def parse_command(argv: Sequence[str]) -> SweepCommand:
     parsed = option_parser().parse_args(own)
     if len(spaces) != 1:
         found = ", ".join(str(space.path) for space in spaces) or "none"
+        # none: say what keeps a -c file that may have been meant as the search space from being one
+        reasons = [] if spaces else list(filter(None, (not_a_search_space(path) for path in configs)))
         raise SearchSpaceError(f"expected one search-space file among the -c files (e.g. "
-                               f"-c configs/sweep/recipe.yaml), found {found}")
+                               f"-c configs/sweep/recipe.yaml), found {found}{': ' if reasons else ''}"
+                               f"{'; '.join(reasons)}")
     space = spaces[0]
     settings = space.settings
     options = SweepOptions(
         name=parsed.name or settings.get("name") or space.path.stem,
         trials=_positive("--sweep.trials", parsed.trials if parsed.trials is not None else settings.get("trials", DEFAULT_TRIALS)),
         jobs=_positive("--sweep.jobs", parsed.jobs if parsed.jobs is not None else settings.get("jobs", 1)),
-        seed=int(parsed.seed if parsed.seed is not None else settings.get("seed", 0)),
+        seed=parsed.seed if parsed.seed is not None else settings.get("seed", 0),
         storage=parsed.storage,
         root=Path(parsed.root).expanduser(),
         test_best=parsed.test_best,
@@ -131,10 +136,16 @@ def parse_command(argv: Sequence[str]) -> SweepCommand:
     if not options.name or options.name in (".", "..") or "/" in options.name or "\\" in options.name:
         raise SearchSpaceError(f"sweep name {options.name!r} (--sweep.name, or sweep.name in the space): expected a "
                                f"plain name, which becomes the study's name and its folder below {options.root}")
+    if not 0 <= options.seed < 2**32:
+        raise SearchSpaceError(f"--sweep.seed must be a whole number from 0 to 2**32 - 1, got {options.seed}")
+    if problem := _folder_problem(options.folder):
+        raise SearchSpaceError(f"--sweep.root {options.root}: {problem}")
     if options.storage is not None and not is_rdb(options.storage):
         problem = journal_problem(Path(options.storage).expanduser().resolve())
         if problem:
             raise SearchSpaceError(f"--sweep.storage {problem}")
+    elif options.storage is None and (problem := not_a_journal(options.folder / JOURNAL)):
+        raise SearchSpaceError(f"{problem}; move it away to start the study {options.name} afresh")
     if options.keep_checkpoints not in KEEP_CHECKPOINTS:
         raise SearchSpaceError(f"sweep.keep_checkpoints must be one of {list(KEEP_CHECKPOINTS)}, got "
                                f"{options.keep_checkpoints!r}")
@@ -150,7 +161,15 @@ def _read_space(path: str) -> SearchSpace | None:
     return load_search_space(path) if is_search_space(raw) else None
 
 
+def _folder_problem(folder: Path) -> str | None:
+    """Why the sweep folder cannot be made at ``folder`` (a file there or above it), or None."""
+    below = next((path for path in (folder, *folder.parents) if path.exists()), None)
+    if below is not None and not below.is_dir():
+        return f"{below} is a file, not a folder, so the sweep folder {folder} cannot be made"
+    return None
+
+
 def _positive(option: str, value: Any) -> int:
-    if not isinstance(value, int) or value < 1:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise SearchSpaceError(f"{option} must be a positive whole number, got {value!r}")
     return value

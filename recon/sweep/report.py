@@ -21,7 +21,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from recon.atomic import atomic_write, write_text
 from recon.sweep.fit_args import CALLBACK
-from recon.sweep.study import interrupted, retry_of
+from recon.sweep.study import SECONDS, interrupted, retry_of
 
 PLOTS = {"history": "optimization history", "importances": "parameter importances",
          "parallel_coordinates": "parallel coordinates"}
@@ -39,7 +39,7 @@ def trial_rows(study: optuna.Study) -> tuple[list[str], list[dict[str, Any]]]:
             "trial": trial.number,
             "state": "interrupted" if trial.state == TrialState.FAIL and interrupted(trial) else trial.state.name.lower(),
             "val_miou": "" if trial.value is None else f"{trial.value:.6f}",
-            "seconds": "" if trial.duration is None else f"{trial.duration.total_seconds():.1f}",
+            "seconds": _seconds(trial),
             "last_step": "" if trial.last_step is None else trial.last_step,
             "retry_of": "" if retry_of(trial) is None else retry_of(trial),
         }
@@ -48,6 +48,14 @@ def trial_rows(study: optuna.Study) -> tuple[list[str], list[dict[str, Any]]]:
         row["folder"] = "" if trial.state == TrialState.WAITING else trial.user_attrs.get("folder", "")
         rows.append(row)
     return keys, rows
+
+
+def _seconds(trial: FrozenTrial) -> str:
+    """How long the trial ran: for one left running by a sweep that was killed, until its last sign of life (its
+    ``seconds``), not until the next sweep found it."""
+    if trial.state == TrialState.FAIL and trial.user_attrs.get(SECONDS) is not None:
+        return f"{float(trial.user_attrs[SECONDS]):.1f}"
+    return "" if trial.duration is None else f"{trial.duration.total_seconds():.1f}"
 
 
 def write_tables(study: optuna.Study, folder: Path, storage_url: str) -> None:

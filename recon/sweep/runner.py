@@ -15,11 +15,12 @@ from pathlib import Path
 
 import optuna
 
+from recon.atomic import remove_stale_temporaries
 from recon.lifetime import STOPPED, child_env
 from recon.sweep.callback import read_result
 from recon.sweep.fit_args import trial_args
 from recon.sweep.options import SweepCommand
-from recon.sweep.study import claim, mark_interrupted
+from recon.sweep.study import claim, fail_orphans, mark_interrupted
 
 FIT_LOG = "fit.log"
 BEST = "best.ckpt"  # the checkpoint of a trial's score (its best val/miou), which --test-best tests
@@ -67,6 +68,7 @@ class TrialRunner:
             try:
                 status = process.wait()
             except BaseException:  # Ctrl-C or the sweep stopped: never leave the trial's process behind
+                # (a further Ctrl-C while it ends raises nothing: see recon.sweep.command._terminate)
                 process.terminate()
                 process.wait()
                 mark_interrupted(trial)
@@ -83,13 +85,29 @@ class TrialRunner:
         return value
 
     def _drop_checkpoints(self, folder: Path, keep: tuple[str, ...]) -> None:
-        """With ``--sweep.keep_checkpoints best``, remove the ended trial's checkpoints but ``keep``: its last.ckpt
-        resumes nothing (a trial that runs again starts afresh in a folder of its own), and each is ~300 MiB."""
-        if self.command.options.keep_checkpoints == "all":
-            return
-        for checkpoint in sorted((folder / "checkpoints").glob("*.ckpt")):
-            if checkpoint.name not in keep:
-                checkpoint.unlink(missing_ok=True)
+        drop_checkpoints(folder, keep, self.command.options.keep_checkpoints)
+
+
+def drop_checkpoints(folder: Path, keep: tuple[str, ...], keep_checkpoints: str = "best") -> None:
+    """With ``--sweep.keep_checkpoints best``, remove the ended trial's checkpoints but ``keep``, and what a save
+    that was cut short left (``.last.ckpt.tmp-<pid>``): its last.ckpt resumes nothing (a trial that runs again
+    starts afresh in a folder of its own), and each is ~300 MiB."""
+    if keep_checkpoints == "all":
+        return
+    for checkpoint in sorted((folder / "checkpoints").glob("*.ckpt")):
+        if checkpoint.name not in keep:
+            checkpoint.unlink(missing_ok=True)
+    remove_stale_temporaries(folder / "checkpoints")
+
+
+def end_orphans(study: optuna.Study, keep_checkpoints: str = "best") -> list[int]:
+    """Fail the trials left running by a sweep process that is gone (``kill -9``) as interrupted, as that sweep
+    would have, their checkpoints removed; return their numbers."""
+    orphans = fail_orphans(study)
+    for trial in orphans:
+        if trial.user_attrs.get("folder"):
+            drop_checkpoints(Path(trial.user_attrs["folder"]), (), keep_checkpoints)
+    return [trial.number for trial in orphans]
 
 
 def stop_running() -> None:
@@ -105,7 +123,7 @@ def _score(trial: optuna.Trial, folder: Path, status: int) -> float:
         raise TrialFailed(f"trial {trial.number}: recon fit was interrupted ({STOPPED[status]}); it will run again")
     if status != 0:
         how = f"killed by {signal.Signals(-status).name}" if status < 0 else f"exit status {status}"
-        reason = _fit_error(log)
+        reason = fit_error(log)
         if reason:
             trial.set_user_attr("error", reason)
         raise TrialFailed(f"trial {trial.number}: recon fit failed ({how}{': ' + reason if reason else ''}); its "
@@ -121,9 +139,9 @@ def _score(trial: optuna.Trial, folder: Path, status: int) -> float:
     return max(reports.values())
 
 
-def _fit_error(log: Path) -> str | None:
-    """The one-line error ``recon fit`` ended with (``recon fit: error: …``, without that prefix), if it did."""
-    prefix = "recon fit: error: "
+def fit_error(log: Path, command: str = "recon fit") -> str | None:
+    """The one-line error ``command`` ended with (``recon fit: error: …``, without that prefix), if it did."""
+    prefix = f"{command}: error: "
     try:
         lines = log.read_text(errors="replace").splitlines()
     except OSError:

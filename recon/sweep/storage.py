@@ -9,6 +9,7 @@ of a machine that died and queues each once more.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from optuna.storages import BaseStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
@@ -34,6 +35,29 @@ def journal_problem(path: Path) -> str | None:
         return problem
     if not path.parent.is_dir():
         return f"{path}: the journal file's folder {path.parent} does not exist; create it, or name another file"
+    if problem := not_a_journal(path):
+        return f"{problem}; name a new file, or a sweep's {JOURNAL}"
+    return None
+
+
+def not_a_journal(path: Path) -> str | None:
+    """Why the file at ``path`` is not an Optuna journal (its first line is no journal record), or None (a
+    journal, or no file or an empty one yet)."""
+    try:
+        with open(path, "rb") as file:
+            first = file.readline(1 << 20)
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+        return None
+    except OSError as error:
+        return f"{path}: cannot be read ({error.strerror})"
+    if not first or (not first.endswith(b"\n") and first.startswith(b'{"op_code"')):
+        return None  # empty, or its first record still being written by another process
+    try:
+        record = json.loads(first)
+    except ValueError:  # not UTF-8 (an HDF5 file, a checkpoint) or not JSON
+        record = None
+    if not (isinstance(record, dict) and "op_code" in record):
+        return f"{path}: not an Optuna journal file (its first line is not a journal record)"
     return None
 
 

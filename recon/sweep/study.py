@@ -8,24 +8,33 @@ A trial that did not finish is marked failed and queued once more with the same 
   two Ctrl-Cs;
 - one whose process failed on its own (crashed, killed with SIGKILL, no ``val/miou``) is retried once: a second
   such failure in its chain is final.
+
+What every trial of a study shares, its search space and the ``recon fit`` config its trials' values go into, is
+recorded in the study when it is made (:func:`check_definition`): a rerun with another space or other settings
+would rank trials that are not comparable together, and is refused.
 """
 
 from __future__ import annotations
 
 import copy
+import json
 import os
 import socket
+import time
 import warnings
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import optuna
+from optuna.distributions import BaseDistribution, distribution_to_json, json_to_distribution
 from optuna.pruners import MedianPruner
 from optuna.samplers import TPESampler
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 
 from recon.atomic import pid_alive
-from recon.sweep.space import SearchSpace
+from recon.sweep.space import PER_TRIAL, SearchSpace
 from recon.sweep.storage import open_storage
 
 with warnings.catch_warnings():
@@ -34,6 +43,9 @@ with warnings.catch_warnings():
 
 MAX_FAILURES = 1  # failures of a trial's values (interruptions aside) after which they are not tried again
 INTERRUPTED = "interrupted"  # user attribute: the trial was stopped with its sweep, not failed on its own
+SECONDS = "seconds"  # user attribute: how long a trial left running by a dead sweep ran (its folder's last write)
+DEFINITION = "definition"  # study user attribute: what every trial shares (see check_definition)
+ORPHAN_FIT_SECONDS = 10  # how long a rerun waits for the fit of a dead sweep's trial to end before cleaning up
 
 
 @dataclass(frozen=True)
@@ -56,8 +68,18 @@ def count_trials(study: optuna.Study) -> TrialCounts:
     )
 
 
-def open_study(name: str, storage_url: str, space: SearchSpace, seed: int) -> optuna.Study:
-    """Create the study ``name`` (maximising ``val/miou``) or continue it.
+class StudyMismatch(RuntimeError):
+    """A rerun's search space or settings are not those the study's trials ran with (``changes`` says how)."""
+
+    def __init__(self, changes: list[str]) -> None:
+        super().__init__("; ".join(changes))
+        self.changes = changes
+
+
+def open_study(name: str, storage_url: str, space: SearchSpace, seed: int,
+               definition: dict[str, Any] | None = None) -> optuna.Study:
+    """Create the study ``name`` (maximising ``val/miou``) or continue it; raise :class:`StudyMismatch`, before
+    anything is added to it, if its trials ran with another ``definition`` (:func:`study_definition`).
 
     The TPE sampler is seeded with ``seed`` plus the number of trials already in the study, so a fresh sweep
     is reproducible and a continued one does not redraw its first trials' values. ``constant_liar`` keeps
@@ -67,8 +89,10 @@ def open_study(name: str, storage_url: str, space: SearchSpace, seed: int) -> op
     pruner = MedianPruner(**(space.settings.get("pruner") or {}))
     study = optuna.create_study(study_name=name, storage=storage, direction="maximize", load_if_exists=True,
                                 pruner=pruner)
+    if definition is not None and (changes := check_definition(study, definition)):
+        raise StudyMismatch(changes)
     existing = len(study.get_trials(deepcopy=False))
-    sampler = TPESampler(seed=seed + existing, constant_liar=True)
+    sampler = TPESampler(seed=(seed + existing) % 2**32, constant_liar=True)
     study = optuna.load_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner)
     for values in space.enqueued:
         study.enqueue_trial(values, skip_if_exists=True)
@@ -81,6 +105,7 @@ def claim(trial: optuna.Trial, fit_pid: int | None = None) -> None:
     trial.set_user_attr("host", socket.gethostname())
     trial.set_user_attr("sweep_pid", os.getpid())
     trial.set_user_attr(INTERRUPTED, False)
+    trial.set_user_attr(SECONDS, None)
     if fit_pid is not None:
         trial.set_user_attr("fit_pid", fit_pid)
 
@@ -94,18 +119,38 @@ def interrupted(trial: FrozenTrial) -> bool:
     return bool(trial.user_attrs.get(INTERRUPTED))
 
 
-def fail_orphans(study: optuna.Study) -> list[int]:
-    """Fail the running trials whose sweep process on this machine no longer exists, as interrupted; return their
-    numbers."""
+def fail_orphans(study: optuna.Study) -> list[FrozenTrial]:
+    """Fail the running trials whose sweep process on this machine no longer exists, as interrupted; return them.
+
+    Their ``recon fit`` stops with its sweep (within a second, saving ``last.ckpt``): it is given
+    ``ORPHAN_FIT_SECONDS`` to, so that what it leaves can be removed. Optuna ends the trial now; its ``seconds``
+    user attribute is how long it ran, until its run folder's last write."""
     orphans = []
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         attrs = trial.user_attrs
         pid = attrs.get("sweep_pid")
         if attrs.get("host") == socket.gethostname() and not (isinstance(pid, int) and pid_alive(pid)):
-            study._storage.set_trial_user_attr(trial._trial_id, INTERRUPTED, True)
-            study.tell(trial.number, state=TrialState.FAIL)
-            orphans.append(trial.number)
+            orphans.append(trial)
+    deadline = time.monotonic() + ORPHAN_FIT_SECONDS
+    for trial in orphans:
+        fit_pid = trial.user_attrs.get("fit_pid")
+        while isinstance(fit_pid, int) and pid_alive(fit_pid) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        study._storage.set_trial_user_attr(trial._trial_id, INTERRUPTED, True)
+        last = _last_write(trial.user_attrs.get("folder"))
+        if last is not None and trial.datetime_start is not None:
+            seconds = max(0.0, last - trial.datetime_start.timestamp())
+            study._storage.set_trial_user_attr(trial._trial_id, SECONDS, round(seconds, 1))
+        study.tell(trial.number, state=TrialState.FAIL)
     return orphans
+
+
+def _last_write(folder: str | None) -> float | None:
+    """When a file directly in the run folder ``folder`` (its fit.log, …) was last written, or None."""
+    if not folder or not Path(folder).is_dir():
+        return None
+    times = [path.stat().st_mtime for path in Path(folder).iterdir() if path.is_file()]
+    return max(times, default=None)
 
 
 def retry_failed(study: optuna.Study) -> list[int]:
@@ -135,3 +180,66 @@ def retry_of(trial: FrozenTrial) -> int | None:
     history = retry_history(trial)
     return history[-1] if history else None
 
+
+
+def study_definition(space: SearchSpace, fit_config: dict[str, Any]) -> dict[str, Any]:
+    """What every trial of a study shares: the search space (each key's distribution) and ``fit_config``, the
+    ``recon fit`` config that its trials' values go into, flattened to dotted keys (``trainer.max_steps``;
+    ``trainer.callbacks[0].init_args.monitor``), less the keys the sweep sets per trial and the searched ones."""
+    searched = set(space.params)
+    fit = {key: value for key, value in _flatten(json.loads(json.dumps(fit_config, default=str))).items()
+           if key not in PER_TRIAL and not any(key == s or key.startswith((s + ".", s + "[")) for s in searched)}
+    return {"space": {key: distribution_to_json(d) for key, d in space.params.items()}, "fit": fit}
+
+
+def check_definition(study: optuna.Study, definition: dict[str, Any]) -> list[str]:
+    """Record ``definition`` (:func:`study_definition`) in a study that has none, or no trial yet; for one that
+    has, return how the rerun's differs (``trainer.max_steps 4 then, 2 now``), or [] if it does not.
+
+    Only the settings both know are compared: a key that a newer recon added, or an older one had, is none of
+    the user's doing. A study made before definitions were recorded gets the rerun's."""
+    recorded = study.user_attrs.get(DEFINITION)
+    if recorded is None or not study.get_trials(deepcopy=False):
+        study.set_user_attr(DEFINITION, definition)
+        return []
+    changes = []
+    old, new = recorded.get("space", {}), definition["space"]
+    for key in [*new, *(key for key in old if key not in new)]:
+        if key not in old:
+            changes.append(f"{key} searched now, not then")
+        elif key not in new:
+            changes.append(f"{key} searched then, not now")
+        elif json_to_distribution(old[key]) != json_to_distribution(new[key]):
+            changes.append(f"{key} {_describe(json_to_distribution(old[key]))} then, "
+                           f"{_describe(json_to_distribution(new[key]))} now")
+    old_fit, new_fit = recorded.get("fit", {}), definition["fit"]
+    changes += [f"{key} {_show(old_fit[key])} then, {_show(value)} now" for key, value in new_fit.items()
+                if key in old_fit and old_fit[key] != value]
+    return changes
+
+
+def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": [1]}}`` as ``{"a.b[0]": 1}``."""
+    if isinstance(value, dict) and value:
+        items = [(f"{prefix}.{key}" if prefix else str(key), item) for key, item in value.items()]
+    elif isinstance(value, list) and value:
+        items = [(f"{prefix}[{i}]", item) for i, item in enumerate(value)]
+    else:
+        return {prefix: value}
+    return {key: leaf for name, item in items for key, leaf in _flatten(item, name).items()}
+
+
+def _describe(distribution: BaseDistribution) -> str:
+    """A distribution as the search-space file writes it: ``{type: float, low: 1e-05, high: 0.001, log: true}``."""
+    if isinstance(distribution, optuna.distributions.CategoricalDistribution):
+        return f"{{type: categorical, choices: {_show(list(distribution.choices))}}}"
+    kind = "int" if isinstance(distribution, optuna.distributions.IntDistribution) else "float"
+    fields = [f"type: {kind}", f"low: {distribution.low}", f"high: {distribution.high}"]
+    fields += ["log: true"] if distribution.log else []
+    if distribution.step is not None and not (kind == "int" and distribution.step == 1):
+        fields.append(f"step: {distribution.step}")
+    return "{" + ", ".join(fields) + "}"
+
+
+def _show(value: Any) -> str:
+    return json.dumps(value)
