@@ -167,6 +167,7 @@ class ViewPairDataModule(pl.LightningDataModule):
         self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
         self.persistent_workers = persistent_workers
         self.predict_images = predict_images
+        self._predict_dataset: tuple[tuple[str, int], ImageFolderDataset] | None = None  # (pattern, size), images
         self.image_size = image_size
         self._info: ViewsFileInfo | None = None
         self._objects: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # split -> (object indices, categories)
@@ -348,7 +349,7 @@ class ViewPairDataModule(pl.LightningDataModule):
         from recon.datamodules.images import ImageFolderDataset
 
         size = self.image_size or (self.info.layout.image_size if Path(self.path).exists() else 64)
-        made = getattr(self, "_predict_dataset", None)
+        made = self._predict_dataset
         if made is None or made[0] != (self.predict_images, size):
             made = ((self.predict_images, size), ImageFolderDataset(self.predict_images, image_size=size))
             self._predict_dataset = made

@@ -7,6 +7,7 @@ later config files and flags win. Every configurable class lives in ``recon.*`` 
 
 from __future__ import annotations
 
+import functools
 import importlib
 import inspect
 import logging
@@ -476,19 +477,25 @@ def _checkpoint_file_error(ckpt_path: str | None) -> Exception | None:
         return DataFileError(_unreadable_checkpoint(path, "truncated, damaged or not a checkpoint (a .ckpt is a zip "
                                                           "archive, and this file has no zip directory; "
                                                           f"{human_size(path.stat().st_size)})"))
-    # Checksums too (~0.3 s for a 300 MiB checkpoint): torch reads a member without checking its CRC, so a copy
-    # damaged in the middle restored silently, with wrong weights.
+    stat = path.stat()
+    problem = _archive_problem(str(path.resolve()), stat.st_mtime_ns, stat.st_size)
+    return DataFileError(_unreadable_checkpoint(path, problem)) if problem else None
+
+
+@functools.lru_cache(maxsize=8)
+def _archive_problem(path: str, mtime_ns: int, size: int) -> str | None:
+    """Why the zip archive at ``path`` is no whole torch checkpoint, or None; once per file version (the command
+    checks its checkpoint twice). Checksums too (~0.3 s for a 300 MiB checkpoint): torch reads a member without
+    checking its CRC, so a copy damaged in the middle restored silently, with wrong weights."""
     try:
         with zipfile.ZipFile(path) as archive:
             if not any(name == "data.pkl" or name.endswith("/data.pkl") for name in archive.namelist()):
-                return DataFileError(_unreadable_checkpoint(path, "not a checkpoint (a zip archive, but not one torch "
-                                                                  "wrote: it holds no data.pkl)"))
+                return "not a checkpoint (a zip archive, but not one torch wrote: it holds no data.pkl)"
             damaged = archive.testzip()
     except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, ValueError) as error:
-        return DataFileError(_unreadable_checkpoint(path, f"damaged ({error})"))
+        return f"damaged ({error})"
     if damaged is not None:
-        return DataFileError(_unreadable_checkpoint(path, f"damaged: its part {damaged} fails its checksum (a copy "
-                                                          "that went wrong, or a failing disk)"))
+        return f"damaged: its part {damaged} fails its checksum (a copy that went wrong, or a failing disk)"
     return None
 
 

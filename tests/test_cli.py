@@ -289,6 +289,16 @@ def test_a_checkpoint_file_that_is_missing_cut_short_or_another_file_is_one_line
             "checkpoints"]  # no run folder, config, log or W&B run
     # `best` outside the fit that saved it: the run folder's best.ckpt, as `last` is its last.ckpt
     assert main(["test", "-c", DEFAULT, *shrink_flags(), "--ckpt_path=best"]) == 0
+    # a test of no batch: Lightning ends it with status 0 and no word
+    capsys.readouterr()
+    assert main(["test", "-c", DEFAULT, *shrink_flags(), "--ckpt_path=last", "--trainer.limit_test_batches=0"]) == 1
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        "recon test: error: --trainer.limit_test_batches 0: recon test would score no item; leave it out for every "
+        "batch, or give a number of batches or a fraction above 0")
+    assert main(["validate", "-c", DEFAULT, *shrink_flags(), "--ckpt_path=last", f"--export.dirpath={tmp_path / 'm'}",
+                 "--trainer.limit_val_batches=1"]) == 0
+    assert (f"recon validate: --export.dirpath {tmp_path / 'm'} is not used: validate writes no meshes"
+            in capsys.readouterr().err)
     assert yaml.safe_load((tmp_path / "run" / "config-test.yaml").read_text())["ckpt_path"] == str(
         last.with_name("best.ckpt"))
 
