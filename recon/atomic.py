@@ -29,6 +29,13 @@ def temporary_path(path: str | os.PathLike[str], pid: int | None = None) -> Path
     return path.parent / f".{path.name}.tmp-{os.getpid() if pid is None else pid}"
 
 
+def file_above(path: str | os.PathLike[str]) -> Path | None:
+    """The file standing where a folder above ``path`` should be (its nearest existing parent, when that is no
+    folder), or None: nothing can be made at ``path`` then."""
+    below = next((parent for parent in Path(path).parents if parent.exists()), None)
+    return below if below is not None and not below.is_dir() else None
+
+
 def file_path_problem(path: str | os.PathLike[str], what: str, example: str) -> str | None:
     """Why no file can be written at ``path`` (a folder stands there, or a file where a folder above it should
     be), or None: checked before a command does any work. ``what`` and ``example`` name the file in the message
@@ -36,8 +43,7 @@ def file_path_problem(path: str | os.PathLike[str], what: str, example: str) -> 
     path = Path(path)
     if path.is_dir():
         return f"{path}: is a folder; give the {what}'s name, e.g. {path / example}"
-    below = next((parent for parent in path.parents if parent.exists()), None)
-    if below is not None and not below.is_dir():
+    if (below := file_above(path)) is not None:
         return f"{path}: {below} is a file, not a folder, so nothing can be written below it"
     return None
 

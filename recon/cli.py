@@ -31,6 +31,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from typing_extensions import override
 
 from recon.allocator import keep_freed_memory
+from recon.atomic import file_above
 from recon.callbacks import InterruptCheckpoint, MeshWriter, StepProgressBar
 from recon.callbacks.interrupt import forget_interrupts, interrupt_status
 from recon.checkpoint_io import AtomicCheckpointIO
@@ -257,8 +258,7 @@ class ReconCLI(LightningCLI):
         for flag, folder in folders.items():
             if folder and Path(folder).exists() and not Path(folder).is_dir():
                 raise ConfigError(f"{flag} {folder}: is a file; expected a folder (it is made when missing)")
-            below = next((parent for parent in Path(folder or ".").parents if parent.exists()), None)
-            if folder and below is not None and not below.is_dir():
+            if folder and (below := file_above(folder)) is not None:
                 raise ConfigError(f"{flag} {folder}: {below} is a file, not a folder, so nothing can be made below it")
         if self.subcommand == "predict":
             self._check_predictions_keep_inputs()

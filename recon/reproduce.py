@@ -34,7 +34,7 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
-from recon.atomic import write_text
+from recon.atomic import file_above, write_text
 from recon.datamodules.categories import SHAPENET_CATEGORIES
 from recon.lifetime import STOPPED, child_env
 from recon.published import ORIGINAL_PROJECT, PUBLISHED
@@ -196,8 +196,7 @@ def _folder_problem(path: Path, flag: str) -> str | None:
     """Why ``path`` cannot be (or be made as) a folder: checked before any run trains."""
     if path.exists() and not path.is_dir():
         return f"{flag} {path}: is a file; expected a folder (it is made when missing)"
-    below = next((parent for parent in path.parents if parent.exists()), None)
-    if below is not None and not below.is_dir():
+    if (below := file_above(path)) is not None:
         return f"{flag} {path}: {below} is a file, not a folder, so nothing can be made below it"
     return None
 

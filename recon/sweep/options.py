@@ -17,6 +17,7 @@ from typing import Any
 
 import yaml
 
+from recon.atomic import file_above
 from recon.sweep.space import SearchSpace, SearchSpaceError, is_search_space, load_search_space, not_a_search_space
 from recon.sweep.storage import JOURNAL, is_rdb, journal_problem, not_a_journal
 
@@ -163,8 +164,8 @@ def _read_space(path: str) -> SearchSpace | None:
 
 def _folder_problem(folder: Path) -> str | None:
     """Why the sweep folder cannot be made at ``folder`` (a file there or above it), or None."""
-    below = next((path for path in (folder, *folder.parents) if path.exists()), None)
-    if below is not None and not below.is_dir():
+    below = folder if folder.exists() and not folder.is_dir() else file_above(folder)
+    if below is not None:
         return f"{below} is a file, not a folder, so the sweep folder {folder} cannot be made"
     return None
 
