@@ -12,6 +12,7 @@ import importlib
 import inspect
 import logging
 import os
+import re
 import shutil
 import sys
 import warnings
@@ -50,7 +51,7 @@ from recon.lifetime import stop_with_parent
 from recon.module import ReconModule
 from recon.run_lock import run_folder_lock
 
-DEFAULT_CONFIG = "configs/default.yaml"  # the main job's recipe; relative to the working folder
+DEFAULT_CONFIG = "configs/default.yaml"  # the main job's recipe: the working folder's, else the one recon ships
 DESCRIPTION = ("recon: single-view 3D mesh reconstruction trained through a soft rasterizer (SoftRas). Also `recon "
                "sweep` (hyperparameter search: `recon sweep --help`) and `recon-data` (datasets: `recon-data --help`).")
 
@@ -91,6 +92,30 @@ class RunConfigSaver(SaveConfigCallback):
             run.save(str(path), base_path=run.dir, policy="now")
 
 
+def shipped_config(relative: str | Path) -> Path | None:
+    """The file ``configs/…`` (``relative``) as recon ships it, where it exists: installed with the package
+    (``recon/configs``), or in the source checkout the package runs from (an editable install)."""
+    name = Path(relative)
+    if name.is_absolute() or name.parts[:1] != ("configs",):
+        return None
+    package = Path(__file__).resolve().parent
+    checkout = package.parent
+    for folder in (package, checkout if (checkout / "pyproject.toml").is_file() else None):
+        if folder is not None and (folder / name).is_file():
+            return folder / name
+    return None
+
+
+def default_config() -> str:
+    """The recipe ``recon`` reads under every ``-c`` file: ``configs/default.yaml`` of the working folder (the
+    repository's root, or a project's own copy), else the one recon ships, so that ``recon fit`` trains the same
+    recipe from any folder (its relative paths, ``data/`` and ``runs/``, stay relative to the working folder)."""
+    if Path(DEFAULT_CONFIG).is_file():
+        return DEFAULT_CONFIG
+    shipped = shipped_config(DEFAULT_CONFIG)
+    return str(shipped) if shipped else DEFAULT_CONFIG
+
+
 class _ReconArgumentParser(LightningArgumentParser):
     """Lightning's parser with a short command-line error: the message and where to look, not the usage of every
     option first (``recon fit``'s runs to eighty lines, above the one line that says what was wrong). With
@@ -103,8 +128,22 @@ class _ReconArgumentParser(LightningArgumentParser):
         parser = getattr(ex, "subcommand_parser", None) or self
         prog = parser.prog.replace(" [options]", "")
         self._logger.error(message)
-        sys.stderr.write(f"{prog}: error: {message}\n`{prog} --help` lists every option\n")
+        sys.stderr.write(f"{prog}: error: {message}{_shipped_hint(message)}\n`{prog} --help` lists every option\n")
         sys.exit(2)
+
+
+def _shipped_hint(message: str) -> str:
+    """For a ``-c configs/…`` file missing from the working folder that recon ships: where recon's copy is."""
+    missing = re.search(r"File does not exist: '([^']+)'", message)
+    if not missing:
+        return ""
+    path = Path(missing.group(1))
+    try:
+        relative = path.relative_to(Path.cwd())
+    except ValueError:
+        return ""
+    shipped = shipped_config(relative)
+    return f"; recon ships {relative} as {shipped}: give that path, or run from the repository's root" if shipped else ""
 
 
 class ReconCLI(LightningCLI):
@@ -126,14 +165,17 @@ class ReconCLI(LightningCLI):
         kwargs.setdefault("save_config_kwargs", {"overwrite": True})
         kwargs.setdefault("save_config_callback", RunConfigSaver)
         kwargs.setdefault("parser_class", _ReconArgumentParser)
-        # configs/default.yaml (from the working folder: the repository's root) is read first, under every -c file
+        # configs/default.yaml (the working folder's, else the one recon ships) is read first, under every -c file
+        recipe = default_config()
+        if recipe != DEFAULT_CONFIG and rank_zero_only.rank == 0:
+            _notice(f"recon: no {DEFAULT_CONFIG} in this folder; reading the recipe recon ships, {recipe}")
         parser_kwargs = dict(kwargs.pop("parser_kwargs", None) or {})
         for name in self.subcommands() if run else []:
-            parser_kwargs[name] = {"default_config_files": [DEFAULT_CONFIG], **parser_kwargs.get(name, {})}
+            parser_kwargs[name] = {"default_config_files": [recipe], **parser_kwargs.get(name, {})}
         if run:
             parser_kwargs.setdefault("description", DESCRIPTION)
         else:  # no subcommand: one parser
-            parser_kwargs.setdefault("default_config_files", [DEFAULT_CONFIG])
+            parser_kwargs.setdefault("default_config_files", [recipe])
         super().__init__(ReconModule, ViewPairDataModule, args=args, run=run, parser_kwargs=parser_kwargs, **kwargs)
 
     @override

@@ -328,8 +328,44 @@ def test_the_default_config_is_read_first_from_the_repository_root(capsys, monke
     resnet = _printed_config("-c", str(CONFIGS / "encoder" / "resnet.yaml"), capsys=capsys)  # composes over it
     assert resnet["model"]["encoder"]["class_path"] == "recon.models.ResNetEncoder"
     assert resnet["trainer"]["max_steps"] == 1000 and resnet["data"]["path"] == "data/synthetic.h5"
-    monkeypatch.chdir(ROOT / "tests")  # elsewhere: no configs/default.yaml, the classes' own defaults
-    assert _printed_config(capsys=capsys)["trainer"]["max_steps"] == -1
+
+
+def test_elsewhere_recon_reads_the_recipe_it_ships_and_names_the_configs_it_ships(capsys, monkeypatch, tmp_path):
+    """From a folder without configs/default.yaml, ``recon fit`` trains the same recipe (the classes' own defaults
+    would be another run: Lightning's checkpoints, no W&B, no step limit), says so, and a ``-c configs/…`` that
+    recon ships but this folder lacks is refused with where recon's copy is."""
+    monkeypatch.chdir(ROOT)
+    here = _printed_config(capsys=capsys)
+    monkeypatch.chdir(tmp_path)
+    elsewhere = _printed_config(capsys=capsys)
+    assert elsewhere == here and elsewhere["trainer"]["max_steps"] == 1000
+    with pytest.raises(SystemExit):
+        main(["fit", "--print_config"])
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"recon: no configs/default.yaml in this folder; reading the recipe recon ships, {DEFAULT}")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "-c", "configs/encoder/resnet.yaml", "--print_config"])
+    assert exit_info.value.code == 2
+    assert (f"File does not exist: '{tmp_path / 'configs/encoder/resnet.yaml'}'; recon ships "
+            f"configs/encoder/resnet.yaml as {CONFIGS / 'encoder' / 'resnet.yaml'}: give that path, or run from the "
+            "repository's root") in capsys.readouterr().err
+    (tmp_path / "configs").mkdir()  # a folder's own recipe is read instead of recon's, without a word
+    (tmp_path / "configs" / "default.yaml").write_text("trainer:\n  max_steps: 7\n")
+    with pytest.raises(SystemExit):
+        main(["fit", "--print_config"])
+    printed = capsys.readouterr()
+    assert yaml.safe_load(printed.out)["trainer"]["max_steps"] == 7 and "recipe recon ships" not in printed.err
+
+
+def test_every_shipped_config_is_installed_with_the_package():
+    """A wheel (``pip install .``) carries configs/ as recon/configs: every folder of it must be a listed package."""
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    setup = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    assert setup["package-dir"]["recon.configs"] == "configs"
+    folders = {path.parent.relative_to(ROOT / "configs") for path in (ROOT / "configs").rglob("*.yaml")}
+    for folder in folders:
+        package = ".".join(("recon", "configs", *folder.parts))
+        assert package in setup["packages"] and setup["package-data"][package] == ["*.yaml"], package
 
 
 def test_a_leading_tilde_in_a_path_setting_is_the_home_folder(tiny_h5, tmp_path, monkeypatch):
