@@ -143,7 +143,9 @@ def _shipped_hint(message: str) -> str:
     except ValueError:
         return ""
     shipped = shipped_config(relative)
-    return f"; recon ships {relative} as {shipped}: give that path, or run from the repository's root" if shipped else ""
+    if not shipped:
+        return ""
+    return f"; recon ships {relative} as {shipped}: give that path, or run from the repository's root"
 
 
 class ReconCLI(LightningCLI):
