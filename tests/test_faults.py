@@ -1,9 +1,11 @@
 """What a user meets off the happy path of ``recon``: mistyped paths, damaged files, kills mid-save, loggers
-switched off. Each case ends in one clear message or a run that still resumes; real processes, real kills."""
+switched off. Each case ends in one clear message or a run that still resumes; real processes, real kills (a command
+refused before any run starts runs in this process, by the console script's own function)."""
 
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import shutil
 import signal
@@ -40,13 +42,44 @@ def recon(*args: str, env: dict[str, str] | None = None, timeout: float = 300) -
                           timeout=timeout, cwd=ROOT)
 
 
+@pytest.fixture
+def recon_here(monkeypatch, capfd):
+    """``recon_here(*args, env=None) -> CompletedProcess``: ``recon ARGS`` run in this process, by the function the
+    console script calls (:func:`recon.cli.main`), from the repository's root, with the status and output
+    :func:`recon` would give. For commands refused before any run starts: a fresh process spends seconds importing
+    torch and Lightning first. Signals, kills and concurrent runs use :func:`recon`."""
+    from recon.cli import main
+
+    def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+        monkeypatch.chdir(ROOT)
+        # a logger's handler made under an earlier test's capture writes to that capture's closed stream
+        for logger in [logging.getLogger(), *logging.Logger.manager.loggerDict.values()]:
+            for handler in getattr(logger, "handlers", []):
+                if type(handler) is logging.StreamHandler and getattr(handler.stream, "closed", False):
+                    monkeypatch.setattr(handler, "stream", sys.stderr)
+        for key, value in {"WANDB_MODE": "offline", **(env or {})}.items():
+            monkeypatch.setenv(key, value)
+        capfd.readouterr()
+        try:
+            status = main(list(args))
+        except SystemExit as exit_info:
+            status = exit_info.code if isinstance(exit_info.code, int) else 1
+        finally:
+            for key in env or {}:
+                monkeypatch.delenv(key)
+        out, err = capfd.readouterr()
+        return subprocess.CompletedProcess(["recon", *args], status, out, err)
+
+    return run
+
+
 # ---------------------------------------------------------------------------------------------- data paths
 @pytest.mark.slow
-def test_a_mistyped_data_path_is_one_line_naming_it_and_creates_no_run_folder(shrink_flags, tmp_path):
+def test_a_mistyped_data_path_is_one_line_naming_it_and_creates_no_run_folder(recon_here, shrink_flags, tmp_path):
     missing = tmp_path / "shapenett.h5"
     run = tmp_path / "run"
     for command in ("test", "validate", "fit"):
-        done = recon(command, "-c", DEFAULT, *shrink_flags({"data.path": missing, "data.synthesize": None}),
+        done = recon_here(command, "-c", DEFAULT, *shrink_flags({"data.path": missing, "data.synthesize": None}),
                      *(["--ckpt_path=none.ckpt"] if command == "test" else []))
         assert done.returncode == 1, done.stderr
         lines = done.stderr.strip().splitlines()
@@ -85,12 +118,12 @@ def test_online_w_and_b_without_an_api_key_is_one_line_before_the_run_starts(shr
 
 
 @pytest.mark.slow
-def test_a_truncated_data_file_is_refused_before_the_run_starts_and_debug_shows_the_traceback(tiny_h5, shrink_flags,
-                                                                                            tmp_path):
+def test_a_truncated_data_file_is_refused_before_the_run_starts_and_debug_shows_the_traceback(recon_here, tiny_h5,
+                                                                                            shrink_flags, tmp_path):
     truncated = tmp_path / "truncated.h5"
     truncated.write_bytes(tiny_h5.read_bytes()[: tiny_h5.stat().st_size // 2])
     flags = shrink_flags({"data.path": truncated})
-    done = recon("fit", "-c", DEFAULT, *flags)
+    done = recon_here("fit", "-c", DEFAULT, *flags)
     assert done.returncode == 1
     assert done.stderr.strip().splitlines()[-1].startswith(f"recon fit: error: {truncated}: truncated or corrupt")
     assert "Traceback" not in done.stderr and not (tmp_path / "run").exists()
@@ -99,13 +132,14 @@ def test_a_truncated_data_file_is_refused_before_the_run_starts_and_debug_shows_
 
 
 @pytest.mark.slow
-def test_evaluating_without_a_trained_checkpoint_is_refused_and_a_fit_says_it_starts_afresh(shrink_flags, tmp_path):
+def test_evaluating_without_a_trained_checkpoint_is_refused_and_a_fit_says_it_starts_afresh(recon_here, shrink_flags,
+                                                                                           tmp_path):
     run = tmp_path / "run"
-    done = recon("test", "-c", DEFAULT, *shrink_flags())  # no --ckpt_path: the untrained model's numbers
+    done = recon_here("test", "-c", DEFAULT, *shrink_flags())  # no --ckpt_path: the untrained model's numbers
     assert done.returncode == 1 and "Traceback" not in done.stderr
     assert done.stderr.strip().splitlines()[-1].startswith("recon test: error: no --ckpt_path: recon test would "
                                                            "evaluate an untrained model")
-    done = recon("validate", "-c", DEFAULT, *shrink_flags(), "--ckpt_path=last")  # a folder with no run in it
+    done = recon_here("validate", "-c", DEFAULT, *shrink_flags(), "--ckpt_path=last")  # a folder with no run in it
     assert done.returncode == 1
     assert done.stderr.strip().splitlines()[-1] == (
         f"recon validate: error: --ckpt_path last: there is no {run / 'checkpoints' / 'last.ckpt'}; point "
@@ -119,12 +153,12 @@ def test_evaluating_without_a_trained_checkpoint_is_refused_and_a_fit_says_it_st
 
 
 @pytest.mark.slow
-def test_a_file_where_a_folder_goes_is_one_line_before_the_run(shrink_flags, tmp_path):
+def test_a_file_where_a_folder_goes_is_one_line_before_the_run(recon_here, shrink_flags, tmp_path):
     taken = tmp_path / "taken"
     taken.write_text("mine")
     for flags, flag in (({"trainer.default_root_dir": taken}, "--trainer.default_root_dir"),
                         ({"export.dirpath": taken}, "--export.dirpath")):
-        done = recon("fit", "-c", DEFAULT, *shrink_flags(flags))
+        done = recon_here("fit", "-c", DEFAULT, *shrink_flags(flags))
         assert done.returncode == 1 and "Traceback" not in done.stderr
         expected = f"recon fit: error: {flag} {taken}: is a file; expected a folder (it is made when missing)"
         assert done.stderr.strip().splitlines()[-1] == expected
@@ -157,13 +191,13 @@ def test_a_second_fit_into_a_folder_a_fit_is_training_in_is_refused_until_that_o
 
 
 @pytest.mark.slow
-def test_a_bad_config_value_is_one_line_naming_it(shrink_flags):
-    done = recon("fit", "-c", DEFAULT, *shrink_flags({"model.lr": -1}))
+def test_a_bad_config_value_is_one_line_naming_it(recon_here, shrink_flags):
+    done = recon_here("fit", "-c", DEFAULT, *shrink_flags({"model.lr": -1}))
     assert done.returncode == 1 and "Traceback" not in done.stderr
     expected = "recon fit: error: lr, sigma and schedule_gamma must be > 0, got -1.0, 0.0001, 0.3"
     assert done.stderr.strip().splitlines()[-1] == expected
     # a trainer setting Lightning refuses (its MisconfigurationException) reads the same way
-    done = recon("fit", "-c", DEFAULT, *shrink_flags({"trainer.max_steps": -5}))
+    done = recon_here("fit", "-c", DEFAULT, *shrink_flags({"trainer.max_steps": -5}))
     assert done.returncode == 1 and "Traceback" not in done.stderr
     assert done.stderr.strip().splitlines()[-1].startswith("recon fit: error: `max_steps` must be a non-negative")
 
@@ -415,11 +449,11 @@ def _views_file(path: Path, image_size: int) -> Path:
 
 
 @pytest.mark.slow
-def test_a_file_of_another_image_size_is_refused_naming_the_flag_that_fits_it(shrink_flags, tmp_path):
+def test_a_file_of_another_image_size_is_refused_naming_the_flag_that_fits_it(recon_here, shrink_flags, tmp_path):
     from recon.cli import run_cli
 
     data = _views_file(tmp_path / "views32.h5", 32)
-    done = recon("fit", "-c", DEFAULT, *shrink_flags({"data.path": data}))
+    done = recon_here("fit", "-c", DEFAULT, *shrink_flags({"data.path": data}))
     assert done.returncode == 1 and "Traceback" not in done.stderr
     assert done.stderr.strip().splitlines()[-1] == (
         f"recon fit: error: {data}: holds 32×32 views but the model reads 64×64; train a model for this file with "
