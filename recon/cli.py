@@ -50,8 +50,8 @@ from recon.errors import (
 from recon.lifetime import stop_with_parent
 from recon.module import ReconModule
 from recon.run_lock import run_folder_lock
+from recon.shipped import DEFAULT_CONFIG, default_config, shipped_hint
 
-DEFAULT_CONFIG = "configs/default.yaml"  # the main job's recipe: the working folder's, else the one recon ships
 DESCRIPTION = ("recon: single-view 3D mesh reconstruction trained through a soft rasterizer (SoftRas). Also `recon "
                "sweep` (hyperparameter search: `recon sweep --help`) and `recon-data` (datasets: `recon-data --help`).")
 
@@ -92,30 +92,6 @@ class RunConfigSaver(SaveConfigCallback):
             run.save(str(path), base_path=run.dir, policy="now")
 
 
-def shipped_config(relative: str | Path) -> Path | None:
-    """The file ``configs/…`` (``relative``) as recon ships it, where it exists: installed with the package
-    (``recon/configs``), or in the source checkout the package runs from (an editable install)."""
-    name = Path(relative)
-    if name.is_absolute() or name.parts[:1] != ("configs",):
-        return None
-    package = Path(__file__).resolve().parent
-    checkout = package.parent
-    for folder in (package, checkout if (checkout / "pyproject.toml").is_file() else None):
-        if folder is not None and (folder / name).is_file():
-            return folder / name
-    return None
-
-
-def default_config() -> str:
-    """The recipe ``recon`` reads under every ``-c`` file: ``configs/default.yaml`` of the working folder (the
-    repository's root, or a project's own copy), else the one recon ships, so that ``recon fit`` trains the same
-    recipe from any folder (its relative paths, ``data/`` and ``runs/``, stay relative to the working folder)."""
-    if Path(DEFAULT_CONFIG).is_file():
-        return DEFAULT_CONFIG
-    shipped = shipped_config(DEFAULT_CONFIG)
-    return str(shipped) if shipped else DEFAULT_CONFIG
-
-
 class _ReconArgumentParser(LightningArgumentParser):
     """Lightning's parser with a short command-line error: the message and where to look, not the usage of every
     option first (``recon fit``'s runs to eighty lines, above the one line that says what was wrong). With
@@ -135,17 +111,7 @@ class _ReconArgumentParser(LightningArgumentParser):
 def _shipped_hint(message: str) -> str:
     """For a ``-c configs/…`` file missing from the working folder that recon ships: where recon's copy is."""
     missing = re.search(r"File does not exist: '([^']+)'", message)
-    if not missing:
-        return ""
-    path = Path(missing.group(1))
-    try:
-        relative = path.relative_to(Path.cwd())
-    except ValueError:
-        return ""
-    shipped = shipped_config(relative)
-    if not shipped:
-        return ""
-    return f"; recon ships {relative} as {shipped}: give that path, or run from the repository's root"
+    return shipped_hint(missing.group(1)) if missing else ""
 
 
 class ReconCLI(LightningCLI):

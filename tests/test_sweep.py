@@ -372,6 +372,18 @@ def test_a_bad_command_line_fails_with_one_message_before_any_trial(extra, messa
     assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt", "space.yaml"]  # no study, folder or file
 
 
+def test_a_config_recon_ships_that_the_working_folder_lacks_is_refused_naming_recons_copy(shrink_flags, tmp_path,
+                                                                                         capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # no configs/ here: `-c configs/default.yaml` names nothing
+    path = write_space(tmp_path, LR_SPACE)
+    assert sweep_main(sweep_args(path, shrink_flags(), tmp_path / "sweeps")) == 2
+    error = " ".join(capsys.readouterr().err.split())
+    shipped = Path(__file__).resolve().parents[1] / DEFAULT
+    assert error == (f"recon sweep: error: -c {DEFAULT}: no such file; recon ships {DEFAULT} as {shipped}: give that "
+                     "path, or run from the repository's root")
+    assert not (tmp_path / "sweeps").exists()
+
+
 def test_trials_that_keep_failing_stop_the_sweep_with_the_fits_own_error(shrink_flags, tmp_path, capsys):
     root = tmp_path / "sweeps"
     space = write_space(tmp_path, {"sweep": {"name": "broken"}, **LR_SPACE})

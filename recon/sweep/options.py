@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 
 from recon.atomic import file_above
+from recon.shipped import shipped_hint
 from recon.sweep.space import SearchSpace, SearchSpaceError, is_search_space, load_search_space, not_a_search_space
 from recon.sweep.storage import JOURNAL, is_rdb, journal_problem, not_a_journal
 
@@ -101,7 +102,8 @@ def parse_command(argv: Sequence[str]) -> SweepCommand:
             # recon fit would refuse a missing file too, but "no search space found" would come first and hide it
             # (a config given inline, as jsonargparse allows, is left to it)
             if not Path(path).is_file() and not any(mark in path for mark in "{:\n"):
-                raise SearchSpaceError(f"{name} {path}: no such file" if path else f"{name} names no file")
+                raise SearchSpaceError(f"{name} {path}: no such file{shipped_hint(path)}" if path
+                                       else f"{name} names no file")
             space = _read_space(path)
             if space is None and Path(path).is_file():
                 configs.append(path)
