@@ -17,7 +17,15 @@ from recon.sweep.report import trial_rows
 from recon.sweep.runner import end_orphans
 from recon.sweep.space import SearchSpace, load_search_space
 from recon.sweep.storage import open_storage
-from recon.sweep.study import INTERRUPTED, StudyMismatch, open_study, retry_failed, retry_of, study_definition
+from recon.sweep.study import (
+    DEFINITION,
+    INTERRUPTED,
+    StudyMismatch,
+    open_study,
+    retry_failed,
+    retry_of,
+    study_definition,
+)
 
 
 def _fail(study: optuna.Study, *, interrupted: bool) -> optuna.trial.FrozenTrial:
@@ -155,6 +163,35 @@ def test_a_rerun_with_another_space_or_other_settings_is_refused_before_anything
             open_study("s", url, other, 0, study_definition(other, fit))
         assert error.value.changes == changes
     assert len(optuna.load_study(study_name="s", storage=open_storage(url)).trials) == 1  # nothing enqueued
+
+
+def test_machines_whose_home_folders_differ_share_one_study_through_a_path_below_home(tmp_path, monkeypatch):
+    """recon expands the ~ of ``--data.path=~/data/x.h5``; each machine sharing a study expands it to its own home."""
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    url = str(tmp_path / "study.journal")
+    space = _space(tmp_path, LR)
+
+    def fit(path: str) -> dict:
+        return {**FIT, "data": {"path": path}}
+
+    monkeypatch.setenv("HOME", "/home/alice")
+    study = open_study("s", url, space, 0, study_definition(space, fit("/home/alice/data/x.h5")))
+    study.tell(study.ask(), 0.5)
+    monkeypatch.setenv("HOME", "/home/bob/")
+    assert len(open_study("s", url, space, 0, study_definition(space, fit("/home/bob/data/x.h5"))).trials) == 1
+    for path, change in (("/home/bob/data/y.h5", '"~/data/x.h5" then, "~/data/y.h5" now'),
+                         ("/home/bobby/data/x.h5", '"~/data/x.h5" then, "/home/bobby/data/x.h5" now')):
+        with pytest.raises(StudyMismatch) as error:
+            open_study("s", url, space, 0, study_definition(space, fit(path)))
+        assert error.value.changes == [f"data.path {change}"]
+
+    # a study whose definition was recorded with the home folder expanded (recon before this) continues as well
+    study.set_user_attr(DEFINITION, {**study.user_attrs[DEFINITION], "fit": {"data.path": "/home/alice/data/x.h5"}})
+    monkeypatch.setenv("HOME", "/home/alice")
+    assert len(open_study("s", url, space, 0, study_definition(space, fit("/home/alice/data/x.h5"))).trials) == 1
+    monkeypatch.setenv("HOME", "/home/bob")
+    with pytest.raises(StudyMismatch):  # recorded expanded, it is alice's own path: bob's reads as another file
+        open_study("s", url, space, 0, study_definition(space, fit("/home/bob/data/x.h5")))
 
 
 def test_a_study_with_no_trial_yet_takes_the_rerun_s_settings(tmp_path):

@@ -187,9 +187,22 @@ def study_definition(space: SearchSpace, fit_config: dict[str, Any]) -> dict[str
     ``recon fit`` config that its trials' values go into, flattened to dotted keys (``trainer.max_steps``;
     ``trainer.callbacks[0].init_args.monitor``), less the keys the sweep sets per trial and the searched ones."""
     searched = set(space.params)
-    fit = {key: value for key, value in _flatten(json.loads(json.dumps(fit_config, default=str))).items()
+    fit = {key: _home_relative(value) for key, value in _flatten(json.loads(json.dumps(fit_config, default=str))).items()
            if key not in PER_TRIAL and not any(key == s or key.startswith((s + ".", s + "[")) for s in searched)}
     return {"space": {key: distribution_to_json(d) for key, d in space.params.items()}, "fit": fit}
+
+
+def _home_relative(value: Any) -> Any:
+    """A path below the home folder as ``~/…``: recon expands a leading ``~`` (``--data.path=~/data/x.h5``), and
+    machines that share one study (a journal on a shared disk, a database) each expand it to their own home."""
+    if not isinstance(value, str) or not value.startswith(os.sep):
+        return value
+    home = os.path.expanduser("~")
+    if home in ("", os.sep, "~"):
+        return value
+    if value == home:
+        return "~"
+    return "~" + value[len(home):] if value.startswith(home.rstrip(os.sep) + os.sep) else value
 
 
 def check_definition(study: optuna.Study, definition: dict[str, Any]) -> list[str]:
@@ -212,7 +225,8 @@ def check_definition(study: optuna.Study, definition: dict[str, Any]) -> list[st
         elif json_to_distribution(old[key]) != json_to_distribution(new[key]):
             changes.append(f"{key} {_describe(json_to_distribution(old[key]))} then, "
                            f"{_describe(json_to_distribution(new[key]))} now")
-    old_fit, new_fit = recorded.get("fit", {}), definition["fit"]
+    # (a study recorded by a recon that kept the home folder expanded compares as this one records)
+    old_fit, new_fit = {key: _home_relative(value) for key, value in recorded.get("fit", {}).items()}, definition["fit"]
     changes += [f"{key} {_show(old_fit[key])} then, {_show(value)} now" for key, value in new_fit.items()
                 if key in old_fit and old_fit[key] != value]
     return changes
