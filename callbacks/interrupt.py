@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import signal
 import threading
 from collections.abc import Iterator
@@ -30,16 +31,34 @@ from typing import Any
 
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from lightning.pytorch.trainer.connectors.signal_connector import _SignalConnector
 from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities.exceptions import SIGTERMException
+from lightning.pytorch.utilities.rank_zero import rank_prefixed_message
 from torch.optim import Optimizer
 from typing_extensions import override
 
 log = logging.getLogger(__name__)
 
+
+def _sigterm_notifier(self: _SignalConnector, signum: int, frame: FrameType | None) -> None:
+    """Lightning's SIGTERM handler without its ``torch.distributed.broadcast``: a collective run inside a signal
+    handler pairs with whatever collective the other processes are in. A SIGTERM that came while rank 0 wrote a
+    checkpoint, with rank 1 already waiting in the barrier after it, hung both processes for good. The flag is
+    still shared: the training loop broadcasts rank 0's at every step, and each process stops there."""
+    log.info(rank_prefixed_message(f"Received SIGTERM: {signum}", self.trainer.local_rank))
+    if not self.received_sigterm and self.trainer.strategy.launcher is not None:
+        self.trainer.strategy.launcher.kill(signum)  # the processes this one started get it too, as in Lightning
+    self.received_sigterm = True
+
+
+_SignalConnector._sigterm_notifier_fn = _sigterm_notifier
+
 EXIT_STATUS = {"Ctrl-C": 130, "SIGTERM": 143}  # 128 + the signal's number
 _received: list[str] = []  # the interrupts trainers stopped on since forget_interrupts(), in order
 _fitting: list[InterruptCheckpoint] = []  # the callbacks of the fits training in this process now
+_held: list[str] = []  # Ctrl-Cs held while a checkpoint was written, since forget_interrupts()
+_PEER_GONE = re.compile(r"Connection (closed|reset) by peer")  # gloo's words when another process has ended
 
 
 def interrupt_status() -> int | None:
@@ -51,6 +70,20 @@ def interrupt_status() -> int | None:
 def forget_interrupts() -> None:
     """Start a new command: the interrupts recorded so far no longer count for :func:`interrupt_status`."""
     _received.clear()
+    _held.clear()
+
+
+def peer_gone(error: BaseException) -> str | None:
+    """For the error of a multi-process run whose other process has ended (gloo: "Connection closed by peer"):
+    ``"Ctrl-C"`` when this process held a Ctrl-C while it wrote a checkpoint (the others stopped on the same Ctrl-C
+    at once, so this one's next collective found them gone: the run was interrupted, and the exit status is
+    :func:`interrupt_status`'s), ``"lost"`` otherwise (a process killed or crashed); None for another error."""
+    if not isinstance(error, RuntimeError) or not _PEER_GONE.search(str(error)):
+        return None
+    if _held:
+        _received.append("Ctrl-C")
+        return "Ctrl-C"
+    return "lost"
 
 
 @contextlib.contextmanager
@@ -73,6 +106,7 @@ def checkpoint_writes_finish_first() -> Iterator[None]:
     finally:
         signal.signal(signal.SIGINT, signal.default_int_handler)
     if received:
+        _held.append("Ctrl-C")
         if _fitting:
             _fitting[-1]._defer(signal.SIGINT, None)  # as a Ctrl-C during an optimizer step
         else:

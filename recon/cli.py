@@ -34,7 +34,7 @@ from typing_extensions import override
 from recon.allocator import keep_freed_memory
 from recon.atomic import file_above
 from recon.callbacks import InterruptCheckpoint, MeshWriter, StepProgressBar
-from recon.callbacks.interrupt import forget_interrupts, interrupt_status
+from recon.callbacks.interrupt import forget_interrupts, interrupt_status, peer_gone
 from recon.checkpoint_io import AtomicCheckpointIO
 from recon.datamodules import ViewPairDataModule
 from recon.errors import (
@@ -682,6 +682,16 @@ def _drop_lightning_tips() -> None:
         rank_zero_log.addFilter(_NoTips())
 
 
+def _first_line(error: BaseException) -> str:
+    """The error's first line, without gloo's sign-off ("… GLHF! 🏖️")."""
+    line = (str(error).strip().splitlines() or [type(error).__name__])[0]
+    return re.sub(r"\s*This is typically caused by a remote worker crashing.*$", "", line)
+
+
+def _resume_hint(subcommand: str) -> str:
+    return "; `--ckpt_path last` continues the fit from its last.ckpt" if subcommand == "fit" else ""
+
+
 def main(args: ArgsType = None) -> int:
     """Entry point of the ``recon`` console script: exit status 0 on success, 1 on a user error (a bad path,
     value or file: one line on stderr, the traceback only with ``RECON_DEBUG=1``), 2 on a command-line error, 130
@@ -717,6 +727,15 @@ def main(args: ArgsType = None) -> int:
         _finish_wandb_run(exit_code=1)
         return 1
     except Exception as error:  # a full disk under a write of Lightning's or W&B's own (recon's name their file)
+        gone = None if debug() else peer_gone(error)
+        if gone == "Ctrl-C":  # the other processes stopped on the Ctrl-C this one held while it saved
+            if rank_zero_only.rank == 0:
+                print(f"recon {subcommand}: interrupted; exit status {interrupt_status()}", file=sys.stderr)
+            return interrupt_status()
+        if gone == "lost":
+            print(f"recon {subcommand}: error: another process of this multi-process run ended (killed, or see its "
+                  f"output above): {_first_line(error)}{_resume_hint(subcommand)}", file=sys.stderr)
+            return 1
         cause = disk_full_cause(error)
         message = full_disk_message(cause) if cause is not None else _wandb_comm_message(error)
         if message is None or debug():
