@@ -198,6 +198,12 @@ class ReconCLI(LightningCLI):
     @override
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
+        if os.environ.get("WANDB_MODE") == "disabled":  # W&B's own off switch: no W&B run at all, not an offline one
+            loggers = config.trainer.get("logger")
+            if isinstance(loggers, list):
+                config.trainer.logger = [logger for logger in loggers if not _is_a(logger, WandbLogger)]
+            elif _is_a(loggers, WandbLogger):
+                config.trainer.logger = False
         root = config.trainer.get("default_root_dir")
         if not root:
             return

@@ -431,6 +431,19 @@ def test_every_shipped_config_runs_with_any_logger_or_none(experiment, logger, s
         assert list((run / "wandb").glob("offline-run-*"))  # offline although the flag did not say so
 
 
+@pytest.mark.slow
+def test_wandb_mode_disabled_makes_no_w_and_b_run_and_the_fit_and_test_go_on(recon_here, shrink_flags, tmp_path):
+    """W&B's own off switch: recon's loggers keep W&B offline otherwise, which used to override it (an offline run
+    was written), and a W&B run that is a no-op has no folder for the config and results recon copies into it."""
+    run = tmp_path / "run"
+    done = recon_here("fit", "-c", DEFAULT, *shrink_flags(), env={"WANDB_MODE": "disabled"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    done = recon_here("test", "-c", DEFAULT, *shrink_flags(), "--ckpt_path=last", env={"WANDB_MODE": "disabled"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert (run / "results.json").is_file() and (run / "logs").is_dir()  # the CSV logger still logs
+    assert not (run / "wandb").exists() and not list(tmp_path.rglob("offline-run-*"))
+
+
 # ------------------------------------------------------------------------------------------- image size
 def _views_file(path: Path, image_size: int) -> Path:
     """A small valid recon-views file of ``image_size`` views (random content): 2 categories × 1 object a split."""
