@@ -725,6 +725,7 @@ def main(args: ArgsType = None) -> int:
             raise
         if rank_zero_only.rank == 0:
             print(f"recon {subcommand}: interrupted; exit status {status}", file=sys.stderr)
+        _finish_wandb_run(exit_code=status)  # W&B would record a SIGTERM's as 0: a finished run on the dashboard
         return status
     except (UserError, MisconfigurationException, *PATH_ERRORS) as error:  # Lightning's: a trainer setting
         if debug():
@@ -737,10 +738,12 @@ def main(args: ArgsType = None) -> int:
         if gone == "Ctrl-C":  # the other processes stopped on the Ctrl-C this one held while it saved
             if rank_zero_only.rank == 0:
                 print(f"recon {subcommand}: interrupted; exit status {interrupt_status()}", file=sys.stderr)
+            _finish_wandb_run(exit_code=interrupt_status())
             return interrupt_status()
         if gone == "lost":
             print(f"recon {subcommand}: error: another process of this multi-process run ended (killed, or see its "
                   f"output above): {_first_line(error)}{_resume_hint(subcommand)}", file=sys.stderr)
+            _finish_wandb_run(exit_code=1)
             return 1
         cause = disk_full_cause(error)
         message = full_disk_message(cause) if cause is not None else _wandb_comm_message(error)

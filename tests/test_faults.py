@@ -379,13 +379,16 @@ def test_an_interrupted_fit_saves_last_ckpt_at_its_step_and_exits_with_the_signa
     the step reached; the run's own checkpoints come only at step 1000, so whatever last.ckpt holds the interrupt
     saved. ``--ckpt_path last`` continues from it."""
     run = tmp_path / "run"
-    # a CSV log flushed every step: the test sees the steps go by
-    flags = [*shrink_flags({"trainer.max_steps": 1000, "trainer.val_check_interval": 1000}),
-             "--trainer.logger=lightning.pytorch.loggers.CSVLogger", "--trainer.logger.save_dir=.",
-             "--trainer.logger.flush_logs_every_n_steps=1"]
+    # a CSV log flushed every step (the test sees the steps go by) beside the W&B run
+    loggers = tmp_path / "loggers.yaml"
+    loggers.write_text("trainer:\n  logger:\n"
+                       "    - {class_path: lightning.pytorch.loggers.WandbLogger, init_args: {save_dir: .}}\n"
+                       "    - {class_path: lightning.pytorch.loggers.CSVLogger, init_args: {save_dir: ., name: logs,"
+                       " flush_logs_every_n_steps: 1}}\n")
+    flags = [*shrink_flags({"trainer.max_steps": 1000, "trainer.val_check_interval": 1000})]
     environment = {**os.environ, "WANDB_MODE": "offline", "OMP_NUM_THREADS": "1"}
-    child = subprocess.Popen([sys.executable, "-m", "recon", "fit", "-c", DEFAULT, *flags], cwd=ROOT, env=environment,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    child = subprocess.Popen([sys.executable, "-m", "recon", "fit", "-c", DEFAULT, "-c", str(loggers), *flags],
+                             cwd=ROOT, env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     seen = 0
     try:
         deadline = time.monotonic() + 240
@@ -403,6 +406,9 @@ def test_an_interrupted_fit_saves_last_ckpt_at_its_step_and_exits_with_the_signa
     step = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True, map_location="cpu")["global_step"]
     assert 1 <= step < 1000
     assert f"at step {step}: saved" in stderr
+    # the W&B run records the same status: SIGTERM's used to be 0, a finished run on the dashboard
+    (log,) = run.glob("wandb/offline-run-*/logs/debug.log")
+    assert f"got exitcode: {status}" in log.read_text()
     if sig == signal.SIGINT:
         done = recon("fit", "-c", DEFAULT, *shrink_flags({"trainer.max_steps": step + 2, "trainer.val_check_interval":
                      1000, "trainer.logger": "false"}), "--ckpt_path=last")
