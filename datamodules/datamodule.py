@@ -273,6 +273,25 @@ class ViewPairDataModule(pl.LightningDataModule):
                                     f"{self.info.split_sizes.get(split, 0)} objects in all); recon {stage} needs "
                                     f"{' and '.join(needed)} objects")
 
+    def check_shards(self, stage: str | None, world_size: int) -> None:
+        """``DataFileError`` when an evaluation split ``stage`` reads (fit and validate: val; test: test) has fewer
+        items than ``world_size`` processes: items are sharded without repeats, and a process left with none would
+        wait for the others' validation forever. The ``recon`` command calls this before anything is created."""
+        splits = {"fit": "val", "validate": "val", "test": "test"}
+        if world_size <= 1 or stage not in splits or not Path(self.path).exists():
+            return
+        split = splits[stage]
+        views, most = (self.val_views_per_object, self.val_max_objects_per_category) if split == "val" else (None, None)
+        objects = len(self._split_objects(split, most)[0])
+        per_object = len(evaluation_views(self.info.layout.num_views, views))
+        if objects * per_object < world_size:
+            more = " (--data.val_views_per_object)" if split == "val" else ""
+            items = objects * per_object
+            raise DataFileError(f"{self.path}: its '{split}' split gives {items} evaluation item{'s' * (items != 1)} "
+                                f"({objects} object{'s' * (objects != 1)} × {per_object} view{'s' * (per_object != 1)})"
+                                f" for {world_size} processes, and each needs at least one; run on fewer processes "
+                                f"(--trainer.devices), or evaluate more views{more} or objects")
+
     def _check_image_size(self) -> None:
         stored = self.info.layout.image_size
         if self.image_size is not None and stored != self.image_size:

@@ -228,6 +228,7 @@ class ReconCLI(LightningCLI):
         # a missing data file stops the run here, before any run folder, log or W&B run exists (an existing
         # file was already checked when the DataModule was built)
         self.datamodule.check_file(self.subcommand)
+        self.datamodule.check_shards(self.subcommand, self.trainer.world_size)
         self._check_folders()
         self._check_evaluation()
         self._check_checkpoint()

@@ -450,6 +450,21 @@ def test_wandb_mode_disabled_makes_no_w_and_b_run_and_the_fit_and_test_go_on(rec
     assert not (run / "wandb").exists() and not list(tmp_path.rglob("offline-run-*"))
 
 
+@pytest.mark.slow
+def test_fewer_evaluation_items_than_processes_is_one_line_before_the_run(recon_here, shrink_flags, tmp_path):
+    """Items are sharded without repeats: a process with none waited for the others' validation forever."""
+    flags = shrink_flags({"data.categories": "[chair]", "data.val_views_per_object": 1})
+    ddp = ["--trainer.accelerator=cpu", "--trainer.devices=2", "--trainer.strategy=ddp"]
+    done = recon_here("fit", "-c", DEFAULT, *flags, *ddp)
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    data = flags[0].split("=", 1)[1]
+    assert done.stderr.strip().splitlines()[-1] == (
+        f"recon fit: error: {data}: its 'val' split gives 1 evaluation item (1 object × 1 view) for 2 processes, and "
+        "each needs at least one; run on fewer processes (--trainer.devices), or evaluate more views "
+        "(--data.val_views_per_object) or objects")
+    assert not (tmp_path / "run").exists()
+
+
 # ------------------------------------------------------------------------------------------- image size
 def _views_file(path: Path, image_size: int) -> Path:
     """A small valid recon-views file of ``image_size`` views (random content): 2 categories × 1 object a split."""
