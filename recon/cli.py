@@ -7,6 +7,7 @@ later config files and flags win. Every configurable class lives in ``recon.*`` 
 
 from __future__ import annotations
 
+import errno
 import functools
 import importlib
 import inspect
@@ -735,6 +736,10 @@ def main(args: ArgsType = None) -> int:
         _finish_wandb_run(exit_code=1)
         return 1
     except Exception as error:  # a full disk under a write of Lightning's or W&B's own (recon's name their file)
+        if isinstance(error, OSError) and error.errno == errno.EROFS and not debug():  # as a PermissionError
+            print(f"recon {subcommand}: error: {error}; give a folder this machine can write to", file=sys.stderr)
+            _finish_wandb_run(exit_code=1)
+            return 1
         gone = None if debug() else peer_gone(error)
         if gone == "Ctrl-C":  # the other processes stopped on the Ctrl-C this one held while it saved
             if rank_zero_only.rank == 0:

@@ -266,6 +266,17 @@ def small_disk(tmp_path):
 
 
 @pytest.mark.slow
+def test_a_read_only_run_folder_is_one_line(small_disk, recon_here, shrink_flags):
+    frozen = small_disk(1)
+    subprocess.run(["mount", "-o", "remount,ro", str(frozen)], check=True)
+    for command, extra in (("fit", []), ("fit", ["--ckpt_path=last"])):
+        done = recon_here(command, "-c", DEFAULT, *shrink_flags({"trainer.default_root_dir": frozen / "run"}), *extra)
+        assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr[-3000:]
+        last = done.stderr.strip().splitlines()[-1]
+        assert last.startswith(f"recon {command}: error: [Errno 30] Read-only file system: ") and str(frozen) in last
+
+
+@pytest.mark.slow
 def test_a_full_disk_ends_synthesis_and_a_fit_in_one_line_and_keeps_what_was_written(small_disk, shrink_flags,
                                                                                       tmp_path):
     disk = small_disk(1)
