@@ -197,12 +197,12 @@ def _home_relative(value: Any) -> Any:
     machines that share one study (a journal on a shared disk, a database) each expand it to their own home."""
     if not isinstance(value, str) or not value.startswith(os.sep):
         return value
-    home = os.path.expanduser("~")
+    home = os.path.expanduser("~")  # without a trailing separator
     if home in ("", os.sep, "~"):
         return value
     if value == home:
         return "~"
-    return "~" + value[len(home):] if value.startswith(home.rstrip(os.sep) + os.sep) else value
+    return "~" + value[len(home):] if value.startswith(home + os.sep) else value
 
 
 def check_definition(study: optuna.Study, definition: dict[str, Any]) -> list[str]:
