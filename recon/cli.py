@@ -700,6 +700,32 @@ def _resume_hint(subcommand: str) -> str:
     return "; `--ckpt_path last` continues the fit from its last.ckpt" if subcommand == "fit" else ""
 
 
+def _interrupted(subcommand: str, status: int) -> int:
+    if rank_zero_only.rank == 0:
+        print(f"recon {subcommand}: interrupted; exit status {status}", file=sys.stderr)
+    _finish_wandb_run(exit_code=status)  # W&B would record a SIGTERM's as 0: a finished run on the dashboard
+    return status
+
+
+def _failed(subcommand: str, message: str) -> int:
+    print(f"recon {subcommand}: error: {message}", file=sys.stderr)
+    _finish_wandb_run(exit_code=1)
+    return 1
+
+
+def _known_failure(error: Exception, subcommand: str, peer_lost: bool) -> str | None:
+    """One line for an error that is not recon's bug, or None: a read-only folder (as a PermissionError is), a
+    process of a multi-process run that ended, a full disk under a write of Lightning's or W&B's own, an online W&B
+    run that could not start."""
+    if isinstance(error, OSError) and error.errno == errno.EROFS:
+        return f"{error}; give a folder this machine can write to"
+    if peer_lost:
+        return (f"another process of this multi-process run ended (killed, or see its output above): "
+                f"{_first_line(error)}{_resume_hint(subcommand)}")
+    cause = disk_full_cause(error)
+    return full_disk_message(cause) if cause is not None else _wandb_comm_message(error)
+
+
 def main(args: ArgsType = None) -> int:
     """Entry point of the ``recon`` console script: exit status 0 on success, 1 on a user error (a bad path,
     value or file: one line on stderr, the traceback only with ``RECON_DEBUG=1``), 2 on a command-line error, 130
@@ -725,37 +751,19 @@ def main(args: ArgsType = None) -> int:
         status = interrupt_status()
         if status is None:
             raise
-        if rank_zero_only.rank == 0:
-            print(f"recon {subcommand}: interrupted; exit status {status}", file=sys.stderr)
-        _finish_wandb_run(exit_code=status)  # W&B would record a SIGTERM's as 0: a finished run on the dashboard
-        return status
+        return _interrupted(subcommand, status)
     except (UserError, MisconfigurationException, *PATH_ERRORS) as error:  # Lightning's: a trainer setting
         if debug():
             raise
-        print(f"recon {subcommand}: error: {error}", file=sys.stderr)
-        _finish_wandb_run(exit_code=1)
-        return 1
-    except Exception as error:  # a full disk under a write of Lightning's or W&B's own (recon's name their file)
-        if isinstance(error, OSError) and error.errno == errno.EROFS and not debug():  # as a PermissionError
-            print(f"recon {subcommand}: error: {error}; give a folder this machine can write to", file=sys.stderr)
-            _finish_wandb_run(exit_code=1)
-            return 1
-        gone = None if debug() else peer_gone(error)
-        if gone == "Ctrl-C":  # the other processes stopped on the Ctrl-C this one held while it saved
-            if rank_zero_only.rank == 0:
-                print(f"recon {subcommand}: interrupted; exit status {interrupt_status()}", file=sys.stderr)
-            _finish_wandb_run(exit_code=interrupt_status())
-            return interrupt_status()
-        if gone == "lost":
-            print(f"recon {subcommand}: error: another process of this multi-process run ended (killed, or see its "
-                  f"output above): {_first_line(error)}{_resume_hint(subcommand)}", file=sys.stderr)
-            _finish_wandb_run(exit_code=1)
-            return 1
-        cause = disk_full_cause(error)
-        message = full_disk_message(cause) if cause is not None else _wandb_comm_message(error)
-        if message is None or debug():
+        return _failed(subcommand, str(error))
+    except Exception as error:  # one not of recon's making (_known_failure), or an interrupted multi-process run
+        if debug():
             raise
-        print(f"recon {subcommand}: error: {message}", file=sys.stderr)
-        _finish_wandb_run(exit_code=1)
-        return 1
+        gone = peer_gone(error)
+        if gone == "Ctrl-C":  # the other processes stopped on the Ctrl-C this one held while it saved
+            return _interrupted(subcommand, interrupt_status())
+        message = _known_failure(error, subcommand, peer_lost=gone == "lost")
+        if message is None:
+            raise
+        return _failed(subcommand, message)
     return 0
