@@ -7,7 +7,7 @@ from lightning.pytorch import LightningModule, Trainer
 from torch import Tensor
 from typing_extensions import override
 
-from recon.callbacks.run_folder import run_folder, wandb_loggers
+from recon.callbacks.run_folder import log_step, run_folder, wandb_loggers
 from recon.callbacks.samples import ValidationSamplesCallback, sample_names, stamp
 from recon.callbacks.voxels import voxel_centers, voxel_surface
 from recon.mesh import save_mesh
@@ -98,7 +98,7 @@ class MeshLogger(ValidationSamplesCallback):
             media[self.points_key] = [wandb.Object3D(cloud, caption=f"{name} ({overlay})")
                                       for cloud, name in zip(clouds, names, strict=True)]
         for logger in loggers:
-            logger.log_metrics(media, step=trainer.global_step)
+            logger.log_metrics(media, step=log_step(trainer))
 
 
 def point_set(mesh_vertices: np.ndarray, voxel_points: np.ndarray, mesh_colors: np.ndarray | None = None) -> np.ndarray:

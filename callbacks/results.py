@@ -17,7 +17,7 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from typing_extensions import override
 
 from recon.atomic import write_text
-from recon.callbacks.run_folder import run_folder, wandb_loggers
+from recon.callbacks.run_folder import log_step, run_folder, wandb_loggers
 from recon.report import markdown_table
 
 
@@ -115,7 +115,7 @@ class VoxelIoULogger(Callback):
         })
         for logger in loggers:
             table = wandb.Table(columns=["category", "iou", "psnr", "items"], data=rows)
-            logger.log_metrics({self.key: table}, step=trainer.global_step)
+            logger.log_metrics({self.key: table}, step=log_step(trainer))
             run = logger.experiment
             run.summary.update(summary)
             # The W&B run's own copies, not links to the run folder's files, which a later `recon test` in the same

@@ -20,6 +20,14 @@ def run_folder(trainer: Trainer) -> Path:
 
 
 def wandb_loggers(trainer: Trainer) -> list[WandbLogger]:
-    """Every ``WandbLogger`` of ``trainer``. Callbacks log media through ``logger.log_metrics(..., step)`` so
-    they share the ``trainer/global_step`` axis of the metrics, and set ``logger.experiment.summary`` on rank 0."""
+    """Every ``WandbLogger`` of ``trainer``. Callbacks log media through ``logger.log_metrics(..., log_step(trainer))``
+    so they share the ``trainer/global_step`` axis of the metrics, and set ``logger.experiment.summary`` on rank 0."""
     return [logger for logger in trainer.loggers if isinstance(logger, WandbLogger)]
+
+
+def log_step(trainer: Trainer) -> int:
+    """The step Lightning logs the metrics of this moment at, for media logged beside them: a validation's after
+    step N is logged at N − 1 (the count of batches stepped before the one that triggered it), not at
+    ``trainer.global_step`` (N), so media at ``global_step`` would sit one step after their own metrics on the
+    dashboard. Lightning's own logging callbacks (``LearningRateMonitor``) read the same counter."""
+    return int(trainer.fit_loop.epoch_loop._batches_that_stepped)

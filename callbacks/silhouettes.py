@@ -10,7 +10,7 @@ from PIL import Image
 from torch import Tensor
 from typing_extensions import override
 
-from recon.callbacks.run_folder import run_folder, wandb_loggers
+from recon.callbacks.run_folder import log_step, run_folder, wandb_loggers
 from recon.callbacks.samples import ValidationSamplesCallback, sample_names, stamp
 from recon.losses import dataset_images, silhouette_iou
 from recon.prediction import save_image
@@ -90,7 +90,7 @@ class SilhouetteLogger(ValidationSamplesCallback):
             f"{name}: IoU a {a:.3f}, b {b:.3f}" for name, a, b in zip(names, iou_a, iou_b, strict=True)
         )
         for logger in loggers:
-            logger.log_metrics({self.key: wandb.Image(str(path), caption=caption)}, step=trainer.global_step)
+            logger.log_metrics({self.key: wandb.Image(str(path), caption=caption)}, step=log_step(trainer))
 
 
 def shown_view(image: Tensor) -> np.ndarray:

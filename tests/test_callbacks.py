@@ -241,11 +241,23 @@ def check_run_folder(folder: Path, metrics: dict[str, float]) -> dict:
     return results
 
 
+class _StepRecordingWandbLogger(WandbLogger):
+    """A WandbLogger that also keeps each ``log_metrics`` call's keys and step."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.logged: list[tuple[set[str], int | None]] = []
+
+    def log_metrics(self, metrics, step=None) -> None:
+        self.logged.append((set(metrics), step))
+        super().log_metrics(metrics, step)
+
+
 @pytest.mark.slow
 def test_offline_wandb_run_holds_grids_meshes_and_the_iou_table(tmp_path: Path, quiet_wandb: None):
     import wandb
 
-    logger = WandbLogger(offline=True, save_dir=str(tmp_path), project="recon-test")
+    logger = _StepRecordingWandbLogger(offline=True, save_dir=str(tmp_path), project="recon-test")
     try:
         metrics = fit_and_test(tmp_path, logger)
         summary = dict(logger.experiment.summary)
@@ -253,6 +265,10 @@ def test_offline_wandb_run_holds_grids_meshes_and_the_iou_table(tmp_path: Path, 
         wandb.finish()
     results = check_run_folder(tmp_path, metrics)  # WandbLogger: the run folder is its save_dir
     assert results["wandb_run"] == logger.version
+    # a validation's media share the step of its metrics on the dashboard's step axis
+    steps = {key: step for keys, step in logger.logged for key in keys}
+    assert steps["val/silhouettes"] == steps["val/meshes"] == steps["val/miou"] == 1, steps
+    assert steps["test/iou_table"] == steps["test/miou"], steps
 
     (run,) = (tmp_path / "wandb").glob("offline-run-*")
     media = run / "files" / "media"
