@@ -53,6 +53,7 @@ from recon.module import ReconModule
 from recon.run_lock import run_folder_lock
 from recon.shipped import DEFAULT_CONFIG, default_config, shipped_hint
 
+WANDB_RUN_KEY = "recon_wandb_run"  # a checkpoint's entry: the id of the W&B run that saved it
 DESCRIPTION = ("recon: single-view 3D mesh reconstruction trained through a soft rasterizer (SoftRas). Also `recon "
                "sweep` (hyperparameter search: `recon sweep --help`) and `recon-data` (datasets: `recon-data --help`).")
 
@@ -91,6 +92,14 @@ class RunConfigSaver(SaveConfigCallback):
             path = Path(run.dir) / "recon-config.yaml"
             path.write_text(text)
             run.save(str(path), base_path=run.dir, policy="now")
+
+    @override
+    def on_save_checkpoint(self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]) -> None:
+        # the W&B run this training logs to, which a fit resumed from the checkpoint continues
+        # (ReconCLI._continue_wandb_run)
+        ids = [logger.version for logger in trainer.loggers if isinstance(logger, WandbLogger)]
+        if ids and isinstance(ids[0], str):
+            checkpoint[WANDB_RUN_KEY] = ids[0]
 
 
 class _ReconArgumentParser(LightningArgumentParser):
@@ -334,9 +343,9 @@ class ReconCLI(LightningCLI):
         names = [Path(cb.dirpath) / f"{cb.CHECKPOINT_NAME_LAST}{cb.FILE_EXTENSION}"
                  for cb in self.trainer.checkpoint_callbacks if getattr(cb, "dirpath", None)]
         last = next((name for name in names if name.is_file()), None)
-        if ckpt_path is None and self.subcommand == "fit" and last is not None:
-            # Lightning only says the folder is not empty
+        if self.subcommand == "fit":  # a resume saves into its own run's folder; a new run is told below
             warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
+        if ckpt_path is None and self.subcommand == "fit" and last is not None:
             _notice(f"recon fit: {last.parent} holds an earlier run's checkpoints, which this new run replaces as "
                     "it saves its own; --ckpt_path last continues that run instead")
         if self.subcommand != "fit":  # a ModelCheckpoint's state only matters to a fit that goes on saving
@@ -365,6 +374,26 @@ class ReconCLI(LightningCLI):
         self.model.check_checkpoint(checkpoint, path)
         if self.subcommand == "fit" and ckpt_path == "last":  # (a FILE's own settings build the model: nothing differs)
             _notice_resumed_settings(checkpoint, self.model, path)
+        if self.subcommand == "fit":
+            self._continue_wandb_run(checkpoint.get(WANDB_RUN_KEY))
+
+    def _continue_wandb_run(self, run_id: object) -> None:
+        """A fit resumed from a checkpoint goes on logging to the W&B run that saved it, so that the dashboard shows
+        one run with one set of curves, not a new run of the same name for every resume. Offline, each resume adds
+        an ``offline-run-*-<id>`` folder, and ``wandb sync <run>/wandb/offline-run-*`` uploads them, in order, as
+        that one run. Only where the run folder holds that W&B run: a checkpoint copied from another run starts a
+        new one, and so does a logger whose ``id`` (or ``version``) the config sets."""
+        if not isinstance(run_id, str) or not re.fullmatch(r"[\w-]+", run_id):
+            return
+        for logger in self.trainer.loggers:
+            init = getattr(logger, "_wandb_init", None)
+            if not isinstance(logger, WandbLogger) or not isinstance(init, dict) or init.get("id"):
+                continue
+            if logger.save_dir and any((Path(logger.save_dir) / "wandb").glob(f"*run-*-{run_id}")):
+                init["id"] = logger._id = run_id
+                init["resume"] = "allow"
+                if rank_zero_only.rank == 0:
+                    _notice(f"recon fit: continuing W&B run {run_id}, which logged the run until its checkpoint")
 
     def _no_best_checkpoint(self) -> NoReturn:
         """``--ckpt_path best`` for test, validate or predict where the run folder has no best checkpoint

@@ -136,14 +136,24 @@ def test_fit_then_test_then_predict(shrink_flags, tiny_h5, tmp_path, capsys):
     assert not list((tmp_path / "images").glob("*.obj"))
 
 
+def _wandb_run_ids(run: Path) -> list[str]:
+    """The W&B run id of each offline-run folder in ``run``, oldest first."""
+    return [path.name.rsplit("-", 1)[1] for path in sorted((run / "wandb").glob("offline-run-*"))]
+
+
 @pytest.mark.slow
-@pytest.mark.filterwarnings("ignore:Checkpoint directory .* exists and is not empty")
-def test_resume_from_last_continues_at_the_saved_step_with_its_schedule(shrink_flags, tmp_path, capsys):
+def test_resume_from_last_continues_at_the_saved_step_with_its_schedule(shrink_flags, tmp_path, capsys, recwarn):
     run = tmp_path / "run"
     flags = {"model.schedule_step": 3, "model.sigma": 1e-4, "model.lr": 1e-4}
     main(["fit", "-c", DEFAULT, *shrink_flags(flags)])
-    assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 2
+    saved = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    assert saved["global_step"] == 2 and _wandb_run_ids(run) == [saved["recon_wandb_run"]]
+    capsys.readouterr()
     cli = run_cli(["fit", "-c", DEFAULT, *shrink_flags({**flags, "trainer.max_steps": 4}), "--ckpt_path=last"])
+    # the resumed fit goes on logging to the W&B run that saved the checkpoint (offline: a second folder of that run)
+    assert _wandb_run_ids(run) == [saved["recon_wandb_run"]] * 2
+    assert f"recon fit: continuing W&B run {saved['recon_wandb_run']}" in capsys.readouterr().err
+    assert not [w for w in recwarn if "exists and is not empty" in str(w.message)]  # the run's own folder
     assert cli.trainer.global_step == 4
     assert isinstance(cli.trainer.checkpoint_callback, ModelCheckpoint)  # last.ckpt at every validation
     steps = {int(row["step"]): row for row in _rows(run, version=1) if row.get("train/loss")}
@@ -163,6 +173,7 @@ def test_resume_from_last_continues_at_the_saved_step_with_its_schedule(shrink_f
             "optimizer)") in capsys.readouterr().err
     saved = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
     assert saved["global_step"] == 5 and saved["hyper_parameters"]["lambda_lap"] == 0.02
+    assert _wandb_run_ids(run) == [saved["recon_wandb_run"]] * 3
     assert saved["hyper_parameters"]["lr"] == 1e-4 and saved["lr_schedulers"][0]["base_lrs"] == [1e-4]
 
 
@@ -207,6 +218,13 @@ def test_a_new_fit_into_a_folder_with_a_run_says_it_replaces_that_runs_checkpoin
     err = capsys.readouterr().err
     assert (f"recon fit: {checkpoints} holds an earlier run's checkpoints, which this new run replaces as it saves "
             "its own; --ckpt_path last continues that run instead") in err
+    first, second = _wandb_run_ids(tmp_path / "run")  # a new run is a new W&B run
+    assert first != second and torch.load(checkpoints / "last.ckpt", weights_only=True)["recon_wandb_run"] == second
+    # a fit that starts from a checkpoint copied from another run folder starts a W&B run of its own there
+    other = tmp_path / "other"
+    assert main(["fit", "-c", DEFAULT, *shrink_flags({"trainer.default_root_dir": other, "trainer.max_steps": 3}),
+                 f"--ckpt_path={checkpoints / 'last.ckpt'}"]) == 0
+    assert _wandb_run_ids(other) not in ([first], [second]) and len(_wandb_run_ids(other)) == 1
 
 
 @pytest.mark.slow
