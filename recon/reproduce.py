@@ -39,6 +39,7 @@ from recon.datamodules.categories import SHAPENET_CATEGORIES
 from recon.lifetime import STOPPED, child_env
 from recon.published import ORIGINAL_PROJECT, PUBLISHED
 from recon.report import markdown_table, rich_table
+from recon.shipped import shipped_config
 
 ENTRY = "table-entry.json"
 CATEGORIES = tuple(category.name for category in SHAPENET_CATEGORIES)
@@ -70,12 +71,17 @@ class TableProfile:
 
 
 def load_profile(name_or_path: str, config_dir: Path = Path("configs/table")) -> TableProfile:
-    """Read ``configs/table/<name>.yaml`` (or a path); refuse a malformed one with a message naming it."""
+    """Read ``configs/table/<name>.yaml`` (or a path); refuse a malformed one with a message naming it.
+
+    The profile and the configs it names are the working folder's (the repository's root, or a project's own
+    ``configs/``) where they exist, else the copies recon ships, so that the table builds from any folder."""
     path = Path(name_or_path)
     if path.suffix not in (".yaml", ".yml"):
-        path = config_dir / f"{name_or_path}.yaml"
+        path = _here_or_shipped(config_dir / f"{name_or_path}.yaml")
     if not path.is_file():
-        known = sorted(p.stem for p in config_dir.glob("*.yaml"))
+        shipped = shipped_config(config_dir / "quick.yaml")
+        folders = [config_dir, *([shipped.parent] if shipped else [])]
+        known = sorted({p.stem for folder in folders for p in folder.glob("*.yaml")})
         raise FileNotFoundError(f"{path}: no such table profile; known profiles: {', '.join(known) or 'none'}")
     try:
         raw = yaml.safe_load(path.read_text()) or {}
@@ -100,16 +106,22 @@ def load_profile(name_or_path: str, config_dir: Path = Path("configs/table")) ->
         if not right:
             raise ValueError(f"{path}: {key} is {raw.get(key)!r}; expected {expected}")
     for config in [*raw["configs"], *raw["encoders"].values()]:
-        if not Path(config).is_file():
+        if not _here_or_shipped(Path(config)).is_file():
             raise FileNotFoundError(f"{path}: names config {config}, which does not exist")
     return TableProfile(
         name=path.stem,
-        configs=list(raw["configs"]),
-        encoders=dict(raw["encoders"]),
+        configs=[str(_here_or_shipped(Path(config))) for config in raw["configs"]],
+        encoders={name: str(_here_or_shipped(Path(config))) for name, config in raw["encoders"].items()},
         seeds=[int(s) for s in raw["seeds"]],
         args=[str(a) for a in raw.get("args", [])],
         description=str(raw.get("description", "")),
     )
+
+
+def _here_or_shipped(path: Path) -> Path:
+    """``path`` where the working folder has it, else recon's copy of that ``configs/…`` file (as it is, where
+    recon ships none): a table run from the repository's root records the same relative paths as before."""
+    return path if path.is_file() else shipped_config(path) or path
 
 
 def _strings(value: object) -> bool:

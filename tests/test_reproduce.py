@@ -41,6 +41,22 @@ def test_profiles_name_existing_configs(capsys):
         os.chdir(cwd)
 
 
+def test_elsewhere_the_profiles_and_their_configs_are_the_ones_recon_ships(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)  # a folder without configs/: a user's project, or a script's working folder
+    profile = load_profile("smoke")
+    named = {"configs/default.yaml": profile.configs[0], "configs/trainer/cpu.yaml": profile.configs[1],
+             "configs/experiment/color.yaml": profile.encoders["baseline+color"]}
+    for relative, config in named.items():
+        assert Path(config).is_absolute() and config.endswith(relative), config
+        assert Path(config).read_text() == (ROOT / relative).read_text()
+    with pytest.raises(SystemExit):
+        reproduce_main(["--profile", "quik", "--runs", "unused"])
+    err = capsys.readouterr().err
+    assert "configs/table/quik.yaml: no such table profile; known profiles: paper, quick, smoke" in err
+    monkeypatch.chdir(ROOT)  # the repository's root: its own files, by the relative paths runs record
+    assert load_profile("smoke").configs == ["configs/default.yaml", "configs/trainer/cpu.yaml"]
+
+
 @pytest.mark.parametrize(("text", "expected"), [
     ("configs: [configs/default.yaml]\nencoders: [baseline]\nseeds: [0]\n", "encoders is ['baseline']; expected a "
      "mapping of row names to encoder configs"),
