@@ -21,6 +21,7 @@ import csv
 import io
 import json
 import os
+import re
 import signal
 import statistics
 import subprocess
@@ -331,26 +332,35 @@ def render_csv(rows: list[dict]) -> str:
 TERMINAL = [name for name in HEADER if name not in (*CATEGORIES, "data")]  # what fits a terminal; the rest: table.md
 
 
-def encoder_table(profile: TableProfile, rows: list[dict]) -> Table:
+def encoder_table(profile: TableProfile, rows: list[dict], width: int | None = None) -> Table:
     """The terminal table: our rows (without the per-category IoUs of table.md), then the published means and the
-    original project's, dimmed."""
+    original project's, dimmed. Where one line per row would not fit ``width`` columns (an 80-column terminal with
+    seeds' spreads), each ``mean ± spread`` takes two lines: the mean, then the spread."""
     blank = [""] * (len(TERMINAL) - 3)
     extra = [[f"[dim]{figure.method} (published)", "", f"[dim]{figure.mean_iou:.4f}", *blank] for figure in PUBLISHED]
     extra += [[f"[dim]{name} (original project)", f"[dim]{loss:.4f}", f"[dim]{iou:.4f}", *blank]
               for name, (loss, iou) in ORIGINAL_PROJECT.items()]
     shown = [HEADER.index(name) for name in TERMINAL]
     cells = [[row[i] for i in shown] for row in table_cells(rows)]
+    if width is not None and _one_line_width(cells) > width:
+        cells = [[re.sub(r"^(\S+) ± (\S+)(.*)$", r"\1\3\n± \2", cell) for cell in row] for row in cells]
     data = "; ".join(dict.fromkeys(row.get("data") or "?" for row in rows))
     table = rich_table(TERMINAL, cells, f"encoder comparison ({profile.name})", f"data: {data}. Per-category IoU "
                        "in table.md and table.csv; published: mean IoU only, with their sources in table.md")
     # Our names and numbers are never cut ("basel…", "0.30…"): in a narrow terminal the published names and the
     # headers wrap instead.
     for index, column in enumerate(table.columns):
-        column.min_width = max(len(row[index]) for row in cells)
+        column.min_width = max(len(line) for row in cells for line in row[index].splitlines() or [""])
     table.add_section()
     for row in extra:
         table.add_row(*row)
     return table
+
+
+def _one_line_width(cells: list[list[str]]) -> int:
+    """The terminal width a table of ``cells`` needs with every cell on one line (borders and padding: 3 a column,
+    plus 1)."""
+    return sum(max(len(row[index]) for row in cells) + 3 for index in range(len(cells[0]))) + 1 if cells else 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -410,7 +420,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     write_text(args.out / "table.md", render_markdown(profile, rows))
     write_text(args.out / "table.csv", render_csv(rows))
     console = Console(width=None if sys.stdout.isatty() else 120)  # a log file: the table's own width, not 80
-    console.print(encoder_table(profile, rows))
+    console.print(encoder_table(profile, rows, console.width))
     console.print(f"wrote {args.out / 'table.md'} and {args.out / 'table.csv'}")
     return 0
 

@@ -142,6 +142,14 @@ def test_the_terminal_table_shows_whole_names_and_numbers():
     text = console.export_text()
     assert "baseline+color " in text and "0.4000 ± 0.0000" in text and "15.20 ± 0.00 (gray)" in text
     assert "…" not in text and "data: synthetic.h5 (synthetic)" in text
+    # an 80-column terminal: every column whole, each mean above its spread
+    console = Console(width=80, record=True)
+    console.print(encoder_table(TableProfile("quick", [], {}, [0, 1], []), summarize(runs), console.width))
+    lines = console.export_text().splitlines()
+    assert max(len(line) for line in lines) <= 80 and "train min" in "\n".join(lines) and "…" not in "\n".join(lines)
+    (row,) = [index for index, line in enumerate(lines) if line.startswith("│ baseline+color ")]
+    assert [cell.strip() for cell in lines[row].split("│")[2:4]] == ["0.3000", "0.4000"]
+    assert [cell.strip() for cell in lines[row + 1].split("│")[2:4]] == ["± 0.0000", "± 0.0000"]
 
 
 def test_published_figures_are_sourced_means_only():
