@@ -14,6 +14,7 @@ import inspect
 import logging
 import os
 import re
+import shlex
 import shutil
 import sys
 import warnings
@@ -266,7 +267,7 @@ class ReconCLI(LightningCLI):
         if "prompt" not in inspect.signature(wandb.login).parameters:
             return  # a W&B older than login(prompt=...): its own error when the run starts (see main)
         offline = (f"or leave WANDB_MODE unset to log offline, and upload later with `wandb sync "
-                   f"{loggers[0].save_dir or '.'}/wandb/offline-run-*`")
+                   f"{shlex.quote(loggers[0].save_dir or '.')}/wandb/offline-run-*`")  # a folder with a space: quoted
         try:
             found = wandb.login(verify=False, prompt=False)
         except wandb.errors.Error as error:  # a malformed key
