@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -463,3 +464,59 @@ def test_test_best_that_cannot_test_the_best_trial_says_why_in_one_line(checkpoi
                 else "--test-best: recon test of trial 0 failed (exit status 1: ")
     assert f"recon sweep: error: {expected}" in error and "Traceback" not in error, error
     assert (folder / "trials.csv").is_file()  # the tables are written all the same
+
+
+_STOPPABLE_TEST = """
+import signal, sys, time
+from pathlib import Path
+marker = Path(sys.argv[1])
+def stop(signum, frame):
+    marker.write_text(signal.Signals(signum).name)
+    sys.exit(143)
+signal.signal(signal.SIGTERM, stop)
+marker.write_text("started")
+time.sleep(60)
+"""
+
+
+def test_sigterm_to_a_sweep_during_test_best_stops_its_recon_test_as_a_sigterm_would(shrink_flags, tmp_path,
+                                                                                      monkeypatch, capsys):
+    """The best trial's ``recon test`` gets the SIGTERM (it stops between batches, exit status 143) and the sweep
+    waits for it, rather than killing it; ``test-best.json`` is not written, so the same command tests it again.
+    The test process here is a stand-in that records the signal it got."""
+    from recon.sweep import command
+
+    root = tmp_path / "sweeps"
+    space = write_space(tmp_path, {"sweep": {"name": "tested"}, **LR_SPACE})
+    folder = root / "tested"
+    run = folder / "trial-0"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "checkpoints" / "best.ckpt").write_bytes(b"a checkpoint")
+    study = optuna.create_study(study_name="tested", storage=open_storage(str(folder / "study.journal")),
+                                direction="maximize")
+    study.add_trial(optuna.trial.create_trial(
+        params={"model.lr": 1.0e-4}, value=0.5, user_attrs={"folder": str(run)},
+        distributions={"model.lr": optuna.distributions.FloatDistribution(1.0e-5, 1.0e-3, log=True)}))
+    marker, started = tmp_path / "signal.txt", []
+    real_popen = subprocess.Popen
+
+    def stand_in(args, **kwargs):
+        assert args[1:4] == ["-m", "recon", "test"]
+        process = real_popen([sys.executable, "-c", _STOPPABLE_TEST, str(marker)], **kwargs)
+        started.append(process)
+        return process
+
+    monkeypatch.setattr(command.subprocess, "Popen", stand_in)
+
+    def signal_once_started() -> None:
+        deadline = time.monotonic() + 60
+        while not (marker.is_file() and marker.read_text() == "started") and time.monotonic() < deadline:
+            time.sleep(0.05)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=signal_once_started, daemon=True).start()
+    assert sweep_main(sweep_args(space, shrink_flags(), root, "--sweep.trials", "1", "--test-best")) == 130
+    (process,) = started
+    assert process.poll() == 143 and marker.read_text() == "SIGTERM"  # stopped by the signal, not killed
+    assert not (folder / "test-best.json").exists()
+    assert "sweep tested interrupted; the same command continues it" in " ".join(capsys.readouterr().err.split())

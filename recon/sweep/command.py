@@ -29,7 +29,7 @@ from recon.lifetime import child_env
 from recon.sweep.fit_args import check_fit_args
 from recon.sweep.options import SweepCommand, fit_flag, parse_command
 from recon.sweep.report import TEST_RESULT, best_trial, write_plots, write_tables
-from recon.sweep.runner import TrialFailed, TrialRunner, end_orphans, fit_error, stop_running
+from recon.sweep.runner import RUNNING, TrialFailed, TrialRunner, end_orphans, fit_error, stop_running
 from recon.sweep.space import SearchSpaceError
 from recon.sweep.storage import is_rdb, rdb_error, storage_url
 from recon.sweep.study import StudyMismatch, count_trials, open_study, retry_failed, study_definition
@@ -195,8 +195,17 @@ def test_best(command: SweepCommand, study: optuna.Study, url: str) -> None:
     written = run / "results.json"  # the results writer's file in the run folder
     written.unlink(missing_ok=True)
     with open(run / "test.log", "w") as log:
-        status = subprocess.run([sys.executable, "-m", "recon", "test", *args], stdout=log,
-                                stderr=subprocess.STDOUT, env=env).returncode
+        process = subprocess.Popen([sys.executable, "-m", "recon", "test", *args], stdout=log,
+                                   stderr=subprocess.STDOUT, env=env)
+        RUNNING.add(process)  # Ctrl-C or SIGTERM to the sweep stops it as it stops trials (see _terminate)
+        try:
+            status = process.wait()
+        except BaseException:  # the test stops between batches, as `recon test` does on SIGTERM, rather than
+            process.terminate()  # being killed; it runs again with the same command (no test-best.json yet)
+            process.wait()
+            raise
+        finally:
+            RUNNING.discard(process)
     if status != 0:
         reason = fit_error(run / "test.log", "recon test")
         raise BestUntested(f"--test-best: recon test of trial {best.number} failed (exit status {status}"
