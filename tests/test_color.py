@@ -9,12 +9,15 @@ import sys
 from pathlib import Path
 
 import h5py
+import lightning.pytorch as pl
 import numpy as np
 import pytest
 import torch
 import trimesh
 from PIL import Image
+from torch.utils.data import DataLoader
 
+from recon.callbacks import MeshWriter
 from recon.losses import color_loss, dataset_images
 from recon.mesh import template_sphere
 from recon.metrics import ImageFidelity, image_psnr
@@ -227,6 +230,28 @@ def test_coloured_prediction_round_trips_through_glb_and_ply(tmp_path, mode):
     assert [p.name for p in write_prediction(tmp_path / "plain", "m", vertices, faces)] == ["m.obj", "m.glb"]
     write_prediction(tmp_path, "mesh", vertices, faces)  # a silhouette model's mesh of the same name: no colour
     assert sorted(p.name for p in tmp_path.glob("mesh.*")) == ["mesh.glb", "mesh.obj"]  # no stale coloured PLY
+
+
+@pytest.mark.parametrize("colored", [False, True], ids=["plain", "color"])
+def test_predict_encodes_and_decodes_each_image_once(tmp_path, colored):
+    """``recon predict``'s mesh, colours and preview all come from one pass of the generator per image."""
+    torch.manual_seed(0)
+    module = _colored_module() if colored else ReconModule(encoder=BaselineEncoder(dim=16, image_size=32)).eval()
+    images = torch.rand(3, 4, 32, 32, generator=torch.Generator().manual_seed(2))
+    batches = [{"images": images[:2], "name": ["a", "b"]}, {"images": images[2:], "name": ["c"]}]
+    seen: dict[str, int] = {}  # the items each part ran on, over all its calls
+
+    def count(key):
+        return lambda _module, args, _output: seen.update({key: seen.get(key, 0) + len(args[0])})
+
+    for key in ("encoder", "decoder", "colors"):
+        if (part := getattr(module.generator, key)) is not None:
+            part.register_forward_hook(count(key))
+    trainer = pl.Trainer(accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False, callbacks=[MeshWriter(dirpath=str(tmp_path))])
+    trainer.predict(module, dataloaders=DataLoader(batches, batch_size=None), return_predictions=False)
+    assert seen == {"encoder": 3, "decoder": 3, **({"colors": 3} if colored else {})}  # images, not passes
+    assert sorted(p.name for p in tmp_path.glob("a.*")) == ["a.glb", "a.obj", *(["a.ply"] if colored else []), "a.png"]
 
 
 # ------------------------------------------------------------------------------------------ training
