@@ -383,8 +383,8 @@ class ReconCLI(LightningCLI):
         one run with one set of curves, not a new run of the same name for every resume. Offline, each resume adds
         an ``offline-run-*-<id>`` folder, and ``wandb sync <run>/wandb/offline-run-*`` uploads them, in order, as
         that one run. Only where the run folder holds that W&B run: a checkpoint copied from another run starts a
-        new one, and so does a logger whose ``id`` (or ``version``) the config sets."""
-        if not isinstance(run_id, str) or not re.fullmatch(r"[\w-]+", run_id):
+        new one, and a logger whose ``id`` (or ``version``) the config sets, or ``WANDB_RUN_ID``, logs where it says."""
+        if not isinstance(run_id, str) or not re.fullmatch(r"[\w-]+", run_id) or os.environ.get("WANDB_RUN_ID"):
             return
         for logger in self.trainer.loggers:
             init = getattr(logger, "_wandb_init", None)
