@@ -183,11 +183,14 @@ def test_a_fit_resumed_mid_epoch_trains_on_the_batches_of_the_uninterrupted_run(
                                                                                  ctrl_c_before_step):
     """Batches of 1 from the tiny file's 4 training objects: 4 batches an epoch. Ctrl-C during step 1 saves
     last.ckpt at step 2, mid-epoch; resumed there, the fit goes on with the epoch's third batch (a plain loader
-    would start the epoch over: its first two batches twice, its last two never)."""
+    would start the epoch over: its first two batches twice, its last two never). Then fits that max_steps ends
+    between validations, mid-epoch (step 5) and at an epoch's end (step 8), each resumed: the last.ckpt written as
+    the fit ends holds the epoch it stopped in, not the next one (its ``epoch`` then ran one further ahead at every
+    such resume, and the resumed epochs lost batches)."""
     from recon.cli import ReconCLI
 
     whole, parted = tmp_path / "whole", tmp_path / "parted"
-    flags = {"data.batch_size": 1, "trainer.max_steps": 6, "trainer.val_check_interval": 3}
+    flags = {"data.batch_size": 1, "trainer.max_steps": 9, "trainer.val_check_interval": 3}
     main(["fit", "-c", DEFAULT, *shrink_flags({**flags, "trainer.default_root_dir": whole})])
     previous = signal.getsignal(signal.SIGINT)
     forget_interrupts()
@@ -201,11 +204,17 @@ def test_a_fit_resumed_mid_epoch_trains_on_the_batches_of_the_uninterrupted_run(
         forget_interrupts()
     _finish_wandb_run()
     assert torch.load(parted / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 2
-    main(["fit", "-c", DEFAULT, *shrink_flags({**flags, "trainer.default_root_dir": parted}), "--ckpt_path=last"])
+    for steps, epoch in ((5, 1), (8, 2), (9, 2)):  # 5: epoch 1's second batch done; 8: epoch 1 done
+        main(["fit", "-c", DEFAULT, *shrink_flags({**flags, "trainer.default_root_dir": parted,
+                                                   "trainer.max_steps": steps}), "--ckpt_path=last"])
+        saved = torch.load(parted / "checkpoints" / "last.ckpt", weights_only=True)
+        assert (saved["global_step"], saved["epoch"]) == (steps, epoch)
     expected = {int(row["step"]): float(row["train/loss"]) for row in _rows(whole) if row.get("train/loss")}
-    resumed = {int(row["step"]): float(row["train/loss"]) for row in _rows(parted, 1) if row.get("train/loss")}
-    assert sorted(resumed) == [2, 3, 4, 5] and sorted(expected) == list(range(6))
+    resumed = {int(row["step"]): float(row["train/loss"]) for version in (1, 2, 3) for row in _rows(parted, version)
+               if row.get("train/loss")}
+    assert sorted(resumed) == list(range(2, 9)) and sorted(expected) == list(range(9))
     assert resumed == {step: expected[step] for step in resumed}
+    assert torch.load(whole / "checkpoints" / "last.ckpt", weights_only=True)["loops"] == saved["loops"]
     assert not [w for w in recwarn if "not resumable" in str(w.message)]  # Lightning's mid-epoch warning
 
 
