@@ -68,7 +68,9 @@ class _TrainLoader(DataLoader):
     datamodule: ViewPairDataModule
 
     def state_dict(self) -> dict[str, int]:
-        return {"batches_per_epoch": len(self)}
+        # the batch per process and the processes: a resume on another number says what a step then trains on
+        return {"batches_per_epoch": len(self), "batch_size": self.datamodule.batch_size,
+                "processes": distributed_rank_and_size()[1]}
 
     def load_state_dict(self, state: dict[str, int]) -> None:
         trainer = self.datamodule.trainer

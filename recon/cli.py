@@ -376,6 +376,8 @@ class ReconCLI(LightningCLI):
         if self.subcommand == "fit" and ckpt_path == "last":  # (a FILE's own settings build the model: nothing differs)
             _notice_resumed_settings(checkpoint, self.model, path)
         if self.subcommand == "fit":
+            _notice_resumed_batch(checkpoint, self.datamodule.batch_size, self.trainer.world_size, path)
+        if self.subcommand == "fit":
             self._continue_wandb_run(checkpoint.get(WANDB_RUN_KEY))
 
     def _continue_wandb_run(self, run_id: object) -> None:
@@ -477,6 +479,28 @@ def _notice_resumed_settings(checkpoint: dict[str, Any], model: LightningModule,
         else:
             parts.append(f"{key} {old!r} → {new!r} applies from step {step} on")
     _notice(f"recon fit: resuming {path} with other settings than its run's: {'; '.join(parts)}")
+
+
+def _notice_resumed_batch(checkpoint: dict[str, Any], batch_size: int, processes: int, path: Path) -> None:
+    """One line when a fit resumes with another batch per step than it was saved with: another
+    ``data.batch_size``, or the same on another number of processes (DDP's batch is per process). The steps
+    then train on more or fewer pairs each, with the run's lr (restored with its optimizer), and the epoch in
+    progress starts over (its length changed)."""
+    try:
+        (saved,) = checkpoint["loops"]["fit_loop"]["state_dict"]["combined_loader"]
+        before = (int(saved["processes"]), int(saved["batch_size"]))
+    except (KeyError, TypeError, ValueError):  # a checkpoint from before recon recorded them, or not a recon loader's
+        return
+    if before[0] * before[1] == processes * batch_size:
+        return
+    step = checkpoint.get("global_step", "?")
+
+    def pairs(count: int, batch: int) -> str:
+        return f"{count * batch} ({count} process{'es' if count > 1 else ''} × {batch})"
+
+    rank_zero_only(_notice)(f"recon fit: resuming {path}, trained on {pairs(*before)} view pairs a step, on "
+                            f"{pairs(processes, batch_size)} from step {step} on, with the run's lr; the epoch in "
+                            "progress starts over")
 
 
 def _plain(value: Any) -> Any:

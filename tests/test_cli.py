@@ -167,10 +167,14 @@ def test_resume_from_last_continues_at_the_saved_step_with_its_schedule(shrink_f
     # Resumed with another lr and λ_lap: the λ applies, the lr cannot (Adam's state brings the run's), and one line
     # says which; the next checkpoint records the lr the run really has.
     main(["fit", "-c", DEFAULT, *shrink_flags({**flags, "model.lr": 1e-2, "model.lambda_lap": 0.02,
-                                                "trainer.max_steps": 5}), "--ckpt_path=last"])
+                                                "trainer.max_steps": 5, "data.batch_size": 4}), "--ckpt_path=last"])
+    err = capsys.readouterr().err
     assert (f"recon fit: resuming {run / 'checkpoints' / 'last.ckpt'} with other settings than its run's: lambda_lap "
             "0.005 → 0.02 applies from step 4 on; lr 0.01 is not used (the run's 0.0001 is restored with its "
-            "optimizer)") in capsys.readouterr().err
+            "optimizer)") in err
+    # another batch per step (here data.batch_size; or the same batch on another number of processes) is said too
+    assert (f"recon fit: resuming {run / 'checkpoints' / 'last.ckpt'}, trained on 2 (1 process × 2) view pairs a "
+            "step, on 4 (1 process × 4) from step 4 on, with the run's lr; the epoch in progress starts over") in err
     saved = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
     assert saved["global_step"] == 5 and saved["hyper_parameters"]["lambda_lap"] == 0.02
     assert _wandb_run_ids(run) == [saved["recon_wandb_run"]] * 3
