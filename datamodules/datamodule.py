@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -62,7 +63,7 @@ class _TrainLoader(DataLoader):
 
     The position comes from the restored trainer: ``global_step − epoch × batches per epoch`` (one optimizer step
     per batch). Another batch size, data file or number of processes since the save changes the epoch's length,
-    and the epoch then starts over, as before.
+    and the epoch then starts over, as before; so it does with ``accumulate_grad_batches`` > 1, and one line says so.
     """
 
     datamodule: ViewPairDataModule
@@ -75,7 +76,14 @@ class _TrainLoader(DataLoader):
     def load_state_dict(self, state: dict[str, int]) -> None:
         trainer = self.datamodule.trainer
         batches = len(self)
-        if trainer is None or state.get("batches_per_epoch") != batches or trainer.accumulate_grad_batches != 1:
+        if trainer is None or state.get("batches_per_epoch") != batches:
+            return
+        if (accumulate := trainer.accumulate_grad_batches) != 1:  # position not tracked: said, as Lightning would
+            steps = -(-batches // accumulate)  # optimizer steps an epoch
+            done = trainer.global_step - trainer.current_epoch * steps
+            if 0 < done < steps and trainer.global_rank == 0:
+                print(f"recon fit: with accumulate_grad_batches {accumulate}, the resumed fit starts its epoch in "
+                      f"progress over: its first {done * accumulate} batches are trained on again", file=sys.stderr)
             return
         done = trainer.global_step - trainer.current_epoch * batches
         if 0 < done < batches and isinstance(self.sampler, PairBatchSampler):

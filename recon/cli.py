@@ -69,6 +69,8 @@ class RunConfigSaver(SaveConfigCallback):
     ``recon-config.yaml`` among its files: runs that share a folder never share, or overwrite, each other's record.
     """
 
+    _resumed_wandb_run: object = None  # the W&B run of the checkpoint a fit resumed from, if any
+
     @override
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         stage = str(getattr(stage, "value", stage))  # Lightning passes its TrainerFn enum ("fit", "test", …)
@@ -101,6 +103,12 @@ class RunConfigSaver(SaveConfigCallback):
         ids = [logger.version for logger in trainer.loggers if isinstance(logger, WandbLogger)]
         if ids and isinstance(ids[0], str):
             checkpoint[WANDB_RUN_KEY] = ids[0]
+        elif not ids and isinstance(self._resumed_wandb_run, str):  # a part run without W&B (WANDB_MODE=disabled)
+            checkpoint[WANDB_RUN_KEY] = self._resumed_wandb_run  # keeps the run a later resume with W&B continues
+
+    @override
+    def on_load_checkpoint(self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]) -> None:
+        self._resumed_wandb_run = checkpoint.get(WANDB_RUN_KEY)
 
 
 class _ReconArgumentParser(LightningArgumentParser):
@@ -242,8 +250,8 @@ class ReconCLI(LightningCLI):
         self.datamodule.check_shards(self.subcommand, self.trainer.world_size)
         self._check_folders()
         self._check_evaluation()
+        self._check_wandb_login()  # first: a resume's "continuing W&B run" line must not precede W&B's refusal
         self._check_checkpoint()
-        self._check_wandb_login()
         # W&B looks for the git repository from its folder when its run starts, and warns ("git root … does not
         # exist") when that folder is not there yet, as for any new run folder: made now that the data is checked
         for logger in self.trainer.loggers:
@@ -378,9 +386,9 @@ class ReconCLI(LightningCLI):
         if self.subcommand == "fit":
             _notice_resumed_batch(checkpoint, self.datamodule.batch_size, self.trainer.world_size, path)
         if self.subcommand == "fit":
-            self._continue_wandb_run(checkpoint.get(WANDB_RUN_KEY))
+            self._continue_wandb_run(checkpoint.get(WANDB_RUN_KEY), path)
 
-    def _continue_wandb_run(self, run_id: object) -> None:
+    def _continue_wandb_run(self, run_id: object, path: Path) -> None:
         """A fit resumed from a checkpoint goes on logging to the W&B run that saved it, so that the dashboard shows
         one run with one set of curves, not a new run of the same name for every resume. Offline, each resume adds
         an ``offline-run-*-<id>`` folder, and ``wandb sync <run>/wandb/offline-run-*`` uploads them, in order, as
@@ -396,7 +404,7 @@ class ReconCLI(LightningCLI):
                 init["id"] = logger._id = run_id
                 init["resume"] = "allow"
                 if rank_zero_only.rank == 0:
-                    _notice(f"recon fit: continuing W&B run {run_id}, which logged the run until its checkpoint")
+                    _notice(f"recon fit: continuing W&B run {run_id}, the run that saved {path.name}")
 
     def _no_best_checkpoint(self) -> NoReturn:
         """``--ckpt_path best`` for test, validate or predict where the run folder has no best checkpoint
