@@ -385,7 +385,6 @@ class ReconCLI(LightningCLI):
             _notice_resumed_settings(checkpoint, self.model, path)
         if self.subcommand == "fit":
             _notice_resumed_batch(checkpoint, self.datamodule.batch_size, self.trainer.world_size, path)
-        if self.subcommand == "fit":
             self._continue_wandb_run(checkpoint.get(WANDB_RUN_KEY), path)
 
     def _continue_wandb_run(self, run_id: object, path: Path) -> None:

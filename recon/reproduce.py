@@ -80,8 +80,7 @@ def load_profile(name_or_path: str, config_dir: Path = Path("configs/table")) ->
     if path.suffix not in (".yaml", ".yml"):
         path = _here_or_shipped(config_dir / f"{name_or_path}.yaml")
     if not path.is_file():
-        shipped = shipped_config(config_dir / "quick.yaml")
-        folders = [config_dir, *([shipped.parent] if shipped else [])]
+        folders = [config_dir, *filter(None, [shipped_config(config_dir)])]
         known = sorted({p.stem for folder in folders for p in folder.glob("*.yaml")})
         raise FileNotFoundError(f"{path}: no such table profile; known profiles: {', '.join(known) or 'none'}")
     try:

@@ -12,15 +12,15 @@ DEFAULT_CONFIG = "configs/default.yaml"  # the main job's recipe: the working fo
 
 
 def shipped_config(relative: str | Path) -> Path | None:
-    """The file ``configs/…`` (``relative``) as recon ships it, where it exists: installed with the package
-    (``recon/configs``), or in the source checkout the package runs from (an editable install)."""
+    """The file (or folder) ``configs/…`` (``relative``) as recon ships it, where it exists: installed with the
+    package (``recon/configs``), or in the source checkout the package runs from (an editable install)."""
     name = Path(relative)
     if name.is_absolute() or name.parts[:1] != ("configs",):
         return None
     package = Path(__file__).resolve().parent
     checkout = package.parent
     for folder in (package, checkout if (checkout / "pyproject.toml").is_file() else None):
-        if folder is not None and (folder / name).is_file():
+        if folder is not None and (folder / name).exists():
             return folder / name
     return None
 
