@@ -443,6 +443,15 @@ def test_a_rerun_with_other_settings_than_the_study_s_trials_is_refused_in_one_l
     assert not list(folder.glob("trial-*")) and not (folder / "trials.csv").exists()  # no trial, no table
 
 
+def _one_finished_trial(folder: Path, run: Path) -> None:
+    """The study ``tested`` in ``folder``, with one complete trial whose run folder is ``run``."""
+    study = optuna.create_study(study_name="tested", storage=open_storage(str(folder / "study.journal")),
+                                direction="maximize")
+    study.add_trial(optuna.trial.create_trial(
+        params={"model.lr": 1.0e-4}, value=0.5, user_attrs={"folder": str(run)},
+        distributions={"model.lr": optuna.distributions.FloatDistribution(1.0e-5, 1.0e-3, log=True)}))
+
+
 @pytest.mark.parametrize("checkpoint", [None, b"not a checkpoint"], ids=["no-best-ckpt", "recon-test-fails"])
 def test_test_best_that_cannot_test_the_best_trial_says_why_in_one_line(checkpoint, shrink_flags, tmp_path, capsys):
     root = tmp_path / "sweeps"
@@ -452,11 +461,7 @@ def test_test_best_that_cannot_test_the_best_trial_says_why_in_one_line(checkpoi
     (run / "checkpoints").mkdir(parents=True)
     if checkpoint is not None:
         (run / "checkpoints" / "best.ckpt").write_bytes(checkpoint)
-    study = optuna.create_study(study_name="tested", storage=open_storage(str(folder / "study.journal")),
-                                direction="maximize")
-    study.add_trial(optuna.trial.create_trial(
-        params={"model.lr": 1.0e-4}, value=0.5, user_attrs={"folder": str(run)},
-        distributions={"model.lr": optuna.distributions.FloatDistribution(1.0e-5, 1.0e-3, log=True)}))
+    _one_finished_trial(folder, run)
 
     assert sweep_main(sweep_args(space, shrink_flags(), root, "--sweep.trials", "1", "--test-best")) == 1
     error = " ".join(capsys.readouterr().err.split())
@@ -492,11 +497,7 @@ def test_sigterm_to_a_sweep_during_test_best_stops_its_recon_test_as_a_sigterm_w
     run = folder / "trial-0"
     (run / "checkpoints").mkdir(parents=True)
     (run / "checkpoints" / "best.ckpt").write_bytes(b"a checkpoint")
-    study = optuna.create_study(study_name="tested", storage=open_storage(str(folder / "study.journal")),
-                                direction="maximize")
-    study.add_trial(optuna.trial.create_trial(
-        params={"model.lr": 1.0e-4}, value=0.5, user_attrs={"folder": str(run)},
-        distributions={"model.lr": optuna.distributions.FloatDistribution(1.0e-5, 1.0e-3, log=True)}))
+    _one_finished_trial(folder, run)
     marker, started = tmp_path / "signal.txt", []
     real_popen = subprocess.Popen
 
