@@ -5,16 +5,20 @@ Lightning 2.6 writes ``last.ckpt`` at a validation only when it also writes a to
 when the monitored metric improved. A run whose later validations scored lower then kept the ``last.ckpt`` of its
 best step: ``--ckpt_path last`` trained those steps again, ``recon test --ckpt_path last`` scored older weights,
 and a killed run lost everything since its best score instead of since its last validation. recon's configs use
-this class; it is Lightning's in every other way (same arguments, same files, same state).
+this class; it is Lightning's in every other way (same arguments, same files), except that a fit resumed from its
+checkpoints under ``max_steps`` goes on as the uninterrupted fit would: the loop progress saved where ``max_steps``
+ends a fit, and read from checkpoints written at an epoch's end, is the one a resume needs (see the helpers below).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import lightning.pytorch as pl
 from lightning.pytorch.callbacks import ModelCheckpoint as LightningModelCheckpoint
+from lightning.pytorch.loops.progress import _BatchProgress, _OptimizationProgress, _Progress, _SchedulerProgress
 from typing_extensions import override
 
 
@@ -41,6 +45,17 @@ class ModelCheckpoint(LightningModelCheckpoint):
         with _epoch_left_open(trainer):
             super().on_train_end(trainer, pl_module)
             self._save_last_if_not_saved(trainer)
+
+    @override
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        super().on_train_start(trainer, pl_module)
+        _begin_a_new_epoch_afresh(trainer)
+
+    @override
+    def on_load_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
+                           checkpoint: dict[str, Any]) -> None:
+        super().on_load_checkpoint(trainer, pl_module, checkpoint)
+        _resume_epoch_end_checkpoint(checkpoint)
 
     def _save_last_if_not_saved(self, trainer: pl.Trainer) -> None:
         # Skipped where Lightning skips (sanity check, another stage, fast_dev_run) and where this step's
@@ -74,9 +89,7 @@ def _epoch_left_open(trainer: pl.Trainer) -> Iterator[None]:
             tracker.processed -= 1
             tracker.completed -= 1
     elif closed:
-        for progress in per_epoch[:3]:
-            progress.reset_on_run()
-        epoch_loop.val_loop.batch_progress.total.reset()
+        _next_epoch_not_begun(*per_epoch)
     try:
         yield
     finally:
@@ -87,3 +100,62 @@ def _epoch_left_open(trainer: pl.Trainer) -> Iterator[None]:
         elif closed:
             for progress, state in zip(per_epoch, kept, strict=True):
                 progress.load_state_dict(state)
+
+
+def _begin_a_new_epoch_afresh(trainer: pl.Trainer) -> None:
+    """A fit resumed from a checkpoint that holds its next epoch not yet begun begins that epoch as any epoch begins.
+
+    Resumed with ``max_steps`` set, Lightning restarts the epoch loop even where no batch of the epoch was trained,
+    as from a checkpoint written at the validation of a last batch. Where the config validates once an epoch (or
+    every N batches within one, ``check_val_every_n_epoch`` set), it then takes the epoch's first batch for that
+    validation, skips it, and counts a step that was never taken: every step of the resumed fit is logged one late.
+    """
+    epoch_loop = trainer.fit_loop.epoch_loop
+    if epoch_loop.restarting and epoch_loop.batch_progress.current.ready == 0:
+        epoch_loop.restarting = False
+
+
+def _next_epoch_not_begun(batches: _BatchProgress, schedulers: _SchedulerProgress, optimizers: _OptimizationProgress,
+                          validation: _BatchProgress) -> None:
+    """Clears the per-epoch counters, as Lightning does when an epoch begins."""
+    for progress in (batches, schedulers, optimizers):
+        progress.reset_on_run()
+    validation.total.reset()
+
+
+_PER_EPOCH = {"epoch_loop.batch_progress": _BatchProgress, "epoch_loop.scheduler_progress": _SchedulerProgress,
+              "epoch_loop.automatic_optimization.optim_progress": _OptimizationProgress,
+              "epoch_loop.val_loop.batch_progress": _BatchProgress}
+
+
+def _resume_epoch_end_checkpoint(checkpoint: dict[str, Any]) -> None:
+    """Rewrites, in the checkpoint being loaded, the fit loop's progress of one written at a training epoch's end
+    (Lightning's checkpoints where it validates once an epoch or not at all) to the progress a resume needs.
+
+    There Lightning has counted the epoch processed but not yet completed. A fit resumed with ``max_steps`` set (as
+    recon's configs set it) counts that epoch processed a second time: it trains the batches of the epoch after the
+    next, its ``epoch`` runs one ahead, and where ``max_steps`` had stopped the fit inside the epoch (Lightning then
+    ends the epoch early and saves), the rest of that epoch is never trained. Resumed so instead:
+    - at the epoch's last batch: the epoch completed and the next one not begun, as the checkpoint recon writes
+      when ``max_steps`` ends a fit there (see ``_epoch_left_open``);
+    - inside the epoch: the epoch not yet processed, as a validation's checkpoint at that batch holds it.
+    A checkpoint in any other state is left as it is.
+    """
+    loop = checkpoint.get("loops", {}).get("fit_loop", {})
+    epochs = loop.get("epoch_progress")
+    if epochs is None or any(key not in loop for key in _PER_EPOCH):
+        return
+    epochs = _Progress.from_state_dict(epochs)
+    if not all(tracker.ready == tracker.started == tracker.processed == tracker.completed + 1
+               for tracker in (epochs.current, epochs.total)):
+        return
+    per_epoch = [kind.from_state_dict(loop[key]) for key, kind in _PER_EPOCH.items()]
+    for tracker in (epochs.current, epochs.total):
+        if per_epoch[0].is_last_batch:
+            tracker.completed += 1
+        else:
+            tracker.processed -= 1
+    if per_epoch[0].is_last_batch:
+        _next_epoch_not_begun(*per_epoch)
+    loop["epoch_progress"] = epochs.state_dict()
+    loop.update({key: progress.state_dict() for key, progress in zip(_PER_EPOCH, per_epoch, strict=True)})

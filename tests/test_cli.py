@@ -227,6 +227,37 @@ def test_a_fit_resumed_mid_epoch_trains_on_the_batches_of_the_uninterrupted_run(
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("validation", [
+    {"trainer.val_check_interval": 1.0, "trainer.check_val_every_n_epoch": 1},
+    {"trainer.limit_val_batches": 0, "trainer.check_val_every_n_epoch": 1},
+    {"trainer.val_check_interval": 3, "trainer.check_val_every_n_epoch": 1},
+], ids=["once-an-epoch", "none", "every-3-batches-of-each-epoch"])
+def test_a_fit_resumed_from_an_epochs_end_or_where_max_steps_stopped_it_goes_on_as_the_uninterrupted_run(
+        shrink_flags, tmp_path, validation):
+    """4 batches an epoch; fits that max_steps ends at step 4 (epoch 0's end), 5 (inside epoch 1), 8 (epoch 1's end)
+    and 9, each resumed from the last. Validating once an epoch or never, Lightning saves at each epoch's end (also
+    where max_steps ended the epoch early); validating within epochs, recon saves as the fit ends. Resumed under
+    max_steps, Lightning's epoch-end checkpoints trained another epoch's batches (and an epoch stopped early was
+    never finished), and a resume that begins a new epoch logged every step one late where the config validates
+    within epochs."""
+    whole, parted = tmp_path / "whole", tmp_path / "parted"
+    flags = {"data.batch_size": 1, "trainer.max_steps": 9, **validation}
+    main(["fit", "-c", DEFAULT, *shrink_flags({**flags, "trainer.default_root_dir": whole})])
+    for leg, steps in enumerate((4, 5, 8, 9)):
+        main(["fit", "-c", DEFAULT, *shrink_flags({**flags, "trainer.default_root_dir": parted,
+                                                   "trainer.max_steps": steps}), *(["--ckpt_path=last"] * (leg > 0))])
+        assert torch.load(parted / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == steps
+
+    def logged(rows):
+        return sorted((key, int(row["step"]), float(value)) for row in rows for key, value in row.items()
+                      if key in ("train/loss", "val/loss", "epoch") and value)
+
+    assert logged(row for version in range(4) for row in _rows(parted, version)) == logged(_rows(whole))
+    assert torch.load(whole / "checkpoints" / "last.ckpt", weights_only=True)["loops"] == \
+        torch.load(parted / "checkpoints" / "last.ckpt", weights_only=True)["loops"]
+
+
+@pytest.mark.slow
 def test_a_new_fit_into_a_folder_with_a_run_says_it_replaces_that_runs_checkpoints(shrink_flags, tmp_path, capsys):
     checkpoints = tmp_path / "run" / "checkpoints"
     assert main(["fit", "-c", DEFAULT, *shrink_flags()]) == 0
