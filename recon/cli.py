@@ -385,16 +385,31 @@ class ReconCLI(LightningCLI):
             _notice_resumed_settings(checkpoint, self.model, path)
         if self.subcommand == "fit":
             _notice_resumed_batch(checkpoint, self.datamodule.batch_size, self.trainer.world_size, path)
-            self._continue_wandb_run(checkpoint.get(WANDB_RUN_KEY), path)
+            self._continue_wandb_run(checkpoint.get(WANDB_RUN_KEY), path, checkpoint.get("global_step"), last)
 
-    def _continue_wandb_run(self, run_id: object, path: Path) -> None:
+    def _continue_wandb_run(self, run_id: object, path: Path, step: object, last: Path | None) -> None:
         """A fit resumed from a checkpoint goes on logging to the W&B run that saved it, so that the dashboard shows
         one run with one set of curves, not a new run of the same name for every resume. Offline, each resume adds
         an ``offline-run-*-<id>`` folder, and ``wandb sync <run>/wandb/offline-run-*`` uploads them, in order, as
         that one run. Only where the run folder holds that W&B run: a checkpoint copied from another run starts a
-        new one, and a logger whose ``id`` (or ``version``) the config sets, or ``WANDB_RUN_ID``, logs where it says."""
+        new one, and a logger whose ``id`` (or ``version``) the config sets, or ``WANDB_RUN_ID``, logs where it says.
+        Nor from a checkpoint older than the run's ``last.ckpt`` (its ``best.ckpt``, a copy kept aside): that W&B run
+        has logged the steps after it, and W&B keeps a run's first value of a step (it drops a step logged again
+        online), so the dashboard would mix the two fits' curves. Such a fit starts a W&B run of its own, said in one
+        line."""
         if not isinstance(run_id, str) or not re.fullmatch(r"[\w-]+", run_id) or os.environ.get("WANDB_RUN_ID"):
             return
+        if last is not None and isinstance(step, int) and path.resolve() != last.resolve():
+            try:
+                newest = torch.load(last, map_location="cpu", weights_only=True, mmap=True)
+            except Exception:  # noqa: BLE001 (unreadable: the checkpoint given is what this fit resumes)
+                newest = None
+            ahead = isinstance(newest, dict) and newest.get(WANDB_RUN_KEY) == run_id
+            if ahead and newest.get("global_step", -1) > step:
+                if rank_zero_only.rank == 0:
+                    _notice(f"recon fit: {path} is at step {step}, and W&B run {run_id}, which saved it, went on to "
+                            f"step {newest['global_step']} ({last}): this fit logs to a new W&B run")
+                return
         for logger in self.trainer.loggers:
             init = getattr(logger, "_wandb_init", None)
             if not isinstance(logger, WandbLogger) or not isinstance(init, dict) or init.get("id"):

@@ -149,6 +149,7 @@ def test_resume_from_last_continues_at_the_saved_step_with_its_schedule(shrink_f
     main(["fit", "-c", DEFAULT, *shrink_flags(flags)])
     saved = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
     assert saved["global_step"] == 2 and _wandb_run_ids(run) == [saved["recon_wandb_run"]]
+    older = shutil.copy(run / "checkpoints" / "last.ckpt", tmp_path / "step-2.ckpt")  # a copy kept aside
     capsys.readouterr()
     cli = run_cli(["fit", "-c", DEFAULT, *shrink_flags({**flags, "trainer.max_steps": 4}), "--ckpt_path=last"])
     # the resumed fit goes on logging to the W&B run that saved the checkpoint (offline: a second folder of that run)
@@ -183,6 +184,15 @@ def test_resume_from_last_continues_at_the_saved_step_with_its_schedule(shrink_f
     assert saved["global_step"] == 5 and saved["hyper_parameters"]["lambda_lap"] == 0.02
     assert _wandb_run_ids(run) == [saved["recon_wandb_run"]] * 2
     assert saved["hyper_parameters"]["lr"] == 1e-4 and saved["lr_schedulers"][0]["base_lrs"] == [1e-4]
+
+    # From the copy of step 2, behind the run's last.ckpt (step 5): the W&B run has logged steps 2-4 already, so
+    # this fit logs to a W&B run of its own
+    monkeypatch.delenv("WANDB_MODE")
+    main(["fit", "-c", DEFAULT, *shrink_flags({**flags, "trainer.max_steps": 3}), f"--ckpt_path={older}"])
+    assert (f"recon fit: {older} is at step 2, and W&B run {saved['recon_wandb_run']}, which saved it, went on to "
+            f"step 5 ({run / 'checkpoints' / 'last.ckpt'}): this fit logs to a new W&B run") in capsys.readouterr().err
+    *continued, new = _wandb_run_ids(run)
+    assert continued == [saved["recon_wandb_run"]] * 2 and new != saved["recon_wandb_run"]
 
 
 @pytest.mark.slow
