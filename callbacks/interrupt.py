@@ -196,7 +196,7 @@ class InterruptCheckpoint(Callback):
             _say(trainer, f"{kind} at step {step} on {trainer.world_size} processes: not saved (the other processes "
                           f"may be gone); {kept}")
         else:
-            trainer.save_checkpoint(path)
+            trainer.save_checkpoint(path, weights_only=False)  # a full checkpoint (Lightning logs its default)
             _say(trainer, f"{kind} at step {step}: saved {path}; `--ckpt_path last` continues from it")
 
 
