@@ -155,6 +155,9 @@ class InterruptCheckpoint(Callback):
         self._release()
         if self._deferred:
             self._deferred = False
+            # the step is whole, so its metrics are logged too (Lightning logs them after this hook, which the
+            # interrupt leaves): the curves have no hole at the step the fit stopped at
+            trainer._logger_connector.update_train_step_metrics()
             raise KeyboardInterrupt
 
     @override

@@ -231,6 +231,9 @@ def test_a_fit_resumed_mid_epoch_trains_on_the_batches_of_the_uninterrupted_run(
     resumed = {int(row["step"]): float(row["train/loss"]) for version in (1, 2, 3) for row in _rows(parted, version)
                if row.get("train/loss")}
     assert sorted(resumed) == list(range(2, 9)) and sorted(expected) == list(range(9))
+    # the interrupted fit logged its steps up to the one the Ctrl-C came in, that one included
+    assert {int(row["step"]): float(row["train/loss"]) for row in _rows(parted) if row.get("train/loss")} == {
+        0: expected[0], 1: expected[1]}
     assert resumed == {step: expected[step] for step in resumed}
     assert torch.load(whole / "checkpoints" / "last.ckpt", weights_only=True)["loops"] == saved["loops"]
     assert not [w for w in recwarn if "not resumable" in str(w.message)]  # Lightning's mid-epoch warning
