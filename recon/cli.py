@@ -404,8 +404,8 @@ class ReconCLI(LightningCLI):
                 newest = torch.load(last, map_location="cpu", weights_only=True, mmap=True)
             except Exception:  # noqa: BLE001 (unreadable: the checkpoint given is what this fit resumes)
                 newest = None
-            ahead = isinstance(newest, dict) and newest.get(WANDB_RUN_KEY) == run_id
-            if ahead and newest.get("global_step", -1) > step:
+            same_run = isinstance(newest, dict) and newest.get(WANDB_RUN_KEY) == run_id
+            if same_run and newest.get("global_step", -1) > step:
                 if rank_zero_only.rank == 0:
                     _notice(f"recon fit: {path} is at step {step}, and W&B run {run_id}, which saved it, went on to "
                             f"step {newest['global_step']} ({last}): this fit logs to a new W&B run")
