@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -61,33 +60,37 @@ class _TrainLoader(DataLoader):
     epoch had already trained on, where a plain loader would start the epoch over (training on its first batches
     twice and never on its last ones): the resumed run sees the batches of the uninterrupted one.
 
-    The position comes from the restored trainer: ``global_step − epoch × batches per epoch`` (one optimizer step
-    per batch). Another batch size, data file or number of processes since the save changes the epoch's length,
-    and the epoch then starts over, as before; so it does with ``accumulate_grad_batches`` > 1, and one line says so.
+    The position is the restored training loop's: the batches of the epoch it has trained (with
+    ``accumulate_grad_batches`` > 1 too, and of an epoch that ``limit_train_batches`` shortens). Another batch
+    size, data file or number of processes since the save changes the epoch's length, and the loader then starts
+    the epoch over. The sampler's epoch is set here too, before Lightning makes the loader's iterator: Lightning
+    sets it only afterwards, when worker processes have already drawn the resumed epoch's batches with the epoch
+    the sampler had (the first), so with ``data.num_workers`` > 0 the first epoch after a resume trained on another
+    epoch's view pairs than the uninterrupted fit.
     """
 
     datamodule: ViewPairDataModule
 
     def state_dict(self) -> dict[str, int]:
         # the batch per process and the processes: a resume on another number says what a step then trains on
-        return {"batches_per_epoch": len(self), "batch_size": self.datamodule.batch_size,
+        return {"batches_per_epoch": self._epoch_batches(), "batch_size": self.datamodule.batch_size,
                 "processes": distributed_rank_and_size()[1]}
 
     def load_state_dict(self, state: dict[str, int]) -> None:
         trainer = self.datamodule.trainer
-        batches = len(self)
-        if trainer is None or state.get("batches_per_epoch") != batches:
+        if trainer is None or not isinstance(self.sampler, PairBatchSampler):
             return
-        if (accumulate := trainer.accumulate_grad_batches) != 1:  # position not tracked: said, as Lightning would
-            steps = -(-batches // accumulate)  # optimizer steps an epoch
-            done = trainer.global_step - trainer.current_epoch * steps
-            if 0 < done < steps and trainer.global_rank == 0:
-                print(f"recon fit: with accumulate_grad_batches {accumulate}, the resumed fit starts its epoch in "
-                      f"progress over: its first {done * accumulate} batches are trained on again", file=sys.stderr)
-            return
-        done = trainer.global_step - trainer.current_epoch * batches
-        if 0 < done < batches and isinstance(self.sampler, PairBatchSampler):
+        self.sampler.set_epoch(trainer.fit_loop.epoch_progress.current.processed)
+        batches = self._epoch_batches()
+        done = trainer.fit_loop.epoch_loop.batch_progress.current.processed
+        if state.get("batches_per_epoch") == batches and 0 < done < batches:
             self.sampler.skip = done
+
+    def _epoch_batches(self) -> int:
+        """An epoch's batches: the loader's, or fewer where ``--trainer.limit_train_batches`` limits them."""
+        loader = getattr(self.datamodule.trainer, "fit_loop", None)
+        limits = getattr(getattr(loader, "_combined_loader", None), "limits", None) or [len(self)]
+        return int(min(len(self), limits[0]))
 
 
 class ViewPairDataModule(pl.LightningDataModule):

@@ -240,21 +240,27 @@ def test_a_fit_resumed_mid_epoch_trains_on_the_batches_of_the_uninterrupted_run(
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("validation", [
+@pytest.mark.parametrize("config", [
     {"trainer.val_check_interval": 1.0, "trainer.check_val_every_n_epoch": 1},
     {"trainer.limit_val_batches": 0, "trainer.check_val_every_n_epoch": 1},
     {"trainer.val_check_interval": 3, "trainer.check_val_every_n_epoch": 1},
-], ids=["once-an-epoch", "none", "every-3-batches-of-each-epoch"])
-def test_a_fit_resumed_from_an_epochs_end_or_where_max_steps_stopped_it_goes_on_as_the_uninterrupted_run(
-        shrink_flags, tmp_path, validation):
-    """4 batches an epoch; fits that max_steps ends at step 4 (epoch 0's end), 5 (inside epoch 1), 8 (epoch 1's end)
-    and 9, each resumed from the last. Validating once an epoch or never, Lightning saves at each epoch's end (also
-    where max_steps ended the epoch early); validating within epochs, recon saves as the fit ends. Resumed under
-    max_steps, Lightning's epoch-end checkpoints trained another epoch's batches (and an epoch stopped early was
-    never finished), and a resume that begins a new epoch logged every step one late where the config validates
-    within epochs."""
+    {"trainer.limit_train_batches": 3},
+    {"trainer.accumulate_grad_batches": 2, "trainer.val_check_interval": 1},
+    {"data.num_workers": 2},
+], ids=["validation-once-an-epoch", "no-validation", "validation-every-3-batches-of-each-epoch",
+        "3-batches-an-epoch", "accumulate-2-batches", "worker-processes"])
+def test_a_fit_resumed_at_an_epochs_end_or_inside_one_goes_on_as_the_uninterrupted_run(shrink_flags, tmp_path,
+                                                                                      config):
+    """4 batches an epoch; fits that max_steps ends at step 4, 5, 8 and 9, each resumed from the last (epoch ends and
+    insides, by config). Validating once an epoch or never, Lightning saves at each epoch's end (also where max_steps
+    ended the epoch early); validating within epochs, recon saves as the fit ends. Before: resumed under max_steps,
+    Lightning's epoch-end checkpoints trained another epoch's batches (and an epoch stopped early was never
+    finished); a resume that begins a new epoch logged every step one late where the config validates within
+    epochs; the loader skipped the wrong number of batches where limit_train_batches shortens the epoch, and none
+    with accumulate_grad_batches (Lightning then ended the epoch before its last batches); and with worker processes
+    the first resumed epoch drew the first epoch's view pairs."""
     whole, parted = tmp_path / "whole", tmp_path / "parted"
-    flags = {"data.batch_size": 1, "trainer.max_steps": 9, **validation}
+    flags = {"data.batch_size": 1, "trainer.max_steps": 9, **config}
     main(["fit", "-c", DEFAULT, *shrink_flags({**flags, "trainer.default_root_dir": whole})])
     for leg, steps in enumerate((4, 5, 8, 9)):
         main(["fit", "-c", DEFAULT, *shrink_flags({**flags, "trainer.default_root_dir": parted,
