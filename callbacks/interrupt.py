@@ -5,8 +5,10 @@ job) but saves nothing, so every step since the last validation's checkpoint wou
 ``val_check_interval`` steps, 10,000 in the paper recipe. This callback then saves ``last.ckpt`` at the step
 reached, through the trainer's ``CheckpointIO`` (atomic in recon: a kill during this save leaves the previous
 ``last.ckpt`` whole), when that step is newer than the last checkpoint, so ``--ckpt_path last`` continues from it.
-A Ctrl-C during an optimizer step takes effect when the step is whole (SIGTERM always stops between steps), so
-the checkpoint never holds a half-applied step. A Ctrl-C while a checkpoint is being written
+A Ctrl-C during a training step takes effect when the step is whole, optimizer step included (SIGTERM always
+stops between steps), so the checkpoint never holds a half-trained step, and the resumed fit logs each step at its
+number: stopped inside a batch's forward or backward, Lightning's restart counted the batch twice. A second Ctrl-C
+stops at once, without saving. A Ctrl-C while a checkpoint is being written
 (:func:`checkpoint_writes_finish_first`) lets the file be finished, then stops the fit at its next step.
 
 ``recon predict`` stops between batches on SIGTERM as ``fit`` and ``test`` do (Lightning's predict loop does not).
@@ -108,7 +110,7 @@ def checkpoint_writes_finish_first() -> Iterator[None]:
     if received:
         _held.append("Ctrl-C")
         if _fitting:
-            _fitting[-1]._defer(signal.SIGINT, None)  # as a Ctrl-C during an optimizer step
+            _fitting[-1]._deferred = True  # as a Ctrl-C during a training step (held: not a second one)
         else:
             raise KeyboardInterrupt
 
@@ -120,11 +122,15 @@ class InterruptCheckpoint(Callback):
     def __init__(self) -> None:
         self._saved_step: int | None = None  # the step of the newest checkpoint of this fit; None before training
         self._held: tuple[object] | None = None  # (the SIGINT handler to restore,) while Ctrl-C waits for a step
-        self._deferred = False  # Ctrl-C came during an optimizer step
+        self._deferred = False  # Ctrl-C came during a training step
+        self._stepped = False  # the optimizer stepped in the batch in progress
+        self._forced = False  # a second Ctrl-C stopped the step in progress: nothing whole to save
+        self._trainer: Trainer | None = None
 
     @override
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._saved_step = trainer.global_step  # 0, or the step of the checkpoint the fit resumed from
+        self._trainer = trainer
         _fitting.append(self)
 
     @override
@@ -137,21 +143,40 @@ class InterruptCheckpoint(Callback):
         self._saved_step = trainer.global_step
 
     @override
+    def on_train_batch_start(self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int) -> None:
+        # Ctrl-C waits until the step is whole. Inside the forward or backward, the checkpoint of the step before
+        # held a batch started and not finished, which Lightning's restart counted twice (every later step logged
+        # one late); inside the optimizer step, on CPU the parameters are updated one tensor after another, and a
+        # KeyboardInterrupt between two saved a half-applied step. (SIGTERM already stops between steps.)
+        self._stepped = False
+        self._hold()
+
+    @override
     def on_before_optimizer_step(self, trainer: Trainer, pl_module: LightningModule, optimizer: Optimizer) -> None:
-        # Ctrl-C waits until the step is whole: on CPU the optimizer updates the parameters one tensor after
-        # another, and a KeyboardInterrupt between two would save a half-applied step. (SIGTERM already stops
-        # between steps.)
+        self._hold()
+        self._stepped = True
+
+    def _hold(self) -> None:
         if self._held is None and threading.current_thread() is threading.main_thread():
             self._held = (signal.signal(signal.SIGINT, self._defer),)
 
     def _defer(self, signum: int, frame: FrameType | None) -> None:
+        if self._deferred:  # Ctrl-C again: the user will not wait for the step
+            self._forced = True
+            self._release()
+            raise KeyboardInterrupt
         self._deferred = True
+        if self._trainer is not None:
+            _say(self._trainer, "Ctrl-C: finishing the step in progress, then saving (Ctrl-C again stops at once, "
+                                "without saving)")
 
     @override
     def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
         # after the optimizer and the learning-rate schedule have stepped: parameters, optimizer state, schedule
-        # and global step agree
+        # and global step agree. Within a window of accumulate_grad_batches, Ctrl-C waits for the window's step.
+        if self._deferred and not self._stepped:
+            return
         self._release()
         if self._deferred:
             self._deferred = False
@@ -179,6 +204,12 @@ class InterruptCheckpoint(Callback):
         if isinstance(exception, KeyboardInterrupt):
             self._held = None  # Lightning now ignores SIGINT until it has shut down: leave it so
             kind = "Ctrl-C"
+            if self._forced:
+                _received.append(kind)
+                path = _last_checkpoint_path(trainer)
+                kept = f"{path} from step {self._saved_step} is kept" if path and path.is_file() else "nothing saved"
+                _say(trainer, f"Ctrl-C again at step {trainer.global_step}: stopped inside it, not saved; {kept}")
+                return
         else:
             self._release()
             if isinstance(exception, SIGTERMException) or trainer.received_sigterm:

@@ -100,18 +100,29 @@ def overfit_batch(tiny_h5: Path) -> dict:
 
 @pytest.fixture
 def ctrl_c_before_step():
-    """``ctrl_c_before_step(step)``: a Lightning callback that sends this process a real SIGINT just before the
-    optimizer steps at ``step`` (a Ctrl-C inside that step's window)."""
+    """``ctrl_c_before_step(step, during="optimizer", presses=1)``: a Lightning callback that sends this process a
+    real SIGINT (``presses`` of them) inside training step ``step``: just before the optimizer steps, or
+    ``during="backward"`` just before the loss's backward (where a Ctrl-C usually lands: forward and backward are
+    most of a step)."""
     import signal
 
     from lightning.pytorch import Callback
 
     class CtrlCBeforeStep(Callback):
-        def __init__(self, step: int) -> None:
-            self.step = step
+        def __init__(self, step: int, during: str = "optimizer", presses: int = 1) -> None:
+            self.step, self.during, self.presses = step, during, presses
+
+        def _press(self, trainer) -> None:
+            if trainer.global_step == self.step:
+                for _ in range(self.presses):
+                    os.kill(os.getpid(), signal.SIGINT)
 
         def on_before_optimizer_step(self, trainer, pl_module, optimizer):
-            if trainer.global_step == self.step:
-                os.kill(os.getpid(), signal.SIGINT)
+            if self.during == "optimizer":
+                self._press(trainer)
+
+        def on_before_backward(self, trainer, pl_module, loss):
+            if self.during == "backward":
+                self._press(trainer)
 
     return CtrlCBeforeStep

@@ -214,7 +214,7 @@ def test_a_fit_resumed_mid_epoch_trains_on_the_batches_of_the_uninterrupted_run(
     forget_interrupts()
     try:
         cli = ReconCLI(args=["-c", DEFAULT, *shrink_flags({**flags, "trainer.default_root_dir": parted})], run=False)
-        cli.trainer.callbacks.append(ctrl_c_before_step(1))
+        cli.trainer.callbacks.append(ctrl_c_before_step(1, during="backward"))  # inside step 1's backward
         with pytest.raises(SystemExit):  # Lightning's graceful shutdown after the interrupt's checkpoint
             cli.trainer.fit(cli.model, datamodule=cli.datamodule)
     finally:

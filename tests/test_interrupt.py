@@ -66,6 +66,26 @@ def test_ctrl_c_during_an_optimizer_step_saves_last_ckpt_with_the_whole_step(tmp
     assert interrupt_status() == 130
 
 
+@pytest.mark.parametrize("presses", [1, 2])
+def test_ctrl_c_in_a_backward_finishes_its_step_and_a_second_one_stops_at_once_without_saving(
+        tmp_path, _sigint_restored, ctrl_c_before_step, caplog, presses):
+    # Before: a Ctrl-C inside the forward or backward saved the step before with a batch started and not finished
+    # (ready 3, processed 2), which Lightning's restart counted twice: the resumed fit logged every step one late.
+    with pytest.raises(SystemExit), caplog.at_level(logging.WARNING):
+        _trainer(tmp_path, ctrl_c_before_step(step=2, during="backward", presses=presses)).fit(_Tiny())
+    said = [r.getMessage() for r in caplog.records if "Ctrl-C" in r.getMessage()]
+    assert said[0] == "Ctrl-C: finishing the step in progress, then saving (Ctrl-C again stops at once, without saving)"
+    assert interrupt_status() == 130
+    if presses == 1:  # step 2 finished, then saved: a whole step, every counter of the batch at its end
+        saved = torch.load(tmp_path / "last.ckpt", weights_only=True)
+        assert saved["global_step"] == 3 and said[1].startswith("Ctrl-C at step 3: saved")
+        batches = saved["loops"]["fit_loop"]["epoch_loop.batch_progress"]["current"]
+        assert batches["ready"] == batches["started"] == batches["processed"] == 3
+    else:  # the second press stopped the step in the middle: nothing whole to save
+        assert not (tmp_path / "last.ckpt").exists()
+        assert said[1] == "Ctrl-C again at step 2: stopped inside it, not saved; nothing saved"
+
+
 def test_a_fit_that_is_not_interrupted_leaves_sigint_as_it_was(tmp_path, _sigint_restored):
     trainer = _trainer(tmp_path)
     trainer.fit(_Tiny())
