@@ -139,23 +139,31 @@ def _resume_epoch_end_checkpoint(checkpoint: dict[str, Any]) -> None:
     - at the epoch's last batch: the epoch completed and the next one not begun, as the checkpoint recon writes
       when ``max_steps`` ends a fit there (see ``_epoch_left_open``);
     - inside the epoch: the epoch not yet processed, as a validation's checkpoint at that batch holds it.
-    A checkpoint in any other state is left as it is.
+    So is a checkpoint that a SIGTERM at an epoch's end saved with the epoch completed but its batch counters still
+    at its end (resumed so, the next epoch lost that many batches). Any other state is left as it is.
     """
     loop = checkpoint.get("loops", {}).get("fit_loop", {})
     epochs = loop.get("epoch_progress")
     if epochs is None or any(key not in loop for key in _PER_EPOCH):
         return
     epochs = _Progress.from_state_dict(epochs)
-    if not all(tracker.ready == tracker.started == tracker.processed == tracker.completed + 1
-               for tracker in (epochs.current, epochs.total)):
-        return
     per_epoch = [kind.from_state_dict(loop[key]) for key, kind in _PER_EPOCH.items()]
-    for tracker in (epochs.current, epochs.total):
-        if per_epoch[0].is_last_batch:
-            tracker.completed += 1
-        else:
-            tracker.processed -= 1
-    if per_epoch[0].is_last_batch:
+    batches = per_epoch[0]
+    trackers = (epochs.current, epochs.total)
+    ending = all(tracker.ready == tracker.started == tracker.processed == tracker.completed + 1 for tracker in trackers)
+    # completed, its counters not yet cleared: a SIGTERM during the epoch's last batch or its end hooks stops the fit
+    # (and InterruptCheckpoint saves) after Lightning has counted the epoch completed
+    ended = (all(tracker.ready == tracker.started == tracker.processed == tracker.completed for tracker in trackers)
+             and batches.is_last_batch and batches.current.ready > 0)
+    if not (ending or ended):
+        return
+    if ending:
+        for tracker in trackers:
+            if batches.is_last_batch:
+                tracker.completed += 1
+            else:
+                tracker.processed -= 1
+    if batches.is_last_batch:
         _next_epoch_not_begun(*per_epoch)
     loop["epoch_progress"] = epochs.state_dict()
     loop.update({key: progress.state_dict() for key, progress in zip(_PER_EPOCH, per_epoch, strict=True)})

@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from lightning.pytorch import Callback
 from PIL import Image
 
 from recon.callbacks import ModelCheckpoint
@@ -195,13 +196,25 @@ def test_resume_from_last_continues_at_the_saved_step_with_its_schedule(shrink_f
     assert continued == [saved["recon_wandb_run"]] * 2 and new != saved["recon_wandb_run"]
 
 
+class _SigtermDuringStep(Callback):
+    """Sends this process a real SIGTERM inside training step ``step`` (as a scheduler ending the job would)."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if trainer.global_step == self.step:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+
 @pytest.mark.slow
 @pytest.mark.filterwarnings("ignore:Checkpoint directory .* exists and is not empty")
 def test_a_fit_resumed_mid_epoch_trains_on_the_batches_of_the_uninterrupted_run(shrink_flags, tmp_path, recwarn,
                                                                                  ctrl_c_before_step):
-    """Batches of 1 from the tiny file's 4 training objects: 4 batches an epoch. Ctrl-C during step 1 saves
-    last.ckpt at step 2, mid-epoch; resumed there, the fit goes on with the epoch's third batch (a plain loader
-    would start the epoch over: its first two batches twice, its last two never). Then fits that max_steps ends
+    """Batches of 1 from the tiny file's 4 training objects: 4 batches an epoch. Ctrl-C during step 1's backward
+    saves last.ckpt at step 2 (the step finished), mid-epoch; resumed there, the fit goes on with the epoch's third
+    batch (a plain loader would start the epoch over: its first two batches twice, its last two never), until a
+    SIGTERM during the epoch's last batch saves at step 4. Then fits that max_steps ends
     between validations, mid-epoch (step 5) and at an epoch's end (step 8), each resumed: the last.ckpt written as
     the fit ends holds the epoch it stopped in, not the next one (its ``epoch`` then ran one further ahead at every
     such resume, and the resumed epochs lost batches)."""
@@ -222,14 +235,27 @@ def test_a_fit_resumed_mid_epoch_trains_on_the_batches_of_the_uninterrupted_run(
         forget_interrupts()
     _finish_wandb_run()
     assert torch.load(parted / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 2
-    for steps, epoch in ((5, 1), (8, 2), (9, 2)):  # 5: epoch 1's second batch done; 8: epoch 1 done
+    # resumed, then SIGTERM (a scheduler) during the epoch's last batch: saved at step 4 with the epoch completed but
+    # its batch counters still at its end (before: the resumed fit's next epoch ended 4 batches early)
+    previous_term = signal.getsignal(signal.SIGTERM)
+    try:
+        cli = ReconCLI(args=["-c", DEFAULT, *shrink_flags({**flags, "trainer.default_root_dir": parted})], run=False)
+        cli.trainer.callbacks.append(_SigtermDuringStep(3))
+        with pytest.raises(SystemExit):
+            cli.trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path="last")
+    finally:
+        signal.signal(signal.SIGTERM, previous_term)
+        forget_interrupts()
+    _finish_wandb_run()
+    assert torch.load(parted / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 4
+    for steps, epoch in ((5, 1), (8, 2), (9, 2)):  # 5: epoch 1's first batch done; 8: epoch 1 done
         main(["fit", "-c", DEFAULT, *shrink_flags({**flags, "trainer.default_root_dir": parted,
                                                    "trainer.max_steps": steps}), "--ckpt_path=last"])
         saved = torch.load(parted / "checkpoints" / "last.ckpt", weights_only=True)
         assert (saved["global_step"], saved["epoch"]) == (steps, epoch)
     expected = {int(row["step"]): float(row["train/loss"]) for row in _rows(whole) if row.get("train/loss")}
-    resumed = {int(row["step"]): float(row["train/loss"]) for version in (1, 2, 3) for row in _rows(parted, version)
-               if row.get("train/loss")}
+    resumed = {int(row["step"]): float(row["train/loss"]) for version in (1, 2, 3, 4)
+               for row in _rows(parted, version) if row.get("train/loss")}
     assert sorted(resumed) == list(range(2, 9)) and sorted(expected) == list(range(9))
     # the interrupted fit logged its steps up to the one the Ctrl-C came in, that one included
     assert {int(row["step"]): float(row["train/loss"]) for row in _rows(parted) if row.get("train/loss")} == {
