@@ -56,6 +56,7 @@ class ModelCheckpoint(LightningModelCheckpoint):
                            checkpoint: dict[str, Any]) -> None:
         super().on_load_checkpoint(trainer, pl_module, checkpoint)
         _resume_epoch_end_checkpoint(checkpoint)
+        _resume_validation_in_progress(checkpoint)
 
     def _save_last_if_not_saved(self, trainer: pl.Trainer) -> None:
         # Skipped where Lightning skips (sanity check, another stage, fast_dev_run) and where this step's
@@ -167,3 +168,25 @@ def _resume_epoch_end_checkpoint(checkpoint: dict[str, Any]) -> None:
         _next_epoch_not_begun(*per_epoch)
     loop["epoch_progress"] = epochs.state_dict()
     loop.update({key: progress.state_dict() for key, progress in zip(_PER_EPOCH, per_epoch, strict=True)})
+
+
+def _resume_validation_in_progress(checkpoint: dict[str, Any]) -> None:
+    """Rewrites, in the checkpoint being loaded, a validation that a SIGTERM stopped between two of its batches as
+    one stopped inside a batch (as Ctrl-C stops it), so that the resumed fit runs that validation again.
+
+    Lightning's SIGTERM stops a validation after a whole batch, and InterruptCheckpoint saves the step; resumed from
+    there, Lightning took the validation for finished and skipped it: its metrics were never logged, and its score
+    never compared for ``best.ckpt``.
+    """
+    loop = checkpoint.get("loops", {}).get("fit_loop", {})
+    if "epoch_loop.val_loop.batch_progress" not in loop:
+        return
+    validation = _BatchProgress.from_state_dict(loop["epoch_loop.val_loop.batch_progress"])
+    trackers = (validation.current, validation.total)
+    if validation.is_last_batch or validation.current.ready == 0 or not all(
+            tracker.ready == tracker.started == tracker.processed == tracker.completed for tracker in trackers):
+        return
+    for tracker in trackers:
+        tracker.processed -= 1
+        tracker.completed -= 1
+    loop["epoch_loop.val_loop.batch_progress"] = validation.state_dict()

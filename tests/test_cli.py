@@ -197,13 +197,18 @@ def test_resume_from_last_continues_at_the_saved_step_with_its_schedule(shrink_f
 
 
 class _SigtermDuringStep(Callback):
-    """Sends this process a real SIGTERM inside training step ``step`` (as a scheduler ending the job would)."""
+    """Sends this process a real SIGTERM inside training step ``step``, or inside batch ``validation_batch`` of the
+    validation at that step (as a scheduler ending the job would)."""
 
-    def __init__(self, step: int) -> None:
-        self.step = step
+    def __init__(self, step: int, validation_batch: int | None = None) -> None:
+        self.step, self.validation_batch = step, validation_batch
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-        if trainer.global_step == self.step:
+        if trainer.global_step == self.step and self.validation_batch is None:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    def on_validation_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0):
+        if trainer.global_step == self.step and batch_idx == self.validation_batch:
             os.kill(os.getpid(), signal.SIGTERM)
 
 
@@ -248,15 +253,34 @@ def test_a_fit_resumed_mid_epoch_trains_on_the_batches_of_the_uninterrupted_run(
         forget_interrupts()
     _finish_wandb_run()
     assert torch.load(parted / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 4
-    for steps, epoch in ((5, 1), (8, 2), (9, 2)):  # 5: epoch 1's first batch done; 8: epoch 1 done
-        main(["fit", "-c", DEFAULT, *shrink_flags({**flags, "trainer.default_root_dir": parted,
-                                                   "trainer.max_steps": steps}), "--ckpt_path=last"])
+    for steps, epoch in ((5, 1), (6, 1), (8, 2), (9, 2)):  # 5: epoch 1's first batch done; 8: epoch 1 done
+        # (to step 6: a SIGTERM during the validation there, after its first batch, saves step 6; before, the
+        # resumed fit took that validation for done and never ran it)
+        if steps != 6:
+            main(["fit", "-c", DEFAULT, *shrink_flags({**flags, "trainer.default_root_dir": parted,
+                                                       "trainer.max_steps": steps}), "--ckpt_path=last"])
+        else:
+            previous_term = signal.getsignal(signal.SIGTERM)
+            try:
+                cli = ReconCLI(args=["-c", DEFAULT, *shrink_flags({**flags, "trainer.default_root_dir": parted})],
+                               run=False)
+                cli.trainer.callbacks.append(_SigtermDuringStep(6, validation_batch=0))
+                with pytest.raises(SystemExit):
+                    cli.trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path="last")
+            finally:
+                signal.signal(signal.SIGTERM, previous_term)
+                forget_interrupts()
+            _finish_wandb_run()
         saved = torch.load(parted / "checkpoints" / "last.ckpt", weights_only=True)
         assert (saved["global_step"], saved["epoch"]) == (steps, epoch)
     expected = {int(row["step"]): float(row["train/loss"]) for row in _rows(whole) if row.get("train/loss")}
-    resumed = {int(row["step"]): float(row["train/loss"]) for version in (1, 2, 3, 4)
+    resumed = {int(row["step"]): float(row["train/loss"]) for version in (1, 2, 3, 4, 5)
                for row in _rows(parted, version) if row.get("train/loss")}
     assert sorted(resumed) == list(range(2, 9)) and sorted(expected) == list(range(9))
+    validations = sorted((int(row["step"]), float(row["val/loss"])) for version in range(6)
+                         for row in _rows(parted, version) if row.get("val/loss"))
+    assert validations == sorted((int(row["step"]), float(row["val/loss"])) for row in _rows(whole)
+                                 if row.get("val/loss")) and len(validations) == 3
     # the interrupted fit logged its steps up to the one the Ctrl-C came in, that one included
     assert {int(row["step"]): float(row["train/loss"]) for row in _rows(parted) if row.get("train/loss")} == {
         0: expected[0], 1: expected[1]}
