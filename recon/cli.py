@@ -507,7 +507,7 @@ def _notice_resumed_batch(checkpoint: dict[str, Any], batch_size: int, processes
     """One line when a fit resumes with another batch per step than it was saved with: another
     ``data.batch_size``, or the same on another number of processes (DDP's batch is per process). The steps
     then train on more or fewer pairs each, with the run's lr (restored with its optimizer), and the epoch in
-    progress starts over (its length changed)."""
+    progress is drawn anew: its batches are no longer the saved ones."""
     try:
         (saved,) = checkpoint["loops"]["fit_loop"]["state_dict"]["combined_loader"]
         before = (int(saved["processes"]), int(saved["batch_size"]))
@@ -521,8 +521,8 @@ def _notice_resumed_batch(checkpoint: dict[str, Any], batch_size: int, processes
         return f"{count * batch} ({count} process{'es' if count > 1 else ''} × {batch})"
 
     rank_zero_only(_notice)(f"recon fit: resuming {path}, trained on {pairs(*before)} view pairs a step, on "
-                            f"{pairs(processes, batch_size)} from step {step} on, with the run's lr; the epoch in "
-                            "progress starts over")
+                            f"{pairs(processes, batch_size)} from step {step} on, with the run's lr; the rest of the "
+                            "epoch in progress is drawn anew")
 
 
 def _plain(value: Any) -> Any:

@@ -180,7 +180,8 @@ def test_resume_from_last_continues_at_the_saved_step_with_its_schedule(shrink_f
             "optimizer)") in err
     # another batch per step (here data.batch_size; or the same batch on another number of processes) is said too
     assert (f"recon fit: resuming {run / 'checkpoints' / 'last.ckpt'}, trained on 2 (1 process × 2) view pairs a "
-            "step, on 4 (1 process × 4) from step 4 on, with the run's lr; the epoch in progress starts over") in err
+            "step, on 4 (1 process × 4) from step 4 on, with the run's lr; the rest of the epoch in progress is drawn "
+            "anew") in err
     saved = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
     assert saved["global_step"] == 5 and saved["hyper_parameters"]["lambda_lap"] == 0.02
     assert _wandb_run_ids(run) == [saved["recon_wandb_run"]] * 2
