@@ -125,6 +125,7 @@ class InterruptCheckpoint(Callback):
         self._deferred = False  # Ctrl-C came during a training step
         self._stepped = False  # the optimizer stepped in the batch in progress
         self._forced = False  # a second Ctrl-C stopped the step in progress: nothing whole to save
+        self._validation_due = False  # the step Ctrl-C stopped after is one a validation follows
         self._trainer: Trainer | None = None
 
     @override
@@ -157,7 +158,9 @@ class InterruptCheckpoint(Callback):
         self._stepped = True
 
     def _hold(self) -> None:
-        if self._held is None and threading.current_thread() is threading.main_thread():
+        # not where SIGINT is ignored (a background job of a script, a launcher's choice): it stays ignored
+        if (self._held is None and threading.current_thread() is threading.main_thread()
+                and signal.getsignal(signal.SIGINT) is not signal.SIG_IGN):
             self._held = (signal.signal(signal.SIGINT, self._defer),)
 
     def _defer(self, signum: int, frame: FrameType | None) -> None:
@@ -183,6 +186,8 @@ class InterruptCheckpoint(Callback):
             # the step is whole, so its metrics are logged too (Lightning logs them after this hook, which the
             # interrupt leaves): the curves have no hole at the step the fit stopped at
             trainer._logger_connector.update_train_step_metrics()
+            epoch_loop = trainer.fit_loop.epoch_loop
+            self._validation_due = epoch_loop._should_check_val_fx(trainer.fit_loop._data_fetcher)
             raise KeyboardInterrupt
 
     @override
@@ -230,8 +235,29 @@ class InterruptCheckpoint(Callback):
             _say(trainer, f"{kind} at step {step} on {trainer.world_size} processes: not saved (the other processes "
                           f"may be gone); {kept}")
         else:
-            trainer.save_checkpoint(path, weights_only=False)  # a full checkpoint (Lightning logs its default)
+            with _validation_begun(trainer) if self._validation_due else contextlib.nullcontext():
+                trainer.save_checkpoint(path, weights_only=False)  # a full checkpoint (Lightning logs its default)
             _say(trainer, f"{kind} at step {step}: saved {path}; `--ckpt_path last` continues from it")
+
+
+@contextlib.contextmanager
+def _validation_begun(trainer: Trainer) -> Iterator[None]:
+    """The loops' progress as a Ctrl-C inside the first batch of the step's validation leaves it, for the checkpoint
+    of a Ctrl-C that stopped the fit after a step a validation follows. Saved as it stands (the batch not yet counted
+    completed), the resume took the validation for one a checkpoint at that batch's end had already run, and
+    skipped it: its metrics were never logged, its score never compared for ``best.ckpt``."""
+    epoch_loop = trainer.fit_loop.epoch_loop
+    batches, validation = epoch_loop.batch_progress, epoch_loop.val_loop.batch_progress
+    kept = batches.state_dict(), validation.state_dict()
+    batches.increment_completed()
+    validation.reset_on_run()
+    validation.increment_ready()
+    validation.increment_started()
+    try:
+        yield
+    finally:
+        batches.load_state_dict(kept[0])
+        validation.load_state_dict(kept[1])
 
 
 def _say(trainer: Trainer, message: str) -> None:

@@ -217,10 +217,11 @@ class _SigtermDuringStep(Callback):
 @pytest.mark.filterwarnings("ignore:Checkpoint directory .* exists and is not empty")
 def test_a_fit_resumed_mid_epoch_trains_on_the_batches_of_the_uninterrupted_run(shrink_flags, tmp_path, recwarn,
                                                                                  ctrl_c_before_step):
-    """Batches of 1 from the tiny file's 4 training objects: 4 batches an epoch. Ctrl-C during step 1's backward
-    saves last.ckpt at step 2 (the step finished), mid-epoch; resumed there, the fit goes on with the epoch's third
-    batch (a plain loader would start the epoch over: its first two batches twice, its last two never), until a
-    SIGTERM during the epoch's last batch saves at step 4. Then fits that max_steps ends
+    """Batches of 1 from the tiny file's 4 training objects: 4 batches an epoch. Ctrl-C during step 2's backward
+    saves last.ckpt at step 3 (the step finished), mid-epoch, where a validation is due; resumed there, the fit
+    validates (before, that validation was skipped), then goes on with the epoch's fourth batch (a plain loader
+    would start the epoch over: its first three batches twice, its last never), until a SIGTERM during that batch,
+    the epoch's last, saves at step 4. Then fits that max_steps ends
     between validations, mid-epoch (step 5) and at an epoch's end (step 8), each resumed: the last.ckpt written as
     the fit ends holds the epoch it stopped in, not the next one (its ``epoch`` then ran one further ahead at every
     such resume, and the resumed epochs lost batches)."""
@@ -233,14 +234,14 @@ def test_a_fit_resumed_mid_epoch_trains_on_the_batches_of_the_uninterrupted_run(
     forget_interrupts()
     try:
         cli = ReconCLI(args=["-c", DEFAULT, *shrink_flags({**flags, "trainer.default_root_dir": parted})], run=False)
-        cli.trainer.callbacks.append(ctrl_c_before_step(1, during="backward"))  # inside step 1's backward
+        cli.trainer.callbacks.append(ctrl_c_before_step(2, during="backward"))  # inside step 2's backward
         with pytest.raises(SystemExit):  # Lightning's graceful shutdown after the interrupt's checkpoint
             cli.trainer.fit(cli.model, datamodule=cli.datamodule)
     finally:
         signal.signal(signal.SIGINT, previous)
         forget_interrupts()
     _finish_wandb_run()
-    assert torch.load(parted / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 2
+    assert torch.load(parted / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 3
     # resumed, then SIGTERM (a scheduler) during the epoch's last batch: saved at step 4 with the epoch completed but
     # its batch counters still at its end (before: the resumed fit's next epoch ended 4 batches early)
     previous_term = signal.getsignal(signal.SIGTERM)
@@ -277,14 +278,14 @@ def test_a_fit_resumed_mid_epoch_trains_on_the_batches_of_the_uninterrupted_run(
     expected = {int(row["step"]): float(row["train/loss"]) for row in _rows(whole) if row.get("train/loss")}
     resumed = {int(row["step"]): float(row["train/loss"]) for version in (1, 2, 3, 4, 5)
                for row in _rows(parted, version) if row.get("train/loss")}
-    assert sorted(resumed) == list(range(2, 9)) and sorted(expected) == list(range(9))
+    assert sorted(resumed) == list(range(3, 9)) and sorted(expected) == list(range(9))
     validations = sorted((int(row["step"]), float(row["val/loss"])) for version in range(6)
                          for row in _rows(parted, version) if row.get("val/loss"))
     assert validations == sorted((int(row["step"]), float(row["val/loss"])) for row in _rows(whole)
                                  if row.get("val/loss")) and len(validations) == 3
     # the interrupted fit logged its steps up to the one the Ctrl-C came in, that one included
     assert {int(row["step"]): float(row["train/loss"]) for row in _rows(parted) if row.get("train/loss")} == {
-        0: expected[0], 1: expected[1]}
+        0: expected[0], 1: expected[1], 2: expected[2]}
     assert resumed == {step: expected[step] for step in resumed}
     assert torch.load(whole / "checkpoints" / "last.ckpt", weights_only=True)["loops"] == saved["loops"]
     assert not [w for w in recwarn if "not resumable" in str(w.message)]  # Lightning's mid-epoch warning

@@ -86,6 +86,15 @@ def test_ctrl_c_in_a_backward_finishes_its_step_and_a_second_one_stops_at_once_w
         assert said[1] == "Ctrl-C again at step 2: stopped inside it, not saved; nothing saved"
 
 
+def test_where_sigint_is_ignored_a_ctrl_c_in_a_step_is_ignored_too(tmp_path, _sigint_restored, ctrl_c_before_step):
+    # a background job of a shell script starts with SIGINT ignored: holding Ctrl-C for a step caught it anyway
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    trainer = _trainer(tmp_path, ctrl_c_before_step(step=2, during="backward"))
+    trainer.fit(_Tiny())
+    assert trainer.global_step == 10 and interrupt_status() is None
+    assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+
+
 def test_a_fit_that_is_not_interrupted_leaves_sigint_as_it_was(tmp_path, _sigint_restored):
     trainer = _trainer(tmp_path)
     trainer.fit(_Tiny())
