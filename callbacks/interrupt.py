@@ -40,6 +40,8 @@ from lightning.pytorch.utilities.rank_zero import rank_prefixed_message
 from torch.optim import Optimizer
 from typing_extensions import override
 
+from recon.callbacks.checkpoint import _next_epoch_not_begun
+
 log = logging.getLogger(__name__)
 
 
@@ -125,7 +127,9 @@ class InterruptCheckpoint(Callback):
         self._deferred = False  # Ctrl-C came during a training step
         self._stepped = False  # the optimizer stepped in the batch in progress
         self._forced = False  # a second Ctrl-C stopped the step in progress: nothing whole to save
-        self._validation_due = False  # the step Ctrl-C stopped after is one a validation follows
+        self._step_end = False  # Ctrl-C stopped the fit at a step's end (on_train_batch_end)
+        self._sigterm_held = False  # SIGTERM came within a window of accumulate_grad_batches
+        self._validation_due = False  # and a validation follows that step
         self._trainer: Trainer | None = None
 
     @override
@@ -177,7 +181,14 @@ class InterruptCheckpoint(Callback):
     def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
         # after the optimizer and the learning-rate schedule have stepped: parameters, optimizer state, schedule
-        # and global step agree. Within a window of accumulate_grad_batches, Ctrl-C waits for the window's step.
+        # and global step agree. Within a window of accumulate_grad_batches, Ctrl-C waits for the window's step, and
+        # so does SIGTERM (Lightning stops at the batch's end; the gradients accumulated so far are in no
+        # checkpoint, so the resumed window stepped on part of its batches)
+        signals = trainer._signal_connector
+        if signals.received_sigterm and not self._stepped:
+            signals.received_sigterm, self._sigterm_held = False, True
+        elif self._sigterm_held and self._stepped:
+            signals.received_sigterm, self._sigterm_held = True, False
         if self._deferred and not self._stepped:
             return
         self._release()
@@ -188,6 +199,7 @@ class InterruptCheckpoint(Callback):
             trainer._logger_connector.update_train_step_metrics()
             epoch_loop = trainer.fit_loop.epoch_loop
             self._validation_due = epoch_loop._should_check_val_fx(trainer.fit_loop._data_fetcher)
+            self._step_end = True
             raise KeyboardInterrupt
 
     @override
@@ -235,29 +247,45 @@ class InterruptCheckpoint(Callback):
             _say(trainer, f"{kind} at step {step} on {trainer.world_size} processes: not saved (the other processes "
                           f"may be gone); {kept}")
         else:
-            with _validation_begun(trainer) if self._validation_due else contextlib.nullcontext():
+            with _step_finished(trainer, self._validation_due) if self._step_end else contextlib.nullcontext():
                 trainer.save_checkpoint(path, weights_only=False)  # a full checkpoint (Lightning logs its default)
             _say(trainer, f"{kind} at step {step}: saved {path}; `--ckpt_path last` continues from it")
 
 
 @contextlib.contextmanager
-def _validation_begun(trainer: Trainer) -> Iterator[None]:
-    """The loops' progress as a Ctrl-C inside the first batch of the step's validation leaves it, for the checkpoint
-    of a Ctrl-C that stopped the fit after a step a validation follows. Saved as it stands (the batch not yet counted
-    completed), the resume took the validation for one a checkpoint at that batch's end had already run, and
-    skipped it: its metrics were never logged, its score never compared for ``best.ckpt``."""
-    epoch_loop = trainer.fit_loop.epoch_loop
-    batches, validation = epoch_loop.batch_progress, epoch_loop.val_loop.batch_progress
-    kept = batches.state_dict(), validation.state_dict()
-    batches.increment_completed()
-    validation.reset_on_run()
-    validation.increment_ready()
-    validation.increment_started()
+def _step_finished(trainer: Trainer, validation_due: bool) -> Iterator[None]:
+    """The loops' progress as a resume needs it, for the checkpoint of a Ctrl-C that stopped the fit at a step's
+    end (the batch not yet counted completed; Lightning's restart from a batch's end counts it):
+    - where a validation follows the step: as a Ctrl-C inside that validation's first batch leaves it. Saved as it
+      stood, the resume took the validation for one already run and skipped it: its metrics were never logged,
+      its score never compared for ``best.ckpt``;
+    - at an epoch's last batch, with no validation: the epoch completed and the next one not begun, as recon's
+      checkpoint where ``max_steps`` ends a fit there. Saved as it stood, the resumed epoch counters ran apart
+      (``ready`` behind ``processed``).
+    """
+    fit_loop = trainer.fit_loop
+    epoch_loop = fit_loop.epoch_loop
+    batches, validation, epochs = epoch_loop.batch_progress, epoch_loop.val_loop.batch_progress, fit_loop.epoch_progress
+    per_epoch = [batches, epoch_loop.scheduler_progress, epoch_loop.automatic_optimization.optim_progress, validation]
+    kept = [progress.state_dict() for progress in (*per_epoch, epochs)], epoch_loop._batches_that_stepped
+    ended = batches.is_last_batch or batches.current.processed >= trainer.num_training_batches
+    if validation_due:
+        batches.increment_completed()
+        validation.reset_on_run()
+        validation.increment_ready()
+        validation.increment_started()
+    elif ended:
+        batches.increment_completed()
+        epochs.increment_processed()
+        epochs.increment_completed()
+        _next_epoch_not_begun(*per_epoch)
+        epoch_loop._batches_that_stepped += 1
     try:
         yield
     finally:
-        batches.load_state_dict(kept[0])
-        validation.load_state_dict(kept[1])
+        for progress, state in zip((*per_epoch, epochs), kept[0], strict=True):
+            progress.load_state_dict(state)
+        epoch_loop._batches_that_stepped = kept[1]
 
 
 def _say(trainer: Trainer, message: str) -> None:

@@ -95,6 +95,34 @@ def test_where_sigint_is_ignored_a_ctrl_c_in_a_step_is_ignored_too(tmp_path, _si
     assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
 
 
+class _SignalAtBatch(Callback):
+    def __init__(self, batch: int, signum: int) -> None:
+        self.batch, self.signum = batch, signum
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if batch_idx == self.batch:
+            os.kill(os.getpid(), self.signum)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_within_an_accumulation_window_an_interrupt_waits_for_the_windows_step(tmp_path, _sigint_restored, signum):
+    # accumulate_grad_batches=2: batch 2 is the first of step 1's window. The fit stops after batch 3, with step 1
+    # taken on both of its batches (before, SIGTERM saved step 1 after batch 2: the gradient accumulated from it was
+    # in no checkpoint, and the resumed step 1 was taken on batch 3 alone)
+    previous_term = signal.getsignal(signal.SIGTERM)
+    trainer = _trainer(tmp_path, _SignalAtBatch(2, signum))
+    trainer.accumulate_grad_batches = 2
+    try:
+        with pytest.raises(SystemExit):
+            trainer.fit(_Tiny())
+    finally:
+        signal.signal(signal.SIGTERM, previous_term)
+    saved = torch.load(tmp_path / "last.ckpt", weights_only=True)
+    assert saved["global_step"] == 2
+    assert saved["loops"]["fit_loop"]["epoch_loop.batch_progress"]["current"]["processed"] == 4
+    assert interrupt_status() == {signal.SIGINT: 130, signal.SIGTERM: 143}[signum]
+
+
 def test_a_fit_that_is_not_interrupted_leaves_sigint_as_it_was(tmp_path, _sigint_restored):
     trainer = _trainer(tmp_path)
     trainer.fit(_Tiny())
