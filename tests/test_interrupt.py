@@ -36,7 +36,7 @@ class _Tiny(LightningModule):
 def _trainer(tmp_path, *callbacks) -> Trainer:
     # the run's own checkpoints come at step 1000 only: whatever last.ckpt holds, the interrupt saved it
     checkpoint = ModelCheckpoint(dirpath=tmp_path, save_last=True, every_n_train_steps=1000)
-    return Trainer(max_steps=10, accelerator="cpu", logger=False, enable_progress_bar=False,
+    return Trainer(max_steps=20, accelerator="cpu", logger=False, enable_progress_bar=False,
                    enable_model_summary=False, default_root_dir=tmp_path,
                    callbacks=[InterruptCheckpoint(), *callbacks, checkpoint])
 
@@ -91,8 +91,22 @@ def test_where_sigint_is_ignored_a_ctrl_c_in_a_step_is_ignored_too(tmp_path, _si
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     trainer = _trainer(tmp_path, ctrl_c_before_step(step=2, during="backward"))
     trainer.fit(_Tiny())
-    assert trainer.global_step == 10 and interrupt_status() is None
+    assert trainer.global_step == 20 and interrupt_status() is None
     assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+
+
+def test_ctrl_c_in_an_epochs_last_step_saves_the_epoch_completed_and_the_next_not_begun(tmp_path, _sigint_restored,
+                                                                                       ctrl_c_before_step):
+    # 16 batches an epoch: step 15 is epoch 0's last. Saved as Lightning held it there (the batch not yet counted
+    # completed, the epoch not yet processed), the resumed fit's epoch counters ran apart
+    with pytest.raises(SystemExit):
+        _trainer(tmp_path, ctrl_c_before_step(step=15, during="backward")).fit(_Tiny())
+    saved = torch.load(tmp_path / "last.ckpt", weights_only=True)
+    loop = saved["loops"]["fit_loop"]
+    assert saved["global_step"] == 16 and saved["epoch"] == 1
+    assert loop["epoch_progress"]["current"] == {"ready": 1, "started": 1, "processed": 1, "completed": 1}
+    assert loop["epoch_loop.batch_progress"]["current"] == {"ready": 0, "started": 0, "processed": 0, "completed": 0}
+    assert loop["epoch_loop.state_dict"]["_batches_that_stepped"] == 16
 
 
 class _SignalAtBatch(Callback):
@@ -126,7 +140,7 @@ def test_within_an_accumulation_window_an_interrupt_waits_for_the_windows_step(t
 def test_a_fit_that_is_not_interrupted_leaves_sigint_as_it_was(tmp_path, _sigint_restored):
     trainer = _trainer(tmp_path)
     trainer.fit(_Tiny())
-    assert trainer.global_step == 10
+    assert trainer.global_step == 20
     assert signal.getsignal(signal.SIGINT) is _sigint_restored
     assert interrupt_status() is None
 
