@@ -128,8 +128,8 @@ class InterruptCheckpoint(Callback):
         self._stepped = False  # the optimizer stepped in the batch in progress
         self._forced = False  # a second Ctrl-C stopped the step in progress: nothing whole to save
         self._step_end = False  # Ctrl-C stopped the fit at a step's end (on_train_batch_end)
-        self._sigterm_held = False  # SIGTERM came within a window of accumulate_grad_batches
         self._validation_due = False  # and a validation follows that step
+        self._sigterm_held = False  # SIGTERM came within a window of accumulate_grad_batches
         self._trainer: Trainer | None = None
 
     @override
