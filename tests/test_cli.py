@@ -242,18 +242,23 @@ def test_a_fit_resumed_mid_epoch_trains_on_the_batches_of_the_uninterrupted_run(
         forget_interrupts()
     _finish_wandb_run()
     assert torch.load(parted / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 3
+
+    def resumed_until_sigterm(sigterm: Callback) -> None:  # a resume of the whole budget that a SIGTERM stops
+        previous_term = signal.getsignal(signal.SIGTERM)
+        try:
+            cli = ReconCLI(args=["-c", DEFAULT, *shrink_flags({**flags, "trainer.default_root_dir": parted})],
+                           run=False)
+            cli.trainer.callbacks.append(sigterm)
+            with pytest.raises(SystemExit):
+                cli.trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path="last")
+        finally:
+            signal.signal(signal.SIGTERM, previous_term)
+            forget_interrupts()
+        _finish_wandb_run()
+
     # resumed, then SIGTERM (a scheduler) during the epoch's last batch: saved at step 4 with the epoch completed but
     # its batch counters still at its end (before: the resumed fit's next epoch ended 4 batches early)
-    previous_term = signal.getsignal(signal.SIGTERM)
-    try:
-        cli = ReconCLI(args=["-c", DEFAULT, *shrink_flags({**flags, "trainer.default_root_dir": parted})], run=False)
-        cli.trainer.callbacks.append(_SigtermDuringStep(3))
-        with pytest.raises(SystemExit):
-            cli.trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path="last")
-    finally:
-        signal.signal(signal.SIGTERM, previous_term)
-        forget_interrupts()
-    _finish_wandb_run()
+    resumed_until_sigterm(_SigtermDuringStep(3))
     assert torch.load(parted / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 4
     for steps, epoch in ((5, 1), (6, 1), (8, 2), (9, 2)):  # 5: epoch 1's first batch done; 8: epoch 1 done
         # (to step 6: a SIGTERM during the validation there, after its first batch, saves step 6; before, the
@@ -262,17 +267,7 @@ def test_a_fit_resumed_mid_epoch_trains_on_the_batches_of_the_uninterrupted_run(
             main(["fit", "-c", DEFAULT, *shrink_flags({**flags, "trainer.default_root_dir": parted,
                                                        "trainer.max_steps": steps}), "--ckpt_path=last"])
         else:
-            previous_term = signal.getsignal(signal.SIGTERM)
-            try:
-                cli = ReconCLI(args=["-c", DEFAULT, *shrink_flags({**flags, "trainer.default_root_dir": parted})],
-                               run=False)
-                cli.trainer.callbacks.append(_SigtermDuringStep(6, validation_batch=0))
-                with pytest.raises(SystemExit):
-                    cli.trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path="last")
-            finally:
-                signal.signal(signal.SIGTERM, previous_term)
-                forget_interrupts()
-            _finish_wandb_run()
+            resumed_until_sigterm(_SigtermDuringStep(6, validation_batch=0))
         saved = torch.load(parted / "checkpoints" / "last.ckpt", weights_only=True)
         assert (saved["global_step"], saved["epoch"]) == (steps, epoch)
     expected = {int(row["step"]): float(row["train/loss"]) for row in _rows(whole) if row.get("train/loss")}
