@@ -88,8 +88,8 @@ class _TrainLoader(DataLoader):
 
     def _epoch_batches(self) -> int:
         """An epoch's batches: the loader's, or fewer where ``--trainer.limit_train_batches`` limits them."""
-        loader = getattr(self.datamodule.trainer, "fit_loop", None)
-        limits = getattr(getattr(loader, "_combined_loader", None), "limits", None) or [len(self)]
+        fit_loop = getattr(self.datamodule.trainer, "fit_loop", None)
+        limits = getattr(getattr(fit_loop, "_combined_loader", None), "limits", None) or [len(self)]
         return int(min(len(self), limits[0]))
 
 
