@@ -158,8 +158,7 @@ class InterruptCheckpoint(Callback):
 
     @override
     def on_before_optimizer_step(self, trainer: Trainer, pl_module: LightningModule, optimizer: Optimizer) -> None:
-        self._hold()
-        self._stepped = True
+        self._stepped = True  # (Ctrl-C is held since the batch's start)
 
     def _hold(self) -> None:
         # not where SIGINT is ignored (a background job of a script, a launcher's choice): it stays ignored
