@@ -1,5 +1,5 @@
-"""User images for ``recon predict``: a folder or glob of PNG or JPEG images → views in the dataset's channel
-convention."""
+"""User images for ``recon predict``: a folder or glob of images (PNG, JPEG, WebP, TIFF, …) → views in the
+dataset's channel convention."""
 
 from __future__ import annotations
 
@@ -10,25 +10,39 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
+from PIL import Image, ImageOps
 from torch import Tensor
 from torch.utils.data import Dataset
 
 from recon.errors import DataFileError
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")  # what a folder given to predict is searched for
+# what a folder given to predict is searched for (a glob takes any file; PIL decides whether it is an image)
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".webp", ".bmp", ".tif", ".tiff", ".gif", ".tga",
+                  ".ppm", ".pgm", ".pnm", ".avif")
 
 # grey images of more than 8 bits per pixel (16-bit PNG: "I;16" or "I"; "F" holds floats in [0, 255])
 WIDE_GREY_MODES = ("I", "I;16", "I;16B", "I;16L", "F")
 
-# a pixel of an image without alpha belongs to the object when some channel is darker than this
-# (i.e. it is not the white studio background the dataset's objects are rendered on)
-WHITE_THRESHOLD = 0.95
+# An image without a usable alpha channel (none, or every pixel opaque) is cut out against its background: the
+# median colour of its border pixels. A pixel belongs to the object when some channel differs from that colour by
+# more than BACKGROUND_TOLERANCE (on the dataset's white, as before: some channel below 0.95), which also keeps a
+# JPEG's ringing out of the mask. At least BACKGROUND_BORDER of the border must be that colour, or the image has
+# no plain background to cut the object out of.
+BACKGROUND_TOLERANCE = 0.05
+BACKGROUND_BORDER = 0.5
+
+# A mask covering more of the frame than this has no background around the object: a photo without alpha whose
+# object fills it, or one cropped to the object. The model's views show the whole object with a margin.
+MAX_COVERAGE = 0.95
+
+
+class NoObjectError(ValueError):
+    """An image that can be read but shows no object the model can take: the message says why."""
 
 
 def find_images(pattern: str | os.PathLike[str]) -> list[Path]:
-    """The image files named by ``pattern``: a folder (its ``.png``, ``.jpg`` and ``.jpeg`` files, sorted) or a glob
-    such as ``'imgs/*.png'``.
+    """The image files named by ``pattern``: a folder (its files with a suffix of ``IMAGE_SUFFIXES``, sorted) or a
+    glob such as ``'imgs/*.png'``.
 
     Raises ``FileNotFoundError`` naming the pattern when nothing matches.
     """
@@ -40,7 +54,8 @@ def find_images(pattern: str | os.PathLike[str]) -> list[Path]:
     else:
         files = sorted(Path(p) for p in glob.glob(str(pattern), recursive=True) if Path(p).is_file())
     if not files:
-        raise FileNotFoundError(f"no images match {str(pattern)!r}: give a folder of .png or .jpg files, or a glob")
+        raise FileNotFoundError(f"no images match {str(pattern)!r}: give a folder of images (.png, .jpg, .webp, "
+                                f".tif, …), or a glob")
     return files
 
 
@@ -64,8 +79,12 @@ def output_names(files: list[Path]) -> list[str]:
 def view_from_image(image: Image.Image, image_size: int = 64) -> Tensor:
     """A PIL image of any size and mode → ``(4, S, S)`` float32 in [0, 1], NMR's convention.
 
-    - Mask: the alpha channel when the image has one (RGBA, LA, or a palette with transparency); otherwise
-      the pixels where some channel is below ``WHITE_THRESHOLD`` (0.95), i.e. not white background.
+    - Orientation: a photo's EXIF orientation is applied first (a phone stores its pixels rotated).
+    - Mask: the alpha channel when the image has one that is not opaque everywhere (RGBA, LA, a palette or a
+      colour key with transparency); otherwise the pixels that differ from the background colour (the median of
+      the border's pixels) by more than ``BACKGROUND_TOLERANCE`` in some channel. ``NoObjectError`` when such an
+      image has no plain background (too little of its border is one colour), or the mask covers more than
+      ``MAX_COVERAGE`` of the image (no background around the object).
     - RGB: composited over white, then inverted (``1 − rgb``), as NMR stores its renders, so the background
       is 0 and the channels are premultiplied by the mask.
     - Non-square images are padded with background to a centred square; then all four channels are resized
@@ -76,19 +95,28 @@ def view_from_image(image: Image.Image, image_size: int = 64) -> Tensor:
     The model was trained on objects centred and filling the frame the way the dataset's camera frames them
     (distance 2.732, 15° half field of view): crop user photos similarly for sensible meshes.
     """
-    has_alpha = image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info)
+    if image.getexif().get(ORIENTATION, 1) != 1:
+        image = ImageOps.exif_transpose(image)
+    has_alpha = image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info  # a palette's or a colour key
     image, has_alpha = _reduced(image, has_alpha, image_size)
     if image.mode in WIDE_GREY_MODES:  # 16-bit (or 32-bit, float) grey, which convert("RGBA") would clip at 255
-        grey = np.asarray(image, dtype=np.float32)
-        grey = grey / (255.0 if image.mode == "F" or grey.max(initial=0) <= 255 else 65535.0)
-        rgba = np.concatenate([np.repeat(grey.clip(0, 1)[..., None], 3, -1), np.ones_like(grey)[..., None]], -1)
+        raw = np.asarray(image, dtype=np.float32)
+        grey = raw / (255.0 if image.mode == "F" or raw.max(initial=0) <= 255 else 65535.0)
+        key = image.info.get("transparency")
+        alpha = (raw != key) if has_alpha and isinstance(key, int | float) else np.ones_like(grey, dtype=bool)
+        rgba = np.concatenate([np.repeat(grey.clip(0, 1)[..., None], 3, -1), alpha[..., None]], -1, dtype=np.float32)
     else:
         rgba = np.asarray(image.convert("RGBA"), dtype=np.float32) / 255.0  # (H, W, 4)
     rgb = rgba[..., :3]
-    if has_alpha:
+    if has_alpha and rgba[..., 3].min(initial=1.0) < 1.0:
         mask = rgba[..., 3]
-    else:
-        mask = (rgb.min(axis=-1) < WHITE_THRESHOLD).astype(np.float32)
+    else:  # no alpha, or alpha opaque everywhere (as image editors often save): the background tells
+        mask = background_mask(rgb).astype(np.float32)
+    coverage = float(mask.mean()) if mask.size else 0.0
+    if coverage > MAX_COVERAGE:
+        raise NoObjectError(f"its mask covers {coverage:.0%} of the image, so there is no background around the "
+                            "object: give a PNG whose alpha cuts the object out, or a photo with a margin of plain "
+                            "background")
     inverted = (1.0 - rgb) * mask[..., None]  # = 1 − (rgb·mask + white·(1 − mask))
     view = torch.from_numpy(np.concatenate([inverted, mask[..., None]], axis=-1)).permute(2, 0, 1)
     height, width = view.shape[1:]
@@ -104,6 +132,24 @@ def view_from_image(image: Image.Image, image_size: int = 64) -> Tensor:
     return view.contiguous()
 
 
+ORIENTATION = 0x0112  # the EXIF tag
+
+
+def background_mask(rgb: np.ndarray) -> np.ndarray:
+    """Where ``rgb`` (H, W, 3; floats in [0, 1], or uint8) is not its background: some channel differs from the
+    median colour of the border pixels by more than ``BACKGROUND_TOLERANCE``. ``NoObjectError`` when less than
+    ``BACKGROUND_BORDER`` of the border is within that tolerance of it (a photo with no plain background)."""
+    scale = 255.0 if rgb.dtype == np.uint8 else 1.0
+    rgb = rgb.astype(np.float32) / scale
+    border = np.concatenate([rgb[0], rgb[-1], rgb[1:-1, 0], rgb[1:-1, -1]])
+    background = np.median(border, axis=0)
+    plain = float((np.abs(border - background).max(axis=-1) <= BACKGROUND_TOLERANCE).mean())
+    if plain < BACKGROUND_BORDER:
+        raise NoObjectError(f"it has no alpha and no plain background (only {plain:.0%} of its border is one colour): "
+                            "give a PNG whose alpha cuts the object out, or a photo on a plain background")
+    return np.abs(rgb - background).max(axis=-1) > BACKGROUND_TOLERANCE
+
+
 def _reduced(image: Image.Image, has_alpha: bool, image_size: int) -> tuple[Image.Image, bool]:
     """A photo many times the model's input size, first shrunk by an integer factor (box filter) to 2-4× it, and
     whether it has alpha now: the float copies of a 12000² image took 10 GB. An image without alpha gets its mask
@@ -113,26 +159,28 @@ def _reduced(image: Image.Image, has_alpha: bool, image_size: int) -> tuple[Imag
     if factor < 2 or image.mode in WIDE_GREY_MODES:
         return image, has_alpha
     image = image.convert("RGBA")
-    if not has_alpha:
-        mask = np.asarray(image)[..., :3].min(axis=-1) < WHITE_THRESHOLD * 255
-        image.putalpha(Image.fromarray(mask.astype(np.uint8) * 255))
+    if not has_alpha or np.asarray(image.getchannel("A")).min() == 255:
+        image.putalpha(Image.fromarray(background_mask(np.asarray(image)[..., :3]).astype(np.uint8) * 255))
     return image.convert("RGBa").reduce(factor).convert("RGBA"), True
 
 
 def unreadable(file: Path, image_size: int = 64) -> str | None:
     """Why ``file`` cannot be a model input, or None: PIL's reason when it cannot be read as an image (e.g. a
     truncated file or a text file named ``.png``; the file is decoded in full, since its header and checksums alone
-    miss a damaged compressed stream), or an empty mask at ``image_size`` (nothing but transparent or white
-    pixels: no object to reconstruct, whose mesh would mean nothing)."""
+    miss a damaged compressed stream), or no object to reconstruct, whose mesh would mean nothing: an empty mask at
+    ``image_size`` (nothing but transparent or background pixels), or a :class:`NoObjectError` of
+    :func:`view_from_image` (no plain background, a mask filling the image)."""
     try:
         with Image.open(file) as image:
             image.load()
             view = view_from_image(image, image_size)
+    except NoObjectError as error:
+        return f"no object to cut out: {error}"
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
         return f"cannot read it as an image ({error})"
     if not view[3].max() > 0:
-        return ("no object in it: its mask is empty (every pixel transparent, or white where the image has no "
-                "alpha)")
+        return ("no object in it: its mask is empty (every pixel transparent, or, where the image has no alpha, "
+                "the colour of its background)")
     return None
 
 

@@ -35,7 +35,8 @@ def render_preview(
     """One row of panels: the input view (if given) then the mesh lit from ``PREVIEW_AZIMUTHS``.
 
     ``vertices (V, 3)``, ``faces (F, 3)``, ``image (4, S, S)`` in the dataset's convention (inverted RGB,
-    alpha mask), shown composited on white; ``colors`` ``(V, 3)`` or ``(F, 3)`` albedo in [0, 1] (a colour
+    alpha mask), shown composited over a light grey checkerboard, so that the panel shows what the model took for
+    the object and what for background; ``colors`` ``(V, 3)`` or ``(F, 3)`` albedo in [0, 1] (a colour
     model's prediction), else ``PREVIEW_COLOR``. Returns an RGB PIL image of height ``renderer.image_size``.
     """
     size = renderer.image_size
@@ -51,11 +52,19 @@ def render_preview(
         rgba = renderer(batch, faces, eyes.to(batch), colors=colors, color_mode=mode)  # (views, 4, size, size)
     panels = list(rgba[:, :3].clamp(0, 1).cpu())
     if image is not None:
-        shown = 1.0 - image[:3].detach().float().cpu()  # undo NMR's inversion: the input composited on white
-        panels.insert(0, F.interpolate(shown[None], size=(size, size), mode="nearest")[0])
+        image = F.interpolate(image.detach().float().cpu()[None], size=(size, size), mode="nearest")[0]
+        mask = image[3:]
+        # undo NMR's inversion: the object's colour premultiplied by its mask is mask − (1 − rgb)·mask
+        panels.insert(0, (mask - image[:3]) + checkerboard(size) * (1.0 - mask))
     row = torch.cat(panels, dim=2)  # (3, size, panels·size)
     pixels = (row.permute(1, 2, 0).numpy() * 255.0 + 0.5).astype(np.uint8)
     return Image.fromarray(pixels, mode="RGB")
+
+
+def checkerboard(size: int, square: int = 8) -> Tensor:
+    """``(1, size, size)``: light grey squares of ``square`` pixels, two shades (a background no object takes)."""
+    cells = (torch.arange(size) // square) % 2
+    return torch.where((cells[:, None] + cells[None, :]) % 2 == 0, 0.93, 0.8)[None]
 
 
 def save_image(path: str | os.PathLike[str], image: Image.Image) -> None:

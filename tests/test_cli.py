@@ -24,7 +24,7 @@ from PIL import Image
 from recon.callbacks import ModelCheckpoint
 from recon.callbacks.interrupt import forget_interrupts
 from recon.cli import _finish_wandb_run, main, run_cli
-from recon.datamodules.images import ImageFolderDataset, find_images, output_names, view_from_image
+from recon.datamodules.images import ImageFolderDataset, find_images, output_names, unreadable, view_from_image
 
 # Lightning 2.6 itself calls jsonargparse's deprecated add_instantiator: not ours to fix
 pytestmark = pytest.mark.filterwarnings("ignore::jsonargparse._deprecated.JsonargparseDeprecationWarning")
@@ -587,18 +587,109 @@ def test_rgb_png_gets_a_mask_from_non_white_pixels_and_any_size_is_resized():
 
 def test_folder_or_glob_lists_pngs_and_missing_ones_are_a_clear_error(tmp_path):
     (tmp_path / "b").mkdir()
-    for name in ("one.png", "two.png", "b/one.png", "three.JPG"):
-        Image.new("RGB", (10, 10), "black").save(tmp_path / name)
+    square = Image.new("RGB", (10, 10), "white")
+    square.paste((0, 0, 0), (3, 3, 7, 7))  # a black square on white
+    for name in ("one.png", "two.png", "b/one.png", "three.JPG", "four.webp", "five.tif"):
+        square.save(tmp_path / name)
     (tmp_path / "notes.txt").write_text("not an image")
-    assert [p.name for p in find_images(tmp_path)] == ["one.png", "three.JPG", "two.png"]  # a photo folder's JPEGs too
+    assert [p.name for p in find_images(tmp_path)] == [  # a photo folder's JPEGs, WebPs and TIFFs too
+        "five.tif", "four.webp", "one.png", "three.JPG", "two.png"]
     dataset = ImageFolderDataset(str(tmp_path / "**" / "*.png"))
     assert len(dataset) == 3 and sorted(dataset.names) == ["one", "one-1", "two"]
     item = dataset[0]
     assert item["images"].shape == (4, 64, 64) and isinstance(item["name"], str)
     with pytest.raises(FileNotFoundError, match="no images match"):
         find_images(tmp_path / "missing" / "*.png")
-    Image.new("RGB", (10, 10), "black").save(tmp_path / "[a].png")  # a file named as it is, not read as a glob
+    square.save(tmp_path / "[a].png")  # a file named as it is, not read as a glob
     assert find_images(tmp_path / "[a].png") == [tmp_path / "[a].png"]
+
+
+def _disc(size=64, colour=(40, 90, 160), background=(255, 255, 255), alpha=True):
+    """An (H, W, 4 or 3) uint8 image: a disc of radius size/3 at the centre, a bar below it on the left (so that a
+    rotation shows), on ``background`` (transparent where ``alpha``)."""
+    y, x = np.mgrid[:size, :size]
+    inside = ((x - size / 2) ** 2 + (y - size / 2) ** 2 < (size / 3) ** 2) | (
+        (y > 0.88 * size) & (y < 0.95 * size) & (x > 0.1 * size) & (x < 0.4 * size))
+    rgb = np.where(inside[..., None], np.array(colour, np.uint8), np.array(background, np.uint8))
+    if not alpha:
+        return rgb
+    return np.concatenate([rgb, (inside * 255).astype(np.uint8)[..., None]], -1)
+
+
+def _mask_error(image: Image.Image) -> float:
+    """Pixels whose mask differs from the transparent-background disc's (at the image's size) by more than 0.5, over
+    the disc's area."""
+    reference = view_from_image(Image.fromarray(_disc(image.width), "RGBA"))[3]
+    return float(((view_from_image(image)[3] - reference).abs() > 0.5).sum() / reference.sum())
+
+
+def _saved(image: Image.Image, path: Path, **options) -> Image.Image:
+    image.save(path, **options)
+    loaded = Image.open(path)
+    loaded.load()
+    return loaded
+
+
+@pytest.mark.parametrize("case", ["opaque-rgba-off-white", "jpeg-on-grey", "colour-key-rgb", "colour-key-grey",
+                                  "colour-key-16-bit"])
+def test_an_image_without_usable_alpha_is_cut_out_against_its_own_background(tmp_path, case):
+    # Each of these once became a mask covering the whole frame (the object's mesh from a silhouette of a square):
+    # an RGBA image whose alpha is opaque everywhere, a photo whose background is not pure white, a PNG whose
+    # transparency is a colour key (tRNS) rather than a channel.
+    if case == "opaque-rgba-off-white":
+        image = Image.fromarray(_disc(background=(236, 236, 232), alpha=False), "RGB").convert("RGBA")
+    elif case == "jpeg-on-grey":  # a photo's size: its ringing around edges is a fraction of the model's pixel
+        image = _saved(Image.fromarray(_disc(256, background=(230, 230, 230), alpha=False), "RGB"),
+                       tmp_path / "a.jpg", quality=85)
+    elif case == "colour-key-rgb":
+        image = _saved(Image.fromarray(_disc(background=(0, 0, 0), alpha=False), "RGB"), tmp_path / "a.png",
+                       transparency=(0, 0, 0))
+    elif case == "colour-key-grey":
+        image = _saved(Image.fromarray(_disc(background=(0, 0, 0), alpha=False), "RGB").convert("L"),
+                       tmp_path / "a.png", transparency=0)
+    else:
+        grey = (_disc(background=(0, 0, 0), alpha=False)[..., 2].astype(np.uint16) * 257)
+        image = _saved(Image.fromarray(grey), tmp_path / "a.png", transparency=0)
+        assert image.mode.startswith("I") and "transparency" in image.info
+    assert _mask_error(image) < 0.03
+
+
+def test_a_photos_exif_orientation_is_applied(tmp_path):
+    upright = Image.fromarray(_disc(256, alpha=False), "RGB")
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90° clockwise to display": how a phone held upright stores its pixels
+    stored = _saved(upright.transpose(Image.Transpose.ROTATE_90), tmp_path / "phone.jpg", quality=95, exif=exif)
+    assert _mask_error(stored) < 0.03
+    assert _mask_error(stored.transpose(Image.Transpose.ROTATE_90)) > 0.05  # the bar shows a rotation
+
+
+def test_an_image_with_no_background_to_cut_the_object_from_is_skipped(tmp_path):
+    noise = np.random.default_rng(0).integers(0, 256, (48, 48, 3), dtype=np.uint8)
+    Image.fromarray(noise, "RGB").save(tmp_path / "clutter.png")  # a photo without a plain background
+    filled = _disc(alpha=True)
+    filled[..., 3] = 255
+    filled[0, 0, 3] = 0  # alpha, but the object fills the frame
+    Image.fromarray(filled, "RGBA").save(tmp_path / "filled.png")
+    Image.new("RGBA", (20, 20), (200, 30, 30, 255)).save(tmp_path / "plain.png")  # opaque, one colour: nothing
+    Image.fromarray(_disc(), "RGBA").save(tmp_path / "disc.png")
+    assert unreadable(tmp_path / "clutter.png").startswith("no object to cut out: it has no alpha and no plain "
+                                                           "background (only ")
+    assert unreadable(tmp_path / "filled.png").startswith("no object to cut out: its mask covers 100% of the image")
+    assert unreadable(tmp_path / "plain.png").startswith("no object in it: its mask is empty")
+    assert unreadable(tmp_path / "disc.png") is None
+    assert ImageFolderDataset(tmp_path).names == ["disc"]
+
+
+def test_the_previews_input_panel_shows_the_background_the_model_took_as_a_checkerboard():
+    from recon.mesh import icosphere
+    from recon.prediction import preview_renderer, render_preview
+
+    vertices, faces = icosphere(1)
+    view = view_from_image(Image.fromarray(_disc(), "RGBA"))
+    panel = np.asarray(render_preview(vertices * 0.4, faces, view, preview_renderer()))[:, :128]
+    np.testing.assert_allclose(panel[64, 64], (40, 90, 160), atol=1)  # the object, in its own colour
+    corners = {tuple(panel[y, x]) for y, x in ((2, 2), (2, 10), (10, 2), (10, 10))}
+    assert corners == {(237, 237, 237), (204, 204, 204)}  # background: both shades of the checkerboard
 
 
 def test_sixteen_bit_grey_reads_as_grey_and_images_without_an_object_are_skipped(tmp_path):

@@ -314,11 +314,19 @@ def test_lightning_calls_set_epoch_and_validates_everything(random_file: Path, n
     assert model.val_items == 2 * 5 * 4
 
 
-def test_predict_loader_reads_png_folders(tmp_path: Path) -> None:
+def _object_png(path: Path) -> None:
+    """An 80×80 RGBA PNG: a red square, transparent around it."""
     from PIL import Image
 
+    image = Image.new("RGBA", (80, 80), (0, 0, 0, 0))
+    image.paste((200, 30, 30, 255), (20, 20, 60, 60))
+    image.save(path)
+
+
+def test_predict_loader_reads_png_folders(tmp_path: Path) -> None:
+
     for name in ("a", "b"):
-        Image.new("RGBA", (80, 80), (200, 30, 30, 255)).save(tmp_path / f"{name}.png")
+        _object_png(tmp_path / f"{name}.png")
     dm = ViewPairDataModule(str(tmp_path / "unused.h5"), batch_size=4, predict_images=str(tmp_path))
     batch = next(iter(dm.predict_dataloader()))
     assert batch["images"].shape == (2, 4, 64, 64) and list(batch["name"]) == ["a", "b"]
@@ -327,11 +335,10 @@ def test_predict_loader_reads_png_folders(tmp_path: Path) -> None:
 
 
 def test_unreadable_predict_images_are_skipped_and_named(tmp_path: Path, capsys) -> None:
-    from PIL import Image
 
     from recon.datamodules.images import ImageFolderDataset
 
-    Image.new("RGBA", (80, 80), (200, 30, 30, 255)).save(tmp_path / "good.png")
+    _object_png(tmp_path / "good.png")
     whole = (tmp_path / "good.png").read_bytes()
     (tmp_path / "cut.png").write_bytes(whole[: len(whole) // 2])
     (tmp_path / "notes.png").write_text("not an image")
