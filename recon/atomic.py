@@ -6,7 +6,8 @@ fsynced, and is then renamed over the target. ``os.replace`` within one filesyst
 is often a tmpfs) would make the final move a copy over the old file, which a kill can truncate.
 
 A killed writer leaves its temporary file behind; the pid in its name tells whether that writer still
-lives, so :func:`remove_stale_temporaries` can clean up after dead processes only.
+lives, so :func:`remove_stale_temporaries` can clean up after dead processes only. Files written together are
+staged the same way in a hidden folder, ``.<name>.tmp-<pid>/``, and moved into place one after the other.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -134,6 +136,9 @@ def remove_stale_temporaries(folder: str | os.PathLike[str], name: str | None = 
     removed = []
     for path in stale_temporaries(folder, name):
         with contextlib.suppress(FileNotFoundError):
-            path.unlink()
+            if path.is_dir() and not path.is_symlink():  # files written together (a prediction's outputs)
+                shutil.rmtree(path)
+            else:
+                path.unlink()
             removed.append(path)
     return removed

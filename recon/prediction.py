@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 
-from recon.atomic import atomic_write
+from recon.atomic import atomic_write, temporary_path
 from recon.mesh import save_mesh
 from recon.render import SoftRenderer, eye_from_angles
 
@@ -19,6 +20,7 @@ from recon.render import SoftRenderer, eye_from_angles
 PREVIEW_DISTANCE = 2.732
 PREVIEW_ELEVATION = 30.0
 PREVIEW_AZIMUTHS = (0.0, -90.0, -180.0, -270.0)  # views 0, 6, 12, 18: front, side, back, other side
+OUTPUT_SUFFIXES = (".obj", ".glb", ".ply", ".png")  # the files of one input (.ply with colours, .png a preview)
 PREVIEW_COLOR = (0.62, 0.72, 0.90)  # a light blue: white on the white background would hide the lit top faces
 
 
@@ -89,26 +91,37 @@ def write_prediction(
     ``colors``: the mesh's albedo in [0, 1], per vertex ``(V, 3)`` or per face ``(F, 3)`` (told apart by
     their count; the template has V ≠ F), stored as 8-bit vertex colours in the GLB and PLY (per-face colours
     as per-face PLY colours, and as split flat-shaded vertices in the GLB) and as OBJ's "v x y z r g b".
-    Returns the paths written. Every file is written atomically; the preview is rendered on the CPU.
+    Returns the paths written. The files are written together: into a hidden folder beside them
+    (``.<name>.tmp-<pid>``, which :func:`recon.atomic.remove_stale_temporaries` removes after a kill), then moved
+    into place one after the other, and then this name's files of an earlier run into ``directory`` that this one
+    did not write (a ``.ply`` without colours, a ``.png`` without a renderer) are removed: a kill while they are
+    written leaves the earlier run's files of this name as they were, never some of each. The preview is rendered
+    on the CPU.
     """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     vertices, faces = vertices.detach().float().cpu(), faces.detach().long().cpu()
-    paths = [directory / f"{name}.obj", directory / f"{name}.glb"]
+    suffixes = [".obj", ".glb"]
     kwargs = {}
     if colors is not None:
         colors = colors.detach().float().cpu()
         kwargs = {f"{color_mode(vertices, faces, colors)}_colors": colors}
-        paths.append(directory / f"{name}.ply")
-    for path in paths:
-        save_mesh(path, vertices, faces, **kwargs)
-    if colors is None:  # a coloured model's PLY of this name, from an earlier run into this folder, is not this mesh
-        (directory / f"{name}.ply").unlink(missing_ok=True)
-    if renderer is not None:
-        png = directory / f"{name}.png"
-        save_image(png, render_preview(vertices, faces, image, renderer, colors))
-        paths.append(png)
-    return paths
+        suffixes.append(".ply")
+    staging = temporary_path(directory / name)
+    staging.mkdir()
+    try:
+        for suffix in suffixes:
+            save_mesh(staging / f"{name}{suffix}", vertices, faces, **kwargs)
+        if renderer is not None:
+            save_image(staging / f"{name}.png", render_preview(vertices, faces, image, renderer, colors))
+            suffixes.append(".png")
+        for suffix in suffixes:
+            os.replace(staging / f"{name}{suffix}", directory / f"{name}{suffix}")
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    for suffix in set(OUTPUT_SUFFIXES) - set(suffixes):
+        (directory / f"{name}{suffix}").unlink(missing_ok=True)
+    return [directory / f"{name}{suffix}" for suffix in suffixes]
 
 
 def color_mode(vertices: Tensor, faces: Tensor, colors: Tensor) -> str:

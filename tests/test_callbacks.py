@@ -316,9 +316,42 @@ def test_mesh_writer_removes_what_a_killed_run_was_writing(tmp_path):
     out = tmp_path / "out"
     (out / "test" / "chair").mkdir(parents=True)
     dead = [out / ".img096.png.tmp-999999999", out / "test" / "chair" / ".00001_v00.obj.tmp-999999999"]
+    staged = out / ".img095.tmp-999999999"  # a prediction's files being written together
+    staged.mkdir()
+    (staged / "img095.obj").write_text("whole")
     alive = out / f".img097.png.tmp-{os.getpid()}"  # a write in progress in a live process
     for path in (*dead, alive):
         path.write_text("half")
+    (out / "predictions.json").write_text("{}")  # the manifest of the last predict into this folder
     trainer = SimpleNamespace(is_global_zero=True, default_root_dir=str(tmp_path))
     MeshWriter(dirpath=str(out), previews=False).setup(trainer, None, "predict")
-    assert [path.exists() for path in dead] == [False, False] and alive.exists()
+    assert [path.exists() for path in (*dead, staged)] == [False, False, False] and alive.exists()
+    assert not (out / "predictions.json").exists()  # this predict's outputs are not (all) that one's
+
+
+def test_a_predictions_files_replace_an_earlier_runs_together_or_not_at_all(tmp_path, monkeypatch):
+    from recon import prediction
+    from recon.mesh import icosphere
+
+    vertices, faces = icosphere(1)
+    old = {suffix: tmp_path / f"chair{suffix}" for suffix in (".obj", ".glb", ".ply", ".png")}
+    for path in old.values():
+        path.write_text("an earlier run's")
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(prediction, "save_image", killed)  # Ctrl-C while the preview is written, after the meshes
+    image = torch.zeros(4, 64, 64)
+    with pytest.raises(KeyboardInterrupt):
+        prediction.write_prediction(tmp_path, "chair", vertices, faces, image, prediction.preview_renderer(64))
+    assert all(path.read_text() == "an earlier run's" for path in old.values())  # all the earlier run's, still
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in old.values())  # nothing staged left
+    monkeypatch.undo()
+
+    written = prediction.write_prediction(tmp_path, "chair", vertices, faces, image, prediction.preview_renderer(64))
+    assert written == [old[".obj"], old[".glb"], old[".png"]]
+    assert all(path.read_bytes() != b"an earlier run's" for path in written)
+    assert not old[".ply"].exists()  # no colours this time: the earlier coloured mesh is not this one
+    prediction.write_prediction(tmp_path, "chair", vertices, faces)
+    assert not old[".png"].exists() and sorted(p.name for p in tmp_path.iterdir()) == ["chair.glb", "chair.obj"]

@@ -125,6 +125,20 @@ def test_fit_then_test_then_predict(shrink_flags, tiny_h5, tmp_path, capsys):
     assert "skipped 1 unusable images (unreadable, or with no object)" in printed
     with Image.open(out / "plane.png") as preview:
         assert preview.size == (5 * 128, 128)  # the input, then four views of the mesh
+    manifest = json.loads((out / "predictions.json").read_text())  # written last: what this predict wrote
+    assert manifest["checkpoint"] == str(checkpoints / "last.ckpt")
+    assert manifest["predicted"] == manifest["images"] == len(names)
+    assert sorted(manifest["outputs"]) == sorted(names)
+    assert manifest["outputs"]["plane"] == {"image": str(tmp_path / "images" / "plane.png"),
+                                            "files": ["plane.obj", "plane.glb", "plane.png"]}
+    assert manifest["skipped"] == [{"image": str(cut), "reason": manifest["skipped"][0]["reason"]}]
+    # A predict of only the first batch says so, and its manifest lists what it wrote.
+    main(["predict", "-c", DEFAULT, *shrink_flags(), f"--ckpt_path={checkpoints / 'last.ckpt'}",
+          f"--data.predict_images={tmp_path / 'images' / '*.png'}", f"--export.dirpath={out}",
+          "--trainer.limit_predict_batches=1", "--data.eval_batch_size=1"])  # fmt: skip
+    assert f"predicted 1 of the {len(names)} images (--trainer.limit_predict_batches)" in capsys.readouterr().out
+    manifest = json.loads((out / "predictions.json").read_text())
+    assert manifest["predicted"] == 1 and list(manifest["outputs"]) == ["plane photo"]  # its file sorts first
 
     # Predicting into the images' own folder would write plane.png's preview over plane.png: refused, photos kept.
     photo = (tmp_path / "images" / "plane.png").read_bytes()

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
@@ -55,6 +56,21 @@ def test_ddp_fit_and_test_match_single_process(shrink_flags, tmp_path):
     for category, value in single["iou"].items():
         assert ddp_result["iou"][category] == pytest.approx(value, abs=1e-6)
     assert ddp_result["loss"] == pytest.approx(single["loss"], rel=1e-5)
+
+    # Predict: each process writes its share of the images; the manifest (rank 0) lists all of them.
+    photos, predicted = tmp_path / "photos", tmp_path / "predicted"
+    photos.mkdir()
+    for index in range(3):
+        image = Image.new("RGBA", (64, 64), (0, 0, 0, 0))
+        image.paste((40 * index, 90, 160, 255), (16, 16 + index, 48, 48))
+        image.save(photos / f"photo{index}.png")
+    _recon(["predict", "-c", str(CONFIGS / "default.yaml"), *shrink_flags({"data.eval_batch_size": 1}), *ddp,
+            f"--ckpt_path={last}", f"--data.predict_images={photos}", f"--export.dirpath={predicted}"], tmp_path)
+    manifest = json.loads((predicted / "predictions.json").read_text())
+    assert manifest["predicted"] == manifest["images"] == 3
+    assert sorted(manifest["outputs"]) == ["photo0", "photo1", "photo2"]
+    assert all((predicted / file).stat().st_size > 0 for output in manifest["outputs"].values()
+               for file in output["files"])
 
 
 def _ddp_fit(shrink_flags, run: Path) -> subprocess.Popen:
