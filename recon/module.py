@@ -9,6 +9,7 @@ from typing import Any, get_args
 
 import torch
 from lightning.pytorch import LightningModule
+from lightning.pytorch.trainer.states import TrainerFn
 from torch import Tensor
 from torchmetrics import MeanMetric
 from typing_extensions import override
@@ -19,7 +20,7 @@ from recon.mesh import FlattenLoss, LaplacianLoss, voxelize
 from recon.metrics import ImageFidelity, VoxelIoU
 from recon.models import BaselineEncoder, ColorDecoder, Encoder, MeshGenerator, PredictedMesh, SphereDecoder
 from recon.render import SoftRenderer
-from recon.step import StepOutput, check_finite
+from recon.step import StepOutput, check_finite, weights_note
 
 # A model without a colour head is scored for PSNR as if painted this flat albedo (lit like the dataset):
 # mid-grey minimises the worst case over [0, 1] albedos and needs no statistics of the data.
@@ -129,7 +130,7 @@ class ReconModule(LightningModule):
                                          sigma=self.sigma_at(max(self.global_step, self._restored_step)))
         images_a, images_b = batch["images_a"], batch["images_b"]
         vertices, colors = self.generator.mesh(torch.cat([images_a, images_b]))  # (2B, V, 3): [M_a; M_b]
-        check_finite(vertices, batch, self.global_step)
+        self._check_finite(vertices, batch)
         meshes = torch.cat([vertices, vertices])  # [M_a; M_b; M_a; M_b]
         eyes = torch.cat([batch["eyes_a"], batch["eyes_a"], batch["eyes_b"], batch["eyes_b"]])
         references = torch.cat([images_a, images_a, images_b, images_b])
@@ -265,8 +266,17 @@ class ReconModule(LightningModule):
     @override
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> PredictedMesh:
         """``batch``: ``images (B, 4, S, S)`` → the meshes and (colour models) their colours; files are written
-        by :class:`~recon.callbacks.MeshWriter`."""
-        return self.generator.mesh(batch["images"])
+        by :class:`~recon.callbacks.MeshWriter`. NaN or infinite vertices are an error, never a file."""
+        mesh = self.generator.mesh(batch["images"])
+        self._check_finite(mesh.vertices, batch)
+        return mesh
+
+    def _check_finite(self, vertices: Tensor, batch: dict[str, Any]) -> None:
+        """:func:`~recon.step.check_finite`, told whether a fit diverged or a restored model is evaluated."""
+        fitting = self._trainer is None or self._trainer.state.fn in (None, TrainerFn.FITTING)
+        if not fitting and not bool(torch.isfinite(vertices).all()):
+            check_finite(vertices, batch, self.global_step, evaluated=weights_note(self))
+        check_finite(vertices, batch, self.global_step)
 
 
 def _finite(value: Tensor) -> Tensor:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor
@@ -31,17 +31,34 @@ class StepOutput(NamedTuple):
         return renders[start : start + size]
 
 
-def check_finite(vertices: Tensor, batch: dict[str, Tensor], step: int) -> None:
-    """Raise :class:`~recon.errors.NonFiniteMeshError` naming the batch items (and objects) whose predicted
-    ``vertices`` ((2B, V, 3): [M_a; M_b]) are not all finite: checked before they reach the renderer."""
+def check_finite(vertices: Tensor, batch: dict[str, Any], step: int, evaluated: str | None = None) -> None:
+    """Raise :class:`~recon.errors.NonFiniteMeshError` naming the batch items (and objects, or input images) whose
+    predicted ``vertices`` ((2B, V, 3): [M_a; M_b], or (B, V, 3) for predict's ``images``) are not all finite:
+    checked before they reach the renderer or a file. ``evaluated``: None in a fit (training diverged), else what a
+    test, validate or predict of a restored model should be told about its weights."""
     finite = torch.isfinite(vertices).flatten(1).all(1)
     if bool(finite.all()):
         return
-    size = batch["images_a"].shape[0]
+    size = (batch["images_a"] if "images_a" in batch else batch["images"]).shape[0]
     bad = sorted({int(i) % size for i in (~finite).nonzero().flatten()})
-    objects = batch.get("object_index")
-    named = [f"item {i}" + (f" (object {int(objects[i])})" if objects is not None else "") for i in bad]
-    raise NonFiniteMeshError(
-        f"step {step}: the predicted vertices of batch {', '.join(named)} are NaN or infinite; "
-        "training diverged (try a lower model.lr and resume with --ckpt_path last)"
-    )
+    objects, names = batch.get("object_index"), batch.get("name")
+    named = [f"item {i}" + (f" (object {int(objects[i])})" if objects is not None else "")
+             + (f" ({names[i]})" if names is not None else "") for i in bad]
+    if evaluated is None:
+        raise NonFiniteMeshError(
+            f"step {step}: the predicted vertices of batch {', '.join(named)} are NaN or infinite; "
+            "training diverged (try a lower model.lr and resume with --ckpt_path last)"
+        )
+    raise NonFiniteMeshError(f"the model predicts NaN or infinite vertices for batch {', '.join(named)}; {evaluated}")
+
+
+def weights_note(module: torch.nn.Module) -> str:
+    """What a restored model's weights say about non-finite predictions: the tensors holding NaN or infinity (a
+    checkpoint saved after training diverged), or that they are finite."""
+    bad = [name for name, tensor in module.state_dict().items()
+           if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all())]
+    if not bad:
+        return "its weights are finite, so these inputs drive it out of range"
+    shown = ", ".join(bad[:3]) + (f" and {len(bad) - 3} more" if len(bad) > 3 else "")
+    return (f"the checkpoint's weights hold NaN or infinite values ({shown}): it was saved after training "
+            "diverged; evaluate an earlier checkpoint, or resume its fit from one with a lower model.lr")

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import lightning.pytorch as pl
 import pytest
 import torch
+from lightning.pytorch.trainer.states import TrainerFn
 from torch.utils.data import DataLoader
 
 from recon.callbacks import MeshWriter
@@ -138,6 +141,23 @@ def test_non_finite_vertices_stop_training_naming_the_batch_items():
         module.model_step(batch)
     batch["images_b"][1, 0, 5, 5] = 0.0
     assert torch.isfinite(module.model_step(batch).loss)
+
+
+def test_a_restored_model_with_nan_weights_is_refused_by_test_and_predict_naming_them():
+    module = ReconModule(encoder=BaselineEncoder(dim=16)).eval()
+    with torch.no_grad():
+        next(iter(module.generator.decoder.parameters())).fill_(float("nan"))  # a checkpoint saved after divergence
+    module._trainer = SimpleNamespace(state=SimpleNamespace(fn=TrainerFn.PREDICTING), global_step=0)
+    batch = {"images": _batch(2)["images_a"], "name": ["chair", "table"]}
+    with pytest.raises(NonFiniteMeshError, match=r"for batch item 0 \(chair\), item 1 \(table\); the checkpoint's "
+                                                 r"weights hold NaN or infinite values \(generator\.decoder\."):
+        module.predict_step(batch, 0)
+    module._trainer.state.fn = TrainerFn.TESTING
+    with pytest.raises(NonFiniteMeshError, match=r"the checkpoint's weights hold NaN"):
+        module.model_step(_batch(2))
+    module._trainer.state.fn = TrainerFn.FITTING
+    with pytest.raises(NonFiniteMeshError, match="training diverged"):
+        module.model_step(_batch(2))
 
 
 @pytest.mark.slow
