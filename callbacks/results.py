@@ -32,7 +32,9 @@ class VoxelIoULogger(Callback):
 
     - ``<folder>/results.json``: ``iou`` {category: IoU}, ``items`` {category: count}, ``num_items``,
       ``split_items`` (the test split's items: more than ``num_items`` for a partial test, which is also said on
-      the console and in ``results.md``),
+      the console and in ``results.md``), ``categories_without_items`` (selected categories the test split holds
+      no object of: the means are over the others; said in ``results.md``), ``voxel_size`` (the resolution IoU
+      was computed at: the file's),
       ``miou``, ``loss``, ``loss_sil``, ``psnr`` {category: dB}, ``mpsnr``, ``mssim``, ``psnr_colors``
       (``"predicted"``, or ``"gray"`` for a model without colours, rendered flat mid-grey), ``encoder`` (class
       name), ``encoder_class`` (import path),
@@ -137,6 +139,8 @@ class VoxelIoULogger(Callback):
         source = getattr(trainer.datamodule, "data_source", None) or {}
         split_items = getattr(trainer.datamodule, "split_items", None)
         total = split_items("test") if callable(split_items) else None
+        empty = getattr(trainer.datamodule, "empty_categories", None)
+        layout = getattr(getattr(trainer.datamodule, "info", None), "layout", None)
         return {
             "iou": {name: metrics[f"test/iou_{name}"] for name in names if f"test/iou_{name}" in metrics},
             "miou": _finite(metrics["test/miou"]),
@@ -150,6 +154,9 @@ class VoxelIoULogger(Callback):
             "num_items": int(sum(items.values())),
             # the test split's items in the chosen categories: fewer scored (limit_test_batches) is a partial test
             "split_items": total,
+            # selected categories the test split holds no object of: the means are over the others
+            "categories_without_items": empty("test") if callable(empty) else [],
+            "voxel_size": getattr(layout, "voxel_size", None),
             "encoder": type(encoder).__name__ if encoder is not None else None,
             "encoder_class": None if encoder is None else f"{type(encoder).__module__}.{type(encoder).__qualname__}",
             "checkpoint": str(trainer.ckpt_path) if trainer.ckpt_path else None,
@@ -188,11 +195,15 @@ def results_markdown(results: dict[str, Any]) -> str:
         f"encoder `{results['encoder']}` · checkpoint `{results['checkpoint'] or 'none'}` · "
         f"{results['num_items']} test items · finished {results['finished']}",
         "",
-        f"data `{results.get('data') or 'unknown'}` (source: {results.get('data_source') or 'unknown'})",
+        f"data `{results.get('data') or 'unknown'}` (source: {results.get('data_source') or 'unknown'})"
+        + (f" · voxel IoU at {results['voxel_size']}³" if results.get("voxel_size") else ""),
         "",
     ]
     if partial := partial_test(results):
         lines += [f"**Partial test:** {partial}.", ""]
+    if missing := results.get("categories_without_items"):
+        lines += [f"**Categories without test items:** {', '.join(missing)}: the test split holds no object of "
+                  f"them, and the means are over the other {len(results['iou'])}.", ""]
     psnr = results.get("psnr") or {}
     rows = [[name, _format(value), _format(psnr.get(name), 2), str(results["items"].get(name, 0))]
             for name, value in results["iou"].items()]

@@ -286,6 +286,12 @@ class ViewPairDataModule(pl.LightningDataModule):
                                     f"{self.info.split_sizes.get(split, 0)} objects in all); recon {stage} needs "
                                     f"{' and '.join(needed)} objects")
 
+    def empty_categories(self, split: str) -> list[str]:
+        """The selected categories of which ``split`` holds no object: their IoU is missing from the split's mean
+        (which is over the categories with items)."""
+        present = set(self._split_objects(split)[1].tolist())
+        return [self.info.categories[i].name for i in self.selected_category_indices if i not in present]
+
     def check_shards(self, stage: str | None, world_size: int) -> None:
         """``DataFileError`` when an evaluation split ``stage`` reads (fit and validate: val; test: test) has fewer
         items than ``world_size`` processes: items are sharded without repeats, and a process left with none would

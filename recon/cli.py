@@ -248,6 +248,7 @@ class ReconCLI(LightningCLI):
         # file was already checked when the DataModule was built)
         self.datamodule.check_file(self.subcommand)
         self.datamodule.check_shards(self.subcommand, self.trainer.world_size)
+        self._notice_empty_categories()
         self._check_folders()
         self._check_evaluation()
         self._check_wandb_login()  # first: a resume's "continuing W&B run" line must not precede W&B's refusal
@@ -262,6 +263,18 @@ class ReconCLI(LightningCLI):
                 # Lightning passes anonymous=None, which W&B (≥ 0.23) warns about at every start although it is
                 # W&B's own default: left out, the same run starts without the warning
                 init.pop("anonymous", None)
+
+    def _notice_empty_categories(self) -> None:
+        """One line when the split this command scores (fit, validate: val; test: test) lacks some selected
+        categories: its mean IoU is over the others, which is not comparable with a mean over all of them."""
+        split = {"fit": "val", "validate": "val", "test": "test"}.get(self.subcommand)
+        data = self.datamodule
+        if split is None or not Path(data.path).exists():
+            return
+        if missing := data.empty_categories(split):
+            scored = len(data.selected_category_indices) - len(missing)
+            _notice(f"{data.path}: its '{split}' split holds no object of {', '.join(missing)}: mean IoU is over the "
+                    f"other {scored} categor{'y' if scored == 1 else 'ies'} (--data.categories to choose them)")
 
     def _check_wandb_login(self) -> None:
         """An online W&B run (``WANDB_MODE=online``) needs credentials (``wandb login``, or ``WANDB_API_KEY``): without

@@ -57,6 +57,22 @@ def _write_pngs(h5_path: Path, folder: Path) -> list[str]:
     return ["plane", "plane photo"]
 
 
+def _without_test_objects_of(source: Path, path: Path, category: str) -> Path:
+    """A copy of the views file ``source`` whose test split holds no object of ``category``."""
+    from recon.datamodules.h5 import ViewsWriter, read_info
+
+    info = read_info(source)
+    drop = info.category_names.index(category)
+    with h5py.File(source, "r") as file, ViewsWriter(path, info.categories, source="synthetic",
+                                                    layout=info.layout) as writer:
+        for split in ("train", "val", "test"):
+            group = file[split]
+            keep = np.flatnonzero((group["category"][:] != drop) | (split != "test"))
+            writer.append(split, group["images"][keep], group["voxels"][keep], group["category"][keep],
+                          [name.decode() for name in group["object_id"][keep]])
+    return path
+
+
 @pytest.mark.slow
 def test_fit_then_test_then_predict(shrink_flags, tiny_h5, tmp_path, capsys):
     run = tmp_path / "run"
@@ -93,6 +109,17 @@ def test_fit_then_test_then_predict(shrink_flags, tiny_h5, tmp_path, capsys):
     assert math.isfinite(float(cli.trainer.callback_metrics["test/iou_airplane"]))
     exported = sorted(p.name for p in (export / "test" / "airplane").glob("*.obj"))
     assert exported == [f"00000_v{view:02d}.obj" for view in range(4)]  # one mesh per (object, view)
+    assert results["categories_without_items"] == [] and results["voxel_size"] == 32
+
+    # A test split without one of the categories: its mean is over the others, said before and in the results.
+    lacking = _without_test_objects_of(tiny_h5, tmp_path / "no-test-chair.h5", "chair")
+    main(["test", "-c", DEFAULT, *shrink_flags({"data.path": lacking, "trainer.limit_test_batches": None}),
+          f"--ckpt_path={checkpoints / 'best.ckpt'}", f"--trainer.default_root_dir={tmp_path / 'lacking'}"])
+    assert (f"{lacking}: its 'test' split holds no object of chair: mean IoU is over the other 1 category"
+            in capsys.readouterr().err)
+    results = json.loads((tmp_path / "lacking" / "results.json").read_text())
+    assert results["categories_without_items"] == ["chair"] and set(results["iou"]) == {"airplane"}
+    assert "**Categories without test items:** chair" in (tmp_path / "lacking" / "results.md").read_text()
 
     capsys.readouterr()
     elsewhere = tmp_path / "elsewhere"  # a mistyped image path: one line, before any run folder or W&B run
