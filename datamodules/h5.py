@@ -28,6 +28,8 @@ from recon.errors import DataFileError, disk_full_cause, disk_full_error, human_
 FORMAT = "recon-views"
 VERSION = 1
 SPLITS: tuple[str, ...] = ("train", "val", "test")
+MIN_VIEWS = 2  # training pairs a view of an object with another
+MAX_VOXEL_SIZE = 64  # recon.mesh.voxelize's largest grid (one int64 bit line a row)
 _HOW_TO_CREATE = "create one with `recon-data synth` or `recon-data convert-nmr`"
 # One view per chunk keeps a random view read at one 16 KiB inflate; the chunk cache only needs to hold the
 # few chunks of one batch, w0=1 evicts fully read chunks first.
@@ -157,6 +159,12 @@ def _validate(path: Path, file: h5py.File) -> ViewsFileInfo:
         except (TypeError, ValueError):
             raise fail(f"attribute {name!r} is {attrs[name]!r}; expected a {type(default).__name__}") from None
     layout = ViewsLayout(**values)  # type: ignore[arg-type]
+    if layout.num_views < MIN_VIEWS:
+        raise fail(f"attribute 'num_views' is {layout.num_views}; recon trains on pairs of views of an object, so a "
+                   f"file needs at least {MIN_VIEWS} views per object")
+    if not 1 <= layout.voxel_size <= MAX_VOXEL_SIZE:
+        raise fail(f"attribute 'voxel_size' is {layout.voxel_size}; recon's voxelizer scores IoU on grids of 1 to "
+                   f"{MAX_VOXEL_SIZE} voxels a side (the dataset's are 32)")
 
     if "categories" not in file or not isinstance(file["categories"], h5py.Dataset):
         raise fail("dataset '/categories' is missing; expected bytes synset ids with attribute 'names'")

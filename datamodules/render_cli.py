@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from recon.datamodules.h5 import SPLITS, ViewsLayout
+from recon.datamodules.h5 import MIN_VIEWS, SPLITS, ViewsLayout
 from recon.datamodules.meshes import NORMALIZATIONS
 from recon.datamodules.shards import partial_folder, plural
 from recon.datamodules.sources import Collection, discover, parse_split
@@ -59,8 +59,10 @@ def add_render_parser(commands: argparse._SubParsersAction) -> None:
 
 def settings_from(args: argparse.Namespace) -> ViewSettings:
     """The rendering settings of the options, validated."""
-    for name, value, low in (("--views", args.views, 1), ("--image-size", args.image_size, 8),
-                             ("--supersample", args.supersample, 1)):
+    if args.views < MIN_VIEWS:
+        raise ValueError(f"--views {args.views}; expected an integer ≥ {MIN_VIEWS}: recon trains on pairs of views of "
+                         "an object (a view and another)")
+    for name, value, low in (("--image-size", args.image_size, 8), ("--supersample", args.supersample, 1)):
         if value < low:
             raise ValueError(f"{name} {value}; expected an integer ≥ {low}")
     if not (math.isfinite(args.distance) and args.distance > 0.9):

@@ -130,6 +130,10 @@ def _corrupt(path: Path, change: str) -> None:
             file["train/category"][0] = 7
         elif change == "no-splits":
             del file["train"]
+        elif change == "one-view":
+            file.attrs["num_views"] = 1
+        elif change == "voxel-size":
+            file.attrs["voxel_size"] = 128
 
 
 @pytest.mark.parametrize(("change", "message"), [
@@ -145,6 +149,8 @@ def _corrupt(path: Path, change: str) -> None:
     ("no-voxels", "/train/voxels is missing"),
     ("category-range", "/train/category has values outside \\[0, 2\\)"),
     ("no-splits", "no split groups"),
+    ("one-view", "attribute 'num_views' is 1; recon trains on pairs of views of an object, so a file needs at least 2"),
+    ("voxel-size", "attribute 'voxel_size' is 128; recon's voxelizer scores IoU on grids of 1 to 64 voxels a side"),
 ])
 def test_reader_refuses_what_it_does_not_understand(tmp_path: Path, change: str, message: str) -> None:
     path = tmp_path / "views.h5"

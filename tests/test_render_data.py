@@ -242,6 +242,7 @@ REFUSED = [  # each once wrote a file of blank images or of nothing, or failed o
     ("render --elevation nan", "--elevation nan; expected a finite angle"),
     ("render --distance inf", "--distance inf; expected a finite number > 0.9"),
     ("render --split nan,0.5,0.5", "--split 'nan,0.5,0.5'; expected three fractions"),
+    ("render --views 1", "--views 1; expected an integer ≥ 2: recon trains on pairs of views"),
     ("render --per-category 0", "--per-category 0; expected an integer ≥ 1"),
     ("render --per-category -1", "--per-category -1; expected an integer ≥ 1"),
     ("synth --seed -5", "--seed -5; expected an integer ≥ 0 and < 2**63"),
