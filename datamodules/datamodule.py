@@ -186,7 +186,8 @@ class ViewPairDataModule(pl.LightningDataModule):
         self._objects: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # split -> (object indices, categories)
         if Path(path).exists():
             self._info = read_info(path)  # a bad file fails here, before any run folder or logger exists
-            self._check_image_size()
+            if not predict_images:  # predict reads its images, not this file (check_file checks it for the others)
+                self._check_image_size()
 
     def _synthesizes(self) -> bool:
         """Whether ``fit`` generates ``path`` when it is missing (see ``synthesize``)."""
@@ -207,6 +208,7 @@ class ViewPairDataModule(pl.LightningDataModule):
             self._predict_images()  # FileNotFoundError when nothing matches, DataFileError when nothing is usable
             return
         if Path(self.path).exists():
+            self._check_image_size()
             self._check_splits(stage)
             return
         fitting = stage == "fit"

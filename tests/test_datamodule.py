@@ -334,6 +334,23 @@ def test_predict_loader_reads_png_folders(tmp_path: Path) -> None:
         ViewPairDataModule(str(tmp_path / "unused.h5")).predict_dataloader()
 
 
+def test_predict_does_not_check_a_data_file_it_does_not_read(tmp_path: Path) -> None:
+    # The model reads 64×64 images; the configured data file holds 32×32 views: fit and test refuse it, but predict
+    # reads only its images (it used to be refused with "train a model for this file").
+    layout = ViewsLayout(image_size=32)
+    with ViewsWriter(tmp_path / "views32.h5", CATS, source="test", layout=layout) as writer:
+        writer.append("test", np.zeros((1, 24, 4, 32, 32), np.uint8), np.zeros((1, 32, 32, 32), bool), [0], ["a"])
+    _object_png(tmp_path / "photo.png")
+    dm = ViewPairDataModule(str(tmp_path / "views32.h5"), image_size=64, predict_images=str(tmp_path / "photo.png"))
+    dm.check_file("predict")
+    dm.setup("predict")
+    assert next(iter(dm.predict_dataloader()))["images"].shape == (1, 4, 64, 64)
+    with pytest.raises(ConfigError, match="holds 32×32 views but the model reads 64×64"):
+        dm.check_file("test")
+    with pytest.raises(ConfigError, match="holds 32×32 views but the model reads 64×64"):
+        ViewPairDataModule(str(tmp_path / "views32.h5"), image_size=64)
+
+
 def test_unreadable_predict_images_are_skipped_and_named(tmp_path: Path, capsys) -> None:
 
     from recon.datamodules.images import ImageFolderDataset
