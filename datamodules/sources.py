@@ -93,6 +93,8 @@ def discover(src: str | os.PathLike[str], categories: Sequence[str] | None = Non
     chosen_objects = [o for group in kept.values() for o in group]
     if len({o.object_id for o in chosen_objects}) != len(chosen_objects):
         raise ValueError(_repeated_id(root, chosen_objects, rows))
+    if len({o.path.resolve() for o in chosen_objects}) != len(chosen_objects):
+        raise ValueError(_repeated_file(root, chosen_objects, rows))
     return Collection(kind, root, chosen_objects, chosen)
 
 
@@ -264,6 +266,20 @@ def _repeated_id(root: Path, objects: list[MeshSource], rows: list[tuple[int, Me
     paths = [o.path for o in objects if o.object_id == repeated]
     return (f"{root}: {paths[0]} and {paths[1]} give the same object id {repeated!r} (the path below the category "
             "folder, without its suffix); rename one of them, or list the files in a manifest with an 'id' column")
+
+
+def _repeated_file(root: Path, objects: list[MeshSource], rows: list[tuple[int, MeshSource]] | None) -> str:
+    """Which objects are one mesh file (two manifest rows, or a link beside its target): one object in two
+    places, maybe in two splits, where a test would score objects it trained on."""
+    repeated = _first_repeat([str(o.path.resolve()) for o in objects])
+    twice = [o for o in objects if str(o.path.resolve()) == repeated]
+    if rows is not None:
+        numbers = [str(n) for n, o in rows if o in twice]
+        return (f"{root}: rows {', '.join(numbers[:-1])} and {numbers[-1]} list the same mesh file {repeated} (ids "
+                f"{', '.join(repr(o.object_id) for o in twice)}): one object would be rendered twice, in two splits "
+                "if the rows put it there; list each file once")
+    return (f"{root}: {twice[0].path} and {twice[1].path} are the same mesh file {repeated}: one object would be "
+            "rendered twice, maybe into two splits; remove the link")
 
 
 def _first_repeat(ids: list[str]) -> str:

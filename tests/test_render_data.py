@@ -396,6 +396,16 @@ def test_repeated_object_ids_say_which_files_or_rows(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"list.jsonl: rows 1 and 3 give the same object id 'a'; give each row a "
                                          r"unique 'id'"):
         discover(tmp_path / "list.jsonl")
+    # One file under two ids, one row in train and one in test: the test would score an object trained on.
+    (tmp_path / "twice.csv").write_text("path,category,split,id\nsrc/k/box.stl,k,train,a\nsrc/k/box.off,k,val,b\n"
+                                        "src/k/../k/box.stl,k,test,c\n")
+    with pytest.raises(ValueError, match=r"twice.csv: rows 2 and 4 list the same mesh file .*box.stl \(ids 'a', "
+                                         r"'c'\): one object would be rendered twice"):
+        discover(tmp_path / "twice.csv")
+    (tmp_path / "src" / "k" / "box.off").unlink()
+    (tmp_path / "src" / "k" / "copy.stl").symlink_to(tmp_path / "src" / "k" / "box.stl")
+    with pytest.raises(ValueError, match=r"box.stl and .*copy.stl are the same mesh file"):
+        discover(tmp_path / "src")
 
 
 def test_splits_come_from_a_hash_of_the_id() -> None:
