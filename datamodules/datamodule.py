@@ -302,9 +302,7 @@ class ViewPairDataModule(pl.LightningDataModule):
         if world_size <= 1 or stage not in splits or not Path(self.path).exists():
             return
         split = splits[stage]
-        views, most = (self.val_views_per_object, self.val_max_objects_per_category) if split == "val" else (None, None)
-        objects = len(self._split_objects(split, most)[0])
-        per_object = len(evaluation_views(self.info.layout.num_views, views))
+        objects, per_object = self._evaluated(split)
         if objects * per_object < world_size:
             more = " (--data.val_views_per_object)" if split == "val" else ""
             items = objects * per_object
@@ -312,6 +310,17 @@ class ViewPairDataModule(pl.LightningDataModule):
                                 f"({objects} object{'s' * (objects != 1)} × {per_object} view{'s' * (per_object != 1)})"
                                 f" for {world_size} processes, and each needs at least one; run on fewer processes "
                                 f"(--trainer.devices), or evaluate more views{more} or objects")
+
+    def _evaluated(self, split: str) -> tuple[int, int]:
+        """(objects, views per object) an evaluation of ``split`` scores: for val, as ``val_views_per_object`` and
+        ``val_max_objects_per_category`` choose."""
+        views, most = (self.val_views_per_object, self.val_max_objects_per_category) if split == "val" else (None, None)
+        return len(self._split_objects(split, most)[0]), len(evaluation_views(self.info.layout.num_views, views))
+
+    def evaluated_items(self, split: str) -> int:
+        """The (object, view) items a whole evaluation of ``split`` scores (see :meth:`_evaluated`)."""
+        objects, per_object = self._evaluated(split)
+        return objects * per_object
 
     def _check_image_size(self) -> None:
         stored = self.info.layout.image_size

@@ -12,6 +12,7 @@ import functools
 import importlib
 import inspect
 import logging
+import math
 import os
 import re
 import shlex
@@ -324,10 +325,26 @@ class ReconCLI(LightningCLI):
             does = "write no mesh" if stage == "predict" else "score no item"
             raise ConfigError(f"--trainer.{name} 0: recon {stage} would {does}; leave it out for every batch, or "
                               "give a number of batches or a fraction above 0")
+        if stage == "validate":
+            self._notice_partial_validation()
         writer = next((cb for cb in self.trainer.callbacks if isinstance(cb, MeshWriter)), None)
         if stage == "validate" and writer is not None and writer.dirpath:
             _notice(f"recon validate: --export.dirpath {writer.dirpath} is not used: validate writes no meshes "
                     "(recon test --export.dirpath writes the test split's, recon predict your images')")
+
+    def _notice_partial_validation(self) -> None:
+        """``recon validate`` limited by ``--trainer.limit_val_batches`` to part of what it evaluates: one line saying
+        how many items its ``val/miou`` is over (``recon test`` says so in its results)."""
+        limit, data = self.trainer.limit_val_batches, self.datamodule
+        if (isinstance(limit, float) and limit == 1.0) or not Path(data.path).exists():  # 1 is a batch, 1.0 all
+            return
+        items = data.evaluated_items("val")
+        per_batch = data.eval_batch_size * self.trainer.world_size
+        batches = math.ceil(items / per_batch)
+        scored = min(items, per_batch * (limit if isinstance(limit, int) else int(limit * batches)))
+        if scored < items:
+            _notice(f"recon validate: --trainer.limit_val_batches {limit}: scores {scored} of the {items} val items "
+                    "it evaluates; its numbers are not the whole split's")
 
     def _check_predictions_keep_inputs(self) -> None:
         """Predicting into the folder of the input images would write each ``<name>.png`` preview over the PNG it

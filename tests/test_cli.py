@@ -111,6 +111,13 @@ def test_fit_then_test_then_predict(shrink_flags, tiny_h5, tmp_path, capsys):
     assert exported == [f"00000_v{view:02d}.obj" for view in range(4)]  # one mesh per (object, view)
     assert results["categories_without_items"] == [] and results["voxel_size"] == 32
 
+    # A validate of part of what it evaluates says so (shrink_flags: 2 batches of 2 of the 4 val items; here 1).
+    for limit, said in ((None, False), (1, True)):
+        main(["validate", "-c", DEFAULT, *shrink_flags({"trainer.limit_val_batches": limit}),
+              f"--ckpt_path={checkpoints / 'best.ckpt'}", f"--trainer.default_root_dir={tmp_path / 'validated'}"])
+        assert ("recon validate: --trainer.limit_val_batches 1: scores 2 of the 4 val items it evaluates; its numbers "
+                "are not the whole split's" in capsys.readouterr().err) is said
+
     # A test split without one of the categories: its mean is over the others, said before and in the results.
     lacking = _without_test_objects_of(tiny_h5, tmp_path / "no-test-chair.h5", "chair")
     main(["test", "-c", DEFAULT, *shrink_flags({"data.path": lacking, "trainer.limit_test_batches": None}),
