@@ -10,7 +10,9 @@ unusable raises ``MeshError`` with the reason, so a caller can skip the object a
 
 from __future__ import annotations
 
+import io
 import os
+import re
 from typing import Literal, NamedTuple
 
 import numpy as np
@@ -41,7 +43,12 @@ def load_mesh(path: str | os.PathLike[str]) -> LoadedMesh:
     import trimesh
 
     try:
-        loaded = trimesh.load(os.fspath(path), process=False)
+        text = _absolute_obj_indices(path) if os.fspath(path).lower().endswith(".obj") else None
+        if text is None:
+            loaded = trimesh.load(os.fspath(path), process=False)
+        else:  # materials and textures are still found beside the file
+            loaded = trimesh.load(io.BytesIO(text), file_type="obj", process=False,
+                                  resolver=trimesh.resolvers.FilePathResolver(os.fspath(path)))
     except Exception as error:  # trimesh raises anything from ValueError to struct.error on bad files
         # an index beyond the vertex list is what trimesh's readers meet at a face that names a missing vertex
         why = " (a face refers to a vertex the file does not have?)" if isinstance(error, IndexError) else ""
@@ -58,6 +65,41 @@ def load_mesh(path: str | os.PathLike[str]) -> LoadedMesh:
     if not parts:
         raise MeshError("holds no triangles (empty mesh)")
     return LoadedMesh(merge(parts), "+".join(k for k in COLOR_KINDS if k in kinds))
+
+
+# an OBJ element line (face, line, point) with a negative index, e.g. "f -3 -2 -1" or "f 1/-1 2/-2 3/-3"
+_RELATIVE_INDEX = re.compile(rb"(?m)^[ \t]*[flp][ \t][^\n]*?[ \t/]-[0-9]")
+_OBJ_COUNTED = {b"v": 0, b"vt": 1, b"vn": 2}  # the element lists an index component refers to, in order
+
+
+def _absolute_obj_indices(path: str | os.PathLike[str]) -> bytes | None:
+    """The OBJ file's text with its negative (relative) indices made absolute, or None when it has none.
+
+    OBJ counts a negative index back from the last vertex (texture coordinate, normal) defined *before* the line
+    (``f -3 -2 -1``: the three latest vertices); trimesh counts it from the end of the whole file, which gives
+    every part but the last the last part's vertices, without an error."""
+    with open(path, "rb") as file:
+        text = file.read()
+    if not _RELATIVE_INDEX.search(text):
+        return None
+    counts = [0, 0, 0]
+    lines = text.split(b"\n")
+    for number, line in enumerate(lines):
+        words = line.split()
+        if not words:
+            continue
+        if words[0] in _OBJ_COUNTED:
+            counts[_OBJ_COUNTED[words[0]]] += 1
+        elif words[0] in (b"f", b"l", b"p") and b"-" in line:
+            corners = []
+            for word in words[1:]:
+                parts = word.split(b"/")
+                for k, part in enumerate(parts[:3]):
+                    if part.startswith(b"-") and part[1:].isdigit():
+                        parts[k] = str(counts[k] + 1 + int(part)).encode()
+                corners.append(b"/".join(parts))
+            lines[number] = b" ".join([words[0], *corners])
+    return b"\n".join(lines)
 
 
 def _face_colors(geometry: object) -> tuple[np.ndarray, str]:

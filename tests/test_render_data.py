@@ -671,3 +671,25 @@ def test_fit_and_test_run_on_a_rendered_file(tmp_path: Path, shrink_flags, monke
     assert 0 <= float(cli.trainer.callback_metrics["test/miou"]) <= 1
     results = json.loads((tmp_path / "run" / "results.json").read_text())
     assert results["data_source"] == "meshes" and results["data"] == str(data.resolve())
+
+
+def test_an_obj_with_relative_indices_reads_as_its_absolute_twin(tmp_path: Path) -> None:
+    # OBJ's negative indices count back from the latest vertex (texture coordinate, normal) *before* the face;
+    # trimesh counted them from the file's end, so every part became the last part: one cube where two were.
+    corners = [(x, y, z) for x in (0, 1) for y in (0, 1) for z in (0, 1)]
+    quads = [(0, 1, 3, 2), (4, 6, 7, 5), (0, 4, 5, 1), (2, 3, 7, 6), (0, 2, 6, 4), (1, 5, 7, 3)]
+    relative, absolute = [], []
+    for part, shift in enumerate((0.0, 2.5)):
+        for x, y, z in corners:
+            line = f"v {x + shift} {y} {z}\nvt {x} {y}\nvn 0 0 1"
+            relative.append(line)
+            absolute.append(line)
+        for quad in quads:  # vertex/texture/normal: both index styles, with and without the texture index
+            relative.append("f " + " ".join(f"{i - 8}/{i - 8}/{i - 8}" if part else f"{i - 8}//{i - 8}" for i in quad))
+            absolute.append("f " + " ".join(f"{i + 1 + 8 * part}/{i + 1 + 8 * part}/{i + 1 + 8 * part}" if part
+                                            else f"{i + 1}//{i + 1}" for i in quad))
+    (tmp_path / "relative.obj").write_text("\n".join(relative) + "\n")
+    (tmp_path / "absolute.obj").write_text("\n".join(absolute) + "\n")
+    mesh, twin = load_mesh(tmp_path / "relative.obj").mesh, load_mesh(tmp_path / "absolute.obj").mesh
+    assert np.ptp(mesh.vertices[mesh.faces][..., 0]) == 3.5  # both cubes: x from 0 to 3.5
+    np.testing.assert_array_equal(mesh.vertices[mesh.faces], twin.vertices[twin.faces])
