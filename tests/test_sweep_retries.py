@@ -122,7 +122,7 @@ def _space(tmp_path: Path, text: str) -> SearchSpace:
 
 LR = "model.lr: {type: float, low: 1.0e-5, high: 1.0e-3, log: true}\n"
 FIT = {"trainer": {"max_steps": 4, "default_root_dir": "runs/a", "callbacks": [{"init_args": {"monitor": "val/miou"}}]},
-       "model": {"lr": 1.0e-4, "sigma": 1.0e-4}}
+       "model": {"lr": 1.0e-4, "sigma": 1.0e-4, "colors": None}}
 
 
 def _with(config: dict, key: str, value: object) -> dict:
@@ -143,13 +143,21 @@ def test_a_rerun_with_another_space_or_other_settings_is_refused_before_anything
     study.tell(study.ask(), 0.5)  # the enqueued trial ran
 
     # the same command, or one that changes only what every trial sets itself or searches, continues the study
-    for fit in (FIT, _with(FIT, "trainer.default_root_dir", "runs/b"), _with(FIT, "model.lr", 1.0)):
+    # (and a setting that only one side has, below settings both have: one a newer recon added)
+    for fit in (FIT, _with(FIT, "trainer.default_root_dir", "runs/b"), _with(FIT, "model.lr", 1.0),
+                _with(FIT, "model.added", 3),
+                _with(FIT, "trainer.callbacks", [{"init_args": {"monitor": "val/miou", "added": True}}])):
         assert len(open_study("s", url, space, 0, study_definition(space, fit)).trials) == 1
 
     refused = [
         (space, _with(FIT, "trainer.max_steps", 2), ["trainer.max_steps 4 then, 2 now"]),
         (space, _with(FIT, "trainer.callbacks", [{"init_args": {"monitor": "val/loss"}}]),
          ['trainer.callbacks[0].init_args.monitor "val/miou" then, "val/loss" now']),
+        # a colour head where there was none, another callback: trials that cannot be ranked with the others
+        (space, _with(FIT, "model.colors", {"class_path": "recon.models.ColorDecoder"}),
+         ["model.colors null then, settings below it now"]),
+        (space, _with(FIT, "trainer.callbacks", [{"init_args": {"monitor": "val/miou"}}, {"class_path": "Stop"}]),
+         ["trainer.callbacks 1 items then, 2 now"]),
         (_space(tmp_path, LR + "model.sigma: {type: float, low: 1.0e-5, high: 1.0e-3}\n"), FIT,
          ["model.sigma searched now, not then"]),
         (_space(tmp_path, "model.lr: {type: float, low: 1.0e-6, high: 1.0e-3, log: true}\n"), FIT,

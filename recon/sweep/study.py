@@ -209,8 +209,9 @@ def check_definition(study: optuna.Study, definition: dict[str, Any]) -> list[st
     """Record ``definition`` (:func:`study_definition`) in a study that has none, or no trial yet; for one that
     has, return how the rerun's differs (``trainer.max_steps 4 then, 2 now``), or [] if it does not.
 
-    Only the settings both know are compared: a key that a newer recon added, or an older one had, is none of
-    the user's doing. A study made before definitions were recorded gets the rerun's."""
+    The settings both know are compared, and the shape of the rest (:func:`_reshaped`): a key that a newer recon
+    added, or an older one had, is none of the user's doing; a group of settings where there was a value (a colour
+    head), or a longer list (another callback), is. A study made before definitions were recorded gets the rerun's."""
     recorded = study.user_attrs.get(DEFINITION)
     if recorded is None or not study.get_trials(deepcopy=False):
         study.set_user_attr(DEFINITION, definition)
@@ -229,7 +230,38 @@ def check_definition(study: optuna.Study, definition: dict[str, Any]) -> list[st
     old_fit, new_fit = {key: _home_relative(value) for key, value in recorded.get("fit", {}).items()}, definition["fit"]
     changes += [f"{key} {_show(old_fit[key])} then, {_show(value)} now" for key, value in new_fit.items()
                 if key in old_fit and old_fit[key] != value]
+    changes += _reshaped(old_fit, new_fit)
     return changes
+
+
+def _reshaped(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """The settings whose shape changed, which comparing the keys both know misses: a value that became a
+    group of settings or the other way round (``model.colors`` null then, a colour decoder now), and a list with
+    more or fewer items (``trainer.callbacks``). A key that only one side has below a group both have (a setting
+    a newer recon added) is not a change."""
+    changes: dict[str, str] = {}
+    for ours, theirs, now in ((new, old, True), (old, new, False)):
+        for key in ours.keys() - theirs.keys():
+            for prefix in _prefixes(key):
+                if prefix in theirs:  # a value on one side, settings below it on the other
+                    then, later = (_show(theirs[prefix]), "settings below it") if now else (
+                        "settings below it", _show(theirs[prefix]))
+                    changes.setdefault(prefix, f"{prefix} {then} then, {later} now")
+                    break
+                if prefix.endswith("]"):  # an item of a list: is the list longer on this side?
+                    name = prefix[: prefix.rindex("[")]
+                    counts = [len({k[len(name):].split("]")[0] for k in side if k.startswith(name + "[")})
+                              for side in (old, new)]
+                    if counts[0] != counts[1] and min(counts):  # (an empty list is a value: [] then)
+                        changes.setdefault(name, f"{name} {counts[0]} items then, {counts[1]} now")
+                        break
+    return list(changes.values())
+
+
+def _prefixes(key: str) -> list[str]:
+    """The settings above ``key``, nearest first: ``a.b[0].c`` → ``a.b[0]``, ``a.b``, ``a``."""
+    cuts = [i for i, char in enumerate(key) if char in ".["]
+    return [key[:i] for i in reversed(cuts) if i > 0]
 
 
 def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
