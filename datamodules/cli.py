@@ -13,6 +13,7 @@ import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from rich.console import Console
@@ -108,22 +109,37 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``recon-data`` console script; returns the exit status. Ctrl-C and SIGTERM stop any
     command the same way: the work unwinds, its temporary file is removed, and the status is 128 + the
     signal number (130, 143)."""
+    output: dict[str, Any] = {}  # the output file and what stood there before, once the command is parsed
     with stop_signals_interrupt() as received:
         try:
-            return _run(argv, received)
+            return _run(argv, received, output)
         except BaseException as error:
             # A stop signal can surface as another error when it lands inside a library call that converts
             # exceptions (h5py's type checks raise TypeError): once one was received, it is the reason.
             if not isinstance(error, KeyboardInterrupt) and not received:
                 raise
             name = "terminated (SIGTERM)" if received and received[-1] == signal.SIGTERM else "interrupted"
-            Console(stderr=True, soft_wrap=True).print(f"[red]recon-data: {name}[/red]; no output file was written",
-                                                       highlight=False)
+            out = output.get("path")
+            written = out is not None and _identity(out) not in (None, output.get("before"))
+            outcome = (f"the output file {escape(str(out))} was written before it" if written
+                       else "no output file was written")
+            Console(stderr=True, soft_wrap=True).print(f"[red]recon-data: {name}[/red]; {outcome}", highlight=False)
             return 128 + (received[-1] if received else signal.SIGINT)
 
 
-def _run(argv: Sequence[str] | None, received: list[int]) -> int:
+def _identity(path: Path) -> tuple[int, int, int] | None:
+    """What tells a file written now from the one that stood there (inode, size, mtime), or None: no file."""
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return (stat.st_ino, stat.st_size, stat.st_mtime_ns)
+
+
+def _run(argv: Sequence[str] | None, received: list[int], output: dict[str, Any]) -> int:
     args = _parser().parse_args(argv)
+    if isinstance(getattr(args, "out", None), Path):
+        output.update(path=args.out, before=_identity(args.out))
     if args.command in ("synth", "render"):
         from recon.allocator import keep_freed_memory
 
@@ -152,6 +168,8 @@ def _run(argv: Sequence[str] | None, received: list[int]) -> int:
             from recon.datamodules.nmr import convert_nmr
 
             _refuse_existing(args.out, args.overwrite)
+            if args.out.resolve().parent == args.src_dir.resolve() and args.out.suffix.lower() == ".npz":
+                raise ValueError(f"{args.out}: is among the NMR files it converts; give the output file another name")
             with _progress(console) as progress:
                 info = convert_nmr(args.src_dir, args.out, args.categories, args.splits, progress=progress)
             print_info(info, console)

@@ -109,6 +109,17 @@ def _warn_empty_splits(sizes: dict[str, int], console: Console) -> None:
                       highlight=False)
 
 
+def _refuse_inputs(out: Path, collection: Collection) -> None:
+    """``ValueError`` when the output path is the source (a manifest) or one of its mesh files, which writing it
+    (with ``--overwrite``) would replace."""
+    target = Path(out).resolve()
+    if target == Path(collection.root).resolve():
+        raise ValueError(f"{out}: is the source {collection.root}; give the output file another name")
+    for item in collection.objects:
+        if target == item.path.resolve():
+            raise ValueError(f"{out}: is the mesh file of object {item.object_id}; give the output file another name")
+
+
 def run_render(args: argparse.Namespace, console: Console) -> None:
     """``recon-data render``: discover, then dry-run or render and summarise."""
     from recon.datamodules.cli import _progress, _refuse_existing, print_info
@@ -120,8 +131,11 @@ def run_render(args: argparse.Namespace, console: Console) -> None:
     if args.dry_run:
         print_collection(collection, split, console)
         return
-    _refuse_existing(args.out, args.overwrite)
-    if args.resume and not args.overwrite and not partial_folder(args.out).exists():
+    _refuse_inputs(args.out, collection)
+    # --resume of a run that was to replace OUT (--overwrite), or was stopped as it removed its finished objects
+    # after writing OUT, replaces OUT: the shards' run record says which collection and settings they are
+    _refuse_existing(args.out, args.overwrite or (args.resume and partial_folder(args.out).exists()))
+    if args.resume and not partial_folder(args.out).exists():
         # said, not refused: a script may always pass --resume; but a mistyped OUT must not restart hours unseen
         notice = (f"--resume: no interrupted run to continue for {args.out} (no {partial_folder(args.out)}); "
                   "rendering every object")

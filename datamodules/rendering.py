@@ -105,7 +105,8 @@ def render_collection(collection: Collection, out: str | os.PathLike[str], setti
         "settings": {**asdict(settings.layout), **settings.attributes()},
         "split": list(split), "objects": len(objects),
         "objects_sha256": hashlib.sha256(json.dumps(
-            [(o.object_id, str(o.path), o.category.synset, o.split) for o in objects]).encode()).hexdigest(),
+            # the files as they are, however SRC was typed (relative, absolute, from another folder)
+            [(o.object_id, str(o.path.resolve()), o.category.synset, o.split) for o in objects]).encode()).hexdigest(),
     }
     done = store.open(record, resume, overwrite, notice)
     jobs = [RenderJob(i, o, settings, str(store.folder)) for i, o in enumerate(objects) if not store.done(i)]

@@ -58,6 +58,11 @@ def partial_folder(out: str | os.PathLike[str]) -> Path:
     return out.parent / f"{out.name}.partial"
 
 
+# what a run record's keys stand for, in the message of a --resume that does not match
+CHANGES = {"objects_sha256": "the objects (their ids, files, categories or splits)", "objects": "the object count",
+           "root": "the source", "collection": "the kind of source"}
+
+
 class ShardStore:
     """The shard folder of one run; ``open`` starts it, or resumes it when its ``run.json`` matches ``record``."""
 
@@ -69,7 +74,7 @@ class ShardStore:
         when shards exist and neither ``resume`` nor ``overwrite`` is given, ``ValueError`` when ``resume``
         finds shards of another run. Resuming removes the shards that cannot be read, so that their objects
         are rendered again, and says so in one line to ``notice``."""
-        if self.folder.exists() and overwrite:
+        if self.folder.exists() and overwrite and not resume:  # --resume --overwrite: continue, then replace OUT
             shutil.rmtree(self.folder)
         if self.folder.exists():
             if not resume:
@@ -80,9 +85,10 @@ class ShardStore:
             except (OSError, ValueError):
                 previous = None
             if previous != json.loads(json.dumps(record)):
-                changed = sorted(k for k in record if not previous or previous.get(k) != record[k])
+                changed = [CHANGES.get(k, k) for k in sorted(record) if not previous or previous.get(k) != record[k]]
                 raise ValueError(f"{self.folder}: made by a run with other settings or objects (differs in "
-                                 f"{changed}); rerun with the same options, or pass --overwrite to start over")
+                                 f"{', '.join(changed)}); rerun with the same options, or pass --overwrite to start "
+                                 "over")
             remove_stale_temporaries(self.folder)  # left by workers killed mid-write
             damaged = [path for path in sorted(self.folder.glob("*.npz")) if not self._readable(path)]
             for path in damaged:

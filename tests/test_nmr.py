@@ -140,6 +140,11 @@ def test_cli_convert_and_info(nmr_dir: tuple[Path, dict], tmp_path: Path, capsys
     assert "already exists" in capsys.readouterr().err
     assert main(["info", str(folder / f"{CHAIR}_val_images.npz")]) == 1
     assert "not an HDF5 file" in capsys.readouterr().err
+    source = folder / f"{CHAIR}_val_images.npz"  # the output named as an input: --overwrite would replace it
+    kept = source.read_bytes()
+    assert main(["convert-nmr", str(folder), str(source), "--overwrite"]) == 1
+    assert f"{source}: is among the NMR files it converts" in capsys.readouterr().err
+    assert source.read_bytes() == kept
 
 
 @pytest.mark.parametrize("command", ["synth", "convert-nmr", "render"])

@@ -693,3 +693,52 @@ def test_an_obj_with_relative_indices_reads_as_its_absolute_twin(tmp_path: Path)
     mesh, twin = load_mesh(tmp_path / "relative.obj").mesh, load_mesh(tmp_path / "absolute.obj").mesh
     assert np.ptp(mesh.vertices[mesh.faces][..., 0]) == 3.5  # both cubes: x from 0 to 3.5
     np.testing.assert_array_equal(mesh.vertices[mesh.faces], twin.vertices[twin.faces])
+
+
+def test_resume_continues_a_render_that_was_to_replace_its_output_or_was_stopped_after_writing_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    from recon.datamodules.shards import ShardStore
+
+    src = tmp_path / "src" / "ball"
+    src.mkdir(parents=True)
+    for n in range(3):
+        trimesh.creation.icosphere(subdivisions=1, radius=0.3 + 0.1 * n).export(src / f"{n}.ply")
+    options = ["--views", "2", "--image-size", "16", "--supersample", "1", "--workers", "1"]
+    whole, out = tmp_path / "whole.h5", tmp_path / "out.h5"
+    assert main(["render", str(src.parent), str(whole), *options]) == 0
+    out.write_bytes(b"an earlier render")
+
+    # Ctrl-C in a render --overwrite: its shards are kept, and --resume (with or without --overwrite) continues them
+    # (it was refused for the existing OUT, and --resume --overwrite threw the shards away)
+    _interrupted_render(src.parent, out, monkeypatch, *options, "--overwrite")
+    assert "no output file was written" in capsys.readouterr().err and out.read_bytes() == b"an earlier render"
+    rendered = []
+    monkeypatch.setattr("recon.datamodules.rendering.render_object",
+                        lambda job: rendered.append(job) or (_ for _ in ()).throw(AssertionError("rendered again")))
+    for extra in (["--resume"], ["--resume", "--overwrite"]):
+        _interrupted_render(src.parent, out, monkeypatch, *options, *extra)  # continued: nothing rendered again
+    assert rendered == []
+
+    # from another folder, with SRC typed another way: the same objects
+    monkeypatch.chdir(src.parent)
+    with monkeypatch.context() as patch:  # stopped as it removes its shards, after writing OUT
+        patch.setattr(ShardStore, "remove", lambda self: (_ for _ in ()).throw(KeyboardInterrupt))
+        assert main(["render", ".", str(out), *options, "--resume"]) == 130
+    assert f"the output file {out} was written before it" in " ".join(capsys.readouterr().err.split())
+    assert partial_folder(out).exists()
+    assert main(["render", ".", str(out), *options, "--resume"]) == 0  # was refused: OUT already exists
+    assert hashlib.sha256(out.read_bytes()).digest() == hashlib.sha256(whole.read_bytes()).digest()
+    assert not partial_folder(out).exists()
+
+
+def test_an_output_that_is_an_input_is_refused_even_with_overwrite(tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture) -> None:
+    (tmp_path / "ball").mkdir()
+    trimesh.creation.icosphere(subdivisions=1).export(tmp_path / "ball" / "one.ply")
+    (tmp_path / "list.csv").write_text("path,category\nball/one.ply,ball\n")
+    kept = {path: path.read_bytes() for path in (tmp_path / "list.csv", tmp_path / "ball" / "one.ply")}
+    for src, out, said in ((tmp_path / "list.csv", tmp_path / "list.csv", "is the source"),
+                           (tmp_path, tmp_path / "ball" / "one.ply", "is the mesh file of object ball/one")):
+        assert main(["render", str(src), str(out), "--overwrite", "--workers", "1"]) == 1
+        assert f"recon-data render: error: {out}: {said}" in capsys.readouterr().err
+    assert all(path.read_bytes() == data for path, data in kept.items())
