@@ -74,10 +74,21 @@ class RunConfigSaver(SaveConfigCallback):
 
     @override
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        # Lightning's own writes to the first logger's folder: the run folder for W&B, but CSVLogger's
+        # logs/version_N when W&B is off (WANDB_MODE=disabled), where a resume or a sweep's best.yaml never looks
         stage = str(getattr(stage, "value", stage))  # Lightning passes its TrainerFn enum ("fit", "test", …)
         if stage != "fit":
             self.config_filename = f"config-{stage}.yaml"
-        super().setup(trainer, pl_module, stage)
+        if self.already_saved:
+            return
+        if trainer.is_global_zero:
+            folder = Path(trainer.default_root_dir)
+            folder.mkdir(parents=True, exist_ok=True)
+            self.parser.save(self.config, str(folder / self.config_filename), skip_none=False, overwrite=True,
+                             multifile=self.multifile)
+            self.save_config(trainer, pl_module, stage)
+            self.already_saved = True
+        self.already_saved = trainer.strategy.broadcast(self.already_saved)  # every process, as Lightning's
 
     @override
     def save_config(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:

@@ -459,6 +459,9 @@ def test_wandb_mode_disabled_makes_no_w_and_b_run_and_the_fit_and_test_go_on(rec
     assert done.returncode == 0, done.stderr[-3000:]
     assert (run / "results.json").is_file() and (run / "logs").is_dir()  # the CSV logger still logs
     assert not (run / "wandb").exists() and not list(tmp_path.rglob("offline-run-*"))
+    # the run's record in the run folder, where a resume and a sweep's best.yaml read it (it went to logs/version_0)
+    assert (run / "config.yaml").is_file() and (run / "config-test.yaml").is_file()
+    assert not list((run / "logs").rglob("config*.yaml"))
 
 
 @pytest.mark.slow
