@@ -23,10 +23,14 @@ import os
 import signal
 import sys
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from typing import Any, TypeVar
+
+from recon.errors import UserError
 
 Job = TypeVar("Job")
 Result = TypeVar("Result")
@@ -67,9 +71,15 @@ def _start_worker(parent: int, initializer: Callable[..., None] | None, initargs
         initializer(*initargs)
 
 
+class WorkerDied(UserError, RuntimeError):
+    """A worker process died (killed: the out-of-memory killer, a crash in native code) and ``map_jobs`` was
+    given no ``died`` to turn its job into a result: one line, with how it died."""
+
+
 def map_jobs(function: Callable[[Job], Result], jobs: Iterable[Job], workers: int,
              initializer: Callable[..., None] | None = None, initargs: Sequence[Any] = (),
-             ordered: bool = True, in_flight: int | None = None) -> Iterator[Result]:
+             ordered: bool = True, in_flight: int | None = None,
+             died: Callable[[Job, str], Result] | None = None) -> Iterator[Result]:
     """``function(job)`` for every job, as a generator.
 
     ``workers`` ≤ 1 runs in this process (after ``initializer(*initargs)``); otherwise in ``workers`` spawned
@@ -77,6 +87,10 @@ def map_jobs(function: Callable[[Job], Result], jobs: Iterable[Job], workers: in
     submitted and not yet consumed, so results wait in memory only until the consumer takes them.
     ``ordered``: results in job order; else in completion order. Closing the generator (or an exception in
     the consumer) kills the workers.
+
+    A worker that dies takes the pool with it, and which of the jobs in flight killed it is unknown: each of
+    them is run again alone, in a process of its own, and one that kills that process too is the cause:
+    ``died(job, why)`` is its result (``WorkerDied`` without ``died``). Then a new pool takes the other jobs.
     """
     queue = iter(jobs)
     if workers <= 1:
@@ -84,23 +98,52 @@ def map_jobs(function: Callable[[Job], Result], jobs: Iterable[Job], workers: in
             initializer(*initargs)
         yield from map(function, queue)
         return
-    context = multiprocessing.get_context("spawn")  # fork is unsafe once torch's thread pools exist
-    pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker,
-                               initargs=(os.getpid(), initializer, tuple(initargs)))
+    while True:
+        lost: list[Job] = []
+        yield from _pooled(function, queue, workers, initializer, initargs, ordered, in_flight, lost)
+        if not lost:
+            return
+        for job in lost:  # in job order: an ordered map stays ordered
+            yield _alone(function, job, initializer, initargs, died)
+
+
+def _pooled(function: Callable[[Job], Result], queue: Iterator[Job], workers: int,
+            initializer: Callable[..., None] | None, initargs: Sequence[Any], ordered: bool,
+            in_flight: int | None, lost: list[Job]) -> Iterator[Result]:
+    """``map_jobs`` on one pool, until ``queue`` is done or a worker dies: then the jobs in flight, in order, are
+    put in ``lost`` and the generator ends."""
+    pool = _pool(workers, initializer, initargs)
     pending: deque[Future[Result]] = deque()
+    job_of: dict[Future[Result], Job] = {}
+    unsent: list[Job] = []  # a job the broken pool refused
+
+    def submit(count: int) -> None:
+        for job in itertools.islice(queue, count):
+            try:
+                future = pool.submit(function, job)
+            except BrokenProcessPool:
+                unsent.append(job)
+                raise
+            job_of[future] = job
+            pending.append(future)
+
     finished = False
     try:
-        pending.extend(pool.submit(function, job) for job in itertools.islice(queue, in_flight or 4 * workers))
-        while pending:
-            if ordered:
-                future = pending.popleft()
-            else:
-                done, _ = wait(pending, return_when=FIRST_COMPLETED)
-                future = next(f for f in pending if f in done)
+        try:
+            submit(in_flight or 4 * workers)
+            while pending:
+                if ordered:
+                    future = pending[0]
+                else:
+                    done, _ = wait(pending, return_when=FIRST_COMPLETED)
+                    future = next(f for f in pending if f in done)
+                result = future.result()
                 pending.remove(future)
-            result = future.result()
-            pending.extend(pool.submit(function, job) for job in itertools.islice(queue, 1))
-            yield result
+                del job_of[future]
+                yield result
+                submit(1)
+        except BrokenProcessPool:  # (a finished job among those in flight is simply run again)
+            lost.extend([*(job_of[f] for f in pending), *unsent])
         finished = True
     finally:
         for future in pending:
@@ -108,6 +151,52 @@ def map_jobs(function: Callable[[Job], Result], jobs: Iterable[Job], workers: in
         if not finished:
             _kill_workers(pool)
         pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _alone(function: Callable[[Job], Result], job: Job, initializer: Callable[..., None] | None,
+           initargs: Sequence[Any], died: Callable[[Job, str], Result] | None) -> Result:
+    """``function(job)`` in a process of its own; ``died(job, why)`` when it kills that process too."""
+    pool = _pool(1, initializer, initargs)
+    finished = False
+    try:
+        try:
+            result = pool.submit(function, job).result()
+        except BrokenProcessPool:
+            why = _death(pool)
+            if died is None:
+                raise WorkerDied(f"a worker process died ({why}); rerun with fewer --workers, or on a machine with "
+                                 "more memory") from None
+            result = died(job, why)
+        finished = True
+        return result
+    finally:
+        if not finished:
+            _kill_workers(pool)
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _pool(workers: int, initializer: Callable[..., None] | None, initargs: Sequence[Any]) -> ProcessPoolExecutor:
+    context = multiprocessing.get_context("spawn")  # fork is unsafe once torch's thread pools exist
+    return ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker,
+                               initargs=(os.getpid(), initializer, tuple(initargs)))
+
+
+def _death(pool: ProcessPoolExecutor) -> str:
+    """How a broken pool's worker died, in words: ``killed by SIGKILL (out of memory?)``, ``exit status 3``."""
+    processes = list((getattr(pool, "_processes", None) or {}).values())
+    deadline = time.monotonic() + 5.0
+    # The pool's own thread reaps them too, and of two waits for one process one may return before the other has
+    # stored its exit status: look again until it is known
+    while any(process.exitcode is None for process in processes) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    codes = [process.exitcode for process in processes if process.exitcode not in (None, 0)]
+    if not codes:
+        return "it ended without a word"
+    code = codes[0]
+    if code < 0:
+        name = signal.Signals(-code).name if -code in signal.valid_signals() else f"signal {-code}"
+        return f"killed by {name}" + (" (out of memory?)" if -code == signal.SIGKILL else "")
+    return f"exit status {code}"
 
 
 def _kill_workers(pool: ProcessPoolExecutor) -> None:

@@ -81,6 +81,14 @@ def render_object(job: RenderJob) -> tuple[int, str]:
     return job.index, shard.reason
 
 
+def _worker_died(job: RenderJob, why: str) -> tuple[int, str]:
+    """The outcome of an object whose rendering killed its worker process twice (alone the second time): skipped,
+    with the reason, as any object that cannot be rendered."""
+    reason = f"its worker process died while rendering it ({why})"
+    ShardStore(job.shards).write(job.index, Shard(job.source.object_id, None, None, "", reason))
+    return job.index, reason
+
+
 def _start_worker() -> None:
     torch.set_num_threads(1)  # one thread per process scales best for the renderer's many small ops
 
@@ -115,7 +123,8 @@ def render_collection(collection: Collection, out: str | os.PathLike[str], setti
     task = progress.add_task("render", total=len(objects), completed=done) if progress is not None else None
     threads = torch.get_num_threads()
     try:
-        for _ in map_jobs(render_object, jobs, min(workers, max(len(jobs), 1)), _start_worker, ordered=False):
+        for _ in map_jobs(render_object, jobs, min(workers, max(len(jobs), 1)), _start_worker, ordered=False,
+                          died=_worker_died):
             if progress is not None and task is not None:
                 progress.advance(task)
     finally:

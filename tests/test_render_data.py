@@ -645,6 +645,40 @@ def test_resume_after_a_kill_writes_the_same_file(tmp_path: Path) -> None:
     assert not shards.exists()
 
 
+def test_a_job_that_kills_its_worker_is_found_and_the_others_go_on() -> None:
+    from pool_jobs import dies_on_three
+
+    from recon.datamodules.pool import WorkerDied, map_jobs
+
+    # the jobs in flight when the worker died are run again one by one, each alone: job 3 dies again, alone
+    died = list(map_jobs(dies_on_three, range(7), 2, in_flight=2, died=lambda job, why: (job, why)))
+    assert died == [0, 10, 20, (3, "killed by SIGKILL (out of memory?)"), 40, 50, 60]  # in order, none lost
+    with pytest.raises(WorkerDied, match=r"a worker process died \(killed by SIGKILL \(out of memory\?\)\); rerun "):
+        list(map_jobs(dies_on_three, range(5), 2, in_flight=2))
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads processes from /proc")
+@pytest.mark.slow
+def test_a_render_worker_killed_mid_run_costs_no_object(tmp_path: Path) -> None:
+    # (the out-of-memory killer, on a huge mesh): the run used to end in a BrokenProcessPool traceback
+    src = tmp_path / "src" / "ball"
+    src.mkdir(parents=True)
+    for n in range(16):
+        trimesh.creation.icosphere(subdivisions=3, radius=0.2 + 0.015 * n).export(src / f"{n:02d}.ply")
+    whole, out = tmp_path / "whole.h5", tmp_path / "out.h5"
+    assert main(["render", str(src.parent), str(whole), "--workers", "1"]) == 0
+    process = _recon_data("render", str(src.parent), str(out), "--workers", "2")
+    try:
+        assert _wait_for(lambda: len(list(partial_folder(out).glob("*.npz"))) >= 2, 90.0), "no object was finished"
+        workers = [pid for pid in _children(process.pid)
+                   if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()]
+        os.kill(workers[0], signal.SIGKILL)
+        assert process.wait(timeout=300) == 0
+    finally:
+        process.kill()
+    assert hashlib.sha256(out.read_bytes()).digest() == hashlib.sha256(whole.read_bytes()).digest()
+
+
 @pytest.mark.slow
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")
 def test_fit_and_test_run_on_a_rendered_file(tmp_path: Path, shrink_flags, monkeypatch) -> None:
