@@ -96,6 +96,12 @@ def print_collection(collection: Collection, split: tuple[float, float, float], 
     console.print(table)
     for item in collection.objects[:3]:
         console.print(f"  {escape(item.object_id)}: {escape(str(item.path))}", highlight=False)
+    missing = [item for item in collection.objects if not item.path.is_file()]
+    if missing:
+        shown = ", ".join(str(item.path) for item in missing[:3]) + (" ..." if len(missing) > 3 else "")
+        console.print(f"[yellow]warning:[/yellow] {plural(len(missing), 'mesh file')} listed "
+                      f"{'is' if len(missing) == 1 else 'are'} missing (a broken link, a mistyped manifest path) and "
+                      f"will be skipped: {escape(shown)}", highlight=False)
     _warn_empty_splits({s: sum(counts[(c, s)] for c in collection.categories) for s in SPLITS}, console)
 
 

@@ -211,12 +211,13 @@ def _taxonomy_names(root: Path) -> dict[str, str]:
 
 
 def _meshes_below(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in MESH_SUFFIXES and p.is_file())
+    # a broken link is an object too: skipped when rendered, with the reason, rather than left out unseen
+    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in MESH_SUFFIXES and (p.is_file() or p.is_symlink()))
 
 
 def _folder(root: Path) -> list[MeshSource]:
     objects = []
-    loose = [p for p in root.iterdir() if p.is_file() and p.suffix.lower() in MESH_SUFFIXES]
+    loose = [p for p in root.iterdir() if (p.is_file() or p.is_symlink()) and p.suffix.lower() in MESH_SUFFIXES]
     if loose:
         category = category_for(root.name)
         objects += [MeshSource(f"{root.name}/{p.stem}", p, category) for p in sorted(loose)]
@@ -234,7 +235,12 @@ def _manifest(path: Path) -> list[tuple[int, MeshSource]]:
         # utf-8-sig: a spreadsheet's "CSV UTF-8" starts with a byte-order mark, which would stick to the first name
         if path.suffix.lower() == ".csv":
             with path.open(newline="", encoding="utf-8-sig") as file:
-                rows = list(enumerate(csv.DictReader(file), start=2))
+                reader = csv.DictReader(file)
+                columns = [str(name).strip() for name in reader.fieldnames or []]
+                if "path" not in columns or "category" not in columns:
+                    raise ValueError(f"{path}: its header names the columns {columns}; expected a header row "
+                                     "path,category (and optionally split, id), comma-separated")
+                rows = list(enumerate(reader, start=2))
         else:
             lines = path.read_text(encoding="utf-8-sig").splitlines()
             rows = [(number, json.loads(line)) for number, line in enumerate(lines, start=1) if line.strip()]

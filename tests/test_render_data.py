@@ -776,3 +776,22 @@ def test_an_output_that_is_an_input_is_refused_even_with_overwrite(tmp_path: Pat
         assert main(["render", str(src), str(out), "--overwrite", "--workers", "1"]) == 1
         assert f"recon-data render: error: {out}: {said}" in capsys.readouterr().err
     assert all(path.read_bytes() == data for path, data in kept.items())
+
+
+def test_a_manifest_without_its_columns_and_missing_files_are_said_before_rendering(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    folder = tmp_path / "mugs"
+    folder.mkdir()
+    vertices = np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0], [0, 0, 1]], dtype=float)
+    _write_obj(folder / "a.obj", vertices, [[0, 2, 1], [0, 1, 3], [0, 3, 2], [1, 2, 3]])
+    (folder / "gone.obj").symlink_to(tmp_path / "nowhere.obj")  # a broken link: an object skipped, not unseen
+    (tmp_path / "semicolons.csv").write_text("path;category\nmugs/a.obj;mugs\n")  # a spreadsheet's other CSV
+    assert main(["render", str(tmp_path / "semicolons.csv"), str(tmp_path / "out.h5"), "--dry-run"]) == 1
+    assert ("semicolons.csv: its header names the columns ['path;category']; expected a header row path,category "
+            "(and optionally split, id), comma-separated") in " ".join(capsys.readouterr().err.split())
+    (tmp_path / "list.csv").write_text("path,category\nmugs/a.obj,mugs\nmugs/typo.obj,mugs\n")
+    for src, missing in ((tmp_path / "list.csv", "typo.obj"), (tmp_path / "mugs", "gone.obj")):
+        assert main(["render", str(src), str(tmp_path / "out.h5"), "--dry-run"]) == 0
+        printed = " ".join(capsys.readouterr().out.split())
+        assert "warning: 1 mesh file listed is missing (a broken link, a mistyped manifest path) and will be " in printed
+        assert missing in printed.split("will be skipped:")[1]
