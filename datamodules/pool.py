@@ -36,6 +36,7 @@ Job = TypeVar("Job")
 Result = TypeVar("Result")
 
 _PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+DEATHS_IN_A_ROW = 3  # jobs that each kill their own worker process, one after the other, before map_jobs gives up
 WATCH_SECONDS = 0.5  # how often the watchdog looks at the parent id: the exit delay of the fallback
 
 
@@ -91,6 +92,7 @@ def map_jobs(function: Callable[[Job], Result], jobs: Iterable[Job], workers: in
     A worker that dies takes the pool with it, and which of the jobs in flight killed it is unknown: each of
     them is run again alone, in a process of its own, and one that kills that process too is the cause:
     ``died(job, why)`` is its result (``WorkerDied`` without ``died``). Then a new pool takes the other jobs.
+    ``DEATHS_IN_A_ROW`` such jobs one after the other end it with ``WorkerDied``: workers that cannot live.
     """
     queue = iter(jobs)
     if workers <= 1:
@@ -98,13 +100,24 @@ def map_jobs(function: Callable[[Job], Result], jobs: Iterable[Job], workers: in
             initializer(*initargs)
         yield from map(function, queue)
         return
+    deaths = 0  # in a row: a worker that cannot live at all (it fails to start) is not one object's doing
     while True:
         lost: list[Job] = []
         yield from _pooled(function, queue, workers, initializer, initargs, ordered, in_flight, lost)
         if not lost:
             return
         for job in lost:  # in job order: an ordered map stays ordered
-            yield _alone(function, job, initializer, initargs, died)
+            result, why = _alone(function, job, initializer, initargs)
+            if why is None:
+                deaths = 0
+                yield result
+                continue
+            deaths += 1
+            if died is None or deaths >= DEATHS_IN_A_ROW:
+                several = f"{deaths} jobs in a row each killed" if deaths > 1 else "a job killed"
+                raise WorkerDied(f"{several} its worker process ({why}); rerun with fewer --workers, or on a "
+                                 "machine with more memory")
+            yield died(job, why)
 
 
 def _pooled(function: Callable[[Job], Result], queue: Iterator[Job], workers: int,
@@ -154,21 +167,17 @@ def _pooled(function: Callable[[Job], Result], queue: Iterator[Job], workers: in
 
 
 def _alone(function: Callable[[Job], Result], job: Job, initializer: Callable[..., None] | None,
-           initargs: Sequence[Any], died: Callable[[Job, str], Result] | None) -> Result:
-    """``function(job)`` in a process of its own; ``died(job, why)`` when it kills that process too."""
+           initargs: Sequence[Any]) -> tuple[Result | None, str | None]:
+    """``(function(job), None)`` in a process of its own, or ``(None, how it died)`` when it kills that process."""
     pool = _pool(1, initializer, initargs)
     finished = False
     try:
         try:
-            result = pool.submit(function, job).result()
+            outcome: tuple[Result | None, str | None] = (pool.submit(function, job).result(), None)
         except BrokenProcessPool:
-            why = _death(pool)
-            if died is None:
-                raise WorkerDied(f"a worker process died ({why}); rerun with fewer --workers, or on a machine with "
-                                 "more memory") from None
-            result = died(job, why)
+            outcome = (None, _death(pool))
         finished = True
-        return result
+        return outcome
     finally:
         if not finished:
             _kill_workers(pool)

@@ -12,3 +12,9 @@ def dies_on_three(job: int) -> int:
     if job == 3:
         os.kill(os.getpid(), signal.SIGKILL)
     return 10 * job
+
+
+def always_dies(job: int) -> int:
+    """A worker that cannot live: every job kills its process."""
+    os.kill(os.getpid(), signal.SIGKILL)
+    return job

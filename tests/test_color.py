@@ -324,6 +324,9 @@ def test_cli_fits_tests_and_predicts_with_the_colour_config(shrink_flags, tiny_h
     out = tmp_path / "predicted"
     main(["predict", "-c", DEFAULT, "-c", COLOR, *shrink_flags(), f"--ckpt_path={run / 'checkpoints' / 'last.ckpt'}",
           f"--data.predict_images={tmp_path / 'images'}", f"--export.dirpath={out}"])  # fmt: skip
-    assert sorted(p.name for p in out.iterdir()) == ["plane.glb", "plane.obj", "plane.ply", "plane.png"]
+    assert sorted(p.name for p in out.iterdir()) == ["plane.glb", "plane.obj", "plane.ply", "plane.png",
+                                                     "predictions.json"]
+    manifest = json.loads((out / "predictions.json").read_text())  # a colour model's files include its PLY
+    assert manifest["outputs"]["plane"]["files"] == ["plane.obj", "plane.glb", "plane.ply", "plane.png"]
     ply = trimesh.load(out / "plane.ply", process=False)
     assert np.asarray(ply.visual.vertex_colors).shape == (642, 4)

@@ -646,15 +646,19 @@ def test_resume_after_a_kill_writes_the_same_file(tmp_path: Path) -> None:
 
 
 def test_a_job_that_kills_its_worker_is_found_and_the_others_go_on() -> None:
-    from pool_jobs import dies_on_three
+    from pool_jobs import always_dies, dies_on_three
 
     from recon.datamodules.pool import WorkerDied, map_jobs
 
     # the jobs in flight when the worker died are run again one by one, each alone: job 3 dies again, alone
     died = list(map_jobs(dies_on_three, range(7), 2, in_flight=2, died=lambda job, why: (job, why)))
     assert died == [0, 10, 20, (3, "killed by SIGKILL (out of memory?)"), 40, 50, 60]  # in order, none lost
-    with pytest.raises(WorkerDied, match=r"a worker process died \(killed by SIGKILL \(out of memory\?\)\); rerun "):
+    with pytest.raises(WorkerDied, match=r"a job killed its worker process \(killed by SIGKILL \(out of memory\?\)\); "
+                                         r"rerun "):
         list(map_jobs(dies_on_three, range(5), 2, in_flight=2))
+    # workers that cannot live at all: not every job skipped one by one, but an end after three in a row
+    with pytest.raises(WorkerDied, match=r"3 jobs in a row each killed its worker process"):
+        list(map_jobs(always_dies, range(10), 2, in_flight=2, died=lambda job, why: job))
 
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads processes from /proc")
