@@ -29,10 +29,10 @@ class MeshWriter(BasePredictionWriter):
       then the mesh from four sides) in ``dirpath`` (default ``<default_root_dir>/predictions``),
       ``skipped.txt`` (file, tab, reason per line) when some input images could not be read, and, written last,
       ``predictions.json`` (:data:`MANIFEST`): the checkpoint, each input's name and files. A predict into a folder
-      removes the manifest of the last one first, and a name's old files before its first new one: after a
-      killed run, a folder without a manifest holds no file that mixes two runs under one name, and one whose
-      manifest names this run's checkpoint holds all of its outputs (files of other names, from earlier runs
-      with other images, stay);
+      removes the last one's manifest first, and replaces each name's files together
+      (:func:`~recon.prediction.write_prediction`): after a killed run, a folder without a manifest holds no name
+      whose files come from two runs, and one whose manifest names this run's checkpoint holds all of its outputs
+      (files of other names, from earlier runs with other images, stay);
     - ``test``: only with a ``dirpath``: the mesh from view a of every test item as
       ``<dirpath>/test/<category>/<object>_v<view>.obj`` (and ``.glb``/``.ply``), from the step's outputs.
 
