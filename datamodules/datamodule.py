@@ -225,8 +225,9 @@ class ViewPairDataModule(pl.LightningDataModule):
         """Generate the synthetic dataset when ``path`` is missing, the stage is ``fit`` and ``synthesize``
         allows it (rank 0 only); otherwise a missing file raises ``FileNotFoundError`` saying how to make it."""
         trainer = self.trainer
-        self.check_file(trainer.state.fn.value if trainer is not None and trainer.state.fn is not None else None)
-        if Path(self.path).exists():
+        stage = trainer.state.fn.value if trainer is not None and trainer.state.fn is not None else None
+        self.check_file(stage)
+        if stage == "predict" or Path(self.path).exists():  # predict reads its images, never this file
             return
         from rich.progress import Progress
 

@@ -5,11 +5,13 @@ from __future__ import annotations
 import pickle
 from collections import Counter
 from pathlib import Path
+from types import SimpleNamespace
 
 import lightning.pytorch as pl
 import numpy as np
 import pytest
 import torch
+from lightning.pytorch.trainer.states import TrainerFn
 from torch.utils.data import DataLoader
 
 from recon.datamodules import datamodule as datamodule_module
@@ -245,6 +247,13 @@ def test_evaluation_never_synthesizes(tmp_path: Path, monkeypatch: pytest.Monkey
     with pytest.raises(expected[0], match=expected[1]):
         getattr(_trainer(), stage)(Tiny(), datamodule=data)
     assert generated == [] and not (tmp_path / "data").exists()
+    if stage == "predict":  # with its images: predicts, and still generates nothing (it generated the whole set)
+        _object_png(tmp_path / "photo.png")
+        data = ViewPairDataModule(synthesize=True, predict_images=str(tmp_path / "photo.png"))
+        data.trainer = SimpleNamespace(state=SimpleNamespace(fn=TrainerFn.PREDICTING))
+        data.prepare_data()
+        assert len(data.predict_dataloader().dataset) == 1
+        assert generated == [] and not (tmp_path / "data").exists()
 
 
 def test_fit_synthesizes_at_the_default_path_or_when_asked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
