@@ -29,7 +29,7 @@ class MeshWriter(BasePredictionWriter):
       then the mesh from four sides) in ``dirpath`` (default ``<default_root_dir>/predictions``),
       ``skipped.txt`` (file, tab, reason per line) when some input images could not be read, and, written last,
       ``predictions.json`` (:data:`MANIFEST`): the checkpoint, each input's name and files. A predict into a folder
-      removes the last one's manifest first, and replaces each name's files together
+      removes the last one's manifest before its first file, and replaces each name's files together
       (:func:`~recon.prediction.write_prediction`): after a killed run, a folder without a manifest holds no name
       whose files come from two runs, and one whose manifest names this run's checkpoint holds all of its outputs
       (files of other names, from earlier runs with other images, stay);
@@ -55,8 +55,6 @@ class MeshWriter(BasePredictionWriter):
             self._folder = Path(self.dirpath or Path(trainer.default_root_dir) / "predictions")
             self._preview = preview_renderer() if self.previews else None
             self._written = []
-            if trainer.is_global_zero:  # the last predict's manifest: these outputs are not (all) its own
-                (self._folder / MANIFEST).unlink(missing_ok=True)
         else:
             self._folder = Path(self.dirpath) if self.dirpath else None
         if self._folder is not None and trainer.is_global_zero:
@@ -73,6 +71,8 @@ class MeshWriter(BasePredictionWriter):
             return
         vertices, colors = prediction
         self._colors = colors is not None
+        if not self._written:  # the last predict's manifest: from now on the outputs here are not (all) its own
+            (self._folder / MANIFEST).unlink(missing_ok=True)  # (each process, before its first file)
         for index, name in enumerate(batch["name"]):
             color = colors[index] if colors is not None else None
             write_prediction(self._folder, name, vertices[index], pl_module.faces, batch["images"][index],
@@ -105,8 +105,8 @@ class MeshWriter(BasePredictionWriter):
         console = Console()
         console.print(f"predicted meshes written to [bold]{escape(str(self._folder))}[/bold]")
         if len(inputs) < total:
-            console.print(f"predicted {len(inputs)} of the {total} images (--trainer.limit_predict_batches): the "
-                          f"others have no outputs; {MANIFEST} lists those written", highlight=False)
+            console.print(f"predicted {len(inputs)} of the {total} images (--trainer.limit_predict_batches); "
+                          f"{MANIFEST} lists those written", highlight=False)
         if skipped:
             console.print(f"skipped {len(skipped)} unusable images (unreadable, or with no object), listed in "
                           f"{escape(str(listing))}", highlight=False)

@@ -29,7 +29,7 @@ WIDE_GREY_MODES = ("I", "I;16", "I;16B", "I;16L", "F")
 # JPEG's ringing out of the mask. At least BACKGROUND_BORDER of the border must be that colour, or the image has
 # no plain background to cut the object out of.
 BACKGROUND_TOLERANCE = 0.05
-BACKGROUND_BORDER = 0.5
+BACKGROUND_BORDER = 0.6  # an object may touch a side or two; a photo half wall, half clutter is no plain background
 
 # A mask covering more of the frame than this has no background around the object: a photo without alpha whose
 # object fills it, or one cropped to the object. The model's views show the whole object with a margin.

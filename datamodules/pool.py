@@ -90,7 +90,8 @@ def map_jobs(function: Callable[[Job], Result], jobs: Iterable[Job], workers: in
     the consumer) kills the workers.
 
     A worker that dies takes the pool with it, and which of the jobs in flight killed it is unknown: each of
-    them is run again alone, in a process of its own, and one that kills that process too is the cause:
+    them is run again alone, in a process of its own (``workers`` such processes at a time), and one that kills
+    that process too is the cause:
     ``died(job, why)`` is its result (``WorkerDied`` without ``died``). Then a new pool takes the other jobs.
     ``DEATHS_IN_A_ROW`` such jobs one after the other end it with ``WorkerDied``: workers that cannot live.
     """
@@ -106,8 +107,10 @@ def map_jobs(function: Callable[[Job], Result], jobs: Iterable[Job], workers: in
         yield from _pooled(function, queue, workers, initializer, initargs, ordered, in_flight, lost)
         if not lost:
             return
-        for job in lost:  # in job order: an ordered map stays ordered
-            result, why = _alone(function, job, initializer, initargs)
+        # each in a process of its own, `workers` at a time; taken in job order: an ordered map stays ordered
+        outcomes = (outcome for start in range(0, len(lost), workers)
+                    for outcome in _alone(function, lost[start:start + workers], initializer, initargs))
+        for job, (result, why) in zip(lost, outcomes, strict=True):
             if why is None:
                 deaths = 0
                 yield result
@@ -166,22 +169,27 @@ def _pooled(function: Callable[[Job], Result], queue: Iterator[Job], workers: in
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _alone(function: Callable[[Job], Result], job: Job, initializer: Callable[..., None] | None,
-           initargs: Sequence[Any]) -> tuple[Result | None, str | None]:
-    """``(function(job), None)`` in a process of its own, or ``(None, how it died)`` when it kills that process."""
-    pool = _pool(1, initializer, initargs)
+def _alone(function: Callable[[Job], Result], jobs: list[Job], initializer: Callable[..., None] | None,
+           initargs: Sequence[Any]) -> list[tuple[Result | None, str | None]]:
+    """For each job, ``(function(job), None)`` run in a process of its own (all at once), or ``(None, how it
+    died)`` when it kills that process."""
+    pools = [_pool(1, initializer, initargs) for _ in jobs]
     finished = False
     try:
-        try:
-            outcome: tuple[Result | None, str | None] = (pool.submit(function, job).result(), None)
-        except BrokenProcessPool:
-            outcome = (None, _death(pool))
+        futures = [pool.submit(function, job) for pool, job in zip(pools, jobs, strict=True)]
+        outcomes: list[tuple[Result | None, str | None]] = []
+        for pool, future in zip(pools, futures, strict=True):
+            try:
+                outcomes.append((future.result(), None))
+            except BrokenProcessPool:
+                outcomes.append((None, _death(pool)))
         finished = True
-        return outcome
+        return outcomes
     finally:
-        if not finished:
-            _kill_workers(pool)
-        pool.shutdown(wait=True, cancel_futures=True)
+        for pool in pools:
+            if not finished:
+                _kill_workers(pool)
+            pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _pool(workers: int, initializer: Callable[..., None] | None, initargs: Sequence[Any]) -> ProcessPoolExecutor:

@@ -31,6 +31,9 @@ class StepOutput(NamedTuple):
         return renders[start : start + size]
 
 
+NAMED_ITEMS = 5  # batch items a non-finite mesh error names (a whole batch of a broken checkpoint is 32)
+
+
 def check_finite(vertices: Tensor, batch: dict[str, Any], step: int, evaluated: str | None = None) -> None:
     """Raise :class:`~recon.errors.NonFiniteMeshError` naming the batch items (and objects, or input images) whose
     predicted ``vertices`` ((2B, V, 3): [M_a; M_b], or (B, V, 3) for predict's ``images``) are not all finite:
@@ -43,7 +46,9 @@ def check_finite(vertices: Tensor, batch: dict[str, Any], step: int, evaluated: 
     bad = sorted({int(i) % size for i in (~finite).nonzero().flatten()})
     objects, names = batch.get("object_index"), batch.get("name")
     named = [f"item {i}" + (f" (object {int(objects[i])})" if objects is not None else "")
-             + (f" ({names[i]})" if names is not None else "") for i in bad]
+             + (f" ({names[i]})" if names is not None else "") for i in bad[:NAMED_ITEMS]]
+    if len(bad) > NAMED_ITEMS:
+        named[-1] += f" and {len(bad) - NAMED_ITEMS} more"
     if evaluated is None:
         raise NonFiniteMeshError(
             f"step {step}: the predicted vertices of batch {', '.join(named)} are NaN or infinite; "

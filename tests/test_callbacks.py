@@ -324,9 +324,19 @@ def test_mesh_writer_removes_what_a_killed_run_was_writing(tmp_path):
         path.write_text("half")
     (out / "predictions.json").write_text("{}")  # the manifest of the last predict into this folder
     trainer = SimpleNamespace(is_global_zero=True, default_root_dir=str(tmp_path))
-    MeshWriter(dirpath=str(out), previews=False).setup(trainer, None, "predict")
+    writer = MeshWriter(dirpath=str(out), previews=False)
+    writer.setup(trainer, None, "predict")
     assert [path.exists() for path in (*dead, staged)] == [False, False, False] and alive.exists()
-    assert not (out / "predictions.json").exists()  # this predict's outputs are not (all) that one's
+    # the manifest stays until this predict writes a file (a predict refused before it, e.g. a checkpoint with NaN
+    # weights, leaves the folder as it was), then goes: the outputs here are no longer (all) that predict's
+    assert (out / "predictions.json").exists()
+    from recon.mesh import icosphere
+    from recon.models import PredictedMesh
+
+    vertices, faces = icosphere(1)
+    writer.write_on_batch_end(trainer, SimpleNamespace(faces=faces), PredictedMesh(vertices[None], None), None,
+                              {"name": ["new"], "images": torch.zeros(1, 4, 64, 64)}, 0)
+    assert not (out / "predictions.json").exists() and (out / "new.obj").is_file()
 
 
 def test_a_predictions_files_replace_an_earlier_runs_together_or_not_at_all(tmp_path, monkeypatch):
