@@ -503,8 +503,9 @@ def _interrupted_render(src: Path, out: Path, monkeypatch: pytest.MonkeyPatch, *
     assert len(list(partial_folder(out).glob("*.npz"))) == 3
 
 
-def test_resume_renders_damaged_shards_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                             capsys: pytest.CaptureFixture) -> None:
+def _three_balls(tmp_path: Path) -> tuple[Path, list[str], Path, Path]:
+    """(the folder ``src/ball`` of three spheres, small render options, the file they render to uninterrupted, an
+    output path for the test's own render)."""
     src = tmp_path / "src" / "ball"
     src.mkdir(parents=True)
     for n in range(3):
@@ -512,6 +513,12 @@ def test_resume_renders_damaged_shards_again(tmp_path: Path, monkeypatch: pytest
     options = ["--views", "2", "--image-size", "16", "--supersample", "1", "--workers", "1"]
     whole, out = tmp_path / "whole.h5", tmp_path / "out.h5"
     assert main(["render", str(src.parent), str(whole), *options]) == 0
+    return src, options, whole, out
+
+
+def test_resume_renders_damaged_shards_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                             capsys: pytest.CaptureFixture) -> None:
+    src, options, whole, out = _three_balls(tmp_path)
     shards = partial_folder(out)
 
     # a shard cut short (a full disk, a copy): its outcome cannot be read; resuming renders it again
@@ -737,13 +744,7 @@ def test_resume_continues_a_render_that_was_to_replace_its_output_or_was_stopped
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
     from recon.datamodules.shards import ShardStore
 
-    src = tmp_path / "src" / "ball"
-    src.mkdir(parents=True)
-    for n in range(3):
-        trimesh.creation.icosphere(subdivisions=1, radius=0.3 + 0.1 * n).export(src / f"{n}.ply")
-    options = ["--views", "2", "--image-size", "16", "--supersample", "1", "--workers", "1"]
-    whole, out = tmp_path / "whole.h5", tmp_path / "out.h5"
-    assert main(["render", str(src.parent), str(whole), *options]) == 0
+    src, options, whole, out = _three_balls(tmp_path)
     out.write_bytes(b"an earlier render")
 
     # Ctrl-C in a render --overwrite: its shards are kept, and --resume (with or without --overwrite) continues them
