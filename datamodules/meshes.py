@@ -43,12 +43,11 @@ def load_mesh(path: str | os.PathLike[str]) -> LoadedMesh:
     import trimesh
 
     try:
-        text = _absolute_obj_indices(path) if os.fspath(path).lower().endswith(".obj") else None
-        if text is None:
-            loaded = trimesh.load(os.fspath(path), process=False)
-        else:  # materials and textures are still found beside the file
-            loaded = trimesh.load(io.BytesIO(text), file_type="obj", process=False,
+        if os.fspath(path).lower().endswith(".obj"):  # read once; materials and textures are found beside it
+            loaded = trimesh.load(io.BytesIO(_absolute_obj_indices(path)), file_type="obj", process=False,
                                   resolver=trimesh.resolvers.FilePathResolver(os.fspath(path)))
+        else:
+            loaded = trimesh.load(os.fspath(path), process=False)
     except Exception as error:  # trimesh raises anything from ValueError to struct.error on bad files
         # an index beyond the vertex list is what trimesh's readers meet at a face that names a missing vertex
         why = " (a face refers to a vertex the file does not have?)" if isinstance(error, IndexError) else ""
@@ -72,8 +71,8 @@ _RELATIVE_INDEX = re.compile(rb"(?m)^[ \t]*[flp][ \t][^\n]*?[ \t/]-[0-9]")
 _OBJ_COUNTED = {b"v": 0, b"vt": 1, b"vn": 2}  # the element lists an index component refers to, in order
 
 
-def _absolute_obj_indices(path: str | os.PathLike[str]) -> bytes | None:
-    """The OBJ file's text with its negative (relative) indices made absolute, or None when it has none.
+def _absolute_obj_indices(path: str | os.PathLike[str]) -> bytes:
+    """The OBJ file's text, with its negative (relative) indices made absolute.
 
     OBJ counts a negative index back from the last vertex (texture coordinate, normal) defined *before* the line
     (``f -3 -2 -1``: the three latest vertices); trimesh counts it from the end of the whole file, which gives
@@ -81,7 +80,7 @@ def _absolute_obj_indices(path: str | os.PathLike[str]) -> bytes | None:
     with open(path, "rb") as file:
         text = file.read()
     if not _RELATIVE_INDEX.search(text):
-        return None
+        return text
     counts = [0, 0, 0]
     lines = text.split(b"\n")
     for number, line in enumerate(lines):
