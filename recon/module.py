@@ -20,7 +20,7 @@ from recon.mesh import FlattenLoss, LaplacianLoss, voxelize
 from recon.metrics import ImageFidelity, VoxelIoU
 from recon.models import BaselineEncoder, ColorDecoder, Encoder, MeshGenerator, PredictedMesh, SphereDecoder
 from recon.render import SoftRenderer
-from recon.step import StepOutput, check_finite, weights_note
+from recon.step import StepOutput, check_finite
 
 # A model without a colour head is scored for PSNR as if painted this flat albedo (lit like the dataset):
 # mid-grey minimises the worst case over [0, 1] albedos and needs no statistics of the data.
@@ -274,9 +274,7 @@ class ReconModule(LightningModule):
     def _check_finite(self, vertices: Tensor, batch: dict[str, Any]) -> None:
         """:func:`~recon.step.check_finite`, told whether a fit diverged or a restored model is evaluated."""
         fitting = self._trainer is None or self._trainer.state.fn in (None, TrainerFn.FITTING)
-        if not fitting and not bool(torch.isfinite(vertices).all()):
-            check_finite(vertices, batch, self.global_step, evaluated=weights_note(self))
-        check_finite(vertices, batch, self.global_step)
+        check_finite(vertices, batch, self.global_step, restored=None if fitting else self)
 
 
 def _finite(value: Tensor) -> Tensor:

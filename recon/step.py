@@ -34,11 +34,11 @@ class StepOutput(NamedTuple):
 NAMED_ITEMS = 5  # batch items a non-finite mesh error names (a whole batch of a broken checkpoint is 32)
 
 
-def check_finite(vertices: Tensor, batch: dict[str, Any], step: int, evaluated: str | None = None) -> None:
+def check_finite(vertices: Tensor, batch: dict[str, Any], step: int, restored: torch.nn.Module | None = None) -> None:
     """Raise :class:`~recon.errors.NonFiniteMeshError` naming the batch items (and objects, or input images) whose
     predicted ``vertices`` ((2B, V, 3): [M_a; M_b], or (B, V, 3) for predict's ``images``) are not all finite:
-    checked before they reach the renderer or a file. ``evaluated``: None in a fit (training diverged), else what a
-    test, validate or predict of a restored model should be told about its weights."""
+    checked before they reach the renderer or a file. ``restored``: None in a fit (training diverged), else the
+    model a test, validate or predict restored, whose weights the message describes (:func:`weights_note`)."""
     finite = torch.isfinite(vertices).flatten(1).all(1)
     if bool(finite.all()):
         return
@@ -49,12 +49,13 @@ def check_finite(vertices: Tensor, batch: dict[str, Any], step: int, evaluated: 
              + (f" ({names[i]})" if names is not None else "") for i in bad[:NAMED_ITEMS]]
     if len(bad) > NAMED_ITEMS:
         named[-1] += f" and {len(bad) - NAMED_ITEMS} more"
-    if evaluated is None:
+    if restored is None:
         raise NonFiniteMeshError(
             f"step {step}: the predicted vertices of batch {', '.join(named)} are NaN or infinite; "
             "training diverged (try a lower model.lr and resume with --ckpt_path last)"
         )
-    raise NonFiniteMeshError(f"the model predicts NaN or infinite vertices for batch {', '.join(named)}; {evaluated}")
+    raise NonFiniteMeshError(f"the model predicts NaN or infinite vertices for batch {', '.join(named)}; "
+                             f"{weights_note(restored)}")
 
 
 def weights_note(module: torch.nn.Module) -> str:
