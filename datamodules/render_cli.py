@@ -14,7 +14,7 @@ from rich.table import Table
 from recon.datamodules.h5 import MIN_VIEWS, SPLITS, ViewsLayout
 from recon.datamodules.meshes import NORMALIZATIONS
 from recon.datamodules.shards import partial_folder, plural
-from recon.datamodules.sources import Collection, discover, parse_split
+from recon.datamodules.sources import MESH_SUFFIXES, Collection, discover, parse_split
 from recon.datamodules.views import SUPERSAMPLE, ViewSettings
 
 SKIPPED_SHOWN = 20  # the summary lists this many skipped objects; the file's `skipped` attribute has them all
@@ -103,6 +103,18 @@ def print_collection(collection: Collection, split: tuple[float, float, float], 
                       f"{'is' if len(missing) == 1 else 'are'} missing (a broken link, a mistyped manifest path) and "
                       f"will be skipped: {escape(shown)}", highlight=False)
     _warn_empty_splits({s: sum(counts[(c, s)] for c in collection.categories) for s in SPLITS}, console)
+    _warn_left_out(collection, console)
+
+
+def _warn_left_out(collection: Collection, console: Console) -> None:
+    """One line naming the category folders that hold no mesh recon reads, which the dataset will not have."""
+    if collection.left_out:
+        shown = "; ".join(collection.left_out[:SKIPPED_SHOWN]) + (
+            f"; … {len(collection.left_out) - SKIPPED_SHOWN} more" if len(collection.left_out) > SKIPPED_SHOWN else "")
+        console.print(f"[yellow]warning:[/yellow] {plural(len(collection.left_out), 'category folder')} "
+                      f"{'holds' if len(collection.left_out) == 1 else 'hold'} no mesh file "
+                      f"({', '.join(MESH_SUFFIXES)}) and {'is' if len(collection.left_out) == 1 else 'are'} left out: "
+                      f"{escape(shown)}", highlight=False)
 
 
 def _warn_empty_splits(sizes: dict[str, int], console: Console) -> None:
@@ -137,6 +149,7 @@ def run_render(args: argparse.Namespace, console: Console) -> None:
     if args.dry_run:
         print_collection(collection, split, console)
         return
+    _warn_left_out(collection, Console(stderr=True, soft_wrap=True))
     _refuse_inputs(args.out, collection)
     # --resume of a run that was to replace OUT (--overwrite), or was stopped as it removed its finished objects
     # after writing OUT, replaces OUT: the shards' run record says which collection and settings they are

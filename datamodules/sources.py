@@ -23,6 +23,7 @@ import hashlib
 import json
 import math
 import os
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import NamedTuple
@@ -33,6 +34,9 @@ from recon.datamodules.h5 import SPLITS
 MESH_SUFFIXES: tuple[str, ...] = (".obj", ".glb", ".gltf", ".ply", ".off", ".stl")
 MANIFEST_SUFFIXES: tuple[str, ...] = (".csv", ".jsonl")
 DEFAULT_SPLIT: tuple[float, float, float] = (0.7, 0.1, 0.2)
+# each ShapeNetCore version's mesh file in a model's folder
+SHAPENET_MODEL_FILE: dict[str, Path] = {"shapenetcore-v2": Path("models", "model_normalized.obj"),
+                                        "shapenetcore-v1": Path("model.obj")}
 
 
 class MeshSource(NamedTuple):
@@ -45,12 +49,14 @@ class MeshSource(NamedTuple):
 
 
 class Collection(NamedTuple):
-    """What ``discover`` found: the kind of source, its objects in (category, id) order, their categories."""
+    """What ``discover`` found: the kind of source, its objects in (category, id) order, their categories, and the
+    category folders left out because they hold no mesh (``"lamp/ (3 .fbx files)"``)."""
 
     kind: str
     root: Path
     objects: list[MeshSource]
     categories: list[Category]
+    left_out: list[str] = []
 
 
 def discover(src: str | os.PathLike[str], categories: Sequence[str] | None = None,
@@ -61,6 +67,7 @@ def discover(src: str | os.PathLike[str], categories: Sequence[str] | None = Non
     if per_category is not None and per_category < 1:
         raise ValueError(f"--per-category {per_category}; expected an integer ≥ 1 (objects kept per category)")
     rows: list[tuple[int, MeshSource]] | None = None  # a manifest's objects with their row numbers
+    left_out: list[str] = []
     if root.is_file() and root.suffix.lower() in MANIFEST_SUFFIXES:
         rows = _manifest(root)
         kind, objects = "manifest", [o for _, o in rows]
@@ -68,6 +75,7 @@ def discover(src: str | os.PathLike[str], categories: Sequence[str] | None = Non
         kind = _shapenet_version(root)
         objects = _shapenet(root, kind) if kind else _folder(root)
         kind = kind or "folder"
+        left_out = _folders_without_meshes(root, kind, categories)
     elif root.exists():
         raise ValueError(f"{root}: not a folder or a manifest; expected a folder of meshes, ShapeNetCore, "
                          f"or a {'/'.join(MANIFEST_SUFFIXES)} manifest")
@@ -78,7 +86,13 @@ def discover(src: str | os.PathLike[str], categories: Sequence[str] | None = Non
     if not objects:
         raise ValueError(f"{root}: found no mesh files ({', '.join(MESH_SUFFIXES)}) as a {kind} source")
     if categories and list(categories) != ["all"]:
-        chosen = resolve_categories(categories, found)
+        try:
+            chosen = resolve_categories(categories, found)
+        except ValueError as error:
+            if not left_out:
+                raise
+            raise type(error)(f"{error}; these folders hold no mesh file ({', '.join(MESH_SUFFIXES)}): "
+                              f"{'; '.join(left_out)}") from None
     elif kind.startswith("shapenetcore") and not categories:
         chosen = [c for c in found if c in SHAPENET_CATEGORIES]
         if not chosen:
@@ -95,7 +109,7 @@ def discover(src: str | os.PathLike[str], categories: Sequence[str] | None = Non
         raise ValueError(_repeated_id(root, chosen_objects, rows))
     if len({o.path.resolve() for o in chosen_objects}) != len(chosen_objects):
         raise ValueError(_repeated_file(root, chosen_objects, rows))
-    return Collection(kind, root, chosen_objects, chosen)
+    return Collection(kind, root, chosen_objects, chosen, left_out)
 
 
 def category_for(key: str, names: dict[str, str] | None = None) -> Category:
@@ -190,7 +204,7 @@ def _shapenet_version(root: Path) -> str | None:
 
 
 def _shapenet(root: Path, kind: str) -> list[MeshSource]:
-    inner = Path("models", "model_normalized.obj") if kind == "shapenetcore-v2" else Path("model.obj")
+    inner = SHAPENET_MODEL_FILE[kind]
     names = _taxonomy_names(root)
     objects = []
     for synset in sorted(p for p in root.iterdir() if p.is_dir()):
@@ -227,6 +241,31 @@ def _folder(root: Path) -> list[MeshSource]:
             objects.append(MeshSource(f"{folder.name}/{path.relative_to(folder).with_suffix('').as_posix()}",
                                       path, category))
     return objects
+
+
+def _folders_without_meshes(root: Path, kind: str, categories: Sequence[str] | None) -> list[str]:
+    """The category folders of ``root`` that give no object, each with what it holds instead: a category
+    whose meshes are in a format recon does not read (or were not copied) would otherwise vanish from the
+    dataset without a word. Folders of categories left out by ``categories`` are not named."""
+    def named(name: str) -> bool:
+        if categories and list(categories) != ["all"]:
+            return category_for(name) in {category_for(str(c)) for c in categories}
+        # ShapeNetCore without --categories keeps the 13 NMR categories
+        return kind == "folder" or bool(categories) or category_for(name) in SHAPENET_CATEGORIES
+
+    left_out = []
+    for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        if not named(folder.name):
+            continue
+        if kind in SHAPENET_MODEL_FILE:
+            if any((model / SHAPENET_MODEL_FILE[kind]).is_file() for model in folder.iterdir() if model.is_dir()):
+                continue
+        elif _meshes_below(folder):
+            continue
+        others = Counter(p.suffix.lower() or "no-suffix" for p in folder.rglob("*") if p.is_file())
+        held = ", ".join(f"{n} {suffix} file{'s' if n > 1 else ''}" for suffix, n in others.most_common(3))
+        left_out.append(f"{folder.name}/ ({held + (', …' if len(others) > 3 else '') if others else 'empty'})")
+    return left_out
 
 
 def _manifest(path: Path) -> list[tuple[int, MeshSource]]:

@@ -456,6 +456,38 @@ def test_a_render_whose_split_holds_no_object_says_so(tmp_path: Path, capsys: py
         assert f"warning: the {empty} splits hold no object: recon fit needs train and val objects" in printed
 
 
+def test_category_folders_without_meshes_are_named(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # a category whose meshes are in a format recon does not read, or were not copied, would vanish from the
+    # dataset without a word: the dry run and the render name each such folder and what it holds
+    vertices = np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0], [0, 0, 1]], dtype=float)
+    (tmp_path / "mine" / "mugs").mkdir(parents=True)
+    _write_obj(tmp_path / "mine" / "mugs" / "a.obj", vertices, [[0, 2, 1], [0, 1, 3], [0, 3, 2], [1, 2, 3]])
+    (tmp_path / "mine" / "lamps" / "x").mkdir(parents=True)
+    for name in ("a.fbx", "b.fbx", "x/c.blend"):
+        (tmp_path / "mine" / "lamps" / name).write_bytes(b"not read")
+    (tmp_path / "mine" / "sofas").mkdir()
+    found = discover(tmp_path / "mine")
+    assert [c.name for c in found.categories] == ["mugs"]
+    assert found.left_out == ["lamps/ (2 .fbx files, 1 .blend file)", "sofas/ (empty)"]
+    assert discover(tmp_path / "mine", ["mugs"]).left_out == []  # not asked for: not named
+    with pytest.raises(ValueError, match=r"unknown or unavailable categories \['sofas'\]; available: mugs \(mugs\); "
+                       r"these folders hold no mesh file \(.obj, .*\): sofas/ \(empty\)$"):
+        discover(tmp_path / "mine", ["mugs", "sofas"])
+    warning = ("warning: 2 category folders hold no mesh file (.obj, .glb, .gltf, .ply, .off, .stl) and are left out: "
+               "lamps/ (2 .fbx files, 1 .blend file); sofas/ (empty)")
+    assert main(["render", str(tmp_path / "mine"), str(tmp_path / "out.h5"), "--dry-run"]) == 0
+    assert warning in " ".join(capsys.readouterr().out.split())
+    assert main(["render", str(tmp_path / "mine"), str(tmp_path / "out.h5"), "--workers", "1"]) == 0
+    assert warning in " ".join(capsys.readouterr().err.split())
+    # ShapeNetCore: a synset folder of the 13 whose models were not extracted is named; others are not
+    cube = trimesh.creation.box()
+    for synset, model in (("02691156", "m1/model.obj"), ("03001627", "m1/model.txt"), ("02801938", "m1/x.txt")):
+        (tmp_path / "v1" / synset / model).parent.mkdir(parents=True)
+        cube.export(tmp_path / "v1" / synset / model, file_type="obj")
+    assert discover(tmp_path / "v1").left_out == ["03001627/ (1 .txt file)"]  # chair; basket is not one of the 13
+    assert discover(tmp_path / "v1", ["all"]).left_out == ["02801938/ (1 .txt file)", "03001627/ (1 .txt file)"]
+
+
 def test_names_beyond_ascii_are_rendered_and_read_back(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     # Folder and file names are the ids and categories: any name a file system takes must reach the file (the
     # write after every object is rendered once failed on a non-ASCII one, and --resume failed the same way).
