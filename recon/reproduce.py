@@ -160,12 +160,17 @@ def run_encoder(
         partial.unlink(missing_ok=True)
     if not fit_done.is_file():
         resume = ["--ckpt_path", "last"] if last.is_file() and not redo else []
-        before = json.loads(partial.read_text())["train_seconds"] if resume and partial.is_file() else 0.0
+        before = _earlier_attempts(partial, last) if resume and partial.is_file() else 0.0
+        # written before the fit starts: a table killed with it (kill -9) leaves when the attempt began, and its
+        # fit's last.ckpt, saved as it stops, when it ended
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_text(partial, json.dumps({"train_seconds": before, "started": time.time(), "command": common}))
         started = time.perf_counter()
         try:
             _run([sys.executable, "-m", "recon", "fit", *common, *resume], env, run_dir)
         except RunInterrupted:
-            write_text(partial, json.dumps({"train_seconds": before + time.perf_counter() - started}))
+            seconds = before + time.perf_counter() - started
+            write_text(partial, json.dumps({"train_seconds": seconds, "command": common}))
             raise
         seconds = before + time.perf_counter() - started
         write_text(fit_done, json.dumps({"train_seconds": seconds, "resumed": bool(resume), "command": common}))
@@ -181,6 +186,17 @@ def run_encoder(
     results.update(json.loads(fit_done.read_text()), encoder_name=encoder, seed=seed, profile=profile.name)
     write_text(entry, json.dumps(results, indent=2) + "\n")
     return results
+
+
+def _earlier_attempts(partial: Path, last: Path) -> float:
+    """The training seconds of a run's interrupted attempts, which the attempt that finishes adds to its own. An
+    attempt whose table was killed (``kill -9``: no time recorded, only when it began) ran until its fit saved
+    ``last.ckpt`` on its way out."""
+    attempts = json.loads(partial.read_text())
+    seconds = float(attempts.get("train_seconds", 0.0))
+    if isinstance(attempts.get("started"), (int, float)):
+        seconds += max(0.0, last.stat().st_mtime - attempts["started"])
+    return seconds
 
 
 def _check_same_run(run_dir: Path, recorded: list[str] | None, command: list[str]) -> None:

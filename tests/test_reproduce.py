@@ -241,3 +241,33 @@ def test_ctrl_c_stops_the_table_after_its_run_saves_and_the_same_command_resumes
     assert not (run / "fit.partial").exists()
     assert torch.load(last, weights_only=True)["global_step"] == step + 2
     assert (out / "table.csv").is_file()
+
+
+def test_a_table_killed_mid_fit_adds_that_attempt_to_the_training_time(tmp_path, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    profile = load_profile("smoke")
+    run = tmp_path / "smoke" / "baseline-seed0"
+    last = run / "checkpoints" / "last.ckpt"
+
+    class Killed(BaseException):  # kill -9 of the table: nothing after the fit's start runs
+        pass
+
+    def killed(command, env, run_dir):
+        last.parent.mkdir(parents=True)
+        last.write_text("saved")  # the fit saves last.ckpt as it stops, 100 s into its training
+        started = json.loads((run / "fit.partial").read_text())["started"]
+        os.utime(last, (started + 100, started + 100))
+        raise Killed
+
+    monkeypatch.setattr(reproduce, "_run", killed)
+    with pytest.raises(Killed):
+        reproduce.run_encoder(profile, "baseline", 0, tmp_path / "smoke", None, False, [])
+
+    def finishes(command, env, run_dir):
+        if command[3] == "test":
+            (run / "results.json").write_text(json.dumps({"loss": 0.5, "miou": 0.2, "iou": {}}))
+
+    monkeypatch.setattr(reproduce, "_run", finishes)
+    results = reproduce.run_encoder(profile, "baseline", 0, tmp_path / "smoke", None, False, [])
+    assert results["resumed"] is True and results["train_seconds"] >= 100  # the killed attempt's 100 s counted
+    assert not (run / "fit.partial").exists()
