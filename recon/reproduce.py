@@ -160,7 +160,7 @@ def run_encoder(
         partial.unlink(missing_ok=True)
     if not fit_done.is_file():
         resume = ["--ckpt_path", "last"] if last.is_file() and not redo else []
-        before = _earlier_attempts(partial, last) if resume and partial.is_file() else 0.0
+        before = _earlier_attempts(run_dir, partial, last, common) if resume and partial.is_file() else 0.0
         # written before the fit starts: a table killed with it (kill -9) leaves when the attempt began, and its
         # fit's last.ckpt, saved as it stops, when it ended
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -188,25 +188,40 @@ def run_encoder(
     return results
 
 
-def _earlier_attempts(partial: Path, last: Path) -> float:
+def _earlier_attempts(run_dir: Path, partial: Path, last: Path, command: list[str]) -> float:
     """The training seconds of a run's interrupted attempts, which the attempt that finishes adds to its own. An
     attempt whose table was killed (``kill -9``: no time recorded, only when it began) ran until its fit saved
-    ``last.ckpt`` on its way out."""
+    ``last.ckpt`` on its way out. A run interrupted with other settings (another data file, a flag after ``--``) is
+    refused as a finished one is, rather than resumed into a row trained on both; its budget
+    (``--trainer.max_steps``) may change."""
     attempts = json.loads(partial.read_text())
+    if isinstance(attempts.get("command"), list):
+        _check_same_run(run_dir, _without_budget(attempts["command"]), _without_budget(command), "interrupted")
     seconds = float(attempts.get("train_seconds", 0.0))
     if isinstance(attempts.get("started"), (int, float)):
         seconds += max(0.0, last.stat().st_mtime - attempts["started"])
     return seconds
 
 
-def _check_same_run(run_dir: Path, recorded: list[str] | None, command: list[str]) -> None:
-    """A finished run is reused only for the table it was made for: the same configs, seed, data and flags.
-    Otherwise its row would sit beside rows trained otherwise (another budget, another data file) without a word."""
+def _without_budget(command: list[str]) -> list[str]:
+    """``command`` without its ``--trainer.max_steps`` flags (``=N`` or ``N`` after it)."""
+    kept, skip = [], False
+    for arg in command:
+        if not skip and not arg.startswith("--trainer.max_steps"):
+            kept.append(arg)
+        skip = arg == "--trainer.max_steps"
+    return kept
+
+
+def _check_same_run(run_dir: Path, recorded: list[str] | None, command: list[str], state: str = "finished") -> None:
+    """A finished (or interrupted) run is reused only for the table it was made for: the same configs, seed, data
+    and flags. Otherwise its row would sit beside rows trained otherwise (another budget, another data file)
+    without a word."""
     if recorded is None or recorded == command:  # (a run from before runs recorded their command: reused)
         return
     then = [arg for arg in recorded if arg not in command]
     now = [arg for arg in command if arg not in recorded]
-    raise TableError(f"{run_dir}: finished with other settings than this table's (then: {' '.join(then) or '-'}; "
+    raise TableError(f"{run_dir}: {state} with other settings than this table's (then: {' '.join(then) or '-'}; "
                      f"now: {' '.join(now) or '-'}); --redo (REDO=1) trains it again, or give the table a folder "
                      "of its own (--runs, TABLE_RUNS)")
 

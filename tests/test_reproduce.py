@@ -271,3 +271,32 @@ def test_a_table_killed_mid_fit_adds_that_attempt_to_the_training_time(tmp_path,
     results = reproduce.run_encoder(profile, "baseline", 0, tmp_path / "smoke", None, False, [])
     assert results["resumed"] is True and results["train_seconds"] >= 100  # the killed attempt's 100 s counted
     assert not (run / "fit.partial").exists()
+
+
+def test_an_interrupted_run_is_not_resumed_with_another_data_file(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(ROOT)
+    runs = tmp_path / "runs"
+    run = runs / "smoke" / "baseline-seed0"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "checkpoints" / "last.ckpt").write_text("saved")
+    args = ["--profile", "smoke", "--runs", str(runs), "--out", str(tmp_path / "out"), "--encoders", "baseline"]
+    common = ["-c", "configs/default.yaml", "-c", "configs/trainer/cpu.yaml", "-c", "configs/encoder/baseline.yaml",
+              "--seed_everything", "0", "--trainer.default_root_dir", str(run), *load_profile("smoke").args,
+              "--data.path", "data/a.h5", "--data.synthesize", "false", "--trainer.max_steps=100"]
+    (run / "fit.partial").write_text(json.dumps({"train_seconds": 30.0, "command": common}))  # Ctrl-C'd at step 40
+    commands = []
+
+    def finishes(command, env, run_dir):
+        commands.append(command[3:])
+        if command[3] == "test":
+            (run / "results.json").write_text(json.dumps({"loss": 0.5, "miou": 0.2, "iou": {}}))
+
+    monkeypatch.setattr(reproduce, "_run", finishes)
+    assert reproduce_main([*args, "--data", "data/b.h5", "--", "--trainer.max_steps=100"]) == 1
+    err = " ".join(capsys.readouterr().err.split())
+    assert f"error: {run}: interrupted with other settings than this table's (then: data/a.h5; now: data/b.h5)" in err
+    assert commands == [] and json.loads((run / "fit.partial").read_text())["train_seconds"] == 30.0
+    # the same data with another budget resumes it
+    assert reproduce_main([*args, "--data", "data/a.h5", "--", "--trainer.max_steps", "50"]) == 0
+    assert commands[0][-2:] == ["--ckpt_path", "last"]
+    assert json.loads((run / "fit.done").read_text())["train_seconds"] >= 30.0
