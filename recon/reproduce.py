@@ -163,6 +163,7 @@ def run_encoder(
         before = _earlier_attempts(run_dir, partial, last, common) if resume and partial.is_file() else 0.0
         # written before the fit starts: a table killed with it (kill -9) leaves when the attempt began, and its
         # fit's last.ckpt, saved as it stops, when it ended
+        made, previous = not run_dir.exists(), partial.read_text() if partial.is_file() else None
         run_dir.mkdir(parents=True, exist_ok=True)
         write_text(partial, json.dumps({"train_seconds": before, "started": time.time(), "command": common}))
         started = time.perf_counter()
@@ -171,6 +172,14 @@ def run_encoder(
         except RunInterrupted:
             seconds = before + time.perf_counter() - started
             write_text(partial, json.dumps({"train_seconds": seconds, "command": common}))
+            raise
+        except SystemExit:  # a fit that failed (a setting refused before it made anything): no attempt to add
+            if previous is not None:
+                write_text(partial, previous)
+            else:
+                partial.unlink(missing_ok=True)
+                if made and not any(run_dir.iterdir()):
+                    run_dir.rmdir()
             raise
         seconds = before + time.perf_counter() - started
         write_text(fit_done, json.dumps({"train_seconds": seconds, "resumed": bool(resume), "command": common}))

@@ -300,3 +300,15 @@ def test_an_interrupted_run_is_not_resumed_with_another_data_file(tmp_path, monk
     assert reproduce_main([*args, "--data", "data/a.h5", "--", "--trainer.max_steps", "50"]) == 0
     assert commands[0][-2:] == ["--ckpt_path", "last"]
     assert json.loads((run / "fit.done").read_text())["train_seconds"] >= 30.0
+
+
+def test_a_fit_refused_before_it_starts_leaves_no_run_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(ROOT)
+
+    def refused(command, env, run_dir):  # `recon fit: error: nope.h5: no such file`, before any run folder
+        raise SystemExit("command failed with exit status 1")
+
+    monkeypatch.setattr(reproduce, "_run", refused)
+    with pytest.raises(SystemExit):
+        reproduce.run_encoder(load_profile("smoke"), "baseline", 0, tmp_path / "smoke", "nope.h5", False, [])
+    assert not (tmp_path / "smoke" / "baseline-seed0").exists()
