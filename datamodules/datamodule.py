@@ -227,8 +227,14 @@ class ViewPairDataModule(pl.LightningDataModule):
         trainer = self.trainer
         stage = trainer.state.fn.value if trainer is not None and trainer.state.fn is not None else None
         self.check_file(stage)
-        if stage == "predict" or Path(self.path).exists():  # predict reads its images, never this file
-            return
+        if stage != "predict":  # predict reads its images, never this file
+            self.generate_missing()
+
+    def generate_missing(self) -> bool:
+        """Generate ``path`` as ``fit`` does (:meth:`prepare_data`): when it is missing and ``synthesize`` allows
+        it. Whether it did."""
+        if Path(self.path).exists() or not self._synthesizes():
+            return False
         from rich.progress import Progress
 
         from recon.datamodules.synthetic import generate_synthetic
@@ -238,6 +244,7 @@ class ViewPairDataModule(pl.LightningDataModule):
               f"categories × {counts} objects, seed {self.synth_seed})", flush=True)
         with Progress() as progress:
             generate_synthetic(self.path, self.synth_counts, seed=self.synth_seed, progress=progress)
+        return True
 
     @property
     def info(self) -> ViewsFileInfo:
