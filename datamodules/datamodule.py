@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -413,7 +414,11 @@ class ViewPairDataModule(pl.LightningDataModule):
         return made[1]
 
     def predict_dataloader(self) -> DataLoader:
-        """The images of ``predict_images`` (items ``{"images": (4, 64, 64), "name": str}``)."""
+        """The images of ``predict_images`` (items ``{"images": (4, 64, 64), "name": str}``). Under DDP rank r of W
+        takes images r, r+W, r+2W, …, as the evaluation loaders do, and the ranks left one short take one of the first
+        images again (its files are written twice, the same): every process has as many batches, so that a fraction
+        of them (``--trainer.limit_predict_batches 0.5``) is a batch on each, and none skips the predict's closing
+        hooks, which the others wait for."""
         self.check_file("predict")  # predict_images set, matching, and one of them usable
         dataset = self._predict_images()
         if dataset.skipped and (self.trainer is None or self.trainer.is_global_zero):
@@ -421,4 +426,6 @@ class ViewPairDataModule(pl.LightningDataModule):
                 print(f"skipped {file}: {reason}", flush=True)
             if len(dataset.skipped) > SKIPPED_SHOWN:
                 print(f"skipped {len(dataset.skipped) - SKIPPED_SHOWN} more unusable images", flush=True)
-        return DataLoader(dataset, batch_size=self.eval_batch_size, num_workers=self.num_workers)
+        rank, world_size = distributed_rank_and_size()
+        shard = [(rank + world_size * index) % len(dataset) for index in range(math.ceil(len(dataset) / world_size))]
+        return DataLoader(dataset, batch_size=self.eval_batch_size, sampler=shard, num_workers=self.num_workers)

@@ -343,6 +343,22 @@ def test_predict_loader_reads_png_folders(tmp_path: Path) -> None:
         ViewPairDataModule(str(tmp_path / "unused.h5")).predict_dataloader()
 
 
+def test_predict_images_are_shared_among_ranks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Before, every process of a DDP predict predicted (and wrote) every image
+    for name in "abc":
+        _object_png(tmp_path / f"{name}.png")
+
+    def names(rank: int, world_size: int) -> list[str]:
+        monkeypatch.setattr(datamodule_module, "distributed_rank_and_size", lambda: (rank, world_size))
+        dm = ViewPairDataModule(str(tmp_path / "unused.h5"), batch_size=1, predict_images=str(tmp_path))
+        return [name for batch in dm.predict_dataloader() for name in batch["name"]]
+
+    assert names(0, 1) == ["a", "b", "c"]
+    # as many batches on each (a fraction of them, limit_predict_batches, is the same), none without a batch
+    assert (names(0, 2), names(1, 2)) == (["a", "c"], ["b", "a"])
+    assert [names(rank, 4) for rank in range(4)] == [["a"], ["b"], ["c"], ["a"]]
+
+
 def test_predict_does_not_check_a_data_file_it_does_not_read(tmp_path: Path) -> None:
     # The model reads 64×64 images; the configured data file holds 32×32 views: fit and test refuse it, but predict
     # reads only its images (it used to be refused with "train a model for this file").
