@@ -331,6 +331,12 @@ class ViewPairDataModule(pl.LightningDataModule):
         objects, per_object = self._evaluated(split)
         return objects * per_object
 
+    def shard_items(self, split: str, world_size: int) -> list[int]:
+        """The items of an evaluation of ``split`` (see :meth:`evaluated_items`) that each of ``world_size`` processes
+        scores: rank r takes items r, r+W, r+2W, … (:class:`~recon.datamodules.samplers.EvalPairSampler`)."""
+        items = self.evaluated_items(split)
+        return [len(range(rank, items, world_size)) for rank in range(world_size)]
+
     def _check_image_size(self) -> None:
         stored = self.info.layout.image_size
         if self.image_size is not None and stored != self.image_size:

@@ -260,6 +260,7 @@ class ReconCLI(LightningCLI):
         # file was already checked when the DataModule was built)
         self.datamodule.check_file(self.subcommand)
         self.datamodule.check_shards(self.subcommand, self.trainer.world_size)
+        self._check_fractional_limit()
         self._notice_empty_categories()
         self._check_folders()
         self._check_evaluation()
@@ -349,13 +350,33 @@ class ReconCLI(LightningCLI):
         limit, data = self.trainer.limit_val_batches, self.datamodule
         if (isinstance(limit, float) and limit == 1.0) or not Path(data.path).exists():  # 1 is a batch, 1.0 all
             return
-        items = data.evaluated_items("val")
-        per_batch = data.eval_batch_size * self.trainer.world_size
-        batches = math.ceil(items / per_batch)
-        scored = min(items, per_batch * (limit if isinstance(limit, int) else int(limit * batches)))
+        items, size = data.evaluated_items("val"), data.eval_batch_size
+        # each process limits its own share (which may have a batch more than another's)
+        scored = sum(min(share, size * _limited_batches(math.ceil(share / size), limit))
+                     for share in data.shard_items("val", self.trainer.world_size))
         if scored < items:
             _notice(f"recon validate: --trainer.limit_val_batches {limit}: scores {scored} of the {items} val items "
                     "it evaluates; its numbers are not the whole split's")
+
+    def _check_fractional_limit(self) -> None:
+        """A fraction of the evaluation batches (``--trainer.limit_val_batches 0.5``) is taken by each process of its
+        own share, and Lightning stops a process whose fraction is no batch, while the others go on and wait for it:
+        the run ended in two lines, one of them the lost process's, once under way (a fit at its first validation).
+        Refused now, in one line, where a share's fraction is no batch."""
+        split = {"fit": "val", "validate": "val", "test": "test"}.get(self.subcommand)
+        world_size, data = self.trainer.world_size, self.datamodule
+        name = f"limit_{'test' if split == 'test' else 'val'}_batches"
+        limit = getattr(self.trainer, name, None)
+        if split is None or world_size <= 1 or not isinstance(limit, float) or not 0 < limit < 1 or (
+                not Path(data.path).exists()):
+            return
+        for rank, share in enumerate(data.shard_items(split, world_size)):
+            batches = math.ceil(share / data.eval_batch_size)
+            if _limited_batches(batches, limit) == 0:
+                raise ConfigError(f"--trainer.{name} {limit}: process {rank} of {world_size} evaluates {share} "
+                                  f"{split} item{'s' * (share != 1)} in {batches} batch{'es' * (batches != 1)}, and "
+                                  f"{limit} of {'them' if batches != 1 else 'it'} is no batch; give a number of "
+                                  f"batches (--trainer.{name} 1) or a fraction of at least {1 / batches:.3g}")
 
     def _check_predictions_keep_inputs(self) -> None:
         """Predicting into the folder of the input images would write each ``<name>.png`` preview over the PNG it
@@ -670,6 +691,12 @@ def _warn_if_checkpoints_may_not_fit(trainer: Trainer, model: torch.nn.Module) -
             _notice(f"recon fit: only {human_size(free)} free for {folder}; a checkpoint of this model takes "
                     f"~{human_size(size)} and a fit needs room for three (last.ckpt, best.ckpt and the next one "
                     f"being written: ~{human_size(3 * size)}); it will stop with an error if the disk fills")
+
+
+def _limited_batches(batches: int, limit: int | float) -> int:
+    """The batches of ``batches`` that a ``--trainer.limit_*_batches`` of ``limit`` leaves a process (Lightning's
+    rule: a number of batches, or a fraction rounded down)."""
+    return min(batches, limit) if isinstance(limit, int) else int(batches * limit)
 
 
 @rank_zero_only

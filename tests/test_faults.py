@@ -479,6 +479,33 @@ def test_fewer_evaluation_items_than_processes_is_one_line_before_the_run(recon_
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.slow
+def test_a_fraction_of_evaluation_batches_is_each_processs_own(recon_here, shrink_flags, tmp_path, monkeypatch):
+    """Each process limits its own share. 5 val items in batches of 2 on 2 processes: 2 batches and 1, and half of 1
+    is none: Lightning stopped that process once under way (a fit at its first validation), and the other ended on
+    its lost peer. 9 items: 3 batches and 2, of which 0.7 scores 4 + 2 items; validate said 8."""
+    from lightning.pytorch.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
+
+    # refused before the run: never a second process (which, started from here, would run pytest again)
+    monkeypatch.setattr(_SubprocessScriptLauncher, "launch", lambda *args, **kwargs: pytest.fail("the run started"))
+    ddp = ["--trainer.accelerator=cpu", "--trainer.devices=2", "--trainer.strategy=ddp"]
+    for stage in ("fit", "validate"):
+        flags = shrink_flags({"data.categories": "[chair]", "data.val_views_per_object": 5,
+                              "trainer.limit_val_batches": 0.5})
+        done = recon_here(stage, "-c", DEFAULT, *flags, *ddp, "--ckpt_path=last")
+        assert done.returncode == 1 and "Traceback" not in done.stderr
+        assert done.stderr.strip().splitlines()[-1] == (
+            f"recon {stage}: error: --trainer.limit_val_batches 0.5: process 1 of 2 evaluates 2 val items in 1 batch, "
+            "and 0.5 of it is no batch; give a number of batches (--trainer.limit_val_batches 1) or a fraction of at "
+            "least 1")
+    flags = shrink_flags({"data.categories": "[chair]", "data.val_views_per_object": 9,
+                          "trainer.limit_val_batches": 0.7})
+    done = recon_here("validate", "-c", DEFAULT, *flags, *ddp)  # (no checkpoint: refused after the notice)
+    assert ("recon validate: --trainer.limit_val_batches 0.7: scores 6 of the 9 val items it evaluates; its numbers "
+            "are not the whole split's") in done.stderr
+    assert done.returncode == 1 and not (tmp_path / "run").exists()
+
+
 # ------------------------------------------------------------------------------------------- image size
 def _views_file(path: Path, image_size: int) -> Path:
     """A small valid recon-views file of ``image_size`` views (random content): 2 categories × 1 object a split."""
