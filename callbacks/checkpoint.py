@@ -171,22 +171,32 @@ def _resume_epoch_end_checkpoint(checkpoint: dict[str, Any]) -> None:
 
 
 def _resume_validation_in_progress(checkpoint: dict[str, Any]) -> None:
-    """Rewrites, in the checkpoint being loaded, a validation that a SIGTERM stopped between two of its batches as
-    one stopped inside a batch (as Ctrl-C stops it), so that the resumed fit runs that validation again.
+    """Rewrites, in the checkpoint being loaded, a validation that an interrupt stopped part of the way through (Ctrl-C
+    inside one of its batches, SIGTERM between two) as one stopped inside its first batch, so that the resumed fit runs
+    that validation again from its first batch: checkpoints that InterruptCheckpoint saved before it wrote such a stop
+    so itself (``_validation_begun``).
 
-    Lightning's SIGTERM stops a validation after a whole batch, and InterruptCheckpoint saves the step; resumed from
-    there, Lightning took the validation for finished and skipped it: its metrics were never logged, and its score
-    never compared for ``best.ckpt``.
+    Lightning "finishes" such a validation: it counts the batches done as fetched and runs as many fewer, from the
+    loader's first batch, while the metrics of the batches done before the stop are in no checkpoint. The resumed
+    validation's ``val/miou`` and ``val/loss`` were then over part of its items (64 of 72 after a Ctrl-C in the fifth
+    of 36 batches), and ``best.ckpt`` was chosen on them. And after a SIGTERM, which Lightning lets stop a validation
+    only after a whole batch, it took a validation stopped after its first batch for finished and skipped it: its
+    metrics were never logged, and its score never compared for ``best.ckpt``.
     """
     loop = checkpoint.get("loops", {}).get("fit_loop", {})
     if "epoch_loop.val_loop.batch_progress" not in loop:
         return
     validation = _BatchProgress.from_state_dict(loop["epoch_loop.val_loop.batch_progress"])
-    trackers = (validation.current, validation.total)
-    if validation.is_last_batch or validation.current.ready == 0 or not all(
-            tracker.ready == tracker.started == tracker.processed == tracker.completed for tracker in trackers):
+    current, total = validation.current, validation.total
+    between = all(tracker.ready == tracker.started == tracker.processed == tracker.completed
+                  for tracker in (current, total))  # SIGTERM, after a whole batch
+    inside = all(tracker.ready == tracker.started == tracker.processed + 1 == tracker.completed + 1
+                 for tracker in (current, total))  # Ctrl-C, inside a batch
+    if validation.is_last_batch or current.ready == 0 or not (between or inside) or (inside and current.ready == 1):
         return
-    for tracker in trackers:
-        tracker.processed -= 1
-        tracker.completed -= 1
+    begun, done = current.ready, current.completed
+    total.ready = total.started = total.ready - begun + 1  # inside the first batch: begun, none done
+    total.processed = total.completed = total.completed - done
+    current.ready = current.started = 1
+    current.processed = current.completed = 0
     loop["epoch_loop.val_loop.batch_progress"] = validation.state_dict()

@@ -246,19 +246,19 @@ def test_resume_from_last_continues_at_the_saved_step_with_its_schedule(shrink_f
 
 
 class _SigtermDuringStep(Callback):
-    """Sends this process a real SIGTERM inside training step ``step``, or inside batch ``validation_batch`` of the
-    validation at that step (as a scheduler ending the job would)."""
+    """Sends this process a real SIGTERM (or ``signum``) inside training step ``step``, or inside batch
+    ``validation_batch`` of the validation at that step (as a scheduler ending the job would)."""
 
-    def __init__(self, step: int, validation_batch: int | None = None) -> None:
-        self.step, self.validation_batch = step, validation_batch
+    def __init__(self, step: int, validation_batch: int | None = None, signum: int = signal.SIGTERM) -> None:
+        self.step, self.validation_batch, self.signum = step, validation_batch, signum
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
         if trainer.global_step == self.step and self.validation_batch is None:
-            os.kill(os.getpid(), signal.SIGTERM)
+            os.kill(os.getpid(), self.signum)
 
     def on_validation_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0):
         if trainer.global_step == self.step and batch_idx == self.validation_batch:
-            os.kill(os.getpid(), signal.SIGTERM)
+            os.kill(os.getpid(), self.signum)
 
 
 @pytest.mark.slow
@@ -332,6 +332,40 @@ def test_a_fit_resumed_mid_epoch_trains_on_the_batches_of_the_uninterrupted_run(
     assert resumed == {step: expected[step] for step in resumed}
     assert torch.load(whole / "checkpoints" / "last.ckpt", weights_only=True)["loops"] == saved["loops"]
     assert not [w for w in recwarn if "not resumable" in str(w.message)]  # Lightning's mid-epoch warning
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore:Checkpoint directory .* exists and is not empty")
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_a_validation_interrupted_part_of_the_way_runs_again_whole_when_resumed(shrink_flags, tmp_path, signum):
+    """4 validation batches of 1 item; the fit stopped at its validation of step 2 as the third batch begins (Ctrl-C:
+    inside it, SIGTERM: after it) and resumed. Lightning then "finished" that validation: it ran as many batches fewer
+    as were done (from the first: 2 of the 4 items), the metrics of those done being in no checkpoint, and logged its
+    val/loss and val/miou, which chose best.ckpt, as the validation's."""
+    from recon.cli import ReconCLI
+
+    whole, parted = tmp_path / "whole", tmp_path / "parted"
+    flags = {"data.batch_size": 1, "data.eval_batch_size": 1, "trainer.limit_val_batches": 4, "trainer.max_steps": 4}
+    main(["fit", "-c", DEFAULT, *shrink_flags({**flags, "trainer.default_root_dir": whole})])
+    previous = signal.getsignal(signum)
+    try:
+        cli = ReconCLI(args=["-c", DEFAULT, *shrink_flags({**flags, "trainer.default_root_dir": parted})], run=False)
+        cli.trainer.callbacks.append(_SigtermDuringStep(2, validation_batch=2, signum=signum))
+        with pytest.raises(SystemExit):  # Lightning's graceful shutdown after the interrupt's checkpoint
+            cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+    finally:
+        signal.signal(signum, previous)
+        forget_interrupts()
+    _finish_wandb_run()
+    assert torch.load(parted / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 2
+    main(["fit", "-c", DEFAULT, *shrink_flags({**flags, "trainer.default_root_dir": parted}), "--ckpt_path=last"])
+
+    def validations(rows):
+        return sorted((int(row["step"]), float(row["val/loss"]), float(row["val/miou"])) for row in rows
+                      if row.get("val/loss"))
+
+    assert not validations(_rows(parted))  # stopped inside its first validation
+    assert validations(_rows(parted, version=1)) == validations(_rows(whole)) and len(validations(_rows(whole))) == 2
 
 
 @pytest.mark.slow
