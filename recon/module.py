@@ -206,9 +206,11 @@ class ReconModule(LightningModule):
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         out = self.model_step(batch)
         size = batch["images_a"].shape[0]
+        # averaged over the processes (each a share of the step's batch, all of the same size): under DDP rank 0's
+        # share alone was logged, half the batch on 2 processes
         for key in ("loss", "loss_sil", "loss_lap", "loss_flat", "loss_color"):
             if getattr(out, key) is not None:
-                self.log(f"train/{key}", getattr(out, key), prog_bar=key == "loss", batch_size=size)
+                self.log(f"train/{key}", getattr(out, key), prog_bar=key == "loss", batch_size=size, sync_dist=True)
         self.log("train/sigma", self.renderer.sigma, batch_size=size)
         self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"], batch_size=size)  # what Adam uses
         return out.loss

@@ -71,6 +71,18 @@ def test_training_objective_renders_both_meshes_in_both_views():
     torch.testing.assert_close(out.vertices, mesh_a)
 
 
+def test_the_training_losses_are_averaged_over_the_processes(monkeypatch):
+    # under DDP each process trains on its share of the step's batch: the logged loss is the mean over all of them
+    module = ReconModule(encoder=BaselineEncoder(dim=8))
+    logged = {}
+    monkeypatch.setattr(module, "log", lambda name, value, **options: logged.update({name: options}))
+    monkeypatch.setattr(ReconModule, "trainer", SimpleNamespace(optimizers=[torch.optim.SGD(module.parameters(), 0.1)]))
+    module.training_step(_batch(2), 0)
+    losses = [name for name in logged if name.startswith("train/loss")]
+    assert losses == ["train/loss", "train/loss_sil", "train/loss_lap", "train/loss_flat"]
+    assert all(logged[name].get("sync_dist") for name in losses)
+
+
 def test_lr_and_sigma_drop_together_at_the_schedule_step():
     module = ReconModule(encoder=BaselineEncoder(dim=8), lr=1e-3, sigma=2e-4, schedule_step=3, schedule_gamma=0.3)
     assert module.sigma_at(2) == pytest.approx(2e-4)
