@@ -458,7 +458,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     again = "the same command without --redo (REDO=1)" if args.redo else "the same command"
     previous = signal.signal(signal.SIGTERM, _terminate)
     try:
-        if args.data is None:
+        finished = all((root / f"{encoder}-seed{seed}" / ENTRY).is_file()
+                       for encoder in encoders for seed in profile.seeds)
+        if args.data is None and not finished:  # (a table printed again from its finished runs reads no data)
             generate_data(profile, encoders[0], root, args.extra)
         runs = [
             run_encoder(profile, encoder, seed, root, args.data, False, args.extra)

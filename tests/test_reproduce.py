@@ -332,3 +332,16 @@ def test_the_data_a_table_generates_is_made_before_its_first_run_is_timed(tmp_pa
     reproduce.generate_data(profile, "baseline", tmp_path / "runs", ["--data.path=nowhere/x.h5",
                                                                      "--data.synthesize=false"])
     assert not (tmp_path / "nowhere").exists()  # a file the fit would not generate: the fit says so, not this
+
+
+def test_a_table_of_finished_runs_is_printed_again_without_reading_or_making_data(tmp_path, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    runs = tmp_path / "runs"
+    run = runs / "smoke" / "baseline-seed0"
+    run.mkdir(parents=True)
+    common = reproduce._command(load_profile("smoke"), "baseline", 0, run, None, [])
+    (run / ENTRY).write_text(json.dumps({"encoder_name": "baseline", "seed": 0, "loss": 0.3, "miou": 0.4,
+                                         "iou": {"chair": 0.4}, "train_seconds": 6.0, "command": common}))
+    monkeypatch.setattr(reproduce, "generate_data", lambda *args: pytest.fail("made the data of a finished table"))
+    args = ["--profile", "smoke", "--runs", str(runs), "--out", str(tmp_path / "out"), "--encoders", "baseline"]
+    assert reproduce_main(args) == 0 and (tmp_path / "out" / "table.csv").is_file()
