@@ -71,6 +71,7 @@ class RunConfigSaver(SaveConfigCallback):
     """
 
     _resumed_wandb_run: object = None  # the W&B run of the checkpoint a fit resumed from, if any
+    trained_to: int | None = None  # a resumed fit's: the step of its run folder's last.ckpt (ReconCLI sets it)
 
     @override
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
@@ -84,11 +85,28 @@ class RunConfigSaver(SaveConfigCallback):
         if trainer.is_global_zero:
             folder = Path(trainer.default_root_dir)
             folder.mkdir(parents=True, exist_ok=True)
+            if stage == "fit":
+                self._keep_earlier_config(folder)
             self.parser.save(self.config, str(folder / self.config_filename), skip_none=False, overwrite=True,
                              multifile=self.multifile)
             self.save_config(trainer, pl_module, stage)
             self.already_saved = True
         self.already_saved = trainer.strategy.broadcast(self.already_saved)  # every process, as Lightning's
+
+    def _keep_earlier_config(self, folder: Path) -> None:
+        """A fit resumed with other settings than the run's ``config.yaml`` (another number of processes, loss
+        weights, a longer budget) keeps that record as ``config-until-step<N>.yaml``, N the step of the run's
+        ``last.ckpt``: the settings that trained the steps up to it. A new run removes the earlier run's such files."""
+        if self.trained_to is None:
+            for earlier in folder.glob("config-until-step*.yaml"):
+                earlier.unlink()
+            return
+        path = folder / self.config_filename
+        if not path.is_file() or path.read_text() == self.parser.dump(self.config, skip_none=False):
+            return
+        kept = folder / f"config-until-step{self.trained_to}.yaml"
+        if not kept.exists():  # (a resume that failed before its first save trained nothing: the first stays)
+            os.replace(path, kept)
 
     @override
     def save_config(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
@@ -447,6 +465,10 @@ class ReconCLI(LightningCLI):
             _notice_resumed_settings(checkpoint, self.model, path)
         if self.subcommand == "fit":
             _notice_resumed_batch(checkpoint, self.datamodule.batch_size, self.trainer.world_size, path)
+            if last is not None:  # the step that the run folder's config.yaml trained to
+                newest = checkpoint if path.resolve() == last.resolve() else _load_or_none(last)
+                for saver in (cb for cb in self.trainer.callbacks if isinstance(cb, RunConfigSaver)):
+                    saver.trained_to = newest.get("global_step") if isinstance(newest, dict) else None
             self._continue_wandb_run(checkpoint.get(WANDB_RUN_KEY), path, checkpoint.get("global_step"), last)
 
     def _continue_wandb_run(self, run_id: object, path: Path, step: object, last: Path | None) -> None:
@@ -462,10 +484,7 @@ class ReconCLI(LightningCLI):
         if not isinstance(run_id, str) or not re.fullmatch(r"[\w-]+", run_id) or os.environ.get("WANDB_RUN_ID"):
             return
         if last is not None and isinstance(step, int) and path.resolve() != last.resolve():
-            try:
-                newest = torch.load(last, map_location="cpu", weights_only=True, mmap=True)
-            except Exception:  # noqa: BLE001 (unreadable: the checkpoint given is what this fit resumes)
-                newest = None
+            newest = _load_or_none(last)  # (unreadable: the checkpoint given is what this fit resumes)
             same_run = isinstance(newest, dict) and newest.get(WANDB_RUN_KEY) == run_id
             if same_run and newest.get("global_step", -1) > step:
                 if rank_zero_only.rank == 0:
@@ -541,6 +560,14 @@ _LINKED_ARGS = (".latent_dim",)  # arguments the CLI fills from another setting 
 
 # restored with the optimizer's state on resume, whatever the config says now
 _OPTIMIZER_SETTINGS = ("lr", "betas")
+
+
+def _load_or_none(path: Path) -> Any:
+    """The checkpoint at ``path``, mapped rather than read; None where it cannot be loaded."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # noqa: BLE001
+        return None
 
 
 def _notice_resumed_settings(checkpoint: dict[str, Any], model: LightningModule, path: Path) -> None:

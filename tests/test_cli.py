@@ -215,6 +215,12 @@ def test_resume_from_last_continues_at_the_saved_step_with_its_schedule(shrink_f
     assert float(steps[2]["train/lr"]) == pytest.approx(1e-4)
     assert float(steps[3]["train/lr"]) == pytest.approx(3e-5)  # and the restored LambdaLR drops the lr at the same step
     assert "other settings than its run's" not in capsys.readouterr().err  # resumed as it was trained: nothing to say
+    # the run's record of how it trained: config.yaml the resumed fit's, the earlier one kept beside it
+    def trainer_setting(name: str, key: str) -> object:
+        return yaml.safe_load((run / name).read_text())["trainer"][key]
+
+    assert trainer_setting("config-until-step2.yaml", "max_steps") == 2
+    assert trainer_setting("config.yaml", "max_steps") == 4
 
     # Resumed with another lr and λ_lap: the λ applies, the lr cannot (Adam's state brings the run's), and one line
     # says which; the next checkpoint records the lr the run really has. (Without W&B this time: the checkpoint
@@ -234,6 +240,8 @@ def test_resume_from_last_continues_at_the_saved_step_with_its_schedule(shrink_f
     assert saved["global_step"] == 5 and saved["hyper_parameters"]["lambda_lap"] == 0.02
     assert _wandb_run_ids(run) == [saved["recon_wandb_run"]] * 2
     assert saved["hyper_parameters"]["lr"] == 1e-4 and saved["lr_schedulers"][0]["base_lrs"] == [1e-4]
+    assert yaml.safe_load((run / "config-until-step4.yaml").read_text())["model"]["lambda_lap"] == 0.005
+    assert yaml.safe_load((run / "config.yaml").read_text())["model"]["lambda_lap"] == 0.02
 
     # From the copy of step 2, behind the run's last.ckpt (step 5): the W&B run has logged steps 2-4 already, so
     # this fit logs to a W&B run of its own
@@ -243,6 +251,11 @@ def test_resume_from_last_continues_at_the_saved_step_with_its_schedule(shrink_f
             f"step 5 ({run / 'checkpoints' / 'last.ckpt'}): this fit logs to a new W&B run") in capsys.readouterr().err
     *continued, new = _wandb_run_ids(run)
     assert continued == [saved["recon_wandb_run"]] * 2 and new != saved["recon_wandb_run"]
+    # the settings that trained steps 4-5, replaced by this fit from step 2: kept under the step they reached
+    assert trainer_setting("config-until-step5.yaml", "max_steps") == 5
+    assert trainer_setting("config.yaml", "max_steps") == 3
+    main(["fit", "-c", DEFAULT, *shrink_flags(flags)])  # a new run into the folder: the earlier run's records go
+    assert sorted(path.name for path in run.glob("config*.yaml")) == ["config.yaml"]
 
 
 class _SigtermDuringStep(Callback):
