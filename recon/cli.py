@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import torch
+import yaml
 from jsonargparse import Namespace
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch import LightningModule, Trainer
@@ -102,7 +103,12 @@ class RunConfigSaver(SaveConfigCallback):
                 earlier.unlink()
             return
         path = folder / self.config_filename
-        if not path.is_file() or path.read_text() == self.parser.dump(self.config, skip_none=False):
+
+        def settings(text: str) -> object:  # what trains: not the checkpoint it starts from
+            loaded = yaml.safe_load(text)
+            return {k: v for k, v in loaded.items() if k != "ckpt_path"} if isinstance(loaded, dict) else loaded
+
+        if not path.is_file() or settings(path.read_text()) == settings(self.parser.dump(self.config, skip_none=False)):
             return
         kept = folder / f"config-until-step{self.trained_to}.yaml"
         if not kept.exists():  # (a resume that failed before its first save trained nothing: the first stays)

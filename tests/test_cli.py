@@ -256,6 +256,8 @@ def test_resume_from_last_continues_at_the_saved_step_with_its_schedule(shrink_f
     assert trainer_setting("config.yaml", "max_steps") == 3
     main(["fit", "-c", DEFAULT, *shrink_flags(flags)])  # a new run into the folder: the earlier run's records go
     assert sorted(path.name for path in run.glob("config*.yaml")) == ["config.yaml"]
+    main(["fit", "-c", DEFAULT, *shrink_flags(flags), "--ckpt_path=last"])  # resumed as it was trained
+    assert sorted(path.name for path in run.glob("config*.yaml")) == ["config.yaml"]
 
 
 class _SigtermDuringStep(Callback):
