@@ -33,6 +33,7 @@ from pathlib import Path
 
 import yaml
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from recon.atomic import file_above, write_text
@@ -282,7 +283,7 @@ def _run(command: list[str], env: dict[str, str], run_dir: Path) -> None:
     saves ``last.ckpt`` first), then raises :class:`RunInterrupted`. A run that ends on such a signal of its own
     does too. The run also stops if this process is killed (:mod:`recon.lifetime`)."""
     console = Console(stderr=True, soft_wrap=True)  # paths stay whole, on one line
-    console.print(f"[dim]$ {' '.join(command[2:])}[/dim]")
+    console.print(f"[dim]$ {escape(' '.join(command[2:]))}[/dim]")  # `--data.categories=[chair]` is no markup
     process = subprocess.Popen(command, env=child_env(env), start_new_session=True)
     passed_on = None
     while True:

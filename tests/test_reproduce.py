@@ -8,6 +8,7 @@ import json
 import math
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import h5py
@@ -345,3 +346,9 @@ def test_a_table_of_finished_runs_is_printed_again_without_reading_or_making_dat
     monkeypatch.setattr(reproduce, "generate_data", lambda *args: pytest.fail("made the data of a finished table"))
     args = ["--profile", "smoke", "--runs", str(runs), "--out", str(tmp_path / "out"), "--encoders", "baseline"]
     assert reproduce_main(args) == 0 and (tmp_path / "out" / "table.csv").is_file()
+
+
+def test_each_command_is_shown_as_it_runs_brackets_included(tmp_path, capsys):
+    # rich took `[chair,airplane]` for markup and showed `--data.categories=`: not the command that ran
+    reproduce._run([sys.executable, "-c", "pass", "--data.categories=[chair,airplane]"], dict(os.environ), tmp_path)
+    assert "$ pass --data.categories=[chair,airplane]" in capsys.readouterr().err
