@@ -174,7 +174,7 @@ def _resume_validation_in_progress(checkpoint: dict[str, Any]) -> None:
     """Rewrites, in the checkpoint being loaded, a validation that an interrupt stopped part of the way through (Ctrl-C
     inside one of its batches, SIGTERM between two) as one stopped inside its first batch, so that the resumed fit runs
     that validation again from its first batch: checkpoints that InterruptCheckpoint saved before it wrote such a stop
-    so itself (``_validation_begun``).
+    so itself (:func:`recon.callbacks.interrupt._saved_as_begun`).
 
     Lightning "finishes" such a validation: it counts the batches done as fetched and runs as many fewer, from the
     loader's first batch, while the metrics of the batches done before the stop are in no checkpoint. The resumed
@@ -194,9 +194,16 @@ def _resume_validation_in_progress(checkpoint: dict[str, Any]) -> None:
                  for tracker in (current, total))  # Ctrl-C, inside a batch
     if validation.is_last_batch or current.ready == 0 or not (between or inside) or (inside and current.ready == 1):
         return
-    begun, done = current.ready, current.completed
-    total.ready = total.started = total.ready - begun + 1  # inside the first batch: begun, none done
-    total.processed = total.completed = total.completed - done
+    _validation_begun(validation)
+    loop["epoch_loop.val_loop.batch_progress"] = validation.state_dict()
+
+
+def _validation_begun(validation: _BatchProgress) -> None:
+    """Sets a validation's progress to inside its first batch (begun, none done), so that a resumed fit runs the
+    whole validation again: the metrics of the batches done before a stop are in no checkpoint."""
+    current, total = validation.current, validation.total
+    total.ready = total.started = total.ready - current.ready + 1
+    total.processed = total.completed = total.completed - current.completed
     current.ready = current.started = 1
     current.processed = current.completed = 0
-    loop["epoch_loop.val_loop.batch_progress"] = validation.state_dict()
+    validation.is_last_batch = False

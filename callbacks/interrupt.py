@@ -40,7 +40,7 @@ from lightning.pytorch.utilities.rank_zero import rank_prefixed_message
 from torch.optim import Optimizer
 from typing_extensions import override
 
-from recon.callbacks.checkpoint import _next_epoch_not_begun
+from recon.callbacks.checkpoint import _next_epoch_not_begun, _validation_begun
 
 log = logging.getLogger(__name__)
 
@@ -249,7 +249,7 @@ class InterruptCheckpoint(Callback):
             if self._step_end:
                 saved_as = _step_finished(trainer, self._validation_due)
             elif trainer.state.stage == RunningStage.VALIDATING:
-                saved_as = _validation_begun(trainer)
+                saved_as = _saved_as_begun(trainer)
             else:
                 saved_as = contextlib.nullcontext()
             with saved_as:
@@ -294,7 +294,7 @@ def _step_finished(trainer: Trainer, validation_due: bool) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def _validation_begun(trainer: Trainer) -> Iterator[None]:
+def _saved_as_begun(trainer: Trainer) -> Iterator[None]:
     """The validation's progress as a resume needs it, for the checkpoint of an interrupt that stopped the fit inside
     one of its validations: as a Ctrl-C inside the validation's first batch leaves it, so that the resumed fit runs
     the whole validation again. Saved as it stood, Lightning "finished" the validation: it counted the batches done
@@ -303,12 +303,7 @@ def _validation_begun(trainer: Trainer) -> Iterator[None]:
     validation altogether where the interrupt came between a batch's fetch and its step."""
     validation = trainer.fit_loop.epoch_loop.val_loop.batch_progress
     kept = validation.state_dict()
-    current, total = validation.current, validation.total
-    total.ready = total.started = total.ready - current.ready + 1
-    total.processed = total.completed = total.completed - current.completed
-    current.ready = current.started = 1
-    current.processed = current.completed = 0
-    validation.is_last_batch = False
+    _validation_begun(validation)
     try:
         yield
     finally:

@@ -471,13 +471,15 @@ class ReconCLI(LightningCLI):
             _notice_resumed_settings(checkpoint, self.model, path)
         if self.subcommand == "fit":
             _notice_resumed_batch(checkpoint, self.datamodule.batch_size, self.trainer.world_size, path)
-            if last is not None:  # the step that the run folder's config.yaml trained to
-                newest = checkpoint if path.resolve() == last.resolve() else _load_or_none(last)
+            # the run folder's last.ckpt: the step its config.yaml trained to, and where its W&B run got to
+            newest = None if last is None else checkpoint if path.resolve() == last.resolve() else _load_or_none(last)
+            if isinstance(newest, dict):
                 for saver in (cb for cb in self.trainer.callbacks if isinstance(cb, RunConfigSaver)):
-                    saver.trained_to = newest.get("global_step") if isinstance(newest, dict) else None
-            self._continue_wandb_run(checkpoint.get(WANDB_RUN_KEY), path, checkpoint.get("global_step"), last)
+                    saver.trained_to = newest.get("global_step")
+            self._continue_wandb_run(checkpoint.get(WANDB_RUN_KEY), path, checkpoint.get("global_step"), last, newest)
 
-    def _continue_wandb_run(self, run_id: object, path: Path, step: object, last: Path | None) -> None:
+    def _continue_wandb_run(self, run_id: object, path: Path, step: object, last: Path | None,
+                            newest: object) -> None:
         """A fit resumed from a checkpoint goes on logging to the W&B run that saved it, so that the dashboard shows
         one run with one set of curves, not a new run of the same name for every resume. Offline, each resume adds
         an ``offline-run-*-<id>`` folder, and ``wandb sync <run>/wandb/offline-run-*`` uploads them, in order, as
@@ -490,7 +492,7 @@ class ReconCLI(LightningCLI):
         if not isinstance(run_id, str) or not re.fullmatch(r"[\w-]+", run_id) or os.environ.get("WANDB_RUN_ID"):
             return
         if last is not None and isinstance(step, int) and path.resolve() != last.resolve():
-            newest = _load_or_none(last)  # (unreadable: the checkpoint given is what this fit resumes)
+            # newest: last.ckpt as loaded (None where unreadable: the checkpoint given is what this fit resumes)
             same_run = isinstance(newest, dict) and newest.get(WANDB_RUN_KEY) == run_id
             if same_run and newest.get("global_step", -1) > step:
                 if rank_zero_only.rank == 0:
